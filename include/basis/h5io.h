@@ -1,0 +1,39 @@
+/*
+  h5io.h - sharded, collective reading of /features and /labels, and collective row
+  writes. Layout (DESIGN.md "Files"): /features N x D (float32/float64/integer on disk,
+  float32 in memory), optional /labels of length N (integer).
+*/
+#pragma once
+#include <basis/sys.h>
+
+typedef struct {
+  MPI_Comm  comm;
+  char      path[PETSC_MAX_PATH_LEN];
+  hid_t     file, features, labels; /* labels < 0 when absent */
+  PetscInt  N, D;                   /* global shape of /features */
+  PetscBool has_labels;
+} BasisInput;
+
+/* One rank's contiguous block of rows, held in memory. */
+typedef struct {
+  PetscInt N, D;      /* global shape */
+  PetscInt rstart, n; /* this rank owns rows [rstart, rstart + n) */
+  float   *x;         /* [n][D] row-major */
+  int     *labels;    /* [n], or NULL when the file has none */
+} BasisShard;
+
+PetscErrorCode BasisInputOpen(MPI_Comm comm, const char *path, BasisInput *in);
+PetscErrorCode BasisInputRead(BasisInput *in, PetscInt start, PetscInt n, float x[]);
+PetscErrorCode BasisInputReadLabels(BasisInput *in, PetscInt start, PetscInt n, int labels[]);
+PetscErrorCode BasisInputClose(BasisInput *in);
+PetscErrorCode BasisInputReadShard(BasisInput *in, BasisShard *shard);
+PetscErrorCode BasisShardDestroy(BasisShard *shard);
+
+PetscErrorCode BasisH5CreateMatrix(hid_t file, const char *name, PetscInt rows, PetscInt cols, hid_t type,
+                                   hid_t *dset);
+PetscErrorCode BasisH5WriteRows(MPI_Comm comm, hid_t dset, PetscInt start, PetscInt n, PetscInt cols,
+                                hid_t memtype, const void *buf);
+PetscErrorCode BasisH5ReadRows(MPI_Comm comm, hid_t dset, PetscInt start, PetscInt n, PetscInt cols,
+                               hid_t memtype, void *buf);
+PetscErrorCode BasisH5OpenRead(MPI_Comm comm, const char *path, const char *what, hid_t *file);
+PetscErrorCode BasisInfoMain(MPI_Comm comm);

@@ -1,0 +1,299 @@
+/*
+  h5io.c - sharded HDF5 input and collective row output (DESIGN.md "Files").
+
+  Each rank reads its contiguous block of rows of /features with collective hyperslab
+  reads through the MPI-IO driver; HDF5 converts float64 or integer data to float32 in
+  memory. Reads and writes are split into slabs of at most BASIS_IO_SLAB_BYTES so no
+  single MPI-IO call nears the 2 GiB limit and type conversion needs only a bounded
+  buffer; all ranks agree on the number of slabs (ranks with fewer rows join with empty
+  selections), so the collective calls always match.
+
+  Validation happens in BasisInputOpen on every rank from the same metadata, so every
+  rank raises the same error. Values are checked after each read: a non-finite value is
+  counted and the first bad row reported, agreed by reductions.
+*/
+#include <basis/h5io.h>
+#include <math.h>
+#include <unistd.h>
+
+/* 64 MiB per collective call: far under MPI-IO's 2 GiB, few calls for large shards. */
+#define BASIS_IO_SLAB_BYTES ((size_t)64 << 20)
+
+/*
+  BasisH5OpenRead - open an existing HDF5 file read-only on comm, with a clear error when
+  it is missing or not HDF5.
+
+  Collective on comm; rank 0 looks first and broadcasts what it found.
+  Input: what - how the message names the file ("input", "model")
+*/
+PetscErrorCode BasisH5OpenRead(MPI_Comm comm, const char *path, const char *what, hid_t *file)
+{
+  PetscMPIInt rank;
+  int         state = 0; /* 0 ok, 1 missing, 2 unreadable, 3 not HDF5 */
+  hid_t       fapl;
+
+  PetscFunctionBeginUser;
+  PetscCheck(path && path[0], comm, PETSC_ERR_ARG_WRONG, "no %s file given", what);
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  if (rank == 0) {
+    if (access(path, F_OK)) state = 1;
+    else if (access(path, R_OK)) state = 2;
+    else if (H5Fis_hdf5(path) <= 0) state = 3;
+  }
+  PetscCallMPI(MPI_Bcast(&state, 1, MPI_INT, 0, comm));
+  PetscCheck(state != 1, comm, PETSC_ERR_FILE_OPEN, "%s file %s does not exist; check the path", what, path);
+  PetscCheck(state != 2, comm, PETSC_ERR_FILE_OPEN, "%s file %s is not readable; check its permissions", what, path);
+  PetscCheck(state != 3, comm, PETSC_ERR_FILE_UNEXPECTED,
+             "%s file %s is not an HDF5 file (or is truncated); give an HDF5 file", what, path);
+  fapl = H5Pcreate(H5P_FILE_ACCESS);
+  BasisCallH5(fapl);
+  BasisCallH5(H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL));
+  *file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+  BasisCallH5(H5Pclose(fapl));
+  BasisCheckAll(comm, *file >= 0, PETSC_ERR_FILE_OPEN, "cannot open %s file %s as HDF5 (corrupt?)", what, path);
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisInputOpen - open a data file and validate /features and /labels.
+
+  Collective on comm. Errors (same on every rank): missing/unreadable/not HDF5, no
+  /features, /features not 2-D or not numeric, N = 0 or D = 0, fewer rows than ranks,
+  /labels not integer or of another length than N.
+*/
+PetscErrorCode BasisInputOpen(MPI_Comm comm, const char *path, BasisInput *in)
+{
+  hid_t       space, type;
+  int         ndims;
+  hsize_t     dims[2];
+  H5T_class_t cls;
+  PetscMPIInt size;
+
+  PetscFunctionBeginUser;
+  PetscCall(PetscMemzero(in, sizeof(*in)));
+  in->comm     = comm;
+  in->features = in->labels = -1;
+  PetscCall(PetscStrncpy(in->path, path ? path : "", sizeof(in->path)));
+  PetscCall(BasisH5OpenRead(comm, path, "input", &in->file));
+  PetscCheck(H5Lexists(in->file, "features", H5P_DEFAULT) > 0, comm, PETSC_ERR_FILE_UNEXPECTED,
+             "input %s has no dataset /features; basis reads an N x D matrix named /features "
+             "(scripts/ convert common formats)",
+             path);
+  in->features = H5Dopen2(in->file, "features", H5P_DEFAULT);
+  BasisCheckAll(comm, in->features >= 0, PETSC_ERR_FILE_UNEXPECTED, "input %s: /features is not a dataset", path);
+  space = H5Dget_space(in->features);
+  BasisCallH5(space);
+  ndims = H5Sget_simple_extent_ndims(space);
+  PetscCheck(ndims == 2, comm, PETSC_ERR_FILE_UNEXPECTED,
+             "input %s: /features has %d dimensions; it must be 2-D (N points x D features)", path, ndims);
+  BasisCallH5(H5Sget_simple_extent_dims(space, dims, NULL));
+  BasisCallH5(H5Sclose(space));
+  type = H5Dget_type(in->features);
+  BasisCallH5(type);
+  cls = H5Tget_class(type);
+  BasisCallH5(H5Tclose(type));
+  PetscCheck(cls == H5T_FLOAT || cls == H5T_INTEGER, comm, PETSC_ERR_FILE_UNEXPECTED,
+             "input %s: /features is not numeric; store it as float32, float64 or integers", path);
+  PetscCheck(dims[0] > 0 && dims[1] > 0, comm, PETSC_ERR_FILE_UNEXPECTED,
+             "input %s: /features is %llu x %llu; it needs at least one point and one feature", path,
+             (unsigned long long)dims[0], (unsigned long long)dims[1]);
+  PetscCheck(dims[0] < PETSC_MAX_INT && dims[1] < PETSC_MAX_INT, comm, PETSC_ERR_FILE_UNEXPECTED,
+             "input %s: /features is too large for 32-bit indices", path);
+  in->N = (PetscInt)dims[0];
+  in->D = (PetscInt)dims[1];
+  PetscCallMPI(MPI_Comm_size(comm, &size));
+  PetscCheck(in->N >= size, comm, PETSC_ERR_ARG_SIZ,
+             "input %s has %d points but the run has %d ranks; use at most %d ranks", path, (int)in->N, (int)size,
+             (int)in->N);
+
+  if (H5Lexists(in->file, "labels", H5P_DEFAULT) > 0) {
+    in->labels = H5Dopen2(in->file, "labels", H5P_DEFAULT);
+    BasisCheckAll(comm, in->labels >= 0, PETSC_ERR_FILE_UNEXPECTED, "input %s: /labels is not a dataset", path);
+    space = H5Dget_space(in->labels);
+    BasisCallH5(space);
+    ndims = H5Sget_simple_extent_ndims(space);
+    dims[1] = 1;
+    if (ndims >= 1 && ndims <= 2) BasisCallH5(H5Sget_simple_extent_dims(space, dims, NULL));
+    BasisCallH5(H5Sclose(space));
+    type = H5Dget_type(in->labels);
+    cls  = H5Tget_class(type);
+    BasisCallH5(H5Tclose(type));
+    PetscCheck(cls == H5T_INTEGER, comm, PETSC_ERR_FILE_UNEXPECTED,
+               "input %s: /labels must hold integers (class ids); found another type", path);
+    PetscCheck((ndims == 1 || (ndims == 2 && dims[1] == 1)) && dims[0] == (hsize_t)in->N, comm,
+               PETSC_ERR_FILE_UNEXPECTED, "input %s: /labels has %llu entries but /features has %d rows; they must match",
+               path, (unsigned long long)(ndims >= 1 ? dims[0] : 0), (int)in->N);
+    in->has_labels = PETSC_TRUE;
+  }
+  PetscFunctionReturn(0);
+}
+
+/* Rows per slab for rows of `cols` values of `elem` bytes. */
+static PetscInt SlabRows(PetscInt cols, size_t elem)
+{
+  size_t rows = BASIS_IO_SLAB_BYTES / ((size_t)PetscMax(cols, 1) * elem);
+  return (PetscInt)PetscMax(rows, 1);
+}
+
+/* Collective transfer of rows [start, start+n) x cols between dset and buf, in slabs. */
+static PetscErrorCode TransferRows(MPI_Comm comm, hid_t dset, PetscInt start, PetscInt n, PetscInt cols,
+                                   hid_t memtype, void *buf, PetscBool write)
+{
+  hid_t    fspace, mspace, dxpl;
+  size_t   elem = H5Tget_size(memtype);
+  PetscInt slab = SlabRows(cols, elem), nslabs = (n + slab - 1) / slab, max_slabs;
+  int      rank_ndims;
+
+  PetscFunctionBeginUser;
+  PetscCallMPI(MPI_Allreduce(&nslabs, &max_slabs, 1, MPIU_INT, MPI_MAX, comm));
+  fspace = H5Dget_space(dset);
+  BasisCallH5(fspace);
+  rank_ndims = H5Sget_simple_extent_ndims(fspace);
+  dxpl       = H5Pcreate(H5P_DATASET_XFER);
+  BasisCallH5(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE));
+  for (PetscInt s = 0; s < max_slabs; s++) {
+    PetscInt lo = PetscMin(s * slab, n), cnt = PetscMin(slab, n - lo);
+    hsize_t  off[2] = {(hsize_t)(start + lo), 0}, count[2] = {(hsize_t)cnt, (hsize_t)cols};
+    herr_t   err;
+
+    if (cnt > 0) BasisCallH5(H5Sselect_hyperslab(fspace, H5S_SELECT_SET, off, NULL, count, NULL));
+    else BasisCallH5(H5Sselect_none(fspace));
+    mspace = H5Screate_simple(rank_ndims, count, NULL);
+    if (cnt == 0) BasisCallH5(H5Sselect_none(mspace));
+    if (write) err = H5Dwrite(dset, memtype, mspace, fspace, dxpl, (char *)buf + (size_t)lo * cols * elem);
+    else err = H5Dread(dset, memtype, mspace, fspace, dxpl, (char *)buf + (size_t)lo * cols * elem);
+    BasisCallH5(H5Sclose(mspace));
+    BasisCheckAll(comm, err >= 0, PETSC_ERR_FILE_READ, "HDF5 %s of rows failed (file truncated or disk full?)",
+                  write ? "write" : "read");
+  }
+  BasisCallH5(H5Pclose(dxpl));
+  BasisCallH5(H5Sclose(fspace));
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisH5ReadRows / BasisH5WriteRows - rows [start, start+n) of a 2-D (or 1-D, cols = 1)
+  dataset, collectively; n may differ between ranks and be 0.
+*/
+PetscErrorCode BasisH5ReadRows(MPI_Comm comm, hid_t dset, PetscInt start, PetscInt n, PetscInt cols, hid_t memtype,
+                               void *buf)
+{
+  PetscFunctionBeginUser;
+  PetscCall(TransferRows(comm, dset, start, n, cols, memtype, buf, PETSC_FALSE));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode BasisH5WriteRows(MPI_Comm comm, hid_t dset, PetscInt start, PetscInt n, PetscInt cols, hid_t memtype,
+                                const void *buf)
+{
+  PetscFunctionBeginUser;
+  PetscCall(PetscLogEventBegin(BASIS_WriteRows, 0, 0, 0, 0));
+  PetscCall(TransferRows(comm, dset, start, n, cols, memtype, (void *)buf, PETSC_TRUE));
+  PetscCall(PetscLogEventEnd(BASIS_WriteRows, 0, 0, 0, 0));
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisInputRead - rows [start, start+n) of /features as float32, checked finite.
+
+  Collective on in->comm (every rank calls; n may be 0). Output: x [n][D].
+*/
+PetscErrorCode BasisInputRead(BasisInput *in, PetscInt start, PetscInt n, float x[])
+{
+  long long bad[2] = {0, 0}, all_bad[2];
+  long long first  = PETSC_MAX_INT, all_first;
+  size_t    total  = (size_t)n * (size_t)in->D;
+
+  PetscFunctionBeginUser;
+  PetscCall(PetscLogEventBegin(BASIS_ReadShard, 0, 0, 0, 0));
+  PetscCall(BasisH5ReadRows(in->comm, in->features, start, n, in->D, H5T_NATIVE_FLOAT, x));
+  for (size_t i = 0; i < total; i++)
+    if (!isfinite(x[i])) {
+      if (!bad[0]) first = start + (long long)(i / (size_t)in->D);
+      bad[0]++;
+    }
+  PetscCallMPI(MPI_Allreduce(bad, all_bad, 1, MPI_LONG_LONG, MPI_SUM, in->comm));
+  PetscCallMPI(MPI_Allreduce(&first, &all_first, 1, MPI_LONG_LONG, MPI_MIN, in->comm));
+  PetscCall(PetscLogEventEnd(BASIS_ReadShard, 0, 0, 0, 0));
+  PetscCheck(all_bad[0] == 0, in->comm, PETSC_ERR_FP,
+             "input %s: /features has %lld non-finite values (NaN/Inf, or too large for float32) in the rows read, "
+             "the first in row %lld; remove or impute them",
+             in->path, all_bad[0], all_first);
+  PetscFunctionReturn(0);
+}
+
+/* BasisInputReadLabels - rows [start, start+n) of /labels. Collective on in->comm. */
+PetscErrorCode BasisInputReadLabels(BasisInput *in, PetscInt start, PetscInt n, int labels[])
+{
+  PetscFunctionBeginUser;
+  PetscCheck(in->has_labels, in->comm, PETSC_ERR_ARG_WRONG, "input %s has no /labels", in->path);
+  PetscCall(BasisH5ReadRows(in->comm, in->labels, start, n, 1, H5T_NATIVE_INT, labels));
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisInputReadShard - this rank's contiguous block of rows (and labels, if any).
+
+  Collective on in->comm. Memory: the block itself plus HDF5's bounded conversion buffer.
+*/
+PetscErrorCode BasisInputReadShard(BasisInput *in, BasisShard *shard)
+{
+  PetscMPIInt size, rank;
+
+  PetscFunctionBeginUser;
+  PetscCall(PetscMemzero(shard, sizeof(*shard)));
+  PetscCallMPI(MPI_Comm_size(in->comm, &size));
+  PetscCallMPI(MPI_Comm_rank(in->comm, &rank));
+  shard->N = in->N;
+  shard->D = in->D;
+  BasisBlockRange(in->N, size, rank, &shard->rstart, &shard->n);
+  PetscCall(PetscMalloc1((size_t)shard->n * (size_t)in->D, &shard->x));
+  PetscCall(BasisInputRead(in, shard->rstart, shard->n, shard->x));
+  if (in->has_labels) {
+    PetscCall(PetscMalloc1(shard->n, &shard->labels));
+    PetscCall(BasisInputReadLabels(in, shard->rstart, shard->n, shard->labels));
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode BasisShardDestroy(BasisShard *shard)
+{
+  PetscFunctionBeginUser;
+  PetscCall(PetscFree(shard->x));
+  PetscCall(PetscFree(shard->labels));
+  PetscFunctionReturn(0);
+}
+
+/* BasisInputClose - collective on in->comm. */
+PetscErrorCode BasisInputClose(BasisInput *in)
+{
+  PetscFunctionBeginUser;
+  if (in->labels >= 0) BasisCallH5(H5Dclose(in->labels));
+  if (in->features >= 0) BasisCallH5(H5Dclose(in->features));
+  if (in->file >= 0) BasisCallH5(H5Fclose(in->file));
+  in->file = in->features = in->labels = -1;
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisH5CreateMatrix - create a rows x cols dataset (cols = 0: a 1-D dataset of rows).
+
+  Collective (HDF5 metadata). Contiguous layout: written once, read in row blocks.
+*/
+PetscErrorCode BasisH5CreateMatrix(hid_t file, const char *name, PetscInt rows, PetscInt cols, hid_t type,
+                                   hid_t *dset)
+{
+  hsize_t dims[2] = {(hsize_t)rows, (hsize_t)cols};
+  hid_t   space, lcpl;
+
+  PetscFunctionBeginUser;
+  space = H5Screate_simple(cols > 0 ? 2 : 1, dims, NULL);
+  BasisCallH5(space);
+  lcpl = H5Pcreate(H5P_LINK_CREATE);
+  BasisCallH5(H5Pset_create_intermediate_group(lcpl, 1));
+  *dset = H5Dcreate2(file, name, type, space, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+  BasisCallH5(*dset);
+  BasisCallH5(H5Pclose(lcpl));
+  BasisCallH5(H5Sclose(space));
+  PetscFunctionReturn(0);
+}
