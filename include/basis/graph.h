@@ -1,0 +1,55 @@
+/*
+  graph.h - the one graph rule of DESIGN.md "The algorithm", shared by the batch graph,
+  the reference graph and the exact baseline: kNN (Euclidean, self excluded), sigma
+  (local: distance to the scale_neighbor-th neighbour; median: one sigma for the set),
+  W_ij = exp(-||x_i - x_j||^2 / sigma_i^2) for j in kNN(i), W = (W + W^T)/2, W_ii = 0,
+  Laplacian sym | unnormalized | rw, the K eigenvectors of the smallest eigenvalues
+  (trivial one included), sign: entry of largest magnitude positive.
+*/
+#pragma once
+#include <basis/sys.h>
+#include <petscmat.h>
+
+typedef enum { BASIS_SCALE_LOCAL, BASIS_SCALE_MEDIAN } BasisScaleType;
+typedef enum { BASIS_LAPLACIAN_SYM, BASIS_LAPLACIAN_UNNORMALIZED, BASIS_LAPLACIAN_RW } BasisLaplacianType;
+extern const char *const BasisScaleTypes[];
+extern const char *const BasisLaplacianTypes[];
+
+/* Plain parameter struct. Defaults: knn 10, scale_neighbor 7, local, sym, K 10. */
+typedef struct {
+  PetscInt           knn;            /* k: neighbours per point (-knn) */
+  PetscInt           scale_neighbor; /* sigma_i = distance to this neighbour (-scale_neighbor) */
+  BasisScaleType     scale;          /* -scale local|median */
+  BasisLaplacianType laplacian;      /* -laplacian sym|unnormalized|rw */
+  PetscInt           K;              /* eigenpairs wanted (-dim) */
+} BasisGraphParams;
+
+void           BasisGraphParamsDefault(BasisGraphParams *p);
+PetscErrorCode BasisGraphParamsSetFromOptions(MPI_Comm comm, BasisGraphParams *p); /* inside PetscOptionsBegin/End */
+void BasisGraphParamsMatched(const BasisGraphParams *p, PetscInt n, PetscInt m, BasisGraphParams *matched);
+
+/* Running k-nearest-neighbour lists of nq query points, filled block by block. */
+typedef struct {
+  PetscInt   nq, k;
+  PetscInt  *idx; /* [nq][k] global indices of neighbours, nearest first; -1 = empty */
+  PetscReal *d2;  /* [nq][k] squared distances, ascending; PETSC_MAX_REAL = empty */
+} BasisKnn;
+
+PetscErrorCode BasisKnnCreate(PetscInt nq, PetscInt k, BasisKnn *knn);
+PetscErrorCode BasisKnnUpdate(BasisKnn *knn, PetscInt D, const float q[], PetscInt qstart, PetscInt np,
+                              const float p[], PetscInt pstart);
+PetscErrorCode BasisKnnDestroy(BasisKnn *knn);
+
+PetscErrorCode BasisGraphSigma(MPI_Comm comm, const BasisGraphParams *p, const BasisKnn *knn, PetscReal sigma[]);
+
+/* Dense/small batch path: one rank, m points, workspace reused across steps. */
+typedef struct _p_BasisBatchGraph *BasisBatchGraph;
+PetscErrorCode BasisBatchGraphCreate(const BasisGraphParams *p, PetscInt m, PetscInt D, BasisBatchGraph *bg);
+PetscErrorCode BasisBatchGraphEmbed(BasisBatchGraph bg, const float x[], PetscReal phi[], PetscReal lambda[]);
+PetscErrorCode BasisBatchGraphDestroy(BasisBatchGraph *bg);
+
+/* Distributed path (reference set, exact baseline). */
+PetscErrorCode BasisGraphAssemble(MPI_Comm comm, const BasisGraphParams *p, const BasisKnn *knn, PetscInt rstart,
+                                  PetscInt nglobal, Mat *W);
+PetscErrorCode BasisGraphSolve(MPI_Comm comm, const char *prefix, const BasisGraphParams *p, Mat W, PetscReal phi[],
+                               PetscReal lambda[], PetscReal residual[]);
