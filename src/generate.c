@@ -20,11 +20,12 @@
 #include <basis/rng.h>
 #include <math.h>
 
-const char *const BasisGenerateTypes[] = {"manifold", "circles", "moons", "BasisGenerateType", "BASIS_GENERATE_", NULL};
+const char *const BasisGenerateTypes[] = {"manifold",          "circles",         "moons",
+                                          "BasisGenerateType", "BASIS_GENERATE_", NULL};
 
 /* Latent spread of each class around its centre; centres sit on a sphere of radius 1.5,
    so neighbouring classes overlap slightly. */
-#define MANIFOLD_CLASS_SPREAD 0.35
+#define MANIFOLD_CLASS_SPREAD  0.35
 #define MANIFOLD_CENTRE_RADIUS 1.5
 
 /* Fixed parameters of the manifold map, derived from the seed alone (same on all ranks). */
@@ -43,7 +44,8 @@ static PetscErrorCode ManifoldCreate(const BasisGenerateParams *p, Manifold *m)
   m->latent  = p->latent;
   m->D       = p->D;
   m->classes = p->classes;
-  PetscCall(PetscMalloc3((size_t)p->D * p->latent, &m->w, p->D, &m->b, (size_t)p->classes * p->latent, &m->centres));
+  PetscCall(PetscMalloc3((size_t)p->D * p->latent, &m->w, p->D, &m->b, (size_t)p->classes * p->latent,
+                         &m->centres));
   BasisRngSeed(&rng, (uint64_t)p->seed, 0);
   /* Frequencies ~ N(0, 1/2): a few oscillations across the latent range, so the lifted
      manifold is curved but neighbourhoods stay well sampled. */
@@ -72,7 +74,8 @@ static PetscErrorCode ManifoldDestroy(Manifold *m)
 
   Not collective. Output: x [n][D], labels [n]. Row i depends only on (p, i).
 */
-PetscErrorCode BasisGenerateRows(const BasisGenerateParams *p, PetscInt start, PetscInt n, float x[], int labels[])
+PetscErrorCode BasisGenerateRows(const BasisGenerateParams *p, PetscInt start, PetscInt n, float x[],
+                                 int labels[])
 {
   Manifold man   = {0};
   double   scale = 1.0;
@@ -92,7 +95,8 @@ PetscErrorCode BasisGenerateRows(const BasisGenerateParams *p, PetscInt start, P
     switch (p->type) {
     case BASIS_GENERATE_MANIFOLD: {
       double z[16];
-      for (PetscInt a = 0; a < p->latent; a++) z[a] = man.centres[c * p->latent + a] + MANIFOLD_CLASS_SPREAD * BasisRngNormal(&rng);
+      for (PetscInt a = 0; a < p->latent; a++)
+        z[a] = man.centres[c * p->latent + a] + MANIFOLD_CLASS_SPREAD * BasisRngNormal(&rng);
       for (PetscInt j = 0; j < p->D; j++) {
         double t = man.b[j];
         for (PetscInt a = 0; a < p->latent; a++) t += man.w[j * p->latent + a] * z[a];
@@ -125,9 +129,9 @@ PetscErrorCode BasisGenerateRows(const BasisGenerateParams *p, PetscInt start, P
 */
 PetscErrorCode BasisGenerateMain(MPI_Comm comm)
 {
-  BasisGenerateParams p = {BASIS_GENERATE_MANIFOLD, 10000, 784, 10, 0.1, 42, 2};
+  BasisGenerateParams p                          = {BASIS_GENERATE_MANIFOLD, 10000, 784, 10, 0.1, 42, 2};
   char                output[PETSC_MAX_PATH_LEN] = "data/generated.h5";
-  PetscBool           force = PETSC_FALSE;
+  PetscBool           force                      = PETSC_FALSE;
   PetscMPIInt         size, rank;
   PetscInt            rstart, n, slab, nslabs, done = 0;
   float              *x;
@@ -138,11 +142,13 @@ PetscErrorCode BasisGenerateMain(MPI_Comm comm)
 
   PetscFunctionBeginUser;
   PetscOptionsBegin(comm, NULL, "basis generate: synthetic labelled data", NULL);
-  PetscCall(PetscOptionsEnum("-type", "Data set shape", NULL, BasisGenerateTypes, (PetscEnum)p.type, (PetscEnum *)&p.type, NULL));
+  PetscCall(PetscOptionsEnum("-type", "Data set shape", NULL, BasisGenerateTypes, (PetscEnum)p.type,
+                             (PetscEnum *)&p.type, NULL));
   PetscCall(PetscOptionsInt("-n", "Number of points N", NULL, p.N, &p.N, NULL));
   PetscCall(PetscOptionsInt("-d", "Number of features D", NULL, p.D, &p.D, NULL));
   PetscCall(PetscOptionsInt("-classes", "Number of classes", NULL, p.classes, &p.classes, NULL));
-  PetscCall(PetscOptionsReal("-noise", "Noise standard deviation (relative to the signal)", NULL, p.noise, &p.noise, NULL));
+  PetscCall(PetscOptionsReal("-noise", "Noise standard deviation (relative to the signal)", NULL, p.noise,
+                             &p.noise, NULL));
   PetscCall(PetscOptionsInt("-latent", "Manifold: latent dimension (1-16)", NULL, p.latent, &p.latent, NULL));
   PetscCall(PetscOptionsInt("-seed", "Random seed", NULL, p.seed, &p.seed, NULL));
   PetscCall(PetscOptionsString("-output", "Output HDF5 file", NULL, output, output, sizeof(output), NULL));
@@ -155,11 +161,14 @@ PetscErrorCode BasisGenerateMain(MPI_Comm comm)
   }
   PetscCallMPI(MPI_Comm_size(comm, &size));
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
-  PetscCheck(p.N >= size, comm, PETSC_ERR_ARG_OUTOFRANGE, "-n %d must be at least the number of ranks %d", (int)p.N, size);
+  PetscCheck(p.N >= size, comm, PETSC_ERR_ARG_OUTOFRANGE, "-n %d must be at least the number of ranks %d",
+             (int)p.N, size);
   PetscCheck(p.D >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-d %d must be at least 1", (int)p.D);
   PetscCheck(p.noise >= 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-noise %g must be non-negative", (double)p.noise);
-  PetscCheck(p.latent >= 1 && p.latent <= 16, comm, PETSC_ERR_ARG_OUTOFRANGE, "-latent %d must be in 1..16", (int)p.latent);
-  PetscCheck(p.classes >= 1 && p.classes <= 1000, comm, PETSC_ERR_ARG_OUTOFRANGE, "-classes %d must be in 1..1000", (int)p.classes);
+  PetscCheck(p.latent >= 1 && p.latent <= 16, comm, PETSC_ERR_ARG_OUTOFRANGE, "-latent %d must be in 1..16",
+             (int)p.latent);
+  PetscCheck(p.classes >= 1 && p.classes <= 1000, comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "-classes %d must be in 1..1000", (int)p.classes);
   PetscCheck(p.type != BASIS_GENERATE_MOONS || p.classes == 2, comm, PETSC_ERR_ARG_WRONG,
              "-type moons has exactly 2 classes; pass -classes 2");
 
@@ -186,14 +195,14 @@ PetscErrorCode BasisGenerateMain(MPI_Comm comm)
     PetscCall(PetscTime(&now));
     if (now - tlast > 5.0 || s == nslabs - 1) { /* progress every 5 s on long runs */
       double frac = (double)done / (double)PetscMax(n, 1);
-      PetscCall(PetscPrintf(comm, "generate: %5.1f%% of rank 0's rows, %.1f s elapsed, ~%.0f s left\n", 100.0 * frac, now - t0,
-                            frac > 0 ? (now - t0) * (1.0 - frac) / frac : 0.0));
+      PetscCall(PetscPrintf(comm, "generate: %5.1f%% of rank 0's rows, %.1f s elapsed, ~%.0f s left\n",
+                            100.0 * frac, now - t0, frac > 0 ? (now - t0) * (1.0 - frac) / frac : 0.0));
       tlast = now;
     }
   }
   PetscCall(PetscFree2(x, labels));
   {
-    double  noise  = p.noise;
+    double   noise   = p.noise;
     PetscInt ints[5] = {p.N, p.D, p.classes, p.seed, p.latent};
     PetscCall(BasisH5AttrWriteString(out.file, "generator", BasisGenerateTypes[p.type]));
     PetscCall(BasisH5AttrWriteInt(out.file, "generator_N_D_classes_seed_latent", 5, ints));

@@ -36,13 +36,17 @@ PetscErrorCode BasisH5OpenRead(MPI_Comm comm, const char *path, const char *what
   PetscCheck(path && path[0], comm, PETSC_ERR_ARG_WRONG, "no %s file given", what);
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
   if (rank == 0) {
-    if (access(path, F_OK)) state = 1;
-    else if (access(path, R_OK)) state = 2;
-    else if (H5Fis_hdf5(path) <= 0) state = 3;
+    if (access(path, F_OK))
+      state = 1;
+    else if (access(path, R_OK))
+      state = 2;
+    else if (H5Fis_hdf5(path) <= 0)
+      state = 3;
   }
   PetscCallMPI(MPI_Bcast(&state, 1, MPI_INT, 0, comm));
   PetscCheck(state != 1, comm, PETSC_ERR_FILE_OPEN, "%s file %s does not exist; check the path", what, path);
-  PetscCheck(state != 2, comm, PETSC_ERR_FILE_OPEN, "%s file %s is not readable; check its permissions", what, path);
+  PetscCheck(state != 2, comm, PETSC_ERR_FILE_OPEN, "%s file %s is not readable; check its permissions", what,
+             path);
   PetscCheck(state != 3, comm, PETSC_ERR_FILE_UNEXPECTED,
              "%s file %s is not an HDF5 file (or is truncated); give an HDF5 file", what, path);
   fapl = H5Pcreate(H5P_FILE_ACCESS);
@@ -50,7 +54,8 @@ PetscErrorCode BasisH5OpenRead(MPI_Comm comm, const char *path, const char *what
   BasisCallH5(H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL));
   *file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
   BasisCallH5(H5Pclose(fapl));
-  BasisCheckAll(comm, *file >= 0, PETSC_ERR_FILE_OPEN, "cannot open %s file %s as HDF5 (corrupt?)", what, path);
+  BasisCheckAll(comm, *file >= 0, PETSC_ERR_FILE_OPEN, "cannot open %s file %s as HDF5 (corrupt?)", what,
+                path);
   PetscFunctionReturn(0);
 }
 
@@ -80,7 +85,8 @@ PetscErrorCode BasisInputOpen(MPI_Comm comm, const char *path, BasisInput *in)
              "(scripts/ convert common formats)",
              path);
   in->features = H5Dopen2(in->file, "features", H5P_DEFAULT);
-  BasisCheckAll(comm, in->features >= 0, PETSC_ERR_FILE_UNEXPECTED, "input %s: /features is not a dataset", path);
+  BasisCheckAll(comm, in->features >= 0, PETSC_ERR_FILE_UNEXPECTED, "input %s: /features is not a dataset",
+                path);
   space = H5Dget_space(in->features);
   BasisCallH5(space);
   ndims = H5Sget_simple_extent_ndims(space);
@@ -103,15 +109,16 @@ PetscErrorCode BasisInputOpen(MPI_Comm comm, const char *path, BasisInput *in)
   in->D = (PetscInt)dims[1];
   PetscCallMPI(MPI_Comm_size(comm, &size));
   PetscCheck(in->N >= size, comm, PETSC_ERR_ARG_SIZ,
-             "input %s has %d points but the run has %d ranks; use at most %d ranks", path, (int)in->N, (int)size,
-             (int)in->N);
+             "input %s has %d points but the run has %d ranks; use at most %d ranks", path, (int)in->N,
+             (int)size, (int)in->N);
 
   if (H5Lexists(in->file, "labels", H5P_DEFAULT) > 0) {
     in->labels = H5Dopen2(in->file, "labels", H5P_DEFAULT);
-    BasisCheckAll(comm, in->labels >= 0, PETSC_ERR_FILE_UNEXPECTED, "input %s: /labels is not a dataset", path);
+    BasisCheckAll(comm, in->labels >= 0, PETSC_ERR_FILE_UNEXPECTED, "input %s: /labels is not a dataset",
+                  path);
     space = H5Dget_space(in->labels);
     BasisCallH5(space);
-    ndims = H5Sget_simple_extent_ndims(space);
+    ndims   = H5Sget_simple_extent_ndims(space);
     dims[1] = 1;
     if (ndims >= 1 && ndims <= 2) BasisCallH5(H5Sget_simple_extent_dims(space, dims, NULL));
     BasisCallH5(H5Sclose(space));
@@ -121,8 +128,9 @@ PetscErrorCode BasisInputOpen(MPI_Comm comm, const char *path, BasisInput *in)
     PetscCheck(cls == H5T_INTEGER, comm, PETSC_ERR_FILE_UNEXPECTED,
                "input %s: /labels must hold integers (class ids); found another type", path);
     PetscCheck((ndims == 1 || (ndims == 2 && dims[1] == 1)) && dims[0] == (hsize_t)in->N, comm,
-               PETSC_ERR_FILE_UNEXPECTED, "input %s: /labels has %llu entries but /features has %d rows; they must match",
-               path, (unsigned long long)(ndims >= 1 ? dims[0] : 0), (int)in->N);
+               PETSC_ERR_FILE_UNEXPECTED,
+               "input %s: /labels has %llu entries but /features has %d rows; they must match", path,
+               (unsigned long long)(ndims >= 1 ? dims[0] : 0), (int)in->N);
     in->has_labels = PETSC_TRUE;
   }
   PetscFunctionReturn(0);
@@ -156,15 +164,19 @@ static PetscErrorCode TransferRows(MPI_Comm comm, hid_t dset, PetscInt start, Pe
     hsize_t  off[2] = {(hsize_t)(start + lo), 0}, count[2] = {(hsize_t)cnt, (hsize_t)cols};
     herr_t   err;
 
-    if (cnt > 0) BasisCallH5(H5Sselect_hyperslab(fspace, H5S_SELECT_SET, off, NULL, count, NULL));
-    else BasisCallH5(H5Sselect_none(fspace));
+    if (cnt > 0)
+      BasisCallH5(H5Sselect_hyperslab(fspace, H5S_SELECT_SET, off, NULL, count, NULL));
+    else
+      BasisCallH5(H5Sselect_none(fspace));
     mspace = H5Screate_simple(rank_ndims, count, NULL);
     if (cnt == 0) BasisCallH5(H5Sselect_none(mspace));
-    if (write) err = H5Dwrite(dset, memtype, mspace, fspace, dxpl, (char *)buf + (size_t)lo * cols * elem);
-    else err = H5Dread(dset, memtype, mspace, fspace, dxpl, (char *)buf + (size_t)lo * cols * elem);
+    if (write)
+      err = H5Dwrite(dset, memtype, mspace, fspace, dxpl, (char *)buf + (size_t)lo * cols * elem);
+    else
+      err = H5Dread(dset, memtype, mspace, fspace, dxpl, (char *)buf + (size_t)lo * cols * elem);
     BasisCallH5(H5Sclose(mspace));
-    BasisCheckAll(comm, err >= 0, PETSC_ERR_FILE_READ, "HDF5 %s of rows failed (file truncated or disk full?)",
-                  write ? "write" : "read");
+    BasisCheckAll(comm, err >= 0, PETSC_ERR_FILE_READ,
+                  "HDF5 %s of rows failed (file truncated or disk full?)", write ? "write" : "read");
   }
   BasisCallH5(H5Pclose(dxpl));
   BasisCallH5(H5Sclose(fspace));
@@ -175,16 +187,16 @@ static PetscErrorCode TransferRows(MPI_Comm comm, hid_t dset, PetscInt start, Pe
   BasisH5ReadRows / BasisH5WriteRows - rows [start, start+n) of a 2-D (or 1-D, cols = 1)
   dataset, collectively; n may differ between ranks and be 0.
 */
-PetscErrorCode BasisH5ReadRows(MPI_Comm comm, hid_t dset, PetscInt start, PetscInt n, PetscInt cols, hid_t memtype,
-                               void *buf)
+PetscErrorCode BasisH5ReadRows(MPI_Comm comm, hid_t dset, PetscInt start, PetscInt n, PetscInt cols,
+                               hid_t memtype, void *buf)
 {
   PetscFunctionBeginUser;
   PetscCall(TransferRows(comm, dset, start, n, cols, memtype, buf, PETSC_FALSE));
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode BasisH5WriteRows(MPI_Comm comm, hid_t dset, PetscInt start, PetscInt n, PetscInt cols, hid_t memtype,
-                                const void *buf)
+PetscErrorCode BasisH5WriteRows(MPI_Comm comm, hid_t dset, PetscInt start, PetscInt n, PetscInt cols,
+                                hid_t memtype, const void *buf)
 {
   PetscFunctionBeginUser;
   PetscCall(PetscLogEventBegin(BASIS_WriteRows, 0, 0, 0, 0));
@@ -215,10 +227,11 @@ PetscErrorCode BasisInputRead(BasisInput *in, PetscInt start, PetscInt n, float 
   PetscCallMPI(MPI_Allreduce(bad, all_bad, 1, MPI_LONG_LONG, MPI_SUM, in->comm));
   PetscCallMPI(MPI_Allreduce(&first, &all_first, 1, MPI_LONG_LONG, MPI_MIN, in->comm));
   PetscCall(PetscLogEventEnd(BASIS_ReadShard, 0, 0, 0, 0));
-  PetscCheck(all_bad[0] == 0, in->comm, PETSC_ERR_FP,
-             "input %s: /features has %lld non-finite values (NaN/Inf, or too large for float32) in the rows read, "
-             "the first in row %lld; remove or impute them",
-             in->path, all_bad[0], all_first);
+  PetscCheck(
+      all_bad[0] == 0, in->comm, PETSC_ERR_FP,
+      "input %s: /features has %lld non-finite values (NaN/Inf, or too large for float32) in the rows read, "
+      "the first in row %lld; remove or impute them",
+      in->path, all_bad[0], all_first);
   PetscFunctionReturn(0);
 }
 

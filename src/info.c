@@ -16,8 +16,8 @@ PetscErrorCode BasisInfoMain(MPI_Comm comm)
 
   PetscFunctionBeginUser;
   PetscOptionsBegin(comm, NULL, "basis info: check a data file", NULL);
-  PetscCall(PetscOptionsString("-input", "HDF5 file with /features (N x D) and optional /labels", NULL, input, input,
-                               sizeof(input), NULL));
+  PetscCall(PetscOptionsString("-input", "HDF5 file with /features (N x D) and optional /labels", NULL, input,
+                               input, sizeof(input), NULL));
   PetscOptionsEnd();
   {
     PetscBool help;
@@ -34,10 +34,13 @@ PetscErrorCode BasisInfoMain(MPI_Comm comm)
   PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &lmax, 1, MPI_INT, MPI_MAX, comm));
   PetscCallMPI(MPI_Comm_size(comm, &size));
   PetscCall(PetscPrintf(comm, "%s: /features %d x %d, all finite; ", input, (int)in.N, (int)in.D));
-  if (in.has_labels) PetscCall(PetscPrintf(comm, "/labels in [%d, %d]\n", lmin, lmax));
-  else PetscCall(PetscPrintf(comm, "no /labels\n"));
-  PetscCall(PetscPrintf(comm, "%d ranks: %d to %d rows each, %.1f MiB of features per rank\n", size, (int)(in.N / size),
-                        (int)((in.N + size - 1) / size), (double)((in.N + size - 1) / size) * in.D * 4.0 / 1048576.0));
+  if (in.has_labels)
+    PetscCall(PetscPrintf(comm, "/labels in [%d, %d]\n", lmin, lmax));
+  else
+    PetscCall(PetscPrintf(comm, "no /labels\n"));
+  PetscCall(PetscPrintf(comm, "%d ranks: %d to %d rows each, %.1f MiB of features per rank\n", size,
+                        (int)(in.N / size), (int)((in.N + size - 1) / size),
+                        (double)((in.N + size - 1) / size) * in.D * 4.0 / 1048576.0));
   PetscCall(BasisShardDestroy(&shard));
   PetscCall(BasisInputClose(&in));
   PetscFunctionReturn(0);

@@ -22,14 +22,16 @@ static const struct {
   BasisCommand run;
   const char  *summary;
 } commands[] = {
-  {"generate", BasisGenerateMain, "write a synthetic labelled data set (/features, /labels)"},
-  {"info", BasisInfoMain, "check a data file and show how it is sharded over the ranks"},
+    {"generate", BasisGenerateMain, "write a synthetic labelled data set (/features, /labels)"},
+    {"info", BasisInfoMain, "check a data file and show how it is sharded over the ranks"},
 };
 
 static void Usage(FILE *f)
 {
-  fprintf(f, "basis %s - spectral embedding of large point sets with BASiS (CVPR 2023)\n\n"
-             "usage: mpiexec -n P basis COMMAND [-option value ...]\n\ncommands:\n", BASIS_VERSION);
+  fprintf(f,
+          "basis %s - spectral embedding of large point sets with BASiS (CVPR 2023)\n\n"
+          "usage: mpiexec -n P basis COMMAND [-option value ...]\n\ncommands:\n",
+          BASIS_VERSION);
   for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
     fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
   fprintf(f, "\n'basis COMMAND -help' lists a command's options; -log_view prints timings;\n"
@@ -57,7 +59,8 @@ int main(int argc, char **argv)
   PetscErrorCode ierr;
 
   if (argc < 2 || argv[1][0] == '-') {
-    int asked = argc >= 2 && (!strcmp(argv[1], "-help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"));
+    int asked =
+        argc >= 2 && (!strcmp(argv[1], "-help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"));
     Usage(asked ? stdout : stderr);
     return asked ? 0 : 1;
   }

@@ -63,9 +63,9 @@ double BasisRngNormal(BasisRng *rng)
 /* Uniform integer in [0, n), unbiased (Lemire's multiply-and-reject). */
 PetscInt BasisRngInt(BasisRng *rng, PetscInt n)
 {
-  uint64_t          range = (uint64_t)n;
-  __uint128_t       prod  = (__uint128_t)BasisRngNext(rng) * range;
-  uint64_t          low   = (uint64_t)prod;
+  uint64_t    range = (uint64_t)n;
+  __uint128_t prod  = (__uint128_t)BasisRngNext(rng) * range;
+  uint64_t    low   = (uint64_t)prod;
   if (low < range) {
     uint64_t threshold = -range % range;
     while (low < threshold) {
@@ -90,19 +90,19 @@ static int CompareInt(const void *a, const void *b)
 */
 PetscErrorCode BasisRngSample(BasisRng *rng, PetscInt n, PetscInt k, PetscInt idx[])
 {
-  PetscInt  cap = 16, *table;
-  PetscInt  count = 0;
+  PetscInt cap   = 16, *table;
+  PetscInt count = 0;
 
   PetscFunctionBeginUser;
-  PetscCheck(k >= 0 && k <= n, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "cannot draw %d distinct values from %d",
-             (int)k, (int)n);
+  PetscCheck(k >= 0 && k <= n, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
+             "cannot draw %d distinct values from %d", (int)k, (int)n);
   while (cap < 2 * k) cap *= 2; /* load factor <= 1/2 */
   PetscCall(PetscMalloc1(cap, &table));
   for (PetscInt i = 0; i < cap; i++) table[i] = -1;
   for (PetscInt j = n - k; j < n; j++) {
     PetscInt t = BasisRngInt(rng, j + 1), pick = t;
     for (int pass = 0; pass < 2; pass++) {
-      uint64_t h     = ((uint64_t)pick * 0x9e3779b97f4a7c15ULL) & (uint64_t)(cap - 1);
+      uint64_t  h     = ((uint64_t)pick * 0x9e3779b97f4a7c15ULL) & (uint64_t)(cap - 1);
       PetscBool found = PETSC_FALSE;
       while (table[h] >= 0) {
         if (table[h] == pick) {
@@ -112,8 +112,8 @@ PetscErrorCode BasisRngSample(BasisRng *rng, PetscInt n, PetscInt k, PetscInt id
         h = (h + 1) & (uint64_t)(cap - 1);
       }
       if (!found) {
-        table[h]       = pick;
-        idx[count++]   = pick;
+        table[h]     = pick;
+        idx[count++] = pick;
         break;
       }
       pick = j; /* t was taken: take j, which cannot be */

@@ -20,9 +20,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-PetscLogEvent BASIS_ReadShard, BASIS_WriteRows, BASIS_Generate, BASIS_BatchGraph, BASIS_BatchEig, BASIS_RefGraph,
-  BASIS_RefSolve, BASIS_Align, BASIS_Forward, BASIS_Backward, BASIS_GradReduce, BASIS_Adam, BASIS_Embed,
-  BASIS_Checkpoint, BASIS_ExactKnn, BASIS_ExactSolve, BASIS_Metrics;
+PetscLogEvent BASIS_ReadShard, BASIS_WriteRows, BASIS_Generate, BASIS_BatchGraph, BASIS_BatchEig,
+    BASIS_RefGraph, BASIS_RefSolve, BASIS_Align, BASIS_Forward, BASIS_Backward, BASIS_GradReduce, BASIS_Adam,
+    BASIS_Embed, BASIS_Checkpoint, BASIS_ExactKnn, BASIS_ExactSolve, BASIS_Metrics;
 PetscLogStage BASIS_StageRef, BASIS_StageTrain, BASIS_StageEmbed;
 
 /* Outputs that are open; removed if an error unwinds to main. */
@@ -91,8 +91,10 @@ PetscErrorCode BasisErrorHandler(MPI_Comm comm, int line, const char *fun, const
   if (size > 1 && rank != 0) return n;
   if (n == PETSC_ERR_MEM) mess = "out of memory: use more ranks or a smaller -batch/-chunk";
   if (!mess || !mess[0]) mess = "(no message)";
-  if (size > 1) fprintf(stderr, "basis: error: %s\n", mess);
-  else fprintf(stderr, "basis: error [rank %d]: %s\n", wrank, mess);
+  if (size > 1)
+    fprintf(stderr, "basis: error: %s\n", mess);
+  else
+    fprintf(stderr, "basis: error [rank %d]: %s\n", wrank, mess);
   if (n == PETSC_ERR_SIG || n == PETSC_ERR_PLIB || n == PETSC_ERR_LIB)
     fprintf(stderr, "basis:   (in %s() at %s:%d; -basis_traceback shows the full trace)\n", fun, file, line);
   fflush(stderr);
@@ -120,7 +122,8 @@ static PetscBool SamePath(const char *a, const char *b)
     inputs - NULL-terminated list of files this command reads (may be NULL); output may
              not be one of them
 */
-PetscErrorCode BasisOutputCheckPath(MPI_Comm comm, const char *path, PetscBool force, const char *const inputs[])
+PetscErrorCode BasisOutputCheckPath(MPI_Comm comm, const char *path, PetscBool force,
+                                    const char *const inputs[])
 {
   char        msg[PETSC_MAX_PATH_LEN + 256] = "";
   PetscMPIInt rank;
@@ -131,13 +134,17 @@ PetscErrorCode BasisOutputCheckPath(MPI_Comm comm, const char *path, PetscBool f
     struct stat st;
     char        dir[PETSC_MAX_PATH_LEN];
 
-    if (!path || !path[0]) PetscCall(PetscSNPrintf(msg, sizeof(msg), "no output file given: pass -output FILE"));
+    if (!path || !path[0])
+      PetscCall(PetscSNPrintf(msg, sizeof(msg), "no output file given: pass -output FILE"));
     for (PetscInt i = 0; !msg[0] && inputs && inputs[i]; i++)
       if (inputs[i][0] && SamePath(path, inputs[i]))
-        PetscCall(PetscSNPrintf(msg, sizeof(msg), "output %s is also an input; choose another -output", path));
+        PetscCall(
+            PetscSNPrintf(msg, sizeof(msg), "output %s is also an input; choose another -output", path));
     if (!msg[0] && stat(path, &st) == 0) {
-      if (S_ISDIR(st.st_mode)) PetscCall(PetscSNPrintf(msg, sizeof(msg), "output %s is a directory; give a file name", path));
-      else if (!force) PetscCall(PetscSNPrintf(msg, sizeof(msg), "output %s exists; pass -force to overwrite it", path));
+      if (S_ISDIR(st.st_mode))
+        PetscCall(PetscSNPrintf(msg, sizeof(msg), "output %s is a directory; give a file name", path));
+      else if (!force)
+        PetscCall(PetscSNPrintf(msg, sizeof(msg), "output %s exists; pass -force to overwrite it", path));
     }
     if (!msg[0]) {
       PetscCall(PetscStrncpy(dir, path, sizeof(dir)));
@@ -172,7 +179,8 @@ PetscErrorCode BasisOutputCreate(MPI_Comm comm, const char *path, PetscBool forc
   BasisCallH5(H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL));
   out->file = H5Fcreate(out->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
   BasisCallH5(H5Pclose(fapl));
-  BasisCheckAll(comm, out->file >= 0, PETSC_ERR_FILE_OPEN, "cannot create %s (for output %s)", out->tmp, path);
+  BasisCheckAll(comm, out->file >= 0, PETSC_ERR_FILE_OPEN, "cannot create %s (for output %s)", out->tmp,
+                path);
   for (int i = 0; i < BASIS_MAX_OPEN_OUTPUTS; i++)
     if (!open_outputs[i]) {
       open_outputs[i] = out;
@@ -207,7 +215,8 @@ PetscErrorCode BasisOutputCommit(BasisOutput *out)
   PetscCallMPI(MPI_Comm_rank(out->comm, &rank));
   if (rank == 0 && rename(out->tmp, out->path)) err = errno;
   PetscCallMPI(MPI_Bcast(&err, 1, MPI_INT, 0, out->comm));
-  PetscCheck(!err, out->comm, PETSC_ERR_FILE_WRITE, "cannot rename %s to %s: %s", out->tmp, out->path, strerror(err));
+  PetscCheck(!err, out->comm, PETSC_ERR_FILE_WRITE, "cannot rename %s to %s: %s", out->tmp, out->path,
+             strerror(err));
   PetscFunctionReturn(0);
 }
 
@@ -305,21 +314,23 @@ PetscErrorCode BasisH5AttrWriteInt(hid_t obj, const char *name, PetscInt n, cons
 
   Not collective (every rank parses the same text and reaches the same verdict).
 */
-PetscErrorCode BasisParseIntList(const char *option, const char *text, PetscInt max, PetscInt *n, PetscInt v[])
+PetscErrorCode BasisParseIntList(const char *option, const char *text, PetscInt max, PetscInt *n,
+                                 PetscInt v[])
 {
   const char *p = text;
 
   PetscFunctionBeginUser;
   *n = 0;
-  PetscCheck(text && text[0], PETSC_COMM_SELF, PETSC_ERR_ARG_WRONG, "%s is empty; give positive integers like 256,512",
-             option);
+  PetscCheck(text && text[0], PETSC_COMM_SELF, PETSC_ERR_ARG_WRONG,
+             "%s is empty; give positive integers like 256,512", option);
   while (*p) {
     char *end;
     long  val = strtol(p, &end, 10);
     PetscCheck(end != p && val > 0 && val < 1000000 && (*end == ',' || *end == 0), PETSC_COMM_SELF,
-               PETSC_ERR_ARG_WRONG, "%s %s is malformed; give positive integers separated by commas, like 256,512",
-               option, text);
-    PetscCheck(*n < max, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "%s has more than %d entries", option, (int)max);
+               PETSC_ERR_ARG_WRONG,
+               "%s %s is malformed; give positive integers separated by commas, like 256,512", option, text);
+    PetscCheck(*n < max, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "%s has more than %d entries", option,
+               (int)max);
     v[(*n)++] = (PetscInt)val;
     p         = *end ? end + 1 : end;
     PetscCheck(!(*end == ',' && *p == 0), PETSC_COMM_SELF, PETSC_ERR_ARG_WRONG,

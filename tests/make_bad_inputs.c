@@ -8,12 +8,14 @@
 #include <stdio.h>
 #include <string.h>
 
-static void Matrix(hid_t file, const char *name, int ndims, hsize_t d0, hsize_t d1, hid_t type, const void *buf)
+static void Matrix(hid_t file, const char *name, int ndims, hsize_t d0, hsize_t d1, hid_t type,
+                   const void *buf)
 {
   hsize_t dims[2] = {d0, d1};
   hid_t   space   = H5Screate_simple(ndims, dims, NULL);
   hid_t   dset    = H5Dcreate2(file, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-  if (buf) H5Dwrite(dset, type == H5T_IEEE_F32LE ? H5T_NATIVE_FLOAT : type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
+  if (buf)
+    H5Dwrite(dset, type == H5T_IEEE_F32LE ? H5T_NATIVE_FLOAT : type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
   H5Dclose(dset);
   H5Sclose(space);
 }
@@ -65,7 +67,7 @@ int main(int argc, char **argv)
   Matrix(f, "labels", 1, 39, 0, H5T_NATIVE_INT, labels);
   H5Fclose(f);
 
-  x[7 * 4 + 2] = NAN; /* row 7 */
+  x[7 * 4 + 2]  = NAN; /* row 7 */
   x[30 * 4 + 1] = INFINITY;
   f             = Create(dir, "nan.h5");
   Matrix(f, "features", 2, 40, 4, H5T_IEEE_F32LE, x);

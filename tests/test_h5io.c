@@ -8,7 +8,8 @@
 #include <slepcsys.h>
 #include <stdio.h>
 
-static PetscErrorCode WriteDataset(MPI_Comm comm, const char *path, const BasisGenerateParams *p, hid_t filetype)
+static PetscErrorCode WriteDataset(MPI_Comm comm, const char *path, const BasisGenerateParams *p,
+                                   hid_t filetype)
 {
   BasisOutput out;
   hid_t       dset, lset;
@@ -57,7 +58,9 @@ static PetscErrorCode CheckFile(MPI_Comm comm, const char *path, const BasisGene
     BasisBlockRange(p->N, size, r, &st, &n);
     counts[r] = (int)(n * p->D), displs[r] = (int)(st * p->D), lcounts[r] = (int)n, ldispls[r] = (int)st;
   }
-  if (rank == 0) PetscCall(PetscMalloc4((size_t)p->N * p->D, &all, (size_t)p->N * p->D, &expect, p->N, &all_labels, p->N, &expect_labels));
+  if (rank == 0)
+    PetscCall(PetscMalloc4((size_t)p->N * p->D, &all, (size_t)p->N * p->D, &expect, p->N, &all_labels, p->N,
+                           &expect_labels));
   PetscCallMPI(MPI_Gatherv(s.x, (int)(s.n * p->D), MPI_FLOAT, all, counts, displs, MPI_FLOAT, 0, comm));
   PetscCallMPI(MPI_Gatherv(s.labels, (int)s.n, MPI_INT, all_labels, lcounts, ldispls, MPI_INT, 0, comm));
   if (rank == 0) {
@@ -77,7 +80,8 @@ static PetscErrorCode CheckFile(MPI_Comm comm, const char *path, const BasisGene
     PetscCall(PetscFree4(all, expect, all_labels, expect_labels));
   }
   if (in.N != p->N || in.D != p->D || !in.has_labels) {
-    PetscCall(PetscPrintf(comm, "FAIL %s: shape %d x %d, labels %d\n", path, (int)in.N, (int)in.D, (int)in.has_labels));
+    PetscCall(PetscPrintf(comm, "FAIL %s: shape %d x %d, labels %d\n", path, (int)in.N, (int)in.D,
+                          (int)in.has_labels));
     (*failures)++;
   }
   PetscCall(PetscFree4(counts, displs, lcounts, ldispls));
@@ -89,9 +93,9 @@ static PetscErrorCode CheckFile(MPI_Comm comm, const char *path, const BasisGene
 int main(int argc, char **argv)
 {
   BasisGenerateParams p[] = {
-    {BASIS_GENERATE_MANIFOLD, 1003, 37, 7, 0.1, 5, 3}, /* N not divisible by 2 or 4 */
-    {BASIS_GENERATE_CIRCLES, 257, 3, 3, 0.05, 6, 2},
-    {BASIS_GENERATE_MOONS, 64, 2, 2, 0.1, 7, 2},
+      {BASIS_GENERATE_MANIFOLD, 1003, 37, 7, 0.1, 5, 3}, /* N not divisible by 2 or 4 */
+      {BASIS_GENERATE_CIRCLES, 257, 3, 3, 0.05, 6, 2},
+      {BASIS_GENERATE_MOONS, 64, 2, 2, 0.1, 7, 2},
   };
   int         failures = 0;
   char        path[PETSC_MAX_PATH_LEN];

@@ -25,7 +25,8 @@ typedef struct {
 } BasisAlignStats;
 
 void           BasisAlignParamsDefault(BasisAlignParams *p);
-PetscErrorCode BasisAlignParamsSetFromOptions(MPI_Comm comm, BasisAlignParams *p); /* inside PetscOptionsBegin/End */
+PetscErrorCode BasisAlignParamsSetFromOptions(MPI_Comm          comm,
+                                              BasisAlignParams *p); /* inside PetscOptionsBegin/End */
 PetscErrorCode BasisAlignFit(const BasisAlignParams *p, PetscInt l, PetscInt K, const PetscReal phi_ref[],
                              const PetscReal phi_b[], BasisRng *rng, PetscReal T[], BasisAlignStats *stats);
 PetscErrorCode BasisAlignApply(PetscInt m, PetscInt K, const PetscReal T[], const PetscReal phi[], float y[]);

@@ -15,5 +15,6 @@ typedef struct {
   PetscInt          latent; /* manifold: dimension of the curved latent manifold */
 } BasisGenerateParams;
 
-PetscErrorCode BasisGenerateRows(const BasisGenerateParams *p, PetscInt start, PetscInt n, float x[], int labels[]);
+PetscErrorCode BasisGenerateRows(const BasisGenerateParams *p, PetscInt start, PetscInt n, float x[],
+                                 int labels[]);
 PetscErrorCode BasisGenerateMain(MPI_Comm comm);

@@ -25,7 +25,8 @@ typedef struct {
 } BasisGraphParams;
 
 void           BasisGraphParamsDefault(BasisGraphParams *p);
-PetscErrorCode BasisGraphParamsSetFromOptions(MPI_Comm comm, BasisGraphParams *p); /* inside PetscOptionsBegin/End */
+PetscErrorCode BasisGraphParamsSetFromOptions(MPI_Comm          comm,
+                                              BasisGraphParams *p); /* inside PetscOptionsBegin/End */
 void BasisGraphParamsMatched(const BasisGraphParams *p, PetscInt n, PetscInt m, BasisGraphParams *matched);
 
 /* Running k-nearest-neighbour lists of nq query points, filled block by block. */
@@ -40,7 +41,8 @@ PetscErrorCode BasisKnnUpdate(BasisKnn *knn, PetscInt D, const float q[], PetscI
                               const float p[], PetscInt pstart);
 PetscErrorCode BasisKnnDestroy(BasisKnn *knn);
 
-PetscErrorCode BasisGraphSigma(MPI_Comm comm, const BasisGraphParams *p, const BasisKnn *knn, PetscReal sigma[]);
+PetscErrorCode BasisGraphSigma(MPI_Comm comm, const BasisGraphParams *p, const BasisKnn *knn,
+                               PetscReal sigma[]);
 
 /* Dense/small batch path: one rank, m points, workspace reused across steps. */
 typedef struct _p_BasisBatchGraph *BasisBatchGraph;
@@ -49,7 +51,7 @@ PetscErrorCode BasisBatchGraphEmbed(BasisBatchGraph bg, const float x[], PetscRe
 PetscErrorCode BasisBatchGraphDestroy(BasisBatchGraph *bg);
 
 /* Distributed path (reference set, exact baseline). */
-PetscErrorCode BasisGraphAssemble(MPI_Comm comm, const BasisGraphParams *p, const BasisKnn *knn, PetscInt rstart,
-                                  PetscInt nglobal, Mat *W);
-PetscErrorCode BasisGraphSolve(MPI_Comm comm, const char *prefix, const BasisGraphParams *p, Mat W, PetscReal phi[],
-                               PetscReal lambda[], PetscReal residual[]);
+PetscErrorCode BasisGraphAssemble(MPI_Comm comm, const BasisGraphParams *p, const BasisKnn *knn,
+                                  PetscInt rstart, PetscInt nglobal, Mat *W);
+PetscErrorCode BasisGraphSolve(MPI_Comm comm, const char *prefix, const BasisGraphParams *p, Mat W,
+                               PetscReal phi[], PetscReal lambda[], PetscReal residual[]);

@@ -9,10 +9,14 @@
 
 PetscErrorCode BasisMetricGrassmann(MPI_Comm comm, PetscInt n, PetscInt KY, const PetscReal Y[], PetscInt KV,
                                     const PetscReal V[], PetscReal *dG, PetscReal theta[]);
-PetscErrorCode BasisMetricOrthogonality(MPI_Comm comm, PetscInt n, PetscInt K, const PetscReal Y[], PetscReal *dperp);
+PetscErrorCode BasisMetricOrthogonality(MPI_Comm comm, PetscInt n, PetscInt K, const PetscReal Y[],
+                                        PetscReal *dperp);
 PetscErrorCode BasisKMeans(MPI_Comm comm, PetscInt n, PetscInt dim, const PetscReal Y[], PetscInt nclusters,
                            PetscInt restarts, PetscInt seed, int assign[], PetscReal *inertia);
-PetscErrorCode BasisMetricNMI(MPI_Comm comm, PetscInt n, const int labels[], const int assign[], PetscReal *nmi);
-PetscErrorCode BasisMetricACC(MPI_Comm comm, PetscInt n, const int labels[], const int assign[], PetscReal *acc);
-PetscErrorCode BasisLinearProbe(MPI_Comm comm, PetscInt n, PetscInt dim, const PetscReal Y[], const int labels[],
-                                const PetscInt gidx[], PetscReal test_fraction, PetscReal *accuracy);
+PetscErrorCode BasisMetricNMI(MPI_Comm comm, PetscInt n, const int labels[], const int assign[],
+                              PetscReal *nmi);
+PetscErrorCode BasisMetricACC(MPI_Comm comm, PetscInt n, const int labels[], const int assign[],
+                              PetscReal *acc);
+PetscErrorCode BasisLinearProbe(MPI_Comm comm, PetscInt n, PetscInt dim, const PetscReal Y[],
+                                const int labels[], const PetscInt gidx[], PetscReal test_fraction,
+                                PetscReal *accuracy);

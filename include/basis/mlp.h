@@ -12,8 +12,10 @@ typedef struct _p_BasisMLP *BasisMLP;
 PetscErrorCode BasisMLPCreate(PetscInt nlayers, const PetscInt widths[], PetscInt max_batch, BasisMLP *mlp);
 PetscErrorCode BasisMLPDestroy(BasisMLP *mlp);
 PetscErrorCode BasisMLPInitialize(BasisMLP mlp, BasisRng *rng);
-PetscErrorCode BasisMLPGetSizes(BasisMLP mlp, PetscInt *nlayers, const PetscInt **widths, PetscCount *nparams);
+PetscErrorCode BasisMLPGetSizes(BasisMLP mlp, PetscInt *nlayers, const PetscInt **widths,
+                                PetscCount *nparams);
 PetscErrorCode BasisMLPGetArrays(BasisMLP mlp, float **params, float **grad, float **adam_m, float **adam_v);
 PetscErrorCode BasisMLPForward(BasisMLP mlp, PetscInt n, const float x[], float y[]);
-PetscErrorCode BasisMLPLossBackward(BasisMLP mlp, PetscInt n, const float x[], const float target[], float *loss);
+PetscErrorCode BasisMLPLossBackward(BasisMLP mlp, PetscInt n, const float x[], const float target[],
+                                    float *loss);
 PetscErrorCode BasisMLPAdamStep(BasisMLP mlp, PetscReal lr, PetscInt step);

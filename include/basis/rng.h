@@ -10,11 +10,11 @@ typedef struct {
   uint64_t s[4];
 } BasisRng;
 
-void     BasisRngSeed(BasisRng *rng, uint64_t seed, uint64_t stream);
-uint64_t BasisRngNext(BasisRng *rng);
-double   BasisRngUniform(BasisRng *rng);
-double   BasisRngNormal(BasisRng *rng);
-PetscInt BasisRngInt(BasisRng *rng, PetscInt n);
+void           BasisRngSeed(BasisRng *rng, uint64_t seed, uint64_t stream);
+uint64_t       BasisRngNext(BasisRng *rng);
+double         BasisRngUniform(BasisRng *rng);
+double         BasisRngNormal(BasisRng *rng);
+PetscInt       BasisRngInt(BasisRng *rng, PetscInt n);
 PetscErrorCode BasisRngSample(BasisRng *rng, PetscInt n, PetscInt k, PetscInt idx[]);
 
 /* Stream numbers: each use of randomness has its own stream of the run's seed, so adding
@@ -23,6 +23,6 @@ enum {
   BASIS_STREAM_ANCHORS   = 1,
   BASIS_STREAM_REFERENCE = 2,
   BASIS_STREAM_INIT      = 3,
-  BASIS_STREAM_BATCH     = 1000, /* + world rank */
+  BASIS_STREAM_BATCH     = 1000,     /* + world rank */
   BASIS_STREAM_GENERATE  = 1u << 20, /* + row index: generate is rank-count independent */
 };

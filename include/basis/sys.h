@@ -9,24 +9,25 @@
 /* Check an HDF5 call: a negative return is failure; the message names the call. Not
    collective: use for calls whose failure is the same on every rank (collective HDF5
    calls) or follow with BasisCheckAll. */
-#define BasisCallH5(call) \
-  do { \
-    if ((call) < 0) SETERRQ(PETSC_COMM_SELF, PETSC_ERR_LIB, "HDF5 call failed: %s", #call); \
+#define BasisCallH5(call)                                                                                    \
+  do {                                                                                                       \
+    if ((call) < 0) SETERRQ(PETSC_COMM_SELF, PETSC_ERR_LIB, "HDF5 call failed: %s", #call);                  \
   } while (0)
 
 /* Check a condition that may differ between ranks: agree first (logical AND over comm),
    then raise the same error on comm, so no rank waits in a later collective. The message
    is formatted on the ranks where it is computed; keep its arguments rank-independent. */
-#define BasisCheckAll(comm, cond, err, ...) \
-  do { \
-    int basis_ok_ = (cond) ? 1 : 0, basis_all_ok_; \
-    PetscCallMPI(MPI_Allreduce(&basis_ok_, &basis_all_ok_, 1, MPI_INT, MPI_MIN, (comm))); \
-    PetscCheck(basis_all_ok_, (comm), (err), __VA_ARGS__); \
+#define BasisCheckAll(comm, cond, err, ...)                                                                  \
+  do {                                                                                                       \
+    int basis_ok_ = (cond) ? 1 : 0, basis_all_ok_;                                                           \
+    PetscCallMPI(MPI_Allreduce(&basis_ok_, &basis_all_ok_, 1, MPI_INT, MPI_MIN, (comm)));                    \
+    PetscCheck(basis_all_ok_, (comm), (err), __VA_ARGS__);                                                   \
   } while (0)
 
 /* A LAPACK info check; info > 0 is numerical failure of a named routine. */
-#define BasisCheckLapack(routine, info) \
-  PetscCheck((info) == 0, PETSC_COMM_SELF, PETSC_ERR_LIB, "LAPACK %s failed with info = %d", routine, (int)(info))
+#define BasisCheckLapack(routine, info)                                                                      \
+  PetscCheck((info) == 0, PETSC_COMM_SELF, PETSC_ERR_LIB, "LAPACK %s failed with info = %d", routine,        \
+             (int)(info))
 
 /* Exit status for runs stopped on purpose (signal before a time limit, checkpoint
    written): jobs/ scripts requeue on it. Distinct from 1 (an error). */
@@ -34,8 +35,8 @@
 
 /* Log events (log.c registers them in BasisInitialize). Names <= 16 characters. */
 extern PetscLogEvent BASIS_ReadShard, BASIS_WriteRows, BASIS_Generate, BASIS_BatchGraph, BASIS_BatchEig,
-  BASIS_RefGraph, BASIS_RefSolve, BASIS_Align, BASIS_Forward, BASIS_Backward, BASIS_GradReduce, BASIS_Adam,
-  BASIS_Embed, BASIS_Checkpoint, BASIS_ExactKnn, BASIS_ExactSolve, BASIS_Metrics;
+    BASIS_RefGraph, BASIS_RefSolve, BASIS_Align, BASIS_Forward, BASIS_Backward, BASIS_GradReduce, BASIS_Adam,
+    BASIS_Embed, BASIS_Checkpoint, BASIS_ExactKnn, BASIS_ExactSolve, BASIS_Metrics;
 extern PetscLogStage BASIS_StageRef, BASIS_StageTrain, BASIS_StageEmbed;
 
 PetscErrorCode BasisInitialize(void);
@@ -65,7 +66,8 @@ PetscErrorCode BasisH5AttrWriteDouble(hid_t obj, const char *name, PetscInt n, c
 PetscErrorCode BasisH5AttrWriteInt(hid_t obj, const char *name, PetscInt n, const PetscInt v[]);
 
 /* Partition of N rows into size contiguous blocks: rank r owns [start, start + n). */
-static inline void BasisBlockRange(PetscInt N, PetscMPIInt size, PetscMPIInt rank, PetscInt *start, PetscInt *n)
+static inline void BasisBlockRange(PetscInt N, PetscMPIInt size, PetscMPIInt rank, PetscInt *start,
+                                   PetscInt *n)
 {
   PetscInt q = N / size, r = N % size;
   *n     = q + (rank < r ? 1 : 0);
@@ -74,4 +76,5 @@ static inline void BasisBlockRange(PetscInt N, PetscMPIInt size, PetscMPIInt ran
 
 /* Parse "a,b,c" into positive integers. Collective only in that every rank parses the
    same string: the errors name the option. */
-PetscErrorCode BasisParseIntList(const char *option, const char *text, PetscInt max, PetscInt *n, PetscInt v[]);
+PetscErrorCode BasisParseIntList(const char *option, const char *text, PetscInt max, PetscInt *n,
+                                 PetscInt v[]);
