@@ -19,9 +19,10 @@ typedef struct {
 } BasisAlignParams;
 
 typedef struct {
-  PetscReal residual; /* RMS over the anchors of ||phi_ref_i - T [phi_b_i, 1]|| */
-  PetscReal cond;     /* 2-norm condition number of the design matrix [phi_b_anchors, 1] */
-  PetscInt  inliers;  /* anchors used in the final fit (l for lsq) */
+  PetscReal residual;        /* RMS over the anchors of ||phi_ref_i - T [phi_b_i, 1]|| */
+  PetscReal cond;            /* 2-norm condition number of the design matrix [phi_b_anchors, 1] */
+  PetscInt  inliers;         /* anchors used in the final fit (l for lsq) */
+  PetscBool ransac_fallback; /* RANSAC kept fewer than K+1 inliers and fit on all anchors */
 } BasisAlignStats;
 
 void           BasisAlignParamsDefault(BasisAlignParams *p);

@@ -9,6 +9,11 @@
 
 PetscErrorCode BasisMetricGrassmann(MPI_Comm comm, PetscInt n, PetscInt KY, const PetscReal Y[], PetscInt KV,
                                     const PetscReal V[], PetscReal *dG, PetscReal theta[]);
+/* d_G, the angles, and the numerical ranks of centre(Y) and centre(V) (rank_y, rank_v may
+   be NULL): fewer than min(KY, KV) angles exist when a centred span is rank deficient. */
+PetscErrorCode BasisMetricGrassmannRanks(MPI_Comm comm, PetscInt n, PetscInt KY, const PetscReal Y[],
+                                         PetscInt KV, const PetscReal V[], PetscReal *dG, PetscReal theta[],
+                                         PetscInt *rank_y, PetscInt *rank_v);
 PetscErrorCode BasisMetricOrthogonality(MPI_Comm comm, PetscInt n, PetscInt K, const PetscReal Y[],
                                         PetscReal *dperp);
 PetscErrorCode BasisKMeans(MPI_Comm comm, PetscInt n, PetscInt dim, const PetscReal Y[], PetscInt nclusters,

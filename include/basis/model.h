@@ -1,0 +1,54 @@
+/*
+  model.h - the model/checkpoint file (DESIGN.md "Files"): network shapes and weights,
+  Adam state, step, every rank's RNG state, anchors and their features, Phi_ref and its
+  eigenvalues, graph/alignment parameters, input normalisation and per-step alignment
+  diagnostics -- enough to resume training exactly and to embed new data without the
+  training set.
+*/
+#pragma once
+#include <basis/graph.h>
+#include <basis/align.h>
+#include <basis/rng.h>
+
+#define BASIS_MODEL_FORMAT 1 /* bump when the layout changes; readers refuse others */
+#define BASIS_MAX_LAYERS 16
+
+typedef struct {
+  /* network */
+  PetscInt   nlayers;                    /* weight layers */
+  PetscInt   widths[BASIS_MAX_LAYERS + 1]; /* D, hidden..., K */
+  PetscCount nparams;
+  float     *params, *adam_m, *adam_v; /* [nparams] each */
+  /* data and input normalisation: the network sees (x - mean) / scale */
+  PetscInt   N, D;
+  float     *mean; /* [D] */
+  PetscReal  scale;
+  PetscReal  target_scale; /* targets = aligned eigenvectors * target_scale */
+  /* BASiS */
+  BasisGraphParams graph;
+  BasisAlignParams align;
+  PetscInt         l, m, R, seed;
+  PetscInt        *anchors;    /* [l] global row indices */
+  float           *anchor_x;   /* [l][D] raw anchor features */
+  PetscReal       *phi_ref;    /* [l][K] */
+  PetscReal       *lambda_ref; /* [K] */
+  PetscReal        lr;
+  /* training state */
+  PetscInt   step, steps; /* steps done, steps planned */
+  PetscInt   nranks;
+  uint64_t  *rng;       /* [nranks][4] batch stream state of each rank */
+  PetscReal *history;   /* [steps][BASIS_HISTORY_FIELDS] mean over ranks per step */
+  /* optional global orthonormalisation of the output, y <- y R^-1 */
+  PetscReal *ortho_R; /* [K][K] upper triangular, row-major; NULL when not computed */
+} BasisModel;
+
+/* Per-step diagnostics kept in history: loss, alignment residual, condition number,
+   inliers (RANSAC; l for least squares). */
+#define BASIS_HISTORY_FIELDS 4
+
+PetscErrorCode BasisModelAllocate(BasisModel *model);
+PetscErrorCode BasisModelFree(BasisModel *model);
+PetscErrorCode BasisModelWrite(MPI_Comm comm, const char *path, PetscBool force, const char *const inputs[],
+                               const BasisModel *model);
+PetscErrorCode BasisModelRead(MPI_Comm comm, const char *path, BasisModel *model);
+PetscErrorCode BasisModelView(const BasisModel *model, MPI_Comm comm);

@@ -1,0 +1,920 @@
+/*
+  graph.c - the one graph rule of DESIGN.md "The algorithm": kNN, sigma, affinity,
+  symmetrisation, Laplacian and its first K eigenvectors, used by the batch graph (step 3),
+  the reference graph (step 2) and the exact baseline.
+
+  kNN (BasisKnnUpdate): squared distances by single-precision GEMM, ||q||^2 + ||p||^2 -
+  2 q.p, in bounded tiles; for each query row the GEMM values only select candidates, with
+  a rigorous error margin, and every candidate kept is recomputed exactly in double from
+  the coordinates. The lists are therefore exactly those of a double-precision brute-force
+  search (ties broken by the smaller global index), whatever the order of the point blocks:
+  float GEMM cancellation would otherwise corrupt small distances and with them sigma.
+
+  Batch path (BasisBatchGraph, one rank, every training step): all workspace allocated once
+  at Create; dense W and Laplacian, LAPACK dsyevr for only the K wanted pairs.
+  Distributed path (BasisGraphAssemble/Solve, collective): MATMPIAIJ W with exact
+  preallocation (MATPREALLOCATOR), SLEPc Krylov-Schur on the LARGEST eigenvalues of
+  D^-1/2 W D^-1/2 for sym and rw (measured fastest, notes/anchors.md; shift-invert avoided),
+  smallest of D - W for unnormalized; -<prefix>eps_type scalapack converts to MATSCALAPACK.
+  Both paths apply the same rw transform and sign convention, so they agree entry by entry.
+*/
+#include <basis/graph.h>
+#include <cblas.h>
+#include <float.h>
+#include <slepceps.h>
+
+const char *const BasisScaleTypes[]     = {"local", "median", "BasisScaleType", "BASIS_SCALE_", NULL};
+const char *const BasisLaplacianTypes[] = {
+    "sym", "unnormalized", "rw", "BasisLaplacianType", "BASIS_LAPLACIAN_", NULL};
+
+/* LAPACK (Fortran symbol of OpenBLAS); PETSc 3.18's petscblaslapack.h has no syevr. */
+extern void dsyevr_(const char *jobz, const char *range, const char *uplo, const PetscBLASInt *n,
+                    PetscReal *a, const PetscBLASInt *lda, const PetscReal *vl, const PetscReal *vu,
+                    const PetscBLASInt *il, const PetscBLASInt *iu, const PetscReal *abstol, PetscBLASInt *m,
+                    PetscReal *w, PetscReal *z, const PetscBLASInt *ldz, PetscBLASInt *isuppz,
+                    PetscReal *work, const PetscBLASInt *lwork, PetscBLASInt *iwork,
+                    const PetscBLASInt *liwork, PetscBLASInt *info);
+
+/* GEMM tile: at most 1024 query rows x 2048 points = 8 MiB of float, whatever nq and np;
+   2048 columns keep the per-row candidate scan long enough to amortise its setup. */
+#define BASIS_KNN_TILE_ROWS 1024
+#define BASIS_KNN_TILE_COLS 2048
+
+/*
+  BasisGraphParamsDefault - the defaults of the authors' code: knn 10, scale_neighbor 7,
+  local scale, sym Laplacian, K 10. Not collective.
+*/
+void BasisGraphParamsDefault(BasisGraphParams *p)
+{
+  p->knn            = 10;
+  p->scale_neighbor = 7;
+  p->scale          = BASIS_SCALE_LOCAL;
+  p->laplacian      = BASIS_LAPLACIAN_SYM;
+  p->K              = 10;
+}
+
+/*
+  BasisGraphParamsSetFromOptions - read the graph rule from the options database.
+
+  Collective on comm (every rank reads the same options and reaches the same verdict).
+
+  Options: -dim K, -knn k, -scale_neighbor s, -scale local|median, -laplacian sym|unnormalized|rw
+
+  Notes:
+    Call it inside the caller's PetscOptionsBegin/End; it opens its own (nested) section so
+    that -help lists these options under one heading.
+*/
+PetscErrorCode BasisGraphParamsSetFromOptions(MPI_Comm comm, BasisGraphParams *p)
+{
+  PetscFunctionBeginUser;
+  PetscOptionsBegin(comm, NULL, "Graph rule: kNN, scale, Laplacian, embedding dimension", NULL);
+  PetscCall(
+      PetscOptionsInt("-dim", "K: number of eigenvectors (embedding dimension)", NULL, p->K, &p->K, NULL));
+  PetscCall(PetscOptionsInt("-knn", "k: neighbours per point", NULL, p->knn, &p->knn, NULL));
+  PetscCall(PetscOptionsInt("-scale_neighbor", "sigma_i = distance to this neighbour (1-based)", NULL,
+                            p->scale_neighbor, &p->scale_neighbor, NULL));
+  PetscCall(PetscOptionsEnum("-scale", "Affinity scale: per point (local) or one median", NULL,
+                             BasisScaleTypes, (PetscEnum)p->scale, (PetscEnum *)&p->scale, NULL));
+  PetscCall(PetscOptionsEnum("-laplacian", "Graph Laplacian", NULL, BasisLaplacianTypes,
+                             (PetscEnum)p->laplacian, (PetscEnum *)&p->laplacian, NULL));
+  PetscOptionsEnd();
+  PetscCheck(p->K >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-dim %d must be at least 1", (int)p->K);
+  PetscCheck(p->knn >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-knn %d must be at least 1", (int)p->knn);
+  PetscCheck(p->scale_neighbor >= 1 && p->scale_neighbor <= p->knn, comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "-scale_neighbor %d must be between 1 and -knn %d", (int)p->scale_neighbor, (int)p->knn);
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisGraphParamsMatched - the density-matched graph rule for a set of n points when the
+  batches have m points (DESIGN.md "Metrics"): knn = round(k n / m), scale_neighbor =
+  round(s n / m), both at least 1 and scale_neighbor <= knn. m <= 0 means the same-k graph
+  (a copy). Not collective. matched may be p.
+*/
+void BasisGraphParamsMatched(const BasisGraphParams *p, PetscInt n, PetscInt m, BasisGraphParams *matched)
+{
+  BasisGraphParams q = *p;
+
+  if (m > 0) {
+    /* round half up, as round() */
+    q.knn = (PetscInt)PetscMax(1.0, PetscFloorReal((PetscReal)p->knn * (PetscReal)n / (PetscReal)m + 0.5));
+    q.scale_neighbor = (PetscInt)PetscMax(
+        1.0, PetscFloorReal((PetscReal)p->scale_neighbor * (PetscReal)n / (PetscReal)m + 0.5));
+    q.scale_neighbor = PetscMin(q.scale_neighbor, q.knn);
+  }
+  *matched = q;
+}
+
+/*
+  BasisKnnCreate - empty neighbour lists for nq query points, k per point.
+
+  Not collective. Output: knn with idx = -1 and d2 = PETSC_MAX_REAL everywhere.
+*/
+PetscErrorCode BasisKnnCreate(PetscInt nq, PetscInt k, BasisKnn *knn)
+{
+  PetscFunctionBeginUser;
+  PetscCheck(nq >= 0, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "number of query points %d is negative",
+             (int)nq);
+  PetscCheck(k >= 1, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "-knn %d must be at least 1", (int)k);
+  knn->nq = nq;
+  knn->k  = k;
+  PetscCall(PetscMalloc2((size_t)nq * k, &knn->idx, (size_t)nq * k, &knn->d2));
+  for (size_t i = 0; i < (size_t)nq * k; i++) {
+    knn->idx[i] = -1;
+    knn->d2[i]  = PETSC_MAX_REAL;
+  }
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisKnnDestroy - free the lists. Not collective; safe on a zeroed or destroyed struct.
+*/
+PetscErrorCode BasisKnnDestroy(BasisKnn *knn)
+{
+  PetscFunctionBeginUser;
+  PetscCall(PetscFree2(knn->idx, knn->d2));
+  knn->nq = knn->k = 0;
+  PetscFunctionReturn(0);
+}
+
+static inline void KnnReset(BasisKnn *knn)
+{
+  for (size_t i = 0; i < (size_t)knn->nq * knn->k; i++) {
+    knn->idx[i] = -1;
+    knn->d2[i]  = PETSC_MAX_REAL;
+  }
+}
+
+/* Exact squared distance in double. Four partial sums for speed; symmetric in (a, b) because
+   (a - b)^2 == (b - a)^2 exactly and the order of the sum does not depend on the pair. */
+static inline PetscReal Dist2(PetscInt D, const float a[], const float b[])
+{
+  PetscReal s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  PetscInt  d = 0;
+
+  for (; d + 4 <= D; d += 4) {
+    PetscReal t0 = (PetscReal)a[d] - b[d], t1 = (PetscReal)a[d + 1] - b[d + 1];
+    PetscReal t2 = (PetscReal)a[d + 2] - b[d + 2], t3 = (PetscReal)a[d + 3] - b[d + 3];
+    s0 += t0 * t0;
+    s1 += t1 * t1;
+    s2 += t2 * t2;
+    s3 += t3 * t3;
+  }
+  for (; d < D; d++) {
+    PetscReal t = (PetscReal)a[d] - b[d];
+    s0 += t * t;
+  }
+  return (s0 + s1) + (s2 + s3);
+}
+
+/* (d, g) orders before (e, h): smaller distance, then smaller global index. */
+static inline PetscBool Before(PetscReal d, PetscInt g, PetscReal e, PetscInt h)
+{
+  return (d < e || (d == e && g < h)) ? PETSC_TRUE : PETSC_FALSE;
+}
+
+/* Insert (d, g), known to order before the last entry, into a sorted list of k. */
+static inline void ListInsert(PetscInt k, PetscInt idx[], PetscReal d2[], PetscReal d, PetscInt g)
+{
+  PetscInt pos = k - 1;
+
+  while (pos > 0 && Before(d, g, d2[pos - 1], idx[pos - 1])) {
+    d2[pos]  = d2[pos - 1];
+    idx[pos] = idx[pos - 1];
+    pos--;
+  }
+  d2[pos]  = d;
+  idx[pos] = g;
+}
+
+static void SquaredNorms(PetscInt n, PetscInt D, const float x[], PetscReal nrm[])
+{
+  for (PetscInt i = 0; i < n; i++) {
+    const float *xi = x + (size_t)i * D;
+    PetscReal    s  = 0;
+    for (PetscInt d = 0; d < D; d++) s += (PetscReal)xi[d] * xi[d];
+    nrm[i] = s;
+  }
+}
+
+/*
+  MergeTile - merge the candidates of one GEMM tile into the lists of its query rows.
+
+  Rows i0 .. i0 + rows of q against points j0 .. j0 + cols of p; G [rows][cols] holds
+  -2 q_i.p_j in float; qn [nq], pn [np] are squared norms in double; ub [k] workspace.
+
+  Candidate selection: a_j = qn + pn_j - 2 q.p_j from GEMM differs from the exact d2_j by at
+  most margin_j = c (qn + pn_j), c = (D + 2) FLT_EPSILON (the float dot-product error bound
+  gamma_D ||q|| ||p|| <= D u (qn + pn_j)/2, doubled by the factor 2, plus the final
+  rounding; FLT_EPSILON = 2u leaves another factor 2 of safety). Let U be the k-th smallest
+  upper bound a_j + margin_j in the tile and t the current k-th exact distance: a point
+  whose lower bound a_j - margin_j exceeds min(U, t) cannot enter the list; every other one
+  is recomputed exactly and merged. Ties are kept (<=), so the result is exact.
+*/
+static void MergeTile(BasisKnn *knn, PetscInt D, const float q[], PetscInt qstart, const PetscReal qn[],
+                      PetscInt i0, PetscInt rows, const float p[], PetscInt pstart, const PetscReal pn[],
+                      PetscInt j0, PetscInt cols, const float G[], PetscReal ub[], PetscLogDouble *exact)
+{
+  const PetscInt  k = knn->k;
+  const PetscReal c = (PetscReal)(D + 2) * FLT_EPSILON;
+
+  for (PetscInt r = 0; r < rows; r++) {
+    const PetscInt  i = i0 + r, gi = qstart + i;
+    const float    *g = G + (size_t)r * cols, *qi = q + (size_t)i * D;
+    const PetscReal qni = qn[i];
+    PetscInt       *idx = knn->idx + (size_t)i * k, nub = 0;
+    PetscReal      *d2 = knn->d2 + (size_t)i * k, tau;
+
+    /* pass 1: the k smallest upper bounds in this tile */
+    for (PetscInt j = 0; j < cols; j++) {
+      PetscReal s = qni + pn[j0 + j], u;
+      if (pstart + j0 + j == gi) continue;
+      u = s + (PetscReal)g[j] + c * s;
+      if (nub < k || u < ub[k - 1]) {
+        PetscInt pos = nub < k ? nub++ : k - 1;
+        while (pos > 0 && ub[pos - 1] > u) {
+          ub[pos] = ub[pos - 1];
+          pos--;
+        }
+        ub[pos] = u;
+      }
+    }
+    tau = nub == k ? PetscMin(ub[k - 1], d2[k - 1]) : d2[k - 1];
+    /* pass 2: exact distances for the candidates that may enter */
+    for (PetscInt j = 0; j < cols; j++) {
+      PetscReal s  = qni + pn[j0 + j], d;
+      PetscInt  gj = pstart + j0 + j;
+      if (gj == gi || s + (PetscReal)g[j] - c * s > tau) continue;
+      d = Dist2(D, qi, p + (size_t)(j0 + j) * D);
+      *exact += 1;
+      if (Before(d, gj, d2[k - 1], idx[k - 1])) {
+        ListInsert(k, idx, d2, d, gj);
+        tau = PetscMin(tau, d2[k - 1]);
+      }
+    }
+  }
+}
+
+/*
+  KnnMerge - the kernel of BasisKnnUpdate with caller-provided workspace: qn [nq], pn [np]
+  squared norms (double); G a tile of min(nq, BASIS_KNN_TILE_ROWS) x min(np,
+  BASIS_KNN_TILE_COLS) floats; ub [k].
+*/
+static PetscErrorCode KnnMerge(BasisKnn *knn, PetscInt D, const float q[], PetscInt qstart,
+                               const PetscReal qn[], PetscInt np, const float p[], PetscInt pstart,
+                               const PetscReal pn[], float G[], PetscReal ub[])
+{
+  PetscLogDouble exact = 0;
+
+  PetscFunctionBeginUser;
+  for (PetscInt i0 = 0; i0 < knn->nq; i0 += BASIS_KNN_TILE_ROWS) {
+    PetscInt rows = PetscMin(BASIS_KNN_TILE_ROWS, knn->nq - i0);
+    for (PetscInt j0 = 0; j0 < np; j0 += BASIS_KNN_TILE_COLS) {
+      PetscInt cols = PetscMin(BASIS_KNN_TILE_COLS, np - j0);
+
+      /* G = -2 Q P^T for this tile, row-major rows x cols */
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)cols, (int)D, -2.0f,
+                  q + (size_t)i0 * D, (int)D, p + (size_t)j0 * D, (int)D, 0.0f, G, (int)cols);
+      PetscCall(PetscLogFlops(2.0 * rows * cols * D));
+      MergeTile(knn, D, q, qstart, qn, i0, rows, p, pstart, pn, j0, cols, G, ub, &exact);
+    }
+  }
+  PetscCall(PetscLogFlops(3.0 * D * exact));
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisKnnUpdate - merge a block of candidate points into the running kNN lists.
+
+  Not collective.
+
+  Input:
+    D      - dimension
+    q      - [knn->nq][D] query points, row-major; query row i has global index qstart + i
+    np     - number of candidate points in this block
+    p      - [np][D] candidate points; point j has global index pstart + j
+
+  Notes:
+    Euclidean distance, a point never neighbours itself (same global index), ties are
+    broken by the smaller global index, so after all blocks have been merged the lists do
+    not depend on the block order or sizes. Each candidate block must be merged once (a
+    point merged twice would appear twice). Work space is bounded (one GEMM tile, see
+    BASIS_KNN_TILE_*) whatever nq and np; flops are logged.
+*/
+PetscErrorCode BasisKnnUpdate(BasisKnn *knn, PetscInt D, const float q[], PetscInt qstart, PetscInt np,
+                              const float p[], PetscInt pstart)
+{
+  PetscReal *qn, *pn, *ub;
+  float     *G;
+  PetscInt   rows = PetscMin(BASIS_KNN_TILE_ROWS, knn->nq), cols = PetscMin(BASIS_KNN_TILE_COLS, np);
+
+  PetscFunctionBeginUser;
+  PetscCheck(D >= 1, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "dimension D = %d must be at least 1",
+             (int)D);
+  PetscCheck(np >= 0, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "number of points %d is negative", (int)np);
+  if (np == 0 || knn->nq == 0) PetscFunctionReturn(0);
+  PetscCall(PetscMalloc4(knn->nq, &qn, np, &pn, (size_t)rows * cols, &G, knn->k, &ub));
+  SquaredNorms(knn->nq, D, q, qn);
+  SquaredNorms(np, D, p, pn);
+  PetscCall(KnnMerge(knn, D, q, qstart, qn, np, p, pstart, pn, G, ub));
+  PetscCall(PetscFree4(qn, pn, G, ub));
+  PetscFunctionReturn(0);
+}
+
+/*
+  SigmaCompute - BasisGraphSigma with an optional workspace work [knn->nq] for the median
+  on one rank (the batch path allocates nothing per step).
+*/
+static PetscErrorCode SigmaCompute(MPI_Comm comm, const BasisGraphParams *p, const BasisKnn *knn,
+                                   PetscReal sigma[], PetscReal work[])
+{
+  const PetscInt s = p->scale_neighbor, k = knn->k, nq = knn->nq;
+  PetscInt       rstart = 0, nq_sum = 0, count[2] = {0, 0}, first[2] = {PETSC_MAX_INT, PETSC_MAX_INT};
+  PetscMPIInt    size, rank;
+
+  PetscFunctionBeginUser;
+  PetscCheck(s >= 1 && s <= k, comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "-scale_neighbor %d must be between 1 and the %d neighbours kept (-knn)", (int)s, (int)k);
+  PetscCallMPI(MPI_Comm_size(comm, &size));
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  /* rows are numbered in rank order (as in a PETSc layout) for the messages */
+  PetscCallMPI(MPI_Exscan(&nq, &rstart, 1, MPIU_INT, MPI_SUM, comm));
+  if (rank == 0) rstart = 0;
+  for (PetscInt i = 0; i < nq; i++) {
+    PetscInt j = i * k + s - 1;
+    if (knn->idx[j] < 0) {
+      count[0]++;
+      first[0] = PetscMin(first[0], rstart + i);
+      sigma[i] = 0;
+    } else {
+      sigma[i] = PetscSqrtReal(knn->d2[j]);
+      if (sigma[i] == 0 && p->scale == BASIS_SCALE_LOCAL) {
+        count[1]++;
+        first[1] = PetscMin(first[1], rstart + i);
+      }
+    }
+  }
+  /* agree over comm, so every rank raises the same error with the same numbers */
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, count, 2, MPIU_INT, MPI_SUM, comm));
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, first, 2, MPIU_INT, MPI_MIN, comm));
+  PetscCallMPI(MPI_Allreduce(&nq, &nq_sum, 1, MPIU_INT, MPI_SUM, comm));
+  PetscCheck(
+      count[0] == 0, comm, PETSC_ERR_ARG_OUTOFRANGE,
+      "%d points have fewer than -scale_neighbor %d neighbours (first: point %d of a set of %d points); the "
+      "set is too small for this -scale_neighbor",
+      (int)count[0], (int)s, (int)first[0], (int)nq_sum);
+  PetscCheck(
+      count[1] == 0, comm, PETSC_ERR_ARG_WRONG,
+      "%d points have a zero scale (at least %d duplicates of point %d); remove duplicate points or raise "
+      "-scale_neighbor",
+      (int)count[1], (int)s, (int)first[1]);
+  if (p->scale == BASIS_SCALE_MEDIAN) {
+    PetscReal    med = 0, *all = NULL;
+    PetscInt     n      = nq_sum;
+    PetscMPIInt *counts = NULL, *displs = NULL, nqm;
+
+    /* gather the scale_neighbor-th distances to rank 0: the median is exact */
+    if (size == 1) {
+      all = work;
+      if (!all) PetscCall(PetscMalloc1(n, &all));
+      PetscCall(PetscArraycpy(all, sigma, nq));
+    } else {
+      PetscCall(PetscMPIIntCast(nq, &nqm));
+      if (rank == 0) PetscCall(PetscMalloc3(n, &all, size, &counts, size, &displs));
+      PetscCallMPI(MPI_Gather(&nqm, 1, MPI_INT, counts, 1, MPI_INT, 0, comm));
+      if (rank == 0) {
+        displs[0] = 0;
+        for (PetscMPIInt r = 1; r < size; r++) displs[r] = displs[r - 1] + counts[r - 1];
+      }
+      PetscCallMPI(MPI_Gatherv(sigma, nqm, MPIU_REAL, all, counts, displs, MPIU_REAL, 0, comm));
+    }
+    if (rank == 0 && n > 0) {
+      PetscCall(PetscSortReal(n, all));
+      /* median of an even count: the mean of the two middle values (as numpy) */
+      med = n % 2 ? all[n / 2] : 0.5 * (all[n / 2 - 1] + all[n / 2]);
+    }
+    PetscCallMPI(MPI_Bcast(&med, 1, MPIU_REAL, 0, comm));
+    if (size == 1 && all != work) PetscCall(PetscFree(all));
+    if (size > 1 && rank == 0) PetscCall(PetscFree3(all, counts, displs));
+    PetscCheck(
+        med > 0, comm, PETSC_ERR_ARG_WRONG,
+        "the median scale is 0: at least half of the %d points have %d or more duplicates; remove duplicate "
+        "points, raise -scale_neighbor or use -scale local",
+        (int)n, (int)s);
+    for (PetscInt i = 0; i < nq; i++) sigma[i] = med;
+  }
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisGraphSigma - the affinity scale of every query row.
+
+  Collective on comm (PETSC_COMM_SELF for a batch).
+
+  Input:
+    p   - scale (local | median) and scale_neighbor s
+    knn - this rank's rows; s <= knn->k
+  Output:
+    sigma - [knn->nq] local: distance to the s-th neighbour (1-based); median: the median
+            of that distance over all rows of all ranks of comm (the same on every row)
+
+  Errors (the same on every rank): a row with fewer than s neighbours; a zero local scale
+  (s or more duplicates of a point); a zero median scale.
+*/
+PetscErrorCode BasisGraphSigma(MPI_Comm comm, const BasisGraphParams *p, const BasisKnn *knn,
+                               PetscReal sigma[])
+{
+  PetscFunctionBeginUser;
+  PetscCall(SigmaCompute(comm, p, knn, sigma, NULL));
+  PetscFunctionReturn(0);
+}
+
+/* Sign convention on a column-major [n][K] block (column j at v + j*ld): the entry of
+   largest magnitude is positive, ties to the lowest index. */
+static void SignColumnsColMajor(PetscInt n, PetscInt K, PetscInt ld, PetscReal v[])
+{
+  for (PetscInt j = 0; j < K; j++) {
+    PetscReal *col = v + (size_t)j * ld, best = -1;
+    PetscInt   arg = 0;
+    for (PetscInt i = 0; i < n; i++)
+      if (PetscAbsReal(col[i]) > best) {
+        best = PetscAbsReal(col[i]);
+        arg  = i;
+      }
+    if (col[arg] < 0)
+      for (PetscInt i = 0; i < n; i++) col[i] = -col[i];
+  }
+}
+
+struct _p_BasisBatchGraph {
+  BasisGraphParams p;
+  PetscInt         m, D;
+  BasisKnn         knn;
+  PetscReal       *norm;   /* [m] squared norms of the points */
+  float           *G;      /* GEMM tile */
+  PetscReal       *ub;     /* [k] upper bounds, KnnMerge */
+  PetscReal       *sigma;  /* [m] */
+  PetscReal       *sorted; /* [m] median workspace */
+  PetscReal       *A;      /* [m][m] W, then the Laplacian (destroyed by dsyevr) */
+  PetscReal       *dinv;   /* [m] D^-1/2 */
+  PetscReal       *w;      /* [m] eigenvalues found by dsyevr */
+  PetscReal       *Z;      /* [K][m] column-major eigenvectors */
+  PetscBLASInt    *isuppz; /* [2K] */
+  PetscReal       *work;
+  PetscBLASInt    *iwork, lwork, liwork;
+};
+
+/*
+  BasisBatchGraphCreate - workspace for embedding batches of m points of dimension D.
+
+  Not collective. All memory is allocated here; BasisBatchGraphEmbed allocates nothing.
+
+  Errors: m < K + 1 (DESIGN.md: a graph needs at least K + 1 points), knn >= m,
+  scale_neighbor outside 1..knn.
+*/
+PetscErrorCode BasisBatchGraphCreate(const BasisGraphParams *p, PetscInt m, PetscInt D, BasisBatchGraph *bg)
+{
+  BasisBatchGraph b;
+  PetscInt        rows = PetscMin(BASIS_KNN_TILE_ROWS, m), cols = PetscMin(BASIS_KNN_TILE_COLS, m), K = p->K;
+  PetscBLASInt    n, il = 1, iu, nfound, info, lwq = -1, liwq = -1, iwopt;
+  PetscReal       wopt, zero = 0, dummy = 0;
+
+  PetscFunctionBeginUser;
+  *bg = NULL;
+  PetscCheck(K >= 1, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "-dim %d must be at least 1", (int)K);
+  PetscCheck(m >= K + 1, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
+             "a graph of %d points cannot have K+1 = %d points, as -dim %d needs; raise -batch or lower -dim",
+             (int)m, (int)(K + 1), (int)K);
+  PetscCheck(p->knn >= 1 && p->knn < m, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
+             "-knn %d must be between 1 and the number of points in the graph minus one (%d)", (int)p->knn,
+             (int)(m - 1));
+  PetscCheck(p->scale_neighbor >= 1 && p->scale_neighbor <= p->knn, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
+             "-scale_neighbor %d must be between 1 and -knn %d", (int)p->scale_neighbor, (int)p->knn);
+  PetscCheck(D >= 1, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "dimension D = %d must be at least 1",
+             (int)D);
+  PetscCall(PetscNew(&b));
+  b->p = *p;
+  b->m = m;
+  b->D = D;
+  PetscCall(BasisKnnCreate(m, p->knn, &b->knn));
+  PetscCall(PetscMalloc4(m, &b->norm, (size_t)rows * cols, &b->G, p->knn, &b->ub, m, &b->sigma));
+  PetscCall(PetscMalloc5(m, &b->sorted, (size_t)m * m, &b->A, m, &b->dinv, m, &b->w, (size_t)m * K, &b->Z));
+  PetscCall(PetscMalloc1(2 * K, &b->isuppz));
+  PetscCall(PetscBLASIntCast(m, &n));
+  PetscCall(PetscBLASIntCast(K, &iu));
+  /* workspace query: lwork = liwork = -1 */
+  dsyevr_("V", "I", "L", &n, &dummy, &n, &zero, &zero, &il, &iu, &zero, &nfound, b->w, b->Z, &n, b->isuppz,
+          &wopt, &lwq, &iwopt, &liwq, &info);
+  BasisCheckLapack("dsyevr (workspace query)", info);
+  b->lwork  = (PetscBLASInt)wopt;
+  b->liwork = iwopt;
+  PetscCall(PetscMalloc2(b->lwork, &b->work, b->liwork, &b->iwork));
+  *bg = b;
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisBatchGraphEmbed - the first K eigenpairs of the graph of one batch (DESIGN.md step 3).
+
+  Not collective.
+
+  Input:
+    x - [m][D] the batch, row-major float
+  Output:
+    phi    - [m][K] row-major: eigenvectors of the K smallest eigenvalues (trivial included),
+             unit 2-norm columns, entry of largest magnitude positive
+    lambda - [K] the eigenvalues, ascending
+
+  Notes:
+    sym: K largest of N = D^-1/2 W D^-1/2, lambda = 1 - mu (computed as the K smallest of
+    I - N); unnormalized: K smallest of D - W; rw: the sym pairs with v = D^-1/2 u, each
+    column renormalised. Dense LAPACK dsyevr with an index range: only K vectors computed.
+    Errors (never NaN): sigma 0 (duplicates), a point of degree 0.
+*/
+PetscErrorCode BasisBatchGraphEmbed(BasisBatchGraph bg, const float x[], PetscReal phi[], PetscReal lambda[])
+{
+  const PetscInt  m = bg->m, D = bg->D, K = bg->p.K, k = bg->p.knn;
+  const BasisKnn *knn = &bg->knn;
+  PetscReal      *A = bg->A, zero = 0;
+  PetscInt        nzero = 0, firstzero = -1;
+  PetscBLASInt    n, il                = 1, iu, nfound, info;
+
+  PetscFunctionBeginUser;
+  PetscCall(PetscLogEventBegin(BASIS_BatchGraph, 0, 0, 0, 0));
+  KnnReset(&bg->knn);
+  SquaredNorms(m, D, x, bg->norm);
+  if (m <= BASIS_KNN_TILE_ROWS && m <= BASIS_KNN_TILE_COLS) {
+    PetscLogDouble exact = 0;
+    /* one tile: the Gram matrix is symmetric, so SYRK (half the flops of GEMM) and a mirror */
+    cblas_ssyrk(CblasRowMajor, CblasLower, CblasNoTrans, (int)m, (int)D, -2.0f, x, (int)D, 0.0f, bg->G,
+                (int)m);
+    for (PetscInt i = 0; i < m; i++)
+      for (PetscInt j = i + 1; j < m; j++) bg->G[(size_t)i * m + j] = bg->G[(size_t)j * m + i];
+    MergeTile(&bg->knn, D, x, 0, bg->norm, 0, m, x, 0, bg->norm, 0, m, bg->G, bg->ub, &exact);
+    PetscCall(PetscLogFlops((PetscLogDouble)m * (m + 1) * D + 3.0 * D * exact));
+  } else
+    PetscCall(KnnMerge(&bg->knn, D, x, 0, bg->norm, m, x, 0, bg->norm, bg->G, bg->ub));
+  PetscCall(SigmaCompute(PETSC_COMM_SELF, &bg->p, knn, bg->sigma, bg->sorted));
+  PetscCall(PetscArrayzero(A, (size_t)m * m));
+  for (PetscInt i = 0; i < m; i++) {
+    PetscReal s2 = bg->sigma[i] * bg->sigma[i];
+    for (PetscInt t = 0; t < k; t++) {
+      PetscInt  j = knn->idx[i * k + t];
+      PetscReal h = 0.5 * PetscExpReal(-knn->d2[i * k + t] / s2);
+      A[(size_t)i * m + j] += h;
+      A[(size_t)j * m + i] += h;
+    }
+  }
+  PetscCall(PetscLogFlops(6.0 * m * k));
+  for (PetscInt i = 0; i < m; i++) {
+    PetscReal deg = 0;
+    for (PetscInt j = 0; j < m; j++) deg += A[(size_t)i * m + j];
+    if (!(deg > 0)) {
+      if (!nzero++) firstzero = i;
+      bg->dinv[i] = 0;
+    } else
+      bg->dinv[i] = bg->p.laplacian == BASIS_LAPLACIAN_UNNORMALIZED ? deg : 1.0 / PetscSqrtReal(deg);
+  }
+  PetscCheck(!nzero, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONG,
+             "%d points of the batch have degree 0 (first: point %d): their affinities underflow; use -scale "
+             "local or "
+             "raise -knn",
+             (int)nzero, (int)firstzero);
+  /* the Laplacian: I - D^-1/2 W D^-1/2 (sym, rw) or D - W (unnormalized; dinv holds D) */
+  if (bg->p.laplacian == BASIS_LAPLACIAN_UNNORMALIZED) {
+    for (size_t ij = 0; ij < (size_t)m * m; ij++) A[ij] = -A[ij];
+    for (PetscInt i = 0; i < m; i++) A[(size_t)i * m + i] = bg->dinv[i];
+  } else {
+    for (PetscInt i = 0; i < m; i++) {
+      PetscReal *a = A + (size_t)i * m, di = -bg->dinv[i];
+      for (PetscInt j = 0; j < m; j++) a[j] *= di * bg->dinv[j];
+      a[i] = 1.0;
+    }
+  }
+  PetscCall(PetscLogFlops(2.0 * m * m));
+  PetscCall(PetscLogEventEnd(BASIS_BatchGraph, 0, 0, 0, 0));
+
+  PetscCall(PetscLogEventBegin(BASIS_BatchEig, 0, 0, 0, 0));
+  PetscCall(PetscBLASIntCast(m, &n));
+  PetscCall(PetscBLASIntCast(K, &iu));
+  /* abstol 0: LAPACK's default eps ||T||, full accuracy with the MRRR path */
+  dsyevr_("V", "I", "L", &n, A, &n, &zero, &zero, &il, &iu, &zero, &nfound, bg->w, bg->Z, &n, bg->isuppz,
+          bg->work, &bg->lwork, bg->iwork, &bg->liwork, &info);
+  BasisCheckLapack("dsyevr", info);
+  PetscCheck(nfound == K, PETSC_COMM_SELF, PETSC_ERR_LIB, "LAPACK dsyevr found %d of %d eigenpairs",
+             (int)nfound, (int)K);
+  /* tridiagonalisation dominates: about 4/3 m^3 */
+  PetscCall(PetscLogFlops(4.0 / 3.0 * m * m * m + 2.0 * m * m * K));
+  if (bg->p.laplacian == BASIS_LAPLACIAN_RW) {
+    for (PetscInt j = 0; j < K; j++) {
+      PetscReal *z = bg->Z + (size_t)j * m, nrm = 0;
+      for (PetscInt i = 0; i < m; i++) {
+        z[i] *= bg->dinv[i];
+        nrm += z[i] * z[i];
+      }
+      nrm = 1.0 / PetscSqrtReal(nrm);
+      for (PetscInt i = 0; i < m; i++) z[i] *= nrm;
+    }
+  }
+  SignColumnsColMajor(m, K, m, bg->Z);
+  for (PetscInt j = 0; j < K; j++) {
+    lambda[j] = bg->w[j];
+    for (PetscInt i = 0; i < m; i++) phi[(size_t)i * K + j] = bg->Z[(size_t)j * m + i];
+  }
+  PetscCall(PetscLogEventEnd(BASIS_BatchEig, 0, 0, 0, 0));
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisBatchGraphDestroy - free the workspace. Not collective; NULL-tolerant.
+*/
+PetscErrorCode BasisBatchGraphDestroy(BasisBatchGraph *bg)
+{
+  BasisBatchGraph b;
+
+  PetscFunctionBeginUser;
+  if (!bg || !*bg) PetscFunctionReturn(0);
+  b = *bg;
+  PetscCall(BasisKnnDestroy(&b->knn));
+  PetscCall(PetscFree4(b->norm, b->G, b->ub, b->sigma));
+  PetscCall(PetscFree5(b->sorted, b->A, b->dinv, b->w, b->Z));
+  PetscCall(PetscFree(b->isuppz));
+  PetscCall(PetscFree2(b->work, b->iwork));
+  PetscCall(PetscFree(*bg));
+  PetscFunctionReturn(0);
+}
+
+/* Insert the pattern or values of W for this rank's rows into M (a MATPREALLOCATOR or the
+   AIJ): row i gets h_ij = w_ij / 2 at its kNN columns, each column j gets h_ij at row i,
+   and the diagonal an explicit 0 so that D - W can later be formed in place. */
+static PetscErrorCode SetAffinities(Mat M, const BasisGraphParams *p, const BasisKnn *knn, PetscInt rstart,
+                                    const PetscReal sigma[], PetscScalar h[])
+{
+  const PetscInt k = p->knn;
+
+  PetscFunctionBeginUser;
+  for (PetscInt i = 0; i < knn->nq; i++) {
+    const PetscInt *cols = knn->idx + (size_t)i * knn->k;
+    PetscInt        gi   = rstart + i;
+    PetscReal       s2   = sigma[i] * sigma[i];
+    for (PetscInt t = 0; t < k; t++) h[t] = 0.5 * PetscExpReal(-knn->d2[(size_t)i * knn->k + t] / s2);
+    PetscCall(MatSetValues(M, 1, &gi, k, cols, h, ADD_VALUES));
+    PetscCall(MatSetValues(M, k, cols, 1, &gi, h, ADD_VALUES));
+    PetscCall(MatSetValue(M, gi, gi, 0.0, ADD_VALUES));
+  }
+  PetscCall(MatAssemblyBegin(M, MAT_FINAL_ASSEMBLY));
+  PetscCall(MatAssemblyEnd(M, MAT_FINAL_ASSEMBLY));
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisGraphAssemble - the symmetric affinity matrix W of a distributed point set.
+
+  Collective on comm.
+
+  Input:
+    p       - graph rule; W uses the first p->knn entries of each list (knn->k may be
+              larger, so one kNN search can serve several k)
+    knn     - lists of this rank's rows [rstart, rstart + knn->nq); rows are split in rank
+              order (any sizes)
+    nglobal - number of points of the whole set
+  Output:
+    W - MATMPIAIJ nglobal x nglobal, knn->nq local rows: W_ij = (w_ij + w_ji)/2 with
+        w_ij = exp(-d2_ij / sigma_i^2) for j in kNN(i), explicit zero diagonal; flagged
+        symmetric
+
+  Errors (the same on every rank): nglobal < K + 1, a list with fewer than knn entries,
+  the errors of BasisGraphSigma, isolated points (degree 0).
+*/
+PetscErrorCode BasisGraphAssemble(MPI_Comm comm, const BasisGraphParams *p, const BasisKnn *knn,
+                                  PetscInt rstart, PetscInt nglobal, Mat *W)
+{
+  const PetscInt     k      = p->knn;
+  PetscInt           nshort = 0, r0, nisolated = 0;
+  PetscReal         *sigma;
+  PetscScalar       *h;
+  Mat                pre;
+  Vec                deg;
+  const PetscScalar *d;
+
+  PetscFunctionBeginUser;
+  PetscCheck(
+      nglobal >= p->K + 1, comm, PETSC_ERR_ARG_OUTOFRANGE,
+      "a graph of %d points cannot have K+1 = %d points, as -dim %d needs; lower -dim or use more points",
+      (int)nglobal, (int)(p->K + 1), (int)p->K);
+  PetscCheck(k >= 1 && k < nglobal, comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "-knn %d must be between 1 and the number of points in the graph minus one (%d)", (int)k,
+             (int)(nglobal - 1));
+  PetscCheck(knn->k >= k, comm, PETSC_ERR_ARG_SIZ, "the neighbour lists hold %d entries, fewer than -knn %d",
+             (int)knn->k, (int)k);
+  for (PetscInt i = 0; i < knn->nq; i++)
+    if (knn->idx[(size_t)i * knn->k + k - 1] < 0) nshort++;
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &nshort, 1, MPIU_INT, MPI_SUM, comm));
+  PetscCheck(!nshort, comm, PETSC_ERR_ARG_WRONG,
+             "%d points have fewer than -knn %d neighbours in their lists; merge every block of points first",
+             (int)nshort, (int)k);
+  PetscCall(PetscMalloc2(knn->nq, &sigma, k, &h));
+  PetscCall(BasisGraphSigma(comm, p, knn, sigma));
+
+  /* exact preallocation: the in-degree of a kNN graph is unbounded (hubs) */
+  PetscCall(MatCreate(comm, &pre));
+  PetscCall(MatSetSizes(pre, knn->nq, knn->nq, nglobal, nglobal));
+  PetscCall(MatSetType(pre, MATPREALLOCATOR));
+  PetscCall(MatSetUp(pre));
+  PetscCall(MatGetOwnershipRange(pre, &r0, NULL));
+  BasisCheckAll(
+      comm, r0 == rstart, PETSC_ERR_ARG_WRONG,
+      "the rows of the point set must be split in rank order: a rank's rstart differs from the sum of "
+      "the row counts of the ranks before it");
+  PetscCall(SetAffinities(pre, p, knn, rstart, sigma, h));
+  PetscCall(MatCreate(comm, W));
+  PetscCall(MatSetSizes(*W, knn->nq, knn->nq, nglobal, nglobal));
+  PetscCall(MatSetType(*W, MATMPIAIJ));
+  PetscCall(MatPreallocatorPreallocate(pre, PETSC_TRUE, *W));
+  PetscCall(MatDestroy(&pre));
+  PetscCall(SetAffinities(*W, p, knn, rstart, sigma, h));
+  PetscCall(PetscLogFlops(6.0 * knn->nq * k));
+  PetscCall(MatSetOption(*W, MAT_SYMMETRIC, PETSC_TRUE));
+  PetscCall(MatSetOption(*W, MAT_SYMMETRY_ETERNAL, PETSC_TRUE));
+  PetscCall(PetscFree2(sigma, h));
+
+  PetscCall(MatCreateVecs(*W, &deg, NULL));
+  PetscCall(MatGetRowSum(*W, deg));
+  PetscCall(VecGetArrayRead(deg, &d));
+  for (PetscInt i = 0; i < knn->nq; i++)
+    if (!(PetscRealPart(d[i]) > 0)) nisolated++;
+  PetscCall(VecRestoreArrayRead(deg, &d));
+  PetscCall(VecDestroy(&deg));
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &nisolated, 1, MPIU_INT, MPI_SUM, comm));
+  PetscCheck(
+      !nisolated, comm, PETSC_ERR_ARG_WRONG,
+      "%d points are isolated (degree 0: all their affinities underflow); use -scale local or raise -knn",
+      (int)nisolated);
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisGraphSolve - the first K eigenpairs of the Laplacian of W with SLEPc.
+
+  Collective on comm (the communicator of W).
+
+  Input:
+    prefix - options prefix of the eigensolver ("ref_": -ref_eps_type, -ref_eps_tol, ...)
+    p      - Laplacian and K
+    W      - from BasisGraphAssemble (symmetric, nonnegative, explicit diagonal)
+  Output:
+    phi      - [nlocal][K] row-major, this rank's rows: eigenvectors of the K smallest
+               eigenvalues, unit 2-norm columns, entry of largest magnitude positive (ties
+               to the lowest global row)
+    lambda   - [K] eigenvalues, ascending
+    residual - [K] ||L v - lambda v||_2 of each pair, L = I - D^-1/2 W D^-1/2 for sym
+               and for rw (the residual of the symmetric pair u, before v = D^-1/2 u: the
+               generalised residual would be D^1/2 times it and depend on the degree
+               scale), L = D - W for unnormalized
+
+  Options:
+    -<prefix>eps_*        - any SLEPc EPS option; default Krylov-Schur. With
+                            -<prefix>eps_type scalapack the operator becomes a MATSCALAPACK.
+    -<prefix>max_residual - refuse pairs whose residual exceeds this times ||L|| (1 for sym
+                            and rw, 2 max degree for unnormalized); default 100 * eps_tol
+
+  Notes:
+    sym and rw solve for the LARGEST eigenvalues mu of N = D^-1/2 W D^-1/2 (lambda = 1 - mu):
+    well separated at the top of the spectrum, so Krylov-Schur converges fast without
+    shift-invert (notes/anchors.md). Errors: fewer than K converged pairs, a residual above
+    the bound.
+*/
+PetscErrorCode BasisGraphSolve(MPI_Comm comm, const char *prefix, const BasisGraphParams *p, Mat W,
+                               PetscReal phi[], PetscReal lambda[], PetscReal residual[])
+{
+  const PetscInt  K        = p->K;
+  const PetscBool unnormal = p->laplacian == BASIS_LAPLACIAN_UNNORMALIZED ? PETSC_TRUE : PETSC_FALSE;
+  Mat             A, As     = NULL;
+  Vec             deg, dinv = NULL, v, r;
+  EPS             eps;
+  PetscInt        N, nlocal, rstart, nconv, maxit;
+  PetscReal       tol, max_residual = -1, scale = 1, dmax;
+  PetscBool       isscalapack, set;
+  PetscMPIInt     rank;
+  struct {
+    double val;
+    int    idx;
+  } * loc;
+  int *sgn;
+
+  PetscFunctionBeginUser;
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  PetscCall(MatGetSize(W, &N, NULL));
+  PetscCall(MatGetLocalSize(W, &nlocal, NULL));
+  PetscCall(MatGetOwnershipRange(W, &rstart, NULL));
+  PetscCheck(
+      N >= K + 1, comm, PETSC_ERR_ARG_OUTOFRANGE,
+      "a graph of %d points cannot have K+1 = %d points, as -dim %d needs; lower -dim or use more points",
+      (int)N, (int)(K + 1), (int)K);
+  PetscCall(MatCreateVecs(W, &deg, NULL));
+  PetscCall(MatGetRowSum(W, deg));
+  PetscCall(VecMax(deg, NULL, &dmax));
+  PetscCall(MatDuplicate(W, MAT_COPY_VALUES, &A));
+  if (unnormal) {
+    PetscCall(MatScale(A, -1.0));
+    PetscCall(MatDiagonalSet(A, deg, INSERT_VALUES));
+    scale = 2 * dmax; /* Gershgorin: ||D - W||_2 <= 2 max degree */
+  } else {
+    PetscReal dmin;
+    PetscCall(VecMin(deg, NULL, &dmin));
+    PetscCheck(dmin > 0, comm, PETSC_ERR_ARG_WRONG, "the graph has isolated points (degree 0)");
+    PetscCall(VecDuplicate(deg, &dinv));
+    PetscCall(VecCopy(deg, dinv));
+    PetscCall(VecSqrtAbs(dinv));
+    PetscCall(VecReciprocal(dinv));
+    PetscCall(MatDiagonalScale(A, dinv, dinv));
+  }
+  PetscCall(MatSetOption(A, MAT_SYMMETRIC, PETSC_TRUE));
+
+  PetscCall(EPSCreate(comm, &eps));
+  PetscCall(EPSSetOptionsPrefix(eps, prefix));
+  PetscCall(EPSSetOperators(eps, A, NULL));
+  PetscCall(EPSSetProblemType(eps, EPS_HEP));
+  PetscCall(EPSSetType(eps, EPSKRYLOVSCHUR));
+  PetscCall(EPSSetWhichEigenpairs(eps, unnormal ? EPS_SMALLEST_REAL : EPS_LARGEST_REAL));
+  PetscCall(EPSSetDimensions(eps, K, PETSC_DEFAULT, PETSC_DEFAULT));
+  /* D - W has the eigenvalue 0: a test relative to |lambda| would never accept it */
+  if (unnormal) PetscCall(EPSSetConvergenceTest(eps, EPS_CONV_NORM));
+  PetscCall(EPSSetFromOptions(eps));
+  PetscCall(PetscObjectTypeCompare((PetscObject)eps, EPSSCALAPACK, &isscalapack));
+  if (isscalapack) {
+    PetscCall(MatConvert(A, MATSCALAPACK, MAT_INITIAL_MATRIX, &As));
+    PetscCall(EPSSetOperators(eps, As, NULL));
+  }
+  PetscOptionsBegin(comm, prefix, "Graph eigensolver", NULL);
+  PetscCall(PetscOptionsReal(
+      "-max_residual",
+      "Refuse eigenpairs with ||L v - lambda v|| above this times ||L|| (default 100 * eps_tol)", NULL,
+      max_residual, &max_residual, &set));
+  PetscOptionsEnd();
+  PetscCall(EPSSolve(eps));
+  PetscCall(EPSGetConverged(eps, &nconv));
+  PetscCall(EPSGetTolerances(eps, &tol, &maxit));
+  PetscCheck(nconv >= K, comm, PETSC_ERR_NOT_CONVERGED,
+             "the eigensolver converged %d of the -dim %d eigenpairs; raise -%seps_max_it (now %d) or "
+             "-%seps_tol (now %g)",
+             (int)nconv, (int)K, prefix ? prefix : "", (int)maxit, prefix ? prefix : "", (double)tol);
+  /* The Krylov-Schur estimate and the true residual agree to a small factor; 100 leaves
+     that margin without accepting a solve that missed its tolerance by orders. */
+  if (!set) max_residual = 100 * tol;
+
+  PetscCall(MatCreateVecs(W, &v, &r));
+  PetscCall(PetscMalloc2(K, &loc, K, &sgn));
+  for (PetscInt j = 0; j < K; j++) {
+    PetscScalar        ev;
+    const PetscScalar *a;
+    PetscReal          nrm;
+
+    PetscCall(EPSGetEigenpair(eps, j, &ev, NULL, v, NULL));
+    PetscCall(VecNormalize(v, NULL));
+    PetscCall(MatMult(A, v, r));
+    PetscCall(VecAXPY(r, -ev, v));
+    PetscCall(VecNorm(r, NORM_2, &residual[j]));
+    lambda[j] = unnormal ? PetscRealPart(ev) : 1.0 - PetscRealPart(ev);
+    if (p->laplacian == BASIS_LAPLACIAN_RW) {
+      PetscCall(VecPointwiseMult(v, v, dinv));
+      PetscCall(VecNormalize(v, &nrm));
+    }
+    PetscCall(VecGetArrayRead(v, &a));
+    loc[j].val = -1;
+    loc[j].idx = 0;
+    for (PetscInt i = 0; i < nlocal; i++) {
+      phi[(size_t)i * K + j] = PetscRealPart(a[i]);
+      if (PetscAbsScalar(a[i]) > loc[j].val) {
+        loc[j].val = PetscAbsScalar(a[i]);
+        loc[j].idx = (int)(rstart + i);
+      }
+    }
+    PetscCall(VecRestoreArrayRead(v, &a));
+  }
+  /* sign convention over all ranks: MPI_MAXLOC keeps the lowest index among equal maxima */
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, loc, (int)K, MPI_DOUBLE_INT, MPI_MAXLOC, comm));
+  for (PetscInt j = 0; j < K; j++) {
+    PetscInt i = loc[j].idx - rstart;
+    sgn[j]     = (i >= 0 && i < nlocal) ? (phi[(size_t)i * K + j] < 0 ? -1 : 1) : 0;
+  }
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, sgn, (int)K, MPI_INT, MPI_SUM, comm));
+  for (PetscInt j = 0; j < K; j++)
+    if (sgn[j] < 0)
+      for (PetscInt i = 0; i < nlocal; i++) phi[(size_t)i * K + j] = -phi[(size_t)i * K + j];
+  for (PetscInt j = 0; j < K; j++)
+    PetscCheck(residual[j] <= max_residual * scale, comm, PETSC_ERR_NOT_CONVERGED,
+               "eigenpair %d (lambda = %g) has residual %g, above -%smax_residual %g times ||L|| %g; lower "
+               "-%seps_tol or raise -%smax_residual",
+               (int)j, (double)lambda[j], (double)residual[j], prefix ? prefix : "", (double)max_residual,
+               (double)scale, prefix ? prefix : "", prefix ? prefix : "");
+  PetscCall(PetscFree2(loc, sgn));
+  PetscCall(VecDestroy(&v));
+  PetscCall(VecDestroy(&r));
+  PetscCall(VecDestroy(&deg));
+  PetscCall(VecDestroy(&dinv));
+  PetscCall(EPSDestroy(&eps));
+  PetscCall(MatDestroy(&As));
+  PetscCall(MatDestroy(&A));
+  PetscFunctionReturn(0);
+}

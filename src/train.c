@@ -1,0 +1,567 @@
+/*
+  train.c - `basis train`: data-parallel BASiS training (DESIGN.md steps 1-5).
+
+  Set-up (collective): read this rank's shard, the input normalisation (global feature
+  means and one global scale, by allreduce), the reference set and anchors (ref.c), and
+  the reference eigenspace Phi_ref by SLEPc -- or all of it from a checkpoint (-resume).
+
+  Every step, on every rank independently: batch = the l anchors (first rows) + (m - l)
+  rows drawn without replacement from this rank's non-anchor rows with the rank's own
+  random stream; the batch graph's K eigenvectors (graph.c); the affine map T fitted on
+  the anchors to Phi_ref (align.c); targets Y = [Phi_B, 1] T^T * target_scale; MSE loss
+  and backward (mlp.c). Then the only communication of the step: ONE MPI_Allreduce of a
+  single buffer holding the flattened gradient followed by a small tail of diagnostics
+  (loss, residual, condition number, inliers, stop flag), so the step's statistics and
+  the "stop on signal" decision ride along for free. Adam then runs identically on every
+  rank, so all replicas hold bitwise identical weights (tested).
+
+  target_scale = sqrt(R): Phi_ref has unit-norm columns over R points, so its entries
+  are O(1/sqrt(R)); scaling them to O(1) suits the network's initialisation. The
+  embedding is defined up to an affine map, so the metrics do not see the factor.
+
+  Checkpoints (model.c) hold the weights, Adam moments, the step, every rank's random
+  stream and the diagnostics history; -resume continues bit-for-bit. SIGUSR1 or SIGTERM
+  makes training write a checkpoint at the end of the current step and exit with
+  status BASIS_EXIT_CHECKPOINTED (jobs/ requeue on it).
+*/
+#include <basis/train.h>
+#include <basis/ref.h>
+#include <math.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+int BasisExitStatus = 0;
+
+static volatile sig_atomic_t stop_requested = 0;
+static void                  OnStopSignal(int sig)
+{
+  (void)sig;
+  stop_requested = 1;
+}
+
+/* Tail of the reduced buffer: per-step diagnostics, summed over ranks. */
+enum { TAIL_LOSS, TAIL_RESIDUAL, TAIL_COND, TAIL_INLIERS, TAIL_STOP, TAIL_FAILED, TAIL_SIZE };
+
+/* Seconds spent per phase, this rank; printed at the end. */
+enum { PHASE_SAMPLE, PHASE_GRAPH, PHASE_ALIGN, PHASE_MLP, PHASE_REDUCE, PHASE_ADAM, PHASE_CHECKPOINT, NPHASES };
+static const char *const phase_names[] = {"sample", "graph+eig", "align", "fwd+bwd", "allreduce", "adam", "checkpoint"};
+
+struct _p_BasisTrainer {
+  MPI_Comm    comm;
+  PetscMPIInt size, rank;
+  /* options */
+  char      input[PETSC_MAX_PATH_LEN], model_path[PETSC_MAX_PATH_LEN];
+  PetscBool force, resume, monitor;
+  PetscInt  monitor_every, checkpoint_every;
+  PetscInt  hidden[BASIS_MAX_LAYERS], nhidden;
+  /* state */
+  BasisModel      model; /* parameters, reference, and (at checkpoints) the training state */
+  BasisShard      shard;
+  BasisMLP        mlp;
+  BasisBatchGraph bg;
+  BasisRng        rng;   /* this rank's batch stream */
+  PetscInt       *pool;  /* [npool] local rows that may be sampled (not anchors) */
+  PetscInt        npool;
+  PetscInt       *pick;                 /* [m - l] positions in pool */
+  float          *xraw, *xn, *yb;       /* [m][D] batch as read, [m][D] normalised, [m][K] targets */
+  PetscReal      *phi_b, *lambda_b, *T; /* [m][K], [K], [K][K+1] */
+  float          *reduce;               /* [nparams + TAIL_SIZE] gradient + diagnostics */
+  double          phase[NPHASES];
+  PetscBool       setup;
+};
+
+/*
+  BasisTrainerCreate - an empty trainer with the code defaults (DESIGN.md, from the
+  authors' code): l = 250, m = 512, R = m, 1000 steps, lr 1e-4, hidden 256,512,512,256.
+
+  Collective on comm.
+*/
+PetscErrorCode BasisTrainerCreate(MPI_Comm comm, BasisTrainer *tr)
+{
+  BasisTrainer t;
+
+  PetscFunctionBeginUser;
+  PetscCall(PetscNew(&t));
+  t->comm = comm;
+  PetscCallMPI(MPI_Comm_size(comm, &t->size));
+  PetscCallMPI(MPI_Comm_rank(comm, &t->rank));
+  PetscCall(PetscStrncpy(t->model_path, "model.h5", sizeof(t->model_path)));
+  t->monitor          = PETSC_TRUE;
+  t->monitor_every    = 50;
+  t->checkpoint_every = 200;
+  t->nhidden          = 4;
+  t->hidden[0] = 256, t->hidden[1] = 512, t->hidden[2] = 512, t->hidden[3] = 256;
+  BasisGraphParamsDefault(&t->model.graph);
+  BasisAlignParamsDefault(&t->model.align);
+  t->model.l     = 250;
+  t->model.m     = 512;
+  t->model.R     = 0; /* 0: same as m */
+  t->model.steps = 1000;
+  t->model.lr    = 1e-4;
+  t->model.seed  = 42;
+  *tr            = t;
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisTrainerSetFromOptions - read the options database (the command line wins).
+
+  Collective. Options: -input -model -force -resume -anchors -batch -reference_size
+  -steps -lr -hidden -seed -checkpoint_every -train_monitor -monitor_every, the graph
+  options (-dim -knn -scale_neighbor -scale -laplacian) and the alignment options.
+*/
+PetscErrorCode BasisTrainerSetFromOptions(BasisTrainer t)
+{
+  char      hidden[256] = "256,512,512,256";
+  BasisModel *mo        = &t->model;
+
+  PetscFunctionBeginUser;
+  PetscOptionsBegin(t->comm, NULL, "basis train: learn the spectral embedding with BASiS", NULL);
+  PetscCall(PetscOptionsString("-input", "Training data (HDF5 with /features)", NULL, t->input, t->input, sizeof(t->input), NULL));
+  PetscCall(PetscOptionsString("-model", "Model/checkpoint file to write", NULL, t->model_path, t->model_path, sizeof(t->model_path), NULL));
+  PetscCall(PetscOptionsBool("-force", "Overwrite an existing -model", NULL, t->force, &t->force, NULL));
+  PetscCall(PetscOptionsBool("-resume", "Continue from the checkpoint in -model if it exists", NULL, t->resume, &t->resume, NULL));
+  PetscCall(PetscOptionsInt("-anchors", "Number of anchors l", NULL, mo->l, &mo->l, NULL));
+  PetscCall(PetscOptionsInt("-batch", "Batch size m, anchors included", NULL, mo->m, &mo->m, NULL));
+  PetscCall(PetscOptionsInt("-reference_size", "Reference set size R (default: -batch)", NULL, mo->R, &mo->R, NULL));
+  PetscCall(PetscOptionsInt("-steps", "Training steps", NULL, mo->steps, &mo->steps, NULL));
+  PetscCall(PetscOptionsReal("-lr", "Adam learning rate", NULL, mo->lr, &mo->lr, NULL));
+  PetscCall(PetscOptionsString("-hidden", "Hidden layer widths, comma separated", NULL, hidden, hidden, sizeof(hidden), NULL));
+  PetscCall(PetscOptionsInt("-seed", "Random seed (anchors, reference, init, batches)", NULL, mo->seed, &mo->seed, NULL));
+  PetscCall(PetscOptionsInt("-checkpoint_every", "Write a checkpoint every this many steps (0: only at the end)", NULL,
+                            t->checkpoint_every, &t->checkpoint_every, NULL));
+  PetscCall(PetscOptionsBool("-train_monitor", "Print progress on rank 0", NULL, t->monitor, &t->monitor, NULL));
+  PetscCall(PetscOptionsInt("-monitor_every", "Steps between progress lines", NULL, t->monitor_every, &t->monitor_every, NULL));
+  PetscCall(BasisGraphParamsSetFromOptions(t->comm, &mo->graph));
+  PetscCall(BasisAlignParamsSetFromOptions(t->comm, &mo->align));
+  PetscOptionsEnd();
+  PetscCall(BasisParseIntList("-hidden", hidden, BASIS_MAX_LAYERS - 1, &t->nhidden, t->hidden));
+  if (mo->R == 0) mo->R = mo->m;
+  PetscCheck(mo->graph.K >= 1, t->comm, PETSC_ERR_ARG_OUTOFRANGE, "-dim %d must be at least 1", (int)mo->graph.K);
+  PetscCheck(mo->l >= mo->graph.K + 1, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "-anchors %d must be at least -dim + 1 = %d (the affine fit has K + 1 unknowns per output)", (int)mo->l,
+             (int)mo->graph.K + 1);
+  PetscCheck(mo->m > mo->l, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "-batch %d must be larger than -anchors %d (a batch is the anchors plus new points)", (int)mo->m, (int)mo->l);
+  PetscCheck(mo->m >= mo->l + mo->graph.K, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "-batch %d must be at least -anchors + -dim = %d", (int)mo->m, (int)(mo->l + mo->graph.K));
+  PetscCheck(mo->graph.knn < mo->m, t->comm, PETSC_ERR_ARG_OUTOFRANGE, "-knn %d must be smaller than -batch %d",
+             (int)mo->graph.knn, (int)mo->m);
+  PetscCheck(mo->R >= mo->l, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "-reference_size %d must be at least -anchors %d (the anchors are part of the reference set)", (int)mo->R,
+             (int)mo->l);
+  PetscCheck(mo->steps >= 1, t->comm, PETSC_ERR_ARG_OUTOFRANGE, "-steps %d must be at least 1", (int)mo->steps);
+  PetscCheck(mo->lr > 0 && PetscIsNormalReal(mo->lr), t->comm, PETSC_ERR_ARG_OUTOFRANGE, "-lr %g must be positive",
+             (double)mo->lr);
+  PetscCheck(t->checkpoint_every >= 0, t->comm, PETSC_ERR_ARG_OUTOFRANGE, "-checkpoint_every must be >= 0");
+  PetscCheck(t->monitor_every >= 1, t->comm, PETSC_ERR_ARG_OUTOFRANGE, "-monitor_every must be >= 1");
+  PetscFunctionReturn(0);
+}
+
+/* Global per-feature mean and one scale (RMS deviation over all features), so the
+   network's input is centred and O(1) whatever the units of /features. */
+static PetscErrorCode ComputeNormalisation(BasisTrainer t)
+{
+  BasisShard *s = &t->shard;
+  PetscInt    D = s->D;
+  double     *sum, *sumsq, var = 0.0;
+
+  PetscFunctionBeginUser;
+  PetscCall(PetscCalloc2(D, &sum, D, &sumsq));
+  for (PetscInt i = 0; i < s->n; i++) {
+    const float *x = s->x + (size_t)i * D;
+    for (PetscInt j = 0; j < D; j++) sum[j] += x[j], sumsq[j] += (double)x[j] * x[j];
+  }
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, sum, (int)D, MPI_DOUBLE, MPI_SUM, t->comm));
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, sumsq, (int)D, MPI_DOUBLE, MPI_SUM, t->comm));
+  for (PetscInt j = 0; j < D; j++) {
+    double mu = sum[j] / s->N;
+    t->model.mean[j] = (float)mu;
+    var += PetscMax(sumsq[j] / s->N - mu * mu, 0.0);
+  }
+  t->model.scale = sqrt(var / D);
+  PetscCheck(t->model.scale > 0, t->comm, PETSC_ERR_ARG_WRONG,
+             "input %s: all points are identical (zero variance); there is no graph to embed", t->input);
+  PetscCall(PetscFree2(sum, sumsq));
+  PetscFunctionReturn(0);
+}
+
+static void Normalise(const BasisModel *mo, PetscInt n, const float x[], float xn[])
+{
+  const float inv = (float)(1.0 / mo->scale);
+  for (PetscInt i = 0; i < n; i++)
+    for (PetscInt j = 0; j < mo->D; j++) xn[(size_t)i * mo->D + j] = (x[(size_t)i * mo->D + j] - mo->mean[j]) * inv;
+}
+
+/* Fresh start: reference eigenspace, network initialisation, random streams. */
+static PetscErrorCode StartFresh(BasisTrainer t)
+{
+  BasisModel *mo = &t->model;
+  PetscInt   *ref_idx, *anchor_pos, K = mo->graph.K;
+  float      *ref_x;
+  float      *params, *grad, *am, *av;
+  BasisRng    init;
+
+  PetscFunctionBeginUser;
+  PetscCall(PetscMalloc3(mo->R, &ref_idx, mo->l, &anchor_pos, (size_t)mo->R * mo->D, &ref_x));
+  PetscCall(BasisReferenceSample(mo->N, mo->R, mo->l, mo->seed, ref_idx, anchor_pos));
+  PetscCall(BasisShardGatherRows(t->comm, &t->shard, mo->R, ref_idx, ref_x));
+  for (PetscInt a = 0; a < mo->l; a++) {
+    mo->anchors[a] = ref_idx[anchor_pos[a]];
+    PetscCall(PetscArraycpy(mo->anchor_x + (size_t)a * mo->D, ref_x + (size_t)anchor_pos[a] * mo->D, mo->D));
+  }
+  PetscCall(PetscPrintf(t->comm, "train: reference eigenspace of %d points (%d anchors), K = %d, by SLEPc\n", (int)mo->R,
+                        (int)mo->l, (int)K));
+  PetscCall(BasisReferenceSolve(t->comm, &mo->graph, mo->m, mo->R, mo->D, ref_x, mo->l, anchor_pos, mo->phi_ref, mo->lambda_ref));
+  PetscCall(PetscFree3(ref_idx, anchor_pos, ref_x));
+  PetscCall(ComputeNormalisation(t));
+  mo->target_scale = PetscSqrtReal((PetscReal)mo->R);
+
+  BasisRngSeed(&init, (uint64_t)mo->seed, BASIS_STREAM_INIT);
+  PetscCall(BasisMLPInitialize(t->mlp, &init));
+  PetscCall(BasisMLPGetArrays(t->mlp, &params, &grad, &am, &av));
+  PetscCall(PetscArrayzero(am, mo->nparams));
+  PetscCall(PetscArrayzero(av, mo->nparams));
+  BasisRngSeed(&t->rng, (uint64_t)mo->seed, BASIS_STREAM_BATCH + (uint64_t)t->rank);
+  mo->step = 0;
+  PetscFunctionReturn(0);
+}
+
+/* Adopt the parameters of the checkpoint in -model (they win over the command line,
+   except -steps, which may extend the run); called before anything is allocated. */
+static PetscErrorCode AdoptCheckpointParameters(BasisTrainer t, const BasisModel *ck)
+{
+  BasisModel *mo = &t->model;
+
+  PetscFunctionBeginUser;
+  PetscCheck(ck->N == t->shard.N && ck->D == t->shard.D, t->comm, PETSC_ERR_ARG_INCOMP,
+             "checkpoint %s was trained on %d x %d data but -input %s is %d x %d; resume with the same input",
+             t->model_path, (int)ck->N, (int)ck->D, t->input, (int)t->shard.N, (int)t->shard.D);
+  PetscCheck(ck->nranks == t->size, t->comm, PETSC_ERR_ARG_INCOMP,
+             "checkpoint %s was written by %d ranks; resume with %d ranks (each rank's random stream is saved)",
+             t->model_path, (int)ck->nranks, (int)ck->nranks);
+  mo->nlayers = ck->nlayers;
+  PetscCall(PetscArraycpy(mo->widths, ck->widths, ck->nlayers + 1));
+  mo->l = ck->l, mo->m = ck->m, mo->R = ck->R, mo->graph = ck->graph, mo->align = ck->align;
+  mo->lr = ck->lr, mo->seed = ck->seed, mo->scale = ck->scale, mo->target_scale = ck->target_scale;
+  mo->steps = PetscMax(mo->steps, ck->steps);
+  PetscFunctionReturn(0);
+}
+
+/* Copy the checkpoint's state (weights, Adam moments, random stream, reference, history)
+   into the freshly allocated trainer. */
+static PetscErrorCode AdoptCheckpointState(BasisTrainer t, const BasisModel *ck)
+{
+  BasisModel *mo = &t->model;
+  float      *params, *grad, *am, *av;
+
+  PetscFunctionBeginUser;
+  PetscCall(BasisMLPGetArrays(t->mlp, &params, &grad, &am, &av));
+  PetscCall(PetscArraycpy(params, ck->params, ck->nparams));
+  PetscCall(PetscArraycpy(am, ck->adam_m, ck->nparams));
+  PetscCall(PetscArraycpy(av, ck->adam_v, ck->nparams));
+  PetscCall(PetscArraycpy(t->rng.s, ck->rng + 4 * t->rank, 4));
+  PetscCall(PetscArraycpy(mo->mean, ck->mean, ck->D));
+  PetscCall(PetscArraycpy(mo->anchors, ck->anchors, ck->l));
+  PetscCall(PetscArraycpy(mo->anchor_x, ck->anchor_x, (size_t)ck->l * ck->D));
+  PetscCall(PetscArraycpy(mo->phi_ref, ck->phi_ref, (size_t)ck->l * ck->graph.K));
+  PetscCall(PetscArraycpy(mo->lambda_ref, ck->lambda_ref, ck->graph.K));
+  PetscCall(PetscArraycpy(mo->history, ck->history, (size_t)ck->steps * BASIS_HISTORY_FIELDS));
+  mo->step = ck->step;
+  PetscCall(PetscPrintf(t->comm, "train: resuming %s at step %d of %d (the checkpoint's parameters are used)\n",
+                        t->model_path, (int)mo->step, (int)mo->steps));
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisTrainerSetUp - read the data, then start fresh or from a checkpoint.
+
+  Collective. Refuses (on every rank) an input too small for the parameters, an existing
+  -model without -force or -resume, and shards too small to draw a batch from.
+*/
+PetscErrorCode BasisTrainerSetUp(BasisTrainer t)
+{
+  BasisModel *mo = &t->model;
+  BasisInput  in;
+  PetscInt    K = mo->graph.K, min_pool;
+  BasisModel  ck;
+  PetscBool   have_checkpoint = PETSC_FALSE;
+  const char *inputs[]        = {t->input, NULL};
+
+  PetscFunctionBeginUser;
+  PetscCall(BasisInputOpen(t->comm, t->input, &in));
+  mo->N = in.N, mo->D = in.D;
+  PetscCheck(mo->N >= mo->R, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "input %s has %d points, fewer than the reference set (-reference_size, default -batch) of %d", t->input,
+             (int)mo->N, (int)mo->R);
+  if (t->resume) {
+    int exists = 0;
+    if (t->rank == 0) exists = access(t->model_path, F_OK) == 0;
+    PetscCallMPI(MPI_Bcast(&exists, 1, MPI_INT, 0, t->comm));
+    have_checkpoint = exists ? PETSC_TRUE : PETSC_FALSE;
+  }
+  /* Refuse a bad output path before reading gigabytes. A resumed run replaces its own
+     checkpoint, so it needs no -force. */
+  PetscCall(BasisOutputCheckPath(t->comm, t->model_path, (PetscBool)(t->force || have_checkpoint), inputs));
+  PetscCall(BasisInputReadShard(&in, &t->shard));
+  PetscCall(BasisInputClose(&in));
+
+  if (have_checkpoint) {
+    PetscCall(BasisModelRead(t->comm, t->model_path, &ck));
+    PetscCall(AdoptCheckpointParameters(t, &ck));
+    K = mo->graph.K;
+  } else {
+    mo->nlayers   = t->nhidden + 1;
+    mo->widths[0] = mo->D;
+    for (PetscInt i = 0; i < t->nhidden; i++) mo->widths[i + 1] = t->hidden[i];
+    mo->widths[mo->nlayers] = K;
+  }
+  mo->nranks = t->size;
+  PetscCall(BasisMLPCreate(mo->nlayers, mo->widths, mo->m, &t->mlp));
+  {
+    PetscInt        nl;
+    const PetscInt *w;
+    PetscCall(BasisMLPGetSizes(t->mlp, &nl, &w, &mo->nparams));
+  }
+  PetscCall(BasisModelAllocate(mo));
+  if (have_checkpoint) {
+    PetscCall(AdoptCheckpointState(t, &ck));
+    PetscCall(BasisModelFree(&ck));
+  } else PetscCall(StartFresh(t));
+
+  /* The sampling pool: this rank's rows that are not anchors (a point must not appear
+     twice in a batch: duplicate points would collapse its graph). */
+  PetscCall(PetscMalloc1(PetscMax(t->shard.n, 1), &t->pool));
+  t->npool = 0;
+  for (PetscInt i = 0, a = 0; i < t->shard.n; i++) {
+    PetscInt g = t->shard.rstart + i;
+    while (a < mo->l && mo->anchors[a] < g) a++;
+    if (a < mo->l && mo->anchors[a] == g) continue;
+    t->pool[t->npool++] = i;
+  }
+  PetscCallMPI(MPI_Allreduce(&t->npool, &min_pool, 1, MPIU_INT, MPI_MIN, t->comm));
+  PetscCheck(min_pool >= mo->m - mo->l, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "a rank holds only %d non-anchor points but each batch draws -batch - -anchors = %d from its shard; use fewer "
+             "ranks or a smaller -batch",
+             (int)min_pool, (int)(mo->m - mo->l));
+
+  PetscCall(BasisBatchGraphCreate(&mo->graph, mo->m, mo->D, &t->bg));
+  PetscCall(PetscMalloc7(mo->m - mo->l, &t->pick, (size_t)mo->m * mo->D, &t->xraw, (size_t)mo->m * mo->D, &t->xn,
+                         (size_t)mo->m * K, &t->yb, (size_t)mo->m * K, &t->phi_b, K, &t->lambda_b, K * (K + 1), &t->T));
+  PetscCall(PetscMalloc1(mo->nparams + TAIL_SIZE, &t->reduce));
+  /* the anchors are the first l rows of every batch */
+  PetscCall(PetscArraycpy(t->xraw, mo->anchor_x, (size_t)mo->l * mo->D));
+  Normalise(mo, mo->l, mo->anchor_x, t->xn);
+  t->setup = PETSC_TRUE;
+  PetscFunctionReturn(0);
+}
+
+/* Copy the training state into the model and write it (rank 0), atomically. */
+static PetscErrorCode WriteCheckpoint(BasisTrainer t)
+{
+  BasisModel *mo = &t->model;
+  float      *params, *grad, *am, *av;
+  const char *inputs[] = {t->input, NULL};
+  double      t0       = MPI_Wtime();
+
+  PetscFunctionBeginUser;
+  PetscCall(BasisMLPGetArrays(t->mlp, &params, &grad, &am, &av));
+  PetscCall(PetscArraycpy(mo->params, params, mo->nparams));
+  PetscCall(PetscArraycpy(mo->adam_m, am, mo->nparams));
+  PetscCall(PetscArraycpy(mo->adam_v, av, mo->nparams));
+  PetscCallMPI(MPI_Gather(t->rng.s, 4, MPI_UINT64_T, mo->rng, 4, MPI_UINT64_T, 0, t->comm));
+  PetscCall(BasisModelWrite(t->comm, t->model_path, PETSC_TRUE, inputs, mo));
+  t->phase[PHASE_CHECKPOINT] += MPI_Wtime() - t0;
+  PetscFunctionReturn(0);
+}
+
+/* Steps 2-4 of one training step, on this rank alone: batch eigenvectors, alignment,
+   targets, loss and gradient. Errors are returned, not raised on the communicator. */
+static PetscErrorCode LocalStep(BasisTrainer t, BasisAlignStats *stats, float *loss)
+{
+  BasisModel *mo = &t->model;
+  PetscInt    l = mo->l, m = mo->m, K = mo->graph.K;
+  double      t0 = MPI_Wtime(), t1;
+
+  PetscFunctionBeginUser;
+  /* the batch graph's eigenvectors, on the features as given (the graph rule is defined
+     on the data, not on the network's normalised input) */
+  PetscCall(BasisBatchGraphEmbed(t->bg, t->xraw, t->phi_b, t->lambda_b));
+  t1 = MPI_Wtime(), t->phase[PHASE_GRAPH] += t1 - t0, t0 = t1;
+  /* align to the reference on the anchors, targets for the whole batch */
+  PetscCall(BasisAlignFit(&mo->align, l, K, mo->phi_ref, t->phi_b, &t->rng, t->T, stats));
+  PetscCall(BasisAlignApply(m, K, t->T, t->phi_b, t->yb));
+  for (PetscInt i = 0; i < m * K; i++) t->yb[i] *= (float)mo->target_scale;
+  t1 = MPI_Wtime(), t->phase[PHASE_ALIGN] += t1 - t0, t0 = t1;
+  /* loss and gradient on the normalised batch */
+  PetscCall(BasisMLPLossBackward(t->mlp, m, t->xn, t->yb, loss));
+  t1 = MPI_Wtime(), t->phase[PHASE_MLP] += t1 - t0;
+  PetscFunctionReturn(0);
+}
+
+/* One training step; on return t->reduce holds the mean gradient and diagnostics. */
+static PetscErrorCode Step(BasisTrainer t)
+{
+  BasisModel     *mo = &t->model;
+  PetscInt        l = mo->l, m = mo->m, D = mo->D;
+  BasisAlignStats stats;
+  float          *params, *grad, *am, *av, loss;
+  double          t0 = MPI_Wtime(), t1;
+  PetscErrorCode  ierr;
+
+  PetscFunctionBeginUser;
+  /* 1. batch: anchors (rows [0, l), filled at set-up) + m - l fresh rows of this shard */
+  PetscCall(BasisRngSample(&t->rng, t->npool, m - l, t->pick));
+  for (PetscInt i = 0; i < m - l; i++)
+    PetscCall(PetscArraycpy(t->xraw + (size_t)(l + i) * D, t->shard.x + (size_t)t->pool[t->pick[i]] * D, D));
+  Normalise(mo, m - l, t->xraw + (size_t)l * D, t->xn + (size_t)l * D);
+  t1 = MPI_Wtime(), t->phase[PHASE_SAMPLE] += t1 - t0, t0 = t1;
+  /* 2-4 can fail on one rank only (a batch whose graph is degenerate, an alignment
+     refused as ill-conditioned): that rank prints its reason, contributes a zero
+     gradient and raises a flag that rides in the allreduce, so every rank stops with
+     the same error instead of waiting in the collective. */
+  ierr = LocalStep(t, &stats, &loss);
+  if (ierr) {
+    PetscCall(BasisMLPGetArrays(t->mlp, &params, &grad, &am, &av));
+    PetscCall(PetscArrayzero(grad, mo->nparams));
+    loss = 0, stats.residual = stats.cond = 0, stats.inliers = 0;
+  }
+  t0 = MPI_Wtime();
+  /* 5. the step's one allreduce: gradient + diagnostics */
+  PetscCall(BasisMLPGetArrays(t->mlp, &params, &grad, &am, &av));
+  PetscCall(PetscArraycpy(t->reduce, grad, mo->nparams));
+  t->reduce[mo->nparams + TAIL_LOSS]     = loss;
+  t->reduce[mo->nparams + TAIL_RESIDUAL] = (float)stats.residual;
+  t->reduce[mo->nparams + TAIL_COND]     = (float)stats.cond;
+  t->reduce[mo->nparams + TAIL_INLIERS]  = (float)stats.inliers;
+  t->reduce[mo->nparams + TAIL_STOP]     = stop_requested ? 1.0f : 0.0f;
+  t->reduce[mo->nparams + TAIL_FAILED]   = ierr ? 1.0f : 0.0f;
+  PetscCall(PetscLogEventBegin(BASIS_GradReduce, 0, 0, 0, 0));
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, t->reduce, (int)(mo->nparams + TAIL_SIZE), MPI_FLOAT, MPI_SUM, t->comm));
+  PetscCall(PetscLogEventEnd(BASIS_GradReduce, 0, 0, 0, 0));
+  {
+    const float inv = 1.0f / (float)t->size;
+    double      sumsq = 0.0;
+    for (PetscCount i = 0; i < mo->nparams; i++) {
+      grad[i] = t->reduce[i] * inv;
+      sumsq += (double)grad[i] * grad[i];
+    }
+    t1 = MPI_Wtime(), t->phase[PHASE_REDUCE] += t1 - t0, t0 = t1;
+    PetscCheck(t->reduce[mo->nparams + TAIL_FAILED] == 0, t->comm, PETSC_ERR_NOT_CONVERGED,
+               "training step %d failed on %d rank(s) (reason printed above by each); the last good checkpoint is %s",
+               (int)mo->step + 1, (int)t->reduce[mo->nparams + TAIL_FAILED], t->model_path);
+    /* the reduced data are the same everywhere, so every rank reaches the same verdict */
+    PetscCheck(isfinite(sumsq) && isfinite(t->reduce[mo->nparams + TAIL_LOSS]), t->comm, PETSC_ERR_FP,
+               "training diverged at step %d (non-finite loss or gradient); the last good checkpoint is %s (if "
+               "written); lower -lr and retrain, or -resume from it",
+               (int)mo->step + 1, t->model_path);
+  }
+  /* 6. identical Adam update on every rank */
+  PetscCall(BasisMLPAdamStep(t->mlp, mo->lr, mo->step + 1));
+  t1 = MPI_Wtime(), t->phase[PHASE_ADAM] += t1 - t0;
+  {
+    PetscReal *h = mo->history + (size_t)mo->step * BASIS_HISTORY_FIELDS;
+    for (int f = 0; f < BASIS_HISTORY_FIELDS; f++) h[f] = t->reduce[mo->nparams + f] / t->size;
+  }
+  mo->step++;
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisTrainerRun - train to the planned number of steps, checkpointing on the way.
+
+  Collective. On SIGUSR1/SIGTERM: checkpoint at the end of the step, set
+  BasisExitStatus = BASIS_EXIT_CHECKPOINTED and return.
+*/
+PetscErrorCode BasisTrainerRun(BasisTrainer t)
+{
+  BasisModel *mo = &t->model;
+  double      start = MPI_Wtime();
+  PetscInt    first = mo->step;
+
+  PetscFunctionBeginUser;
+  PetscCheck(t->setup, t->comm, PETSC_ERR_ORDER, "call BasisTrainerSetUp first");
+  signal(SIGUSR1, OnStopSignal);
+  signal(SIGTERM, OnStopSignal);
+  PetscCall(PetscLogStagePush(BASIS_StageTrain));
+  PetscCall(PetscPrintf(t->comm, "train: %d steps, batch %d (%d anchors) per rank, %d ranks, network %d", (int)(mo->steps - mo->step),
+                        (int)mo->m, (int)mo->l, t->size, (int)mo->widths[0]));
+  for (PetscInt i = 1; i <= mo->nlayers; i++) PetscCall(PetscPrintf(t->comm, "-%d", (int)mo->widths[i]));
+  PetscCall(PetscPrintf(t->comm, " (%lld parameters)\n", (long long)mo->nparams));
+  while (mo->step < mo->steps) {
+    PetscBool stop;
+    PetscCall(Step(t));
+    stop = t->reduce[mo->nparams + TAIL_STOP] > 0 ? PETSC_TRUE : PETSC_FALSE;
+    if (t->monitor && (mo->step % t->monitor_every == 0 || mo->step == mo->steps || mo->step == first + 1)) {
+      const PetscReal *h    = mo->history + (size_t)(mo->step - 1) * BASIS_HISTORY_FIELDS;
+      double           now  = MPI_Wtime(), rate = (mo->step - first) / (now - start);
+      PetscCall(PetscPrintf(t->comm, "  step %6d  loss %.4e  align residual %.3e  cond %.1f  %.2f steps/s  %.0f s left\n",
+                            (int)mo->step, (double)h[0], (double)h[1], (double)h[2], rate, (mo->steps - mo->step) / rate));
+    }
+    if (stop) {
+      PetscCall(WriteCheckpoint(t));
+      PetscCall(PetscPrintf(t->comm, "train: stopped by signal after step %d; checkpoint %s written; rerun with -resume\n",
+                            (int)mo->step, t->model_path));
+      BasisExitStatus = BASIS_EXIT_CHECKPOINTED;
+      break;
+    }
+    if (t->checkpoint_every > 0 && mo->step % t->checkpoint_every == 0 && mo->step < mo->steps) PetscCall(WriteCheckpoint(t));
+  }
+  if (mo->step == mo->steps) PetscCall(WriteCheckpoint(t));
+  PetscCall(PetscLogStagePop());
+  {
+    double total = MPI_Wtime() - start, sum = 0;
+    PetscInt done = mo->step - first;
+    PetscCall(PetscPrintf(t->comm, "train: %d steps in %.1f s (%.3f s/step, %.0f new points/s over all ranks); per step:", (int)done,
+                          total, done ? total / done : 0.0, done ? done * (double)(mo->m - mo->l) * t->size / total : 0.0));
+    for (int p = 0; p < NPHASES; p++) {
+      sum += t->phase[p];
+      PetscCall(PetscPrintf(t->comm, " %s %.1f ms%s", phase_names[p], done ? 1e3 * t->phase[p] / done : 0.0, p + 1 < NPHASES ? "," : "\n"));
+    }
+    if (mo->step == mo->steps) PetscCall(PetscPrintf(t->comm, "train: model written to %s\n", t->model_path));
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode BasisTrainerGetModel(BasisTrainer t, const BasisModel **model)
+{
+  PetscFunctionBeginUser;
+  *model = &t->model;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode BasisTrainerDestroy(BasisTrainer *tr)
+{
+  BasisTrainer t = *tr;
+
+  PetscFunctionBeginUser;
+  if (!t) PetscFunctionReturn(0);
+  if (t->setup) PetscCall(PetscFree7(t->pick, t->xraw, t->xn, t->yb, t->phi_b, t->lambda_b, t->T));
+  PetscCall(PetscFree(t->reduce));
+  PetscCall(PetscFree(t->pool));
+  PetscCall(BasisBatchGraphDestroy(&t->bg));
+  PetscCall(BasisMLPDestroy(&t->mlp));
+  PetscCall(BasisShardDestroy(&t->shard));
+  if (t->model.params) PetscCall(BasisModelFree(&t->model));
+  PetscCall(PetscFree(*tr));
+  PetscFunctionReturn(0);
+}
+
+/* BasisTrainMain - `basis train`. Collective on comm. */
+PetscErrorCode BasisTrainMain(MPI_Comm comm)
+{
+  BasisTrainer t;
+  PetscBool    help;
+
+  PetscFunctionBeginUser;
+  PetscCall(BasisTrainerCreate(comm, &t));
+  PetscCall(BasisTrainerSetFromOptions(t));
+  PetscCall(BasisHelpRequested(&help));
+  if (!help) {
+    PetscCall(BasisTrainerSetUp(t));
+    PetscCall(BasisTrainerRun(t));
+  }
+  PetscCall(BasisTrainerDestroy(&t));
+  PetscFunctionReturn(0);
+}

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# cli_pipeline.sh BASIS - the train/embed pipeline end to end through the binary:
+#  * embed from a saved model is deterministic and equals a second embed;
+#  * a run stopped by a signal (checkpoint written, exit 3) then resumed, and a run
+#    resumed from a mid-way checkpoint, end bitwise identical to an uninterrupted run;
+#  * the same seed and rank count give a bitwise identical model;
+#  * a model is refused for data of another D; bad training options are refused.
+# Silent on success; prints each failure.
+set -u
+basis=$1
+work=$(mktemp -d "${TMPDIR:-/tmp}/basis-pipe.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+run() { local np=$1; shift; timeout 300 mpiexec --oversubscribe --allow-run-as-root -n "$np" "$basis" "$@"; }
+cmp=$(dirname "$0")/h5cmp.py
+fail=0
+die() { echo "FAIL: $*"; fail=1; }
+
+run 2 generate -n 2400 -d 12 -classes 4 -noise 0.05 -output "$work/data.h5" >/dev/null || { echo "FAIL: generate"; exit 1; }
+run 2 generate -n 300 -d 7 -output "$work/other_d.h5" >/dev/null || { echo "FAIL: generate"; exit 1; }
+small=(-anchors 40 -batch 160 -hidden 32,32 -dim 4 -lr 1e-3 -checkpoint_every 0 -train_monitor 0)
+
+# Uninterrupted reference run.
+run 2 train -input "$work/data.h5" -model "$work/a.h5" "${small[@]}" -steps 60 >"$work/a.log" 2>&1 || { cat "$work/a.log"; die "train"; }
+# Same seed, same rank count: bitwise identical model.
+run 2 train -input "$work/data.h5" -model "$work/a2.h5" "${small[@]}" -steps 60 >/dev/null 2>&1 || die "train (repeat)"
+h5diff -q "$work/a.h5" "$work/a2.h5" /network/params >/dev/null || die "two runs with the same seed differ"
+# Resume from a mid-way checkpoint: train 25 steps, then -resume to 60.
+run 2 train -input "$work/data.h5" -model "$work/b.h5" "${small[@]}" -steps 25 >/dev/null 2>&1 || die "train 25"
+run 2 train -input "$work/data.h5" -model "$work/b.h5" "${small[@]}" -steps 60 -resume >/dev/null 2>&1 || die "resume"
+for d in /network/params /optimizer/adam_m /optimizer/adam_v /train/rng; do
+  h5diff -q "$work/a.h5" "$work/b.h5" "$d" >/dev/null || die "resumed run differs from the uninterrupted one in $d"
+done
+
+# Stopped by SIGUSR1 (as a Slurm job is before its time limit): checkpoint, exit 3;
+# then -resume finishes with the same model as an uninterrupted run.
+run 2 train -input "$work/data.h5" -model "$work/c_ref.h5" "${small[@]}" -steps 400 >/dev/null 2>&1 || die "train 400"
+mpiexec --oversubscribe --allow-run-as-root -n 2 "$basis" train -input "$work/data.h5" -model "$work/c.h5" "${small[@]}" \
+  -steps 400 -train_monitor 1 -monitor_every 1 >"$work/c.log" 2>&1 &
+pid=$!
+for _ in $(seq 600); do grep -q 'step     20 ' "$work/c.log" && break; sleep 0.05; done
+kill -USR1 $pid
+wait $pid; rc=$?
+if [[ $rc != 3 ]]; then die "train stopped by SIGUSR1 exited $rc, expected 3"; tail -3 "$work/c.log"
+else
+  grep -q "stopped by signal" "$work/c.log" || die "no 'stopped by signal' message"
+  run 2 train -input "$work/data.h5" -model "$work/c.h5" "${small[@]}" -steps 400 -resume >/dev/null 2>&1 || die "resume after signal"
+  h5diff -q "$work/c_ref.h5" "$work/c.h5" /network/params >/dev/null || die "signal+resume differs from the uninterrupted run"
+fi
+
+# Embed twice: identical; embedding has N x K rows and labels.
+run 2 embed -model "$work/a.h5" -input "$work/data.h5" -output "$work/e1.h5" >/dev/null 2>&1 || die "embed"
+run 1 embed -model "$work/a.h5" -input "$work/data.h5" -output "$work/e2.h5" -chunk 100 >/dev/null 2>&1 || die "embed (1 rank)"
+run 2 embed -model "$work/a.h5" -input "$work/data.h5" -output "$work/e3.h5" >/dev/null 2>&1 || die "embed (repeat)"
+"$cmp" "$work/e1.h5" "$work/e3.h5" /embedding || die "two embeds with the same model and ranks differ"
+# Other rank count and chunking: GEMM blocking changes float rounding, not the values.
+"$cmp" "$work/e1.h5" "$work/e2.h5" /embedding 1e-5 || die "embed at 2 ranks differs from embed at 1 rank with other chunks"
+h5dump -H -d /embedding "$work/e1.h5" | grep -q 'DATASPACE  SIMPLE { ( 2400, 4 )' || die "embedding shape is not 2400 x 4"
+# Orthonormalised output: stored R reproduces the computed map.
+run 2 embed -model "$work/a.h5" -input "$work/data.h5" -output "$work/o1.h5" -orthonormalize compute >/dev/null 2>&1 || die "embed -orthonormalize compute"
+run 2 embed -model "$work/a.h5" -input "$work/data.h5" -output "$work/o2.h5" -orthonormalize stored >/dev/null 2>&1 || die "embed -orthonormalize stored"
+"$cmp" "$work/o1.h5" "$work/o2.h5" /embedding || die "stored orthonormalisation differs from the computed one"
+
+# expect NP PATTERN ARGS...: fails (non-zero, no hang) with PATTERN in the output.
+expect() {
+  local np=$1 pattern=$2; shift 2
+  local out rc
+  out=$(run "$np" "$@" 2>&1); rc=$?
+  if [[ $rc == 0 || $rc == 124 ]]; then die "np=$np '$*' exited $rc, expected an error matching '$pattern'"
+  elif ! grep -q -- "$pattern" <<<"$out"; then die "np=$np '$*': message does not match '$pattern':"; sed 's/^/    /' <<<"$out" | head -5
+  fi
+}
+for np in 2 4; do
+  expect $np "has D = 7 features but model" embed -model "$work/a.h5" -input "$work/other_d.h5" -output "$work/x.h5"
+  expect $np "model file .*does not exist" embed -model "$work/none.h5" -input "$work/data.h5" -output "$work/x.h5"
+  expect $np "is also an input" embed -model "$work/a.h5" -input "$work/data.h5" -output "$work/data.h5" -force
+  expect $np "exists; pass -force" train -input "$work/data.h5" -model "$work/a.h5" "${small[@]}"
+  expect $np "-anchors 8 must be at least -dim + 1 = 11" train -input "$work/data.h5" -model "$work/x.h5" -anchors 8
+  expect $np "-batch 40 must be larger than -anchors 40" train -input "$work/data.h5" -model "$work/x.h5" -anchors 40 -batch 40
+  expect $np "-hidden 0 is malformed" train -input "$work/data.h5" -model "$work/x.h5" -hidden 0
+  expect $np "-hidden , is malformed" train -input "$work/data.h5" -model "$work/x.h5" -hidden ,
+  expect $np "-lr 0.* must be positive" train -input "$work/data.h5" -model "$work/x.h5" -lr 0
+  expect $np "-steps 0 must be at least 1" train -input "$work/data.h5" -model "$work/x.h5" -steps 0
+  expect $np "Unknown option foo for -laplacian" train -input "$work/data.h5" -model "$work/x.h5" -laplacian foo
+  expect $np "-knn 200 must be smaller than -batch 160" train -input "$work/data.h5" -model "$work/x.h5" "${small[@]}" -knn 200
+done
+[[ -z $(find "$work" -name 'x.h5*') ]] || die "failed runs left output files"
+exit $fail

@@ -1,0 +1,185 @@
+/*
+  test_align - unit tests of the affine alignment (src/align.c, DESIGN.md step 4):
+   - least squares recovers a known random affine map from l = 50 anchors, K = 5;
+   - RANSAC recovers it with 30% of the anchors corrupted by large offsets, reports 70%
+     inliers and the RMS residual those offsets imply;
+   - RANSAC with no consensus (tolerance below rounding) falls back to all anchors;
+   - a constant column of phi_b (the trivial eigenvector of the rw and unnormalized
+     Laplacians) is absorbed by the bias instead of making the fit singular;
+   - an ill-conditioned design (two identical columns of phi_b), too few anchors and
+     -ransac_points below K + 1 are refused with an error;
+   - BasisAlignApply equals the map evaluated in double, rounded to float32.
+*/
+#include <basis/align.h>
+#include <math.h>
+
+#define L_ANCHORS 50
+#define K_DIM     5
+#define KP1       (K_DIM + 1)
+/* Exact data: T is determined to rounding times cond (~20 here), so 1e-10 has margin. */
+#define TOL_EXACT 1e-10
+/* RANSAC's final fit uses the 35 clean anchors only: as exact as least squares. */
+#define TOL_RANSAC 1e-8
+
+static void MakeData(BasisRng *rng, PetscReal T_true[], PetscReal phi_b[], PetscReal phi_ref[])
+{
+  for (PetscInt i = 0; i < K_DIM * KP1; i++) T_true[i] = BasisRngNormal(rng);
+  /* batch eigenvector entries are O(1/sqrt(m)); 0.1 keeps the design like the real one */
+  for (PetscInt i = 0; i < L_ANCHORS * K_DIM; i++) phi_b[i] = 0.1 * BasisRngNormal(rng);
+  for (PetscInt i = 0; i < L_ANCHORS; i++)
+    for (PetscInt k = 0; k < K_DIM; k++) {
+      PetscReal y = T_true[k * KP1 + K_DIM];
+      for (PetscInt j = 0; j < K_DIM; j++) y += T_true[k * KP1 + j] * phi_b[i * K_DIM + j];
+      phi_ref[i * K_DIM + k] = y;
+    }
+}
+
+static PetscReal MaxDiff(PetscInt n, const PetscReal a[], const PetscReal b[])
+{
+  PetscReal d = 0.0;
+  for (PetscInt i = 0; i < n; i++) d = PetscMax(d, PetscAbsReal(a[i] - b[i]));
+  return d;
+}
+
+static PetscErrorCode Fail(int *failures, const char *msg, double value)
+{
+  PetscFunctionBeginUser;
+  PetscCall(PetscPrintf(PETSC_COMM_WORLD, "FAIL %s (%g)\n", msg, value));
+  (*failures)++;
+  PetscFunctionReturn(0);
+}
+
+/* BasisAlignFit is expected to refuse; returns whether it did. */
+static PetscErrorCode ExpectRefusal(const BasisAlignParams *p, PetscInt l, const PetscReal phi_ref[],
+                                    const PetscReal phi_b[], BasisRng *rng, PetscBool *refused)
+{
+  PetscReal       T[K_DIM * KP1];
+  BasisAlignStats stats;
+  PetscErrorCode  ierr;
+
+  PetscFunctionBeginUser;
+  PetscCall(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
+  ierr = BasisAlignFit(p, l, K_DIM, phi_ref, phi_b, rng, T, &stats);
+  PetscCall(PetscPopErrorHandler());
+  *refused = ierr ? PETSC_TRUE : PETSC_FALSE;
+  PetscFunctionReturn(0);
+}
+
+int main(int argc, char **argv)
+{
+  BasisAlignParams p;
+  BasisAlignStats  stats;
+  BasisRng         rng, draws;
+  PetscReal        T_true[K_DIM * KP1], T[K_DIM * KP1], phi_b[L_ANCHORS * K_DIM], phi_ref[L_ANCHORS * K_DIM];
+  PetscReal        bad[L_ANCHORS * K_DIM], sumsq = 0.0, expect;
+  float            y[L_ANCHORS * K_DIM];
+  PetscBool        refused;
+  int              failures = 0;
+
+  PetscCall(PetscInitialize(&argc, &argv, NULL, NULL));
+  PetscCall(BasisInitialize());
+  BasisRngSeed(&rng, 2023, 7);
+  BasisRngSeed(&draws, 2023, 8);
+  MakeData(&rng, T_true, phi_b, phi_ref);
+
+  /* least squares on exact data */
+  BasisAlignParamsDefault(&p);
+  PetscCall(BasisAlignFit(&p, L_ANCHORS, K_DIM, phi_ref, phi_b, &draws, T, &stats));
+  if (!(MaxDiff(K_DIM * KP1, T, T_true) < TOL_EXACT))
+    PetscCall(Fail(&failures, "lsq: T differs from the known map", MaxDiff(K_DIM * KP1, T, T_true)));
+  if (!(stats.residual < TOL_EXACT))
+    PetscCall(Fail(&failures, "lsq: residual on exact data", stats.residual));
+  if (stats.inliers != L_ANCHORS || stats.ransac_fallback)
+    PetscCall(Fail(&failures, "lsq: inliers is not l", stats.inliers));
+  if (!(stats.cond >= 1.0 && stats.cond < 1e3))
+    PetscCall(Fail(&failures, "lsq: implausible condition number", stats.cond));
+
+  /* targets: Apply equals the map in double, rounded once to float32 */
+  PetscCall(BasisAlignApply(L_ANCHORS, K_DIM, T_true, phi_b, y));
+  for (PetscInt i = 0; i < L_ANCHORS * K_DIM; i++)
+    if (y[i] != (float)phi_ref[i] && !(fabs(y[i] - phi_ref[i]) <= 1e-7 * fabs(phi_ref[i]))) {
+      PetscCall(Fail(&failures, "apply: target differs from T [phi, 1]", fabs(y[i] - phi_ref[i])));
+      break;
+    }
+
+  /* RANSAC with 30% of the anchors (every third-ish one, 15 of 50) moved far away */
+  PetscCall(PetscArraycpy(bad, phi_ref, L_ANCHORS * K_DIM));
+  for (PetscInt c = 0; c < 15; c++) {
+    PetscInt i = (c * 10) / 3; /* 15 distinct anchors spread over 0..46 */
+    for (PetscInt k = 0; k < K_DIM; k++) {
+      PetscReal off = (1.0 + 2.0 * BasisRngUniform(&rng)) * (BasisRngUniform(&rng) < 0.5 ? -1.0 : 1.0);
+      bad[i * K_DIM + k] += off;
+      sumsq += off * off;
+    }
+  }
+  expect          = PetscSqrtReal(sumsq / L_ANCHORS);
+  p.type          = BASIS_ALIGN_RANSAC;
+  p.ransac_points = K_DIM + 2; /* small subsets: P(clean) = 0.08 each, so 100 draws find one */
+  PetscCall(BasisAlignFit(&p, L_ANCHORS, K_DIM, bad, phi_b, &draws, T, &stats));
+  if (!(MaxDiff(K_DIM * KP1, T, T_true) < TOL_RANSAC))
+    PetscCall(Fail(&failures, "ransac: T differs from the known map", MaxDiff(K_DIM * KP1, T, T_true)));
+  if (stats.inliers != 35 || stats.ransac_fallback)
+    PetscCall(Fail(&failures, "ransac: inliers should be 35 of 50", stats.inliers));
+  if (!(fabs(stats.residual - expect) < 1e-8 * expect))
+    PetscCall(Fail(&failures, "ransac: RMS residual is not that of the offsets", stats.residual - expect));
+  /* plain least squares is pulled away by the same outliers: the test data do need RANSAC */
+  p.type = BASIS_ALIGN_LSQ;
+  PetscCall(BasisAlignFit(&p, L_ANCHORS, K_DIM, bad, phi_b, &draws, T, &stats));
+  if (!(MaxDiff(K_DIM * KP1, T, T_true) > 1e-2))
+    PetscCall(Fail(&failures, "lsq with outliers unexpectedly exact", MaxDiff(K_DIM * KP1, T, T_true)));
+
+  /* RANSAC without consensus: no anchor fits to 1e-30, so the final fit uses all */
+  p.type       = BASIS_ALIGN_RANSAC;
+  p.ransac_tol = 1e-30;
+  PetscCall(BasisAlignFit(&p, L_ANCHORS, K_DIM, phi_ref, phi_b, &draws, T, &stats));
+  if (!stats.ransac_fallback || stats.inliers != L_ANCHORS)
+    PetscCall(Fail(&failures, "ransac: no fallback to all anchors", stats.inliers));
+  if (!(MaxDiff(K_DIM * KP1, T, T_true) < TOL_EXACT))
+    PetscCall(
+        Fail(&failures, "ransac fallback: T differs from the known map", MaxDiff(K_DIM * KP1, T, T_true)));
+  BasisAlignParamsDefault(&p);
+
+  /* a constant column (the trivial eigenvector of rw/unnormalized): T's column is 0 and the
+     bias absorbs it, the fit is exact and well conditioned */
+  {
+    PetscReal pc[L_ANCHORS * K_DIM], rc[L_ANCHORS * K_DIM], Tc[K_DIM * KP1];
+    PetscCall(PetscArraycpy(pc, phi_b, L_ANCHORS * K_DIM));
+    for (PetscInt i = 0; i < L_ANCHORS; i++) pc[i * K_DIM + 2] = 0.3;
+    for (PetscInt i = 0; i < L_ANCHORS; i++)
+      for (PetscInt k = 0; k < K_DIM; k++) {
+        PetscReal s = T_true[k * KP1 + K_DIM];
+        for (PetscInt j = 0; j < K_DIM; j++) s += T_true[k * KP1 + j] * pc[i * K_DIM + j];
+        rc[i * K_DIM + k] = s;
+      }
+    PetscCall(PetscArraycpy(Tc, T_true, K_DIM * KP1));
+    for (PetscInt k = 0; k < K_DIM; k++) Tc[k * KP1 + K_DIM] += 0.3 * Tc[k * KP1 + 2], Tc[k * KP1 + 2] = 0.0;
+    PetscCall(BasisAlignFit(&p, L_ANCHORS, K_DIM, rc, pc, &draws, T, &stats));
+    if (!(MaxDiff(K_DIM * KP1, T, Tc) < TOL_EXACT))
+      PetscCall(Fail(&failures, "constant column: T is not the map with the column folded into the bias",
+                     MaxDiff(K_DIM * KP1, T, Tc)));
+    if (!(stats.residual < TOL_EXACT && stats.cond < 1e3))
+      PetscCall(Fail(&failures, "constant column: residual or cond", stats.cond));
+  }
+
+  /* refusals: identical columns (lsq and ransac), too few anchors, too small subsets */
+  {
+    PetscReal dup[L_ANCHORS * K_DIM];
+    PetscCall(PetscArraycpy(dup, phi_b, L_ANCHORS * K_DIM));
+    for (PetscInt i = 0; i < L_ANCHORS; i++) dup[i * K_DIM + 3] = dup[i * K_DIM + 1];
+    PetscCall(ExpectRefusal(&p, L_ANCHORS, phi_ref, dup, &draws, &refused));
+    if (!refused) PetscCall(Fail(&failures, "lsq accepted a design with two identical columns", 0));
+    p.type = BASIS_ALIGN_RANSAC;
+    PetscCall(ExpectRefusal(&p, L_ANCHORS, phi_ref, dup, &draws, &refused));
+    if (!refused) PetscCall(Fail(&failures, "ransac accepted a design with two identical columns", 0));
+    p.ransac_points = K_DIM;
+    PetscCall(ExpectRefusal(&p, L_ANCHORS, phi_ref, phi_b, &draws, &refused));
+    if (!refused) PetscCall(Fail(&failures, "ransac accepted -ransac_points K", K_DIM));
+    BasisAlignParamsDefault(&p);
+    PetscCall(ExpectRefusal(&p, K_DIM, phi_ref, phi_b, &draws, &refused));
+    if (!refused) PetscCall(Fail(&failures, "lsq accepted l = K anchors", K_DIM));
+  }
+
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &failures, 1, MPI_INT, MPI_SUM, PETSC_COMM_WORLD));
+  PetscCall(PetscFinalize());
+  return failures ? 1 : 0;
+}

@@ -1,0 +1,501 @@
+/*
+  test_graph - the graph rule against independent references:
+    (a) BasisKnnUpdate, block by block in shuffled order, equals a brute-force double
+        kNN, exact ties (integer grid, duplicates) and large offsets included;
+    (b) the batch eigensolver equals a dense LAPACK solve of a W built here independently,
+        all 3 Laplacians and both scales, eigenvectors with the sign convention;
+    (c) two far clusters give two zero eigenvalues and piecewise-constant vectors;
+    (d) BasisGraphAssemble + BasisGraphSolve (Krylov-Schur and ScaLAPACK) equal the batch
+        path on the same points at any rank count;
+    (e) duplicate points, too few points, -knn too large and an unconverged solve are
+        errors on every rank, not NaNs or hangs.
+  The serial parts run on every rank; every verdict is agreed over PETSC_COMM_WORLD and
+  printed once by rank 0.
+*/
+#include <basis/graph.h>
+#include <basis/rng.h>
+#include <petscblaslapack.h>
+#include <slepcsys.h>
+#include <stdio.h>
+
+static int failures = 0;
+
+/* Agree on a verdict over all ranks; rank 0 prints "FAIL <what>" once. */
+static PetscErrorCode Check(PetscBool ok, const char *fmt, ...)
+{
+  int         all, mine = ok ? 1 : 0;
+  PetscMPIInt rank;
+
+  PetscFunctionBeginUser;
+  PetscCallMPI(MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, PETSC_COMM_WORLD));
+  PetscCallMPI(MPI_Comm_rank(PETSC_COMM_WORLD, &rank));
+  if (!all) {
+    if (rank == 0) {
+      va_list ap;
+      printf("FAIL ");
+      va_start(ap, fmt);
+      vprintf(fmt, ap);
+      va_end(ap);
+      printf("\n");
+      fflush(stdout);
+    }
+    failures++;
+  }
+  PetscFunctionReturn(0);
+}
+
+static PetscReal MaxAll(PetscReal v)
+{
+  PetscReal all = v;
+  MPI_Allreduce(&v, &all, 1, MPIU_REAL, MPIU_MAX, PETSC_COMM_WORLD);
+  return all;
+}
+
+static void Gaussian(BasisRng *rng, PetscInt n, PetscInt D, PetscReal offset, float x[])
+{
+  for (PetscInt i = 0; i < n * D; i++) x[i] = (float)(offset + BasisRngNormal(rng));
+}
+
+/* Brute force: the k nearest of every point (double, self excluded, ties to the smaller index). */
+static PetscErrorCode BruteKnn(PetscInt n, PetscInt D, const float x[], PetscInt k, PetscInt idx[],
+                               PetscReal d2[])
+{
+  PetscFunctionBeginUser;
+  for (PetscInt i = 0; i < n; i++) {
+    PetscInt  *li = idx + i * k;
+    PetscReal *di = d2 + i * k;
+    for (PetscInt t = 0; t < k; t++) li[t] = -1, di[t] = PETSC_MAX_REAL;
+    for (PetscInt j = 0; j < n; j++) {
+      PetscReal d = 0;
+      PetscInt  pos;
+      if (j == i) continue;
+      for (PetscInt c = 0; c < D; c++)
+        d += ((double)x[i * D + c] - x[j * D + c]) * ((double)x[i * D + c] - x[j * D + c]);
+      if (!(d < di[k - 1] || (d == di[k - 1] && j < li[k - 1]))) continue;
+      for (pos = k - 1; pos > 0 && (d < di[pos - 1] || (d == di[pos - 1] && j < li[pos - 1])); pos--)
+        di[pos] = di[pos - 1], li[pos] = li[pos - 1];
+      di[pos] = d, li[pos] = j;
+    }
+  }
+  PetscFunctionReturn(0);
+}
+
+/*
+  (a) queries [q0, q0 + nq) of x against all n points, merged in nblocks blocks of uneven
+  sizes in a shuffled order; compared with BruteKnn.
+*/
+static PetscErrorCode TestKnn(const char *name, PetscInt n, PetscInt D, const float x[], PetscInt k,
+                              PetscInt q0, PetscInt nq, PetscInt nblocks, BasisRng *rng)
+{
+  BasisKnn   knn;
+  PetscInt  *idx, *cut, *order, bad_idx = 0;
+  PetscReal *d2, bad_d2 = 0;
+
+  PetscFunctionBeginUser;
+  PetscCall(PetscMalloc4((size_t)n * k, &idx, (size_t)n * k, &d2, nblocks + 1, &cut, nblocks, &order));
+  PetscCall(BruteKnn(n, D, x, k, idx, d2));
+  /* uneven cuts: sorted random positions */
+  cut[0] = 0, cut[nblocks] = n;
+  for (PetscInt b = 1; b < nblocks; b++) cut[b] = BasisRngInt(rng, n + 1);
+  PetscCall(PetscSortInt(nblocks + 1, cut));
+  for (PetscInt b = 0; b < nblocks; b++) order[b] = b;
+  for (PetscInt b = nblocks - 1; b > 0; b--) { /* Fisher-Yates */
+    PetscInt r = BasisRngInt(rng, b + 1), t = order[b];
+    order[b] = order[r], order[r] = t;
+  }
+  PetscCall(BasisKnnCreate(nq, k, &knn));
+  for (PetscInt b = 0; b < nblocks; b++) {
+    PetscInt s = cut[order[b]], e = cut[order[b] + 1];
+    PetscCall(BasisKnnUpdate(&knn, D, x + (size_t)q0 * D, q0, e - s, x + (size_t)s * D, s));
+  }
+  for (PetscInt i = 0; i < nq; i++)
+    for (PetscInt t = 0; t < k; t++) {
+      PetscInt  a = knn.idx[i * k + t], b = idx[(q0 + i) * k + t];
+      PetscReal da = knn.d2[i * k + t], db = d2[(q0 + i) * k + t];
+      if (a != b) bad_idx++;
+      bad_d2 = PetscMax(bad_d2, PetscAbsReal(da - db) / PetscMax(1e-300, PetscAbsReal(db)));
+      if (db == 0 && da != 0) bad_d2 = 1;
+    }
+  PetscCall(Check(bad_idx == 0, "knn %s: %d neighbour indices differ from brute force", name, (int)bad_idx));
+  PetscCall(Check(bad_d2 < 1e-12, "knn %s: squared distances differ from brute force by %g (relative)", name,
+                  (double)bad_d2));
+  PetscCall(BasisKnnDestroy(&knn));
+  PetscCall(PetscFree4(idx, d2, cut, order));
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode TestKnnAll(void)
+{
+  BasisRng rng;
+  float   *x;
+  PetscInt n;
+
+  PetscFunctionBeginUser;
+  BasisRngSeed(&rng, 11, 0);
+  /* random points, many blocks */
+  n = 157;
+  PetscCall(PetscMalloc1(2300 * 3, &x));
+  Gaussian(&rng, n, 7, 0.0, x);
+  PetscCall(TestKnn("random", n, 7, x, 10, 0, n, 6, &rng));
+  PetscCall(TestKnn("random sub-range", n, 7, x, 10, 40, 77, 5, &rng));
+  /* far from the origin: float GEMM cancels badly, the exact recomputation must not */
+  Gaussian(&rng, n, 7, 1000.0, x);
+  PetscCall(TestKnn("offset 1000", n, 7, x, 10, 0, n, 4, &rng));
+  /* integer grid 5 x 5 x 5 plus duplicates: exact ties at every distance */
+  n = 0;
+  for (int a = 0; a < 5; a++)
+    for (int b = 0; b < 5; b++)
+      for (int c = 0; c < 5; c++) x[3 * n] = (float)a, x[3 * n + 1] = (float)b, x[3 * n + 2] = (float)c, n++;
+  for (int t = 0; t < 6; t++, n++)
+    for (int c = 0; c < 3; c++) x[3 * n + c] = x[3 * (17 + 5 * t) + c];
+  PetscCall(TestKnn("grid ties", n, 3, x, 10, 0, n, 7, &rng));
+  PetscCall(TestKnn("grid ties k=1", n, 3, x, 1, 3, n - 3, 3, &rng));
+  /* larger than one GEMM tile in both directions */
+  n = 2300;
+  Gaussian(&rng, n, 3, 0.0, x);
+  PetscCall(TestKnn("tiles", n, 3, x, 10, 0, n, 2, &rng));
+  PetscCall(PetscFree(x));
+  PetscFunctionReturn(0);
+}
+
+/* Reference eigenpairs of the graph of x built here from the brute-force kNN: lam [m]
+   ascending, V [m][m] column-major, unit columns, sign convention. */
+static PetscErrorCode DenseReference(const BasisGraphParams *p, PetscInt m, PetscInt D, const float x[],
+                                     PetscReal lam[], PetscReal V[])
+{
+  PetscInt     k = p->knn, s = p->scale_neighbor;
+  PetscInt    *idx;
+  PetscReal   *d2, *sigma, *W, *deg, *B, *work;
+  PetscBLASInt n, lwork, info, one = 1;
+
+  PetscFunctionBeginUser;
+  PetscCall(PetscMalloc7((size_t)m * k, &idx, (size_t)m * k, &d2, m, &sigma, (size_t)m * m, &W, m, &deg,
+                         (size_t)m * m, &B, 10 * (size_t)m, &work));
+  PetscCall(BruteKnn(m, D, x, k, idx, d2));
+  for (PetscInt i = 0; i < m; i++) sigma[i] = PetscSqrtReal(d2[i * k + s - 1]);
+  if (p->scale == BASIS_SCALE_MEDIAN) {
+    PetscReal *sorted = deg, med;
+    PetscCall(PetscArraycpy(sorted, sigma, m));
+    PetscCall(PetscSortReal(m, sorted));
+    med = m % 2 ? sorted[m / 2] : 0.5 * (sorted[m / 2 - 1] + sorted[m / 2]);
+    for (PetscInt i = 0; i < m; i++) sigma[i] = med;
+  }
+  /* W_ij = (w_ij + w_ji) / 2, each term present when j in kNN(i) (resp. i in kNN(j)) */
+  for (PetscInt i = 0; i < m; i++)
+    for (PetscInt j = 0; j < m; j++) {
+      PetscReal wij = 0, wji = 0;
+      for (PetscInt t = 0; t < k; t++) {
+        if (idx[i * k + t] == j) wij = PetscExpReal(-d2[i * k + t] / (sigma[i] * sigma[i]));
+        if (idx[j * k + t] == i) wji = PetscExpReal(-d2[j * k + t] / (sigma[j] * sigma[j]));
+      }
+      W[i * m + j] = 0.5 * (wij + wji);
+    }
+  for (PetscInt i = 0; i < m; i++) {
+    deg[i] = 0;
+    for (PetscInt j = 0; j < m; j++) deg[i] += W[i * m + j];
+  }
+  n = (PetscBLASInt)m, lwork = 10 * n;
+  if (p->laplacian == BASIS_LAPLACIAN_SYM) {
+    for (PetscInt i = 0; i < m; i++)
+      for (PetscInt j = 0; j < m; j++)
+        V[i * m + j] = (i == j) - W[i * m + j] / PetscSqrtReal(deg[i] * deg[j]);
+    LAPACKsyev_("V", "U", &n, V, &n, lam, work, &lwork, &info);
+  } else {
+    /* D - W, and for rw the generalised problem (D - W) v = lambda D v */
+    for (PetscInt i = 0; i < m; i++)
+      for (PetscInt j = 0; j < m; j++) {
+        V[i * m + j] = (i == j ? deg[i] : 0) - W[i * m + j];
+        B[i * m + j] = i == j ? deg[i] : 0;
+      }
+    if (p->laplacian == BASIS_LAPLACIAN_UNNORMALIZED)
+      LAPACKsyev_("V", "U", &n, V, &n, lam, work, &lwork, &info);
+    else
+      LAPACKsygv_(&one, "V", "U", &n, V, &n, B, &n, lam, work, &lwork, &info);
+  }
+  PetscCheck(info == 0, PETSC_COMM_SELF, PETSC_ERR_LIB, "reference LAPACK failed: info %d", (int)info);
+  for (PetscInt j = 0; j < m; j++) {
+    PetscReal *v = V + j * m, nrm = 0, best = -1;
+    PetscInt   arg = 0;
+    for (PetscInt i = 0; i < m; i++) nrm += v[i] * v[i];
+    nrm = PetscSqrtReal(nrm);
+    for (PetscInt i = 0; i < m; i++) {
+      v[i] /= nrm;
+      if (PetscAbsReal(v[i]) > best) best = PetscAbsReal(v[i]), arg = i;
+    }
+    if (v[arg] < 0)
+      for (PetscInt i = 0; i < m; i++) v[i] = -v[i];
+  }
+  PetscCall(PetscFree7(idx, d2, sigma, W, deg, B, work));
+  PetscFunctionReturn(0);
+}
+
+/* (b) batch path against the dense reference, every Laplacian and scale. */
+static PetscErrorCode TestBatchDense(void)
+{
+  const PetscInt   m = 60, D = 4;
+  BasisGraphParams p;
+  BasisBatchGraph  bg;
+  BasisRng         rng;
+  float           *x;
+  PetscReal       *phi, *lambda, *lam, *V;
+
+  PetscFunctionBeginUser;
+  BasisRngSeed(&rng, 12, 0);
+  BasisGraphParamsDefault(&p);
+  PetscCall(PetscMalloc5((size_t)m * D, &x, (size_t)m * p.K, &phi, p.K, &lambda, m, &lam, (size_t)m * m, &V));
+  Gaussian(&rng, m, D, 0.0, x);
+  for (int sc = 0; sc < 2; sc++)
+    for (int lt = 0; lt < 3; lt++) {
+      PetscReal elam = 0, evec = 0, gap = PETSC_MAX_REAL;
+      p.scale     = (BasisScaleType)sc;
+      p.laplacian = (BasisLaplacianType)lt;
+      PetscCall(BasisBatchGraphCreate(&p, m, D, &bg));
+      /* twice: the second call reuses the workspace and must give the same answer */
+      PetscCall(BasisBatchGraphEmbed(bg, x, phi, lambda));
+      PetscCall(BasisBatchGraphEmbed(bg, x, phi, lambda));
+      PetscCall(BasisBatchGraphDestroy(&bg));
+      PetscCall(DenseReference(&p, m, D, x, lam, V));
+      for (PetscInt j = 0; j < p.K; j++) {
+        elam = PetscMax(elam, PetscAbsReal(lambda[j] - lam[j]));
+        gap  = PetscMin(gap, lam[j + 1] - lam[j]);
+        for (PetscInt i = 0; i < m; i++) evec = PetscMax(evec, PetscAbsReal(phi[i * p.K + j] - V[j * m + i]));
+      }
+      PetscCall(Check(elam < 1e-10, "batch %s/%s: eigenvalues differ from dense LAPACK by %g",
+                      BasisScaleTypes[sc], BasisLaplacianTypes[lt], (double)elam));
+      /* eigenvectors are defined only where the spectrum is simple; this data set's is */
+      PetscCall(Check(gap > 1e-4, "batch %s/%s: test data has a near-multiple eigenvalue (gap %g)",
+                      BasisScaleTypes[sc], BasisLaplacianTypes[lt], (double)gap));
+      PetscCall(Check(evec < 1e-8, "batch %s/%s: eigenvectors differ from dense LAPACK by %g",
+                      BasisScaleTypes[sc], BasisLaplacianTypes[lt], (double)evec));
+    }
+  PetscCall(PetscFree5(x, phi, lambda, lam, V));
+  PetscFunctionReturn(0);
+}
+
+/* (c) two clusters 100 apart: two connected components. */
+static PetscErrorCode TestTwoClusters(void)
+{
+  const PetscInt   m = 60, D = 3, half = 30;
+  BasisGraphParams p;
+  BasisBatchGraph  bg;
+  BasisRng         rng;
+  float           *x;
+  PetscReal       *phi, lambda[4];
+
+  PetscFunctionBeginUser;
+  BasisRngSeed(&rng, 13, 0);
+  BasisGraphParamsDefault(&p);
+  p.K = 4;
+  PetscCall(PetscMalloc2((size_t)m * D, &x, (size_t)m * p.K, &phi));
+  Gaussian(&rng, m, D, 0.0, x);
+  for (PetscInt i = half; i < m; i++) x[i * D] += 100.0f;
+  for (int sc = 0; sc < 2; sc++)
+    for (int lt = 0; lt < 3; lt++) {
+      PetscReal spread = 0;
+      p.scale          = (BasisScaleType)sc;
+      p.laplacian      = (BasisLaplacianType)lt;
+      PetscCall(BasisBatchGraphCreate(&p, m, D, &bg));
+      PetscCall(BasisBatchGraphEmbed(bg, x, phi, lambda));
+      PetscCall(BasisBatchGraphDestroy(&bg));
+      PetscCall(Check(PetscAbsReal(lambda[0]) < 1e-10 && PetscAbsReal(lambda[1]) < 1e-10,
+                      "two clusters %s/%s: "
+                      "lambda_0 = %g, lambda_1 = %g, expected 0 (two components)",
+                      BasisScaleTypes[sc], BasisLaplacianTypes[lt], (double)lambda[0], (double)lambda[1]));
+      PetscCall(Check(lambda[2] > 1e-3, "two clusters %s/%s: lambda_2 = %g should be clearly positive",
+                      BasisScaleTypes[sc], BasisLaplacianTypes[lt], (double)lambda[2]));
+      if (p.laplacian == BASIS_LAPLACIAN_SYM) continue;
+      /* D - W and rw: the null space is spanned by the cluster indicators */
+      for (PetscInt j = 0; j < 2; j++)
+        for (PetscInt i = 0; i < m; i++) {
+          PetscInt r = i < half ? 0 : half;
+          spread     = PetscMax(spread, PetscAbsReal(phi[i * p.K + j] - phi[r * p.K + j]));
+        }
+      PetscCall(Check(spread < 1e-8, "two clusters %s/%s: null vectors vary by %g within a cluster",
+                      BasisScaleTypes[sc], BasisLaplacianTypes[lt], (double)spread));
+    }
+  PetscCall(PetscFree2(x, phi));
+  PetscFunctionReturn(0);
+}
+
+/* This rank's kNN lists of x [n][D], merged block by block starting at a rank-dependent
+   block, as in a ring exchange. */
+static PetscErrorCode DistributedKnn(PetscInt n, PetscInt D, const float x[], PetscInt k, PetscInt *rstart,
+                                     BasisKnn *knn)
+{
+  PetscMPIInt size, rank;
+  PetscInt    nlocal;
+
+  PetscFunctionBeginUser;
+  PetscCallMPI(MPI_Comm_size(PETSC_COMM_WORLD, &size));
+  PetscCallMPI(MPI_Comm_rank(PETSC_COMM_WORLD, &rank));
+  BasisBlockRange(n, size, rank, rstart, &nlocal);
+  PetscCall(BasisKnnCreate(nlocal, k, knn));
+  for (PetscMPIInt b = 0; b < size; b++) {
+    PetscInt s, nb;
+    BasisBlockRange(n, size, (rank + b) % size, &s, &nb);
+    PetscCall(BasisKnnUpdate(knn, D, x + (size_t)*rstart * D, *rstart, nb, x + (size_t)s * D, s));
+  }
+  PetscFunctionReturn(0);
+}
+
+/* (d) distributed assembly and SLEPc solve equal the batch dense path. */
+static PetscErrorCode TestDistributed(void)
+{
+  const PetscInt   n = 300, D = 5;
+  const char      *solvers[] = {"krylovschur", "scalapack"};
+  BasisGraphParams p;
+  BasisBatchGraph  bg;
+  BasisKnn         knn;
+  BasisRng         rng;
+  Mat              W;
+  float           *x;
+  PetscReal       *phi_b, *phi, lambda_b[10], lambda[10], residual[10];
+  PetscInt         rstart;
+
+  PetscFunctionBeginUser;
+  BasisRngSeed(&rng, 14, 0);
+  BasisGraphParamsDefault(&p);
+  PetscCall(PetscMalloc3((size_t)n * D, &x, (size_t)n * p.K, &phi_b, (size_t)n * p.K, &phi));
+  Gaussian(&rng, n, D, 0.0, x);
+  PetscCall(DistributedKnn(n, D, x, p.knn, &rstart, &knn));
+  /* a tight solve, so that eigenvectors can be compared at 1e-6 */
+  PetscCall(PetscOptionsSetValue(NULL, "-tg_eps_tol", "1e-12"));
+  for (int sc = 0; sc < 2; sc++)
+    for (int lt = 0; lt < 3; lt++) {
+      p.scale     = (BasisScaleType)sc;
+      p.laplacian = (BasisLaplacianType)lt;
+      PetscCall(BasisBatchGraphCreate(&p, n, D, &bg));
+      PetscCall(BasisBatchGraphEmbed(bg, x, phi_b, lambda_b));
+      PetscCall(BasisBatchGraphDestroy(&bg));
+      PetscCall(BasisGraphAssemble(PETSC_COMM_WORLD, &p, &knn, rstart, n, &W));
+      for (int sv = 0; sv < 2; sv++) {
+        PetscReal elam = 0, evec = 0, eres = 0;
+        if (sv) PetscCall(PetscOptionsSetValue(NULL, "-tg_eps_type", solvers[sv]));
+        PetscCall(BasisGraphSolve(PETSC_COMM_WORLD, "tg_", &p, W, phi, lambda, residual));
+        if (sv) PetscCall(PetscOptionsClearValue(NULL, "-tg_eps_type"));
+        for (PetscInt j = 0; j < p.K; j++) {
+          elam = PetscMax(elam, PetscAbsReal(lambda[j] - lambda_b[j]));
+          eres = PetscMax(eres, residual[j]);
+          for (PetscInt i = 0; i < knn.nq; i++)
+            evec = PetscMax(evec, PetscAbsReal(phi[i * p.K + j] - phi_b[(rstart + i) * p.K + j]));
+        }
+        evec = MaxAll(evec);
+        PetscCall(Check(elam < 1e-8, "distributed %s/%s %s: eigenvalues differ from the batch path by %g",
+                        BasisScaleTypes[sc], BasisLaplacianTypes[lt], solvers[sv], (double)elam));
+        PetscCall(Check(evec < 1e-6, "distributed %s/%s %s: eigenvectors differ from the batch path by %g",
+                        BasisScaleTypes[sc], BasisLaplacianTypes[lt], solvers[sv], (double)evec));
+        PetscCall(Check(eres < 1e-8, "distributed %s/%s %s: residual %g too large for eps_tol 1e-12",
+                        BasisScaleTypes[sc], BasisLaplacianTypes[lt], solvers[sv], (double)eres));
+      }
+      PetscCall(MatDestroy(&W));
+    }
+  PetscCall(PetscOptionsClearValue(NULL, "-tg_eps_tol"));
+  PetscCall(BasisKnnDestroy(&knn));
+  PetscCall(PetscFree3(x, phi_b, phi));
+  PetscFunctionReturn(0);
+}
+
+/* (e) errors, caught without printing; every rank must see the error. */
+static PetscErrorCode TestErrors(void)
+{
+  const PetscInt   m = 40, D = 3, n = 100;
+  BasisGraphParams p;
+  BasisBatchGraph  bg = NULL;
+  BasisKnn         knn;
+  BasisRng         rng;
+  Mat              W = NULL;
+  float           *x;
+  PetscReal       *phi, lambda[10], residual[10];
+  PetscInt         rstart;
+  PetscErrorCode   ierr;
+
+  PetscFunctionBeginUser;
+  BasisRngSeed(&rng, 15, 0);
+  BasisGraphParamsDefault(&p);
+  PetscCall(PetscMalloc2((size_t)n * D, &x, (size_t)n * p.K, &phi));
+  PetscCall(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
+
+  ierr = BasisBatchGraphCreate(&p, p.K, D, &bg);
+  PetscCall(Check(ierr != 0 && !bg, "m = K did not give an error"));
+  p.knn = 12;
+  ierr  = BasisBatchGraphCreate(&p, 12, D, &bg);
+  PetscCall(Check(ierr != 0 && !bg, "-knn 12 with a batch of 12 points did not give an error"));
+  p.knn = 10;
+
+  /* 8 copies of one point: 7 duplicates each, so the 7th neighbour is at distance 0 */
+  Gaussian(&rng, m, D, 0.0, x);
+  for (PetscInt i = 1; i < 8; i++)
+    for (PetscInt c = 0; c < D; c++) x[(5 * i) * D + c] = x[c];
+  PetscCall(PetscPopErrorHandler());
+  PetscCall(BasisBatchGraphCreate(&p, m, D, &bg));
+  PetscCall(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
+  ierr = BasisBatchGraphEmbed(bg, x, phi, lambda);
+  PetscCall(Check(ierr != 0, "duplicate points in a batch did not give an error"));
+  PetscCall(PetscPopErrorHandler());
+  PetscCall(BasisBatchGraphDestroy(&bg));
+
+  /* duplicates in the last rank's rows only: every rank must raise the error */
+  Gaussian(&rng, n, D, 0.0, x);
+  for (PetscInt i = n - 9; i < n; i++)
+    for (PetscInt c = 0; c < D; c++) x[i * D + c] = x[(n - 10) * D + c];
+  PetscCall(DistributedKnn(n, D, x, p.knn, &rstart, &knn));
+  PetscCall(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
+  ierr = BasisGraphAssemble(PETSC_COMM_WORLD, &p, &knn, rstart, n, &W);
+  PetscCall(PetscPopErrorHandler());
+  PetscCall(
+      Check(ierr != 0, "duplicate points in the distributed graph did not give an error on every rank"));
+  PetscCall(MatDestroy(&W));
+  PetscCall(BasisKnnDestroy(&knn));
+
+  /* an eigensolver stopped after one iteration must be refused */
+  Gaussian(&rng, n, D, 0.0, x);
+  PetscCall(DistributedKnn(n, D, x, p.knn, &rstart, &knn));
+  PetscCall(BasisGraphAssemble(PETSC_COMM_WORLD, &p, &knn, rstart, n, &W));
+  PetscCall(PetscOptionsSetValue(NULL, "-te_eps_max_it", "1"));
+  PetscCall(PetscOptionsSetValue(NULL, "-te_eps_tol", "1e-14"));
+  PetscCall(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
+  ierr = BasisGraphSolve(PETSC_COMM_WORLD, "te_", &p, W, phi, lambda, residual);
+  PetscCall(PetscPopErrorHandler());
+  PetscCall(Check(ierr != 0, "an unconverged eigensolve did not give an error on every rank"));
+  PetscCall(PetscOptionsClearValue(NULL, "-te_eps_max_it"));
+  PetscCall(PetscOptionsClearValue(NULL, "-te_eps_tol"));
+  PetscCall(MatDestroy(&W));
+  PetscCall(BasisKnnDestroy(&knn));
+  PetscCall(PetscFree2(x, phi));
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode TestMatched(void)
+{
+  BasisGraphParams p, q;
+
+  PetscFunctionBeginUser;
+  BasisGraphParamsDefault(&p);
+  BasisGraphParamsMatched(&p, 10000, 512, &q);
+  PetscCall(Check(q.knn == 195 && q.scale_neighbor == 137 && q.K == p.K,
+                  "matched graph for n 10000, m 512: knn %d scale_neighbor %d, expected 195 and 137",
+                  (int)q.knn, (int)q.scale_neighbor));
+  BasisGraphParamsMatched(&p, 30, 512, &q);
+  PetscCall(Check(q.knn == 1 && q.scale_neighbor == 1,
+                  "matched graph for n 30, m 512: knn %d scale_neighbor %d, "
+                  "expected 1 and 1",
+                  (int)q.knn, (int)q.scale_neighbor));
+  BasisGraphParamsMatched(&p, 10000, 0, &q);
+  PetscCall(
+      Check(q.knn == p.knn && q.scale_neighbor == p.scale_neighbor, "matched graph with m 0 is not a copy"));
+  PetscFunctionReturn(0);
+}
+
+int main(int argc, char **argv)
+{
+  PetscCall(SlepcInitialize(&argc, &argv, NULL, NULL));
+  PetscCall(BasisInitialize());
+  PetscCall(TestMatched());
+  PetscCall(TestKnnAll());
+  PetscCall(TestBatchDense());
+  PetscCall(TestTwoClusters());
+  PetscCall(TestDistributed());
+  PetscCall(TestErrors());
+  PetscCall(SlepcFinalize());
+  return failures ? 1 : 0;
+}
