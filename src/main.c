@@ -10,6 +10,9 @@
 #include <basis/sys.h>
 #include <basis/generate.h>
 #include <basis/h5io.h>
+#include <basis/train.h>
+
+PetscErrorCode BasisEmbedMain(MPI_Comm);
 
 #include <stdio.h>
 #include <string.h>
@@ -23,6 +26,8 @@ static const struct {
   const char  *summary;
 } commands[] = {
     {"generate", BasisGenerateMain, "write a synthetic labelled data set (/features, /labels)"},
+    {"train", BasisTrainMain, "learn the spectral embedding (reference eigenspace + aligned batches)"},
+    {"embed", BasisEmbedMain, "embed any data with a trained model, write /embedding"},
     {"info", BasisInfoMain, "check a data file and show how it is sharded over the ranks"},
 };
 
@@ -85,5 +90,5 @@ int main(int argc, char **argv)
     return 1;
   }
   ierr = SlepcFinalize();
-  return ierr ? 1 : 0;
+  return ierr ? 1 : BasisExitStatus;
 }
