@@ -10,11 +10,14 @@
   eigenspace, so T would amplify eigenvector noise by up to cond) is refused with the
   number and what to change, never silently used.
 
-  A column of phi_b that is constant over the anchors is the trivial eigenvector of the
-  unnormalized and rw Laplacians (constant on the whole batch, not only at the anchors): it
-  is collinear with the column of ones and carries nothing the bias does not, so it is
-  left out of A and its column of T is zero. Without this, A would be exactly singular
-  every step for -laplacian unnormalized|rw.
+  For -laplacian unnormalized|rw the constant vector is an eigenvector, so it lies in
+  span(phi_b): as one column, or mixed over several when the batch graph has nearly
+  disconnected pieces (near-degenerate eigenvalues at 0). Then [phi_b, 1] is exactly
+  singular although the fit is well posed: the bias adds nothing a linear map of phi_b
+  cannot do. So the ones vector is first projected onto span(phi_b) over the anchors; if
+  it lies there (relative residual below BASIS_ALIGN_ONES_IN_SPAN), the bias column is
+  left out (T's last column is zero) and the fit is linear in phi_b, whose condition
+  number is then the one checked.
 
   -align ransac follows the authors' code: -ransac_iters times fit T on -ransac_points
   anchors drawn without replacement, count the anchors whose residual norm is below
@@ -30,10 +33,11 @@
 
 const char *const BasisAlignTypes[] = {"lsq", "ransac", "BasisAlignType", "BASIS_ALIGN_", NULL};
 
-/* A column of phi_b whose spread over the anchors is below this fraction of its magnitude
-   is constant: eigensolver tolerances leave the trivial eigenvector constant to ~1e-8
-   relative, while every other eigenvector varies by O(1) of its size across the anchors. */
-#define BASIS_ALIGN_CONSTANT_COLUMN 1e-6
+/* The ones vector lies in span(phi_b) when its least-squares residual is below this
+   fraction of its norm: eigensolvers leave the trivial eigenvector constant to ~1e-8
+   relative, while for the sym Laplacian (trivial eigenvector sqrt(degree)) the residual is
+   the relative spread of the degrees, ~1e-2 or more. */
+#define BASIS_ALIGN_ONES_IN_SPAN 1e-6
 
 /*
   BasisAlignParamsDefault - the defaults of the authors' code, with least squares (the
@@ -98,13 +102,13 @@ PetscErrorCode BasisAlignParamsSetFromOptions(MPI_Comm comm, BasisAlignParams *p
 /* Scratch space for one BasisAlignFit call, sized for all l anchors. */
 typedef struct {
   PetscInt     l, K;
-  PetscInt     nc;    /* columns of phi_b in the design (the non-constant ones) */
-  PetscInt    *col;   /* [nc] which columns of phi_b they are */
-  PetscBLASInt ldb;   /* max(l, nc + 1) */
+  PetscInt     nc;    /* columns of the design: K, plus 1 for the bias unless it is in span(phi_b) */
+  PetscInt     bias;  /* 1: last design column is the ones vector; 0: ones lie in span(phi_b) */
+  PetscBLASInt ldb;   /* max(l, nc) */
   PetscBLASInt lwork; /* dgelss and dgels workspace for any row count <= l */
-  PetscReal   *A;     /* (rows of the fit) x (nc + 1), column-major, lda = rows */
+  PetscReal   *A;     /* (rows of the fit) x nc, column-major, lda = rows */
   PetscReal   *B;     /* ldb x K column-major: phi_ref rows in, X = T^T out */
-  PetscReal   *s;     /* [nc + 1] singular values */
+  PetscReal   *s;     /* [nc] singular values */
   PetscReal   *work;  /* [lwork] */
   PetscReal   *res;   /* [l] residual norms of the anchors */
   PetscReal   *Tc;    /* [K][K+1] a RANSAC candidate */
@@ -131,40 +135,39 @@ static PetscErrorCode Fit(Work *w, PetscInt r, const PetscInt rows[], const Pets
 
   PetscFunctionBeginUser;
   PetscCall(PetscBLASIntCast(r, &m));
-  PetscCall(PetscBLASIntCast(nc + 1, &n));
+  PetscCall(PetscBLASIntCast(nc, &n));
   PetscCall(PetscBLASIntCast(K, &nrhs));
   lda = m;
   for (PetscInt i = 0; i < r; i++) {
     const PetscInt a = rows ? rows[i] : i;
-    for (PetscInt j = 0; j < nc; j++) w->A[i + j * lda] = phi_b[a * K + w->col[j]];
-    w->A[i + nc * lda] = 1.0;
+    for (PetscInt j = 0; j < K; j++) w->A[i + j * lda] = phi_b[a * K + j];
+    if (w->bias) w->A[i + K * lda] = 1.0;
     for (PetscInt k = 0; k < K; k++) w->B[i + k * w->ldb] = phi_ref[a * K + k];
   }
   if (svd) {
     PetscCallBLAS("LAPACKgelss", LAPACKgelss_(&m, &n, &nrhs, w->A, &lda, w->B, &w->ldb, w->s, &rcond, &rank,
                                               w->work, &w->lwork, &info));
     BasisCheckLapack("dgelss", info);
-    *cond = w->s[nc] > 0.0 ? w->s[0] / w->s[nc] : PETSC_INFINITY;
+    *cond = w->s[nc - 1] > 0.0 ? w->s[0] / w->s[nc - 1] : PETSC_INFINITY;
   } else {
     PetscReal rmin = PETSC_MAX_REAL, rmax = 0.0;
 
     PetscCallBLAS("LAPACKgels",
                   LAPACKgels_("N", &m, &n, &nrhs, w->A, &lda, w->B, &w->ldb, w->work, &w->lwork, &info));
     PetscCheck(info >= 0, PETSC_COMM_SELF, PETSC_ERR_LIB, "LAPACK dgels failed with info = %d", (int)info);
-    for (PetscInt j = 0; j <= nc; j++) {
+    for (PetscInt j = 0; j < nc; j++) {
       rmin = PetscMin(rmin, PetscAbsReal(w->A[j + j * lda]));
       rmax = PetscMax(rmax, PetscAbsReal(w->A[j + j * lda]));
     }
     *cond = info > 0 || rmin == 0.0 ? PETSC_INFINITY : rmax / rmin; /* info > 0: R is exactly singular */
   }
-  /* X = T^T is in the first nc + 1 rows of B; constant columns of phi_b get zeros */
+  /* X = T^T is in the first nc rows of B; without a bias column T's last column is zero */
   for (PetscInt k = 0; k < K; k++) {
     PetscReal *t = T + k * (K + 1);
-    for (PetscInt j = 0; j <= K; j++) t[j] = 0.0;
-    for (PetscInt j = 0; j < nc; j++) t[w->col[j]] = w->B[j + k * w->ldb];
-    t[K] = w->B[nc + k * w->ldb];
+    for (PetscInt j = 0; j < K; j++) t[j] = w->B[j + k * w->ldb];
+    t[K] = w->bias ? w->B[K + k * w->ldb] : 0.0;
   }
-  PetscCall(PetscLogFlops(2.0 * r * (nc + 1) * (nc + 1 + K)));
+  PetscCall(PetscLogFlops(2.0 * r * nc * (nc + K)));
   PetscFunctionReturn(0);
 }
 
@@ -234,19 +237,12 @@ PetscErrorCode BasisAlignFit(const BasisAlignParams *p, PetscInt l, PetscInt K, 
                (int)p->ransac_points, (int)(K + 1), (int)l);
   PetscCall(PetscLogEventBegin(BASIS_Align, 0, 0, 0, 0));
 
-  /* columns of phi_b that vary over the anchors */
-  w.l = l, w.K = K, w.nc = 0;
-  PetscCall(PetscMalloc2(K, &w.col, l, &w.rows));
-  for (PetscInt j = 0; j < K; j++) {
-    PetscReal lo = PETSC_MAX_REAL, hi = -PETSC_MAX_REAL;
-    for (PetscInt i = 0; i < l; i++) lo = PetscMin(lo, phi_b[i * K + j]), hi = PetscMax(hi, phi_b[i * K + j]);
-    if (hi - lo > BASIS_ALIGN_CONSTANT_COLUMN * PetscMax(PetscAbsReal(lo), PetscAbsReal(hi)))
-      w.col[w.nc++] = j;
-  }
+  w.l = l, w.K = K, w.bias = 1, w.nc = K + 1;
+  PetscCall(PetscMalloc1(l, &w.rows));
 
   /* workspace: the queries for l rows satisfy dgelss's and dgels's minimum for fewer rows */
   PetscCall(PetscBLASIntCast(l, &m));
-  PetscCall(PetscBLASIntCast(w.nc + 1, &n));
+  PetscCall(PetscBLASIntCast(w.nc, &n));
   PetscCall(PetscBLASIntCast(K, &nrhs));
   w.ldb = PetscMax(m, n);
   PetscCallBLAS("LAPACKgelss", LAPACKgelss_(&m, &n, &nrhs, &dummy, &m, &dummy, &w.ldb, &dummy, &dummy, &rank,
@@ -257,16 +253,32 @@ PetscErrorCode BasisAlignFit(const BasisAlignParams *p, PetscInt l, PetscInt K, 
                 LAPACKgels_("N", &m, &n, &nrhs, &dummy, &m, &dummy, &w.ldb, &query, &minus1, &info));
   BasisCheckLapack("dgels (workspace query)", info);
   w.lwork = PetscMax(w.lwork, (PetscBLASInt)query);
-  PetscCall(PetscMalloc1((size_t)l * (w.nc + 1) + (size_t)w.ldb * K + (w.nc + 1) + w.lwork + l + K * (K + 1) +
-                             (size_t)l * K,
-                         &rbuf));
+  PetscCall(PetscMalloc1(
+      (size_t)l * w.nc + (size_t)w.ldb * K + w.nc + w.lwork + l + K * (K + 1) + (size_t)l * K, &rbuf));
   w.A    = rbuf;
-  w.B    = w.A + (size_t)l * (w.nc + 1);
+  w.B    = w.A + (size_t)l * w.nc;
   w.s    = w.B + (size_t)w.ldb * K;
-  w.work = w.s + w.nc + 1;
+  w.work = w.s + w.nc;
   w.res  = w.work + w.lwork;
   w.Tc   = w.res + l;
   w.Y    = w.Tc + K * (K + 1);
+
+  /* Is the ones vector in span(phi_b) over the anchors? Least squares of 1 on phi_b (the
+     first K design columns, solved in place by the same SVD routine). */
+  {
+    PetscBLASInt nK, one = 1, r_;
+    PetscReal    rc = -1.0, res2 = 0.0;
+    PetscCall(PetscBLASIntCast(K, &nK));
+    for (PetscInt i = 0; i < l; i++) {
+      for (PetscInt j = 0; j < K; j++) w.A[i + j * m] = phi_b[i * K + j];
+      w.B[i] = 1.0;
+    }
+    PetscCallBLAS("LAPACKgelss",
+                  LAPACKgelss_(&m, &nK, &one, w.A, &m, w.B, &w.ldb, w.s, &rc, &r_, w.work, &w.lwork, &info));
+    BasisCheckLapack("dgelss", info);
+    for (PetscInt i = K; i < l; i++) res2 += w.B[i] * w.B[i]; /* dgelss leaves the residual in rows K..l-1 */
+    if (l > K && PetscSqrtReal(res2 / l) < BASIS_ALIGN_ONES_IN_SPAN) w.bias = 0, w.nc = K;
+  }
 
   switch (p->type) {
   case BASIS_ALIGN_LSQ:
@@ -310,14 +322,14 @@ PetscErrorCode BasisAlignFit(const BasisAlignParams *p, PetscInt l, PetscInt K, 
   }
   PetscCall(Residuals(&w, phi_ref, phi_b, T, &sumsq));
   PetscCall(PetscFree(rbuf));
-  PetscCall(PetscFree2(w.col, w.rows));
+  PetscCall(PetscFree(w.rows));
   PetscCall(PetscLogEventEnd(BASIS_Align, 0, 0, 0, 0));
   PetscCheck(
       cond <= p->max_cond, PETSC_COMM_SELF, PETSC_ERR_NOT_CONVERGED,
-      "alignment: the design matrix [phi_b, 1] on %d of %d anchors has condition number %g, above "
+      "alignment: the design matrix [phi_b%s] on %d of %d anchors has condition number %g, above "
       "-align_max_cond %g: the batch eigenvectors barely span the anchors; use more anchors (-anchors) or a "
       "smaller -dim",
-      (int)used, (int)l, (double)cond, (double)p->max_cond);
+      w.bias ? ", 1" : "", (int)used, (int)l, (double)cond, (double)p->max_cond);
   if (stats) {
     stats->residual        = PetscSqrtReal(sumsq / l);
     stats->cond            = cond;

@@ -44,8 +44,18 @@ static void                  OnStopSignal(int sig)
 enum { TAIL_LOSS, TAIL_RESIDUAL, TAIL_COND, TAIL_INLIERS, TAIL_STOP, TAIL_FAILED, TAIL_SIZE };
 
 /* Seconds spent per phase, this rank; printed at the end. */
-enum { PHASE_SAMPLE, PHASE_GRAPH, PHASE_ALIGN, PHASE_MLP, PHASE_REDUCE, PHASE_ADAM, PHASE_CHECKPOINT, NPHASES };
-static const char *const phase_names[] = {"sample", "graph+eig", "align", "fwd+bwd", "allreduce", "adam", "checkpoint"};
+enum {
+  PHASE_SAMPLE,
+  PHASE_GRAPH,
+  PHASE_ALIGN,
+  PHASE_MLP,
+  PHASE_REDUCE,
+  PHASE_ADAM,
+  PHASE_CHECKPOINT,
+  NPHASES
+};
+static const char *const phase_names[] = {"sample",    "graph+eig", "align",     "fwd+bwd",
+                                          "allreduce", "adam",      "checkpoint"};
 
 struct _p_BasisTrainer {
   MPI_Comm    comm;
@@ -60,8 +70,8 @@ struct _p_BasisTrainer {
   BasisShard      shard;
   BasisMLP        mlp;
   BasisBatchGraph bg;
-  BasisRng        rng;   /* this rank's batch stream */
-  PetscInt       *pool;  /* [npool] local rows that may be sampled (not anchors) */
+  BasisRng        rng;  /* this rank's batch stream */
+  PetscInt       *pool; /* [npool] local rows that may be sampled (not anchors) */
   PetscInt        npool;
   PetscInt       *pick;                 /* [m - l] positions in pool */
   float          *xraw, *xn, *yb;       /* [m][D] batch as read, [m][D] normalised, [m][K] targets */
@@ -113,47 +123,59 @@ PetscErrorCode BasisTrainerCreate(MPI_Comm comm, BasisTrainer *tr)
 */
 PetscErrorCode BasisTrainerSetFromOptions(BasisTrainer t)
 {
-  char      hidden[256] = "256,512,512,256";
-  BasisModel *mo        = &t->model;
+  char        hidden[256] = "256,512,512,256";
+  BasisModel *mo          = &t->model;
 
   PetscFunctionBeginUser;
   PetscOptionsBegin(t->comm, NULL, "basis train: learn the spectral embedding with BASiS", NULL);
-  PetscCall(PetscOptionsString("-input", "Training data (HDF5 with /features)", NULL, t->input, t->input, sizeof(t->input), NULL));
-  PetscCall(PetscOptionsString("-model", "Model/checkpoint file to write", NULL, t->model_path, t->model_path, sizeof(t->model_path), NULL));
+  PetscCall(PetscOptionsString("-input", "Training data (HDF5 with /features)", NULL, t->input, t->input,
+                               sizeof(t->input), NULL));
+  PetscCall(PetscOptionsString("-model", "Model/checkpoint file to write", NULL, t->model_path, t->model_path,
+                               sizeof(t->model_path), NULL));
   PetscCall(PetscOptionsBool("-force", "Overwrite an existing -model", NULL, t->force, &t->force, NULL));
-  PetscCall(PetscOptionsBool("-resume", "Continue from the checkpoint in -model if it exists", NULL, t->resume, &t->resume, NULL));
+  PetscCall(PetscOptionsBool("-resume", "Continue from the checkpoint in -model if it exists", NULL,
+                             t->resume, &t->resume, NULL));
   PetscCall(PetscOptionsInt("-anchors", "Number of anchors l", NULL, mo->l, &mo->l, NULL));
   PetscCall(PetscOptionsInt("-batch", "Batch size m, anchors included", NULL, mo->m, &mo->m, NULL));
-  PetscCall(PetscOptionsInt("-reference_size", "Reference set size R (default: -batch)", NULL, mo->R, &mo->R, NULL));
+  PetscCall(PetscOptionsInt("-reference_size", "Reference set size R (default: -batch)", NULL, mo->R, &mo->R,
+                            NULL));
   PetscCall(PetscOptionsInt("-steps", "Training steps", NULL, mo->steps, &mo->steps, NULL));
   PetscCall(PetscOptionsReal("-lr", "Adam learning rate", NULL, mo->lr, &mo->lr, NULL));
-  PetscCall(PetscOptionsString("-hidden", "Hidden layer widths, comma separated", NULL, hidden, hidden, sizeof(hidden), NULL));
-  PetscCall(PetscOptionsInt("-seed", "Random seed (anchors, reference, init, batches)", NULL, mo->seed, &mo->seed, NULL));
-  PetscCall(PetscOptionsInt("-checkpoint_every", "Write a checkpoint every this many steps (0: only at the end)", NULL,
+  PetscCall(PetscOptionsString("-hidden", "Hidden layer widths, comma separated", NULL, hidden, hidden,
+                               sizeof(hidden), NULL));
+  PetscCall(PetscOptionsInt("-seed", "Random seed (anchors, reference, init, batches)", NULL, mo->seed,
+                            &mo->seed, NULL));
+  PetscCall(PetscOptionsInt("-checkpoint_every",
+                            "Write a checkpoint every this many steps (0: only at the end)", NULL,
                             t->checkpoint_every, &t->checkpoint_every, NULL));
-  PetscCall(PetscOptionsBool("-train_monitor", "Print progress on rank 0", NULL, t->monitor, &t->monitor, NULL));
-  PetscCall(PetscOptionsInt("-monitor_every", "Steps between progress lines", NULL, t->monitor_every, &t->monitor_every, NULL));
+  PetscCall(
+      PetscOptionsBool("-train_monitor", "Print progress on rank 0", NULL, t->monitor, &t->monitor, NULL));
+  PetscCall(PetscOptionsInt("-monitor_every", "Steps between progress lines", NULL, t->monitor_every,
+                            &t->monitor_every, NULL));
   PetscCall(BasisGraphParamsSetFromOptions(t->comm, &mo->graph));
   PetscCall(BasisAlignParamsSetFromOptions(t->comm, &mo->align));
   PetscOptionsEnd();
   PetscCall(BasisParseIntList("-hidden", hidden, BASIS_MAX_LAYERS - 1, &t->nhidden, t->hidden));
   if (mo->R == 0) mo->R = mo->m;
-  PetscCheck(mo->graph.K >= 1, t->comm, PETSC_ERR_ARG_OUTOFRANGE, "-dim %d must be at least 1", (int)mo->graph.K);
+  PetscCheck(mo->graph.K >= 1, t->comm, PETSC_ERR_ARG_OUTOFRANGE, "-dim %d must be at least 1",
+             (int)mo->graph.K);
   PetscCheck(mo->l >= mo->graph.K + 1, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
-             "-anchors %d must be at least -dim + 1 = %d (the affine fit has K + 1 unknowns per output)", (int)mo->l,
-             (int)mo->graph.K + 1);
+             "-anchors %d must be at least -dim + 1 = %d (the affine fit has K + 1 unknowns per output)",
+             (int)mo->l, (int)mo->graph.K + 1);
   PetscCheck(mo->m > mo->l, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
-             "-batch %d must be larger than -anchors %d (a batch is the anchors plus new points)", (int)mo->m, (int)mo->l);
+             "-batch %d must be larger than -anchors %d (a batch is the anchors plus new points)", (int)mo->m,
+             (int)mo->l);
   PetscCheck(mo->m >= mo->l + mo->graph.K, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
              "-batch %d must be at least -anchors + -dim = %d", (int)mo->m, (int)(mo->l + mo->graph.K));
-  PetscCheck(mo->graph.knn < mo->m, t->comm, PETSC_ERR_ARG_OUTOFRANGE, "-knn %d must be smaller than -batch %d",
-             (int)mo->graph.knn, (int)mo->m);
+  PetscCheck(mo->graph.knn < mo->m, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "-knn %d must be smaller than -batch %d", (int)mo->graph.knn, (int)mo->m);
   PetscCheck(mo->R >= mo->l, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
-             "-reference_size %d must be at least -anchors %d (the anchors are part of the reference set)", (int)mo->R,
-             (int)mo->l);
-  PetscCheck(mo->steps >= 1, t->comm, PETSC_ERR_ARG_OUTOFRANGE, "-steps %d must be at least 1", (int)mo->steps);
-  PetscCheck(mo->lr > 0 && PetscIsNormalReal(mo->lr), t->comm, PETSC_ERR_ARG_OUTOFRANGE, "-lr %g must be positive",
-             (double)mo->lr);
+             "-reference_size %d must be at least -anchors %d (the anchors are part of the reference set)",
+             (int)mo->R, (int)mo->l);
+  PetscCheck(mo->steps >= 1, t->comm, PETSC_ERR_ARG_OUTOFRANGE, "-steps %d must be at least 1",
+             (int)mo->steps);
+  PetscCheck(mo->lr > 0 && PetscIsNormalReal(mo->lr), t->comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "-lr %g must be positive", (double)mo->lr);
   PetscCheck(t->checkpoint_every >= 0, t->comm, PETSC_ERR_ARG_OUTOFRANGE, "-checkpoint_every must be >= 0");
   PetscCheck(t->monitor_every >= 1, t->comm, PETSC_ERR_ARG_OUTOFRANGE, "-monitor_every must be >= 1");
   PetscFunctionReturn(0);
@@ -176,7 +198,7 @@ static PetscErrorCode ComputeNormalisation(BasisTrainer t)
   PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, sum, (int)D, MPI_DOUBLE, MPI_SUM, t->comm));
   PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, sumsq, (int)D, MPI_DOUBLE, MPI_SUM, t->comm));
   for (PetscInt j = 0; j < D; j++) {
-    double mu = sum[j] / s->N;
+    double mu        = sum[j] / s->N;
     t->model.mean[j] = (float)mu;
     var += PetscMax(sumsq[j] / s->N - mu * mu, 0.0);
   }
@@ -191,7 +213,8 @@ static void Normalise(const BasisModel *mo, PetscInt n, const float x[], float x
 {
   const float inv = (float)(1.0 / mo->scale);
   for (PetscInt i = 0; i < n; i++)
-    for (PetscInt j = 0; j < mo->D; j++) xn[(size_t)i * mo->D + j] = (x[(size_t)i * mo->D + j] - mo->mean[j]) * inv;
+    for (PetscInt j = 0; j < mo->D; j++)
+      xn[(size_t)i * mo->D + j] = (x[(size_t)i * mo->D + j] - mo->mean[j]) * inv;
 }
 
 /* Fresh start: reference eigenspace, network initialisation, random streams. */
@@ -211,9 +234,15 @@ static PetscErrorCode StartFresh(BasisTrainer t)
     mo->anchors[a] = ref_idx[anchor_pos[a]];
     PetscCall(PetscArraycpy(mo->anchor_x + (size_t)a * mo->D, ref_x + (size_t)anchor_pos[a] * mo->D, mo->D));
   }
-  PetscCall(PetscPrintf(t->comm, "train: reference eigenspace of %d points (%d anchors), K = %d, by SLEPc\n", (int)mo->R,
-                        (int)mo->l, (int)K));
-  PetscCall(BasisReferenceSolve(t->comm, &mo->graph, mo->m, mo->R, mo->D, ref_x, mo->l, anchor_pos, mo->phi_ref, mo->lambda_ref));
+  PetscCall(PetscPrintf(t->comm, "train: reference eigenspace of %d points (%d anchors), K = %d, by SLEPc\n",
+                        (int)mo->R, (int)mo->l, (int)K));
+  {
+    double t0 = MPI_Wtime();
+    PetscCall(BasisReferenceSolve(t->comm, &mo->graph, mo->m, mo->R, mo->D, ref_x, mo->l, anchor_pos,
+                                  mo->phi_ref, mo->lambda_ref));
+    PetscCall(PetscPrintf(t->comm, "train: reference solved in %.1f s; eigenvalues %.4g ... %.4g\n",
+                          MPI_Wtime() - t0, (double)mo->lambda_ref[0], (double)mo->lambda_ref[K - 1]));
+  }
   PetscCall(PetscFree3(ref_idx, anchor_pos, ref_x));
   PetscCall(ComputeNormalisation(t));
   mo->target_scale = PetscSqrtReal((PetscReal)mo->R);
@@ -238,9 +267,10 @@ static PetscErrorCode AdoptCheckpointParameters(BasisTrainer t, const BasisModel
   PetscCheck(ck->N == t->shard.N && ck->D == t->shard.D, t->comm, PETSC_ERR_ARG_INCOMP,
              "checkpoint %s was trained on %d x %d data but -input %s is %d x %d; resume with the same input",
              t->model_path, (int)ck->N, (int)ck->D, t->input, (int)t->shard.N, (int)t->shard.D);
-  PetscCheck(ck->nranks == t->size, t->comm, PETSC_ERR_ARG_INCOMP,
-             "checkpoint %s was written by %d ranks; resume with %d ranks (each rank's random stream is saved)",
-             t->model_path, (int)ck->nranks, (int)ck->nranks);
+  PetscCheck(
+      ck->nranks == t->size, t->comm, PETSC_ERR_ARG_INCOMP,
+      "checkpoint %s was written by %d ranks; resume with %d ranks (each rank's random stream is saved)",
+      t->model_path, (int)ck->nranks, (int)ck->nranks);
   mo->nlayers = ck->nlayers;
   PetscCall(PetscArraycpy(mo->widths, ck->widths, ck->nlayers + 1));
   mo->l = ck->l, mo->m = ck->m, mo->R = ck->R, mo->graph = ck->graph, mo->align = ck->align;
@@ -269,7 +299,8 @@ static PetscErrorCode AdoptCheckpointState(BasisTrainer t, const BasisModel *ck)
   PetscCall(PetscArraycpy(mo->lambda_ref, ck->lambda_ref, ck->graph.K));
   PetscCall(PetscArraycpy(mo->history, ck->history, (size_t)ck->steps * BASIS_HISTORY_FIELDS));
   mo->step = ck->step;
-  PetscCall(PetscPrintf(t->comm, "train: resuming %s at step %d of %d (the checkpoint's parameters are used)\n",
+  PetscCall(PetscPrintf(t->comm,
+                        "train: resuming %s at step %d of %d (the checkpoint's parameters are used)\n",
                         t->model_path, (int)mo->step, (int)mo->steps));
   PetscFunctionReturn(0);
 }
@@ -293,8 +324,8 @@ PetscErrorCode BasisTrainerSetUp(BasisTrainer t)
   PetscCall(BasisInputOpen(t->comm, t->input, &in));
   mo->N = in.N, mo->D = in.D;
   PetscCheck(mo->N >= mo->R, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
-             "input %s has %d points, fewer than the reference set (-reference_size, default -batch) of %d", t->input,
-             (int)mo->N, (int)mo->R);
+             "input %s has %d points, fewer than the reference set (-reference_size, default -batch) of %d",
+             t->input, (int)mo->N, (int)mo->R);
   if (t->resume) {
     int exists = 0;
     if (t->rank == 0) exists = access(t->model_path, F_OK) == 0;
@@ -328,7 +359,8 @@ PetscErrorCode BasisTrainerSetUp(BasisTrainer t)
   if (have_checkpoint) {
     PetscCall(AdoptCheckpointState(t, &ck));
     PetscCall(BasisModelFree(&ck));
-  } else PetscCall(StartFresh(t));
+  } else
+    PetscCall(StartFresh(t));
 
   /* The sampling pool: this rank's rows that are not anchors (a point must not appear
      twice in a batch: duplicate points would collapse its graph). */
@@ -342,13 +374,15 @@ PetscErrorCode BasisTrainerSetUp(BasisTrainer t)
   }
   PetscCallMPI(MPI_Allreduce(&t->npool, &min_pool, 1, MPIU_INT, MPI_MIN, t->comm));
   PetscCheck(min_pool >= mo->m - mo->l, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
-             "a rank holds only %d non-anchor points but each batch draws -batch - -anchors = %d from its shard; use fewer "
+             "a rank holds only %d non-anchor points but each batch draws -batch - -anchors = %d from its "
+             "shard; use fewer "
              "ranks or a smaller -batch",
              (int)min_pool, (int)(mo->m - mo->l));
 
   PetscCall(BasisBatchGraphCreate(&mo->graph, mo->m, mo->D, &t->bg));
-  PetscCall(PetscMalloc7(mo->m - mo->l, &t->pick, (size_t)mo->m * mo->D, &t->xraw, (size_t)mo->m * mo->D, &t->xn,
-                         (size_t)mo->m * K, &t->yb, (size_t)mo->m * K, &t->phi_b, K, &t->lambda_b, K * (K + 1), &t->T));
+  PetscCall(PetscMalloc7(mo->m - mo->l, &t->pick, (size_t)mo->m * mo->D, &t->xraw, (size_t)mo->m * mo->D,
+                         &t->xn, (size_t)mo->m * K, &t->yb, (size_t)mo->m * K, &t->phi_b, K, &t->lambda_b,
+                         K * (K + 1), &t->T));
   PetscCall(PetscMalloc1(mo->nparams + TAIL_SIZE, &t->reduce));
   /* the anchors are the first l rows of every batch */
   PetscCall(PetscArraycpy(t->xraw, mo->anchor_x, (size_t)mo->l * mo->D));
@@ -438,10 +472,11 @@ static PetscErrorCode Step(BasisTrainer t)
   t->reduce[mo->nparams + TAIL_STOP]     = stop_requested ? 1.0f : 0.0f;
   t->reduce[mo->nparams + TAIL_FAILED]   = ierr ? 1.0f : 0.0f;
   PetscCall(PetscLogEventBegin(BASIS_GradReduce, 0, 0, 0, 0));
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, t->reduce, (int)(mo->nparams + TAIL_SIZE), MPI_FLOAT, MPI_SUM, t->comm));
+  PetscCallMPI(
+      MPI_Allreduce(MPI_IN_PLACE, t->reduce, (int)(mo->nparams + TAIL_SIZE), MPI_FLOAT, MPI_SUM, t->comm));
   PetscCall(PetscLogEventEnd(BASIS_GradReduce, 0, 0, 0, 0));
   {
-    const float inv = 1.0f / (float)t->size;
+    const float inv   = 1.0f / (float)t->size;
     double      sumsq = 0.0;
     for (PetscCount i = 0; i < mo->nparams; i++) {
       grad[i] = t->reduce[i] * inv;
@@ -449,13 +484,15 @@ static PetscErrorCode Step(BasisTrainer t)
     }
     t1 = MPI_Wtime(), t->phase[PHASE_REDUCE] += t1 - t0, t0 = t1;
     PetscCheck(t->reduce[mo->nparams + TAIL_FAILED] == 0, t->comm, PETSC_ERR_NOT_CONVERGED,
-               "training step %d failed on %d rank(s) (reason printed above by each); the last good checkpoint is %s",
+               "training step %d failed on %d rank(s) (reason printed above by each); the last good "
+               "checkpoint is %s",
                (int)mo->step + 1, (int)t->reduce[mo->nparams + TAIL_FAILED], t->model_path);
     /* the reduced data are the same everywhere, so every rank reaches the same verdict */
-    PetscCheck(isfinite(sumsq) && isfinite(t->reduce[mo->nparams + TAIL_LOSS]), t->comm, PETSC_ERR_FP,
-               "training diverged at step %d (non-finite loss or gradient); the last good checkpoint is %s (if "
-               "written); lower -lr and retrain, or -resume from it",
-               (int)mo->step + 1, t->model_path);
+    PetscCheck(
+        isfinite(sumsq) && isfinite(t->reduce[mo->nparams + TAIL_LOSS]), t->comm, PETSC_ERR_FP,
+        "training diverged at step %d (non-finite loss or gradient); the last good checkpoint is %s (if "
+        "written); lower -lr and retrain, or -resume from it",
+        (int)mo->step + 1, t->model_path);
   }
   /* 6. identical Adam update on every rank */
   PetscCall(BasisMLPAdamStep(t->mlp, mo->lr, mo->step + 1));
@@ -476,7 +513,7 @@ static PetscErrorCode Step(BasisTrainer t)
 */
 PetscErrorCode BasisTrainerRun(BasisTrainer t)
 {
-  BasisModel *mo = &t->model;
+  BasisModel *mo    = &t->model;
   double      start = MPI_Wtime();
   PetscInt    first = mo->step;
 
@@ -485,8 +522,8 @@ PetscErrorCode BasisTrainerRun(BasisTrainer t)
   signal(SIGUSR1, OnStopSignal);
   signal(SIGTERM, OnStopSignal);
   PetscCall(PetscLogStagePush(BASIS_StageTrain));
-  PetscCall(PetscPrintf(t->comm, "train: %d steps, batch %d (%d anchors) per rank, %d ranks, network %d", (int)(mo->steps - mo->step),
-                        (int)mo->m, (int)mo->l, t->size, (int)mo->widths[0]));
+  PetscCall(PetscPrintf(t->comm, "train: %d steps, batch %d (%d anchors) per rank, %d ranks, network %d",
+                        (int)(mo->steps - mo->step), (int)mo->m, (int)mo->l, t->size, (int)mo->widths[0]));
   for (PetscInt i = 1; i <= mo->nlayers; i++) PetscCall(PetscPrintf(t->comm, "-%d", (int)mo->widths[i]));
   PetscCall(PetscPrintf(t->comm, " (%lld parameters)\n", (long long)mo->nparams));
   while (mo->step < mo->steps) {
@@ -494,30 +531,36 @@ PetscErrorCode BasisTrainerRun(BasisTrainer t)
     PetscCall(Step(t));
     stop = t->reduce[mo->nparams + TAIL_STOP] > 0 ? PETSC_TRUE : PETSC_FALSE;
     if (t->monitor && (mo->step % t->monitor_every == 0 || mo->step == mo->steps || mo->step == first + 1)) {
-      const PetscReal *h    = mo->history + (size_t)(mo->step - 1) * BASIS_HISTORY_FIELDS;
-      double           now  = MPI_Wtime(), rate = (mo->step - first) / (now - start);
-      PetscCall(PetscPrintf(t->comm, "  step %6d  loss %.4e  align residual %.3e  cond %.1f  %.2f steps/s  %.0f s left\n",
-                            (int)mo->step, (double)h[0], (double)h[1], (double)h[2], rate, (mo->steps - mo->step) / rate));
+      const PetscReal *h   = mo->history + (size_t)(mo->step - 1) * BASIS_HISTORY_FIELDS;
+      double           now = MPI_Wtime(), rate = (mo->step - first) / (now - start);
+      PetscCall(PetscPrintf(
+          t->comm, "  step %6d  loss %.4e  align residual %.3e  cond %.1f  %.2f steps/s  %.0f s left\n",
+          (int)mo->step, (double)h[0], (double)h[1], (double)h[2], rate, (mo->steps - mo->step) / rate));
     }
     if (stop) {
       PetscCall(WriteCheckpoint(t));
-      PetscCall(PetscPrintf(t->comm, "train: stopped by signal after step %d; checkpoint %s written; rerun with -resume\n",
-                            (int)mo->step, t->model_path));
+      PetscCall(PetscPrintf(
+          t->comm, "train: stopped by signal after step %d; checkpoint %s written; rerun with -resume\n",
+          (int)mo->step, t->model_path));
       BasisExitStatus = BASIS_EXIT_CHECKPOINTED;
       break;
     }
-    if (t->checkpoint_every > 0 && mo->step % t->checkpoint_every == 0 && mo->step < mo->steps) PetscCall(WriteCheckpoint(t));
+    if (t->checkpoint_every > 0 && mo->step % t->checkpoint_every == 0 && mo->step < mo->steps)
+      PetscCall(WriteCheckpoint(t));
   }
   if (mo->step == mo->steps) PetscCall(WriteCheckpoint(t));
   PetscCall(PetscLogStagePop());
   {
-    double total = MPI_Wtime() - start, sum = 0;
+    double   total = MPI_Wtime() - start, sum = 0;
     PetscInt done = mo->step - first;
-    PetscCall(PetscPrintf(t->comm, "train: %d steps in %.1f s (%.3f s/step, %.0f new points/s over all ranks); per step:", (int)done,
-                          total, done ? total / done : 0.0, done ? done * (double)(mo->m - mo->l) * t->size / total : 0.0));
+    PetscCall(PetscPrintf(
+        t->comm,
+        "train: %d steps in %.1f s (%.3f s/step, %.0f new points/s over all ranks); per step:", (int)done,
+        total, done ? total / done : 0.0, done ? done * (double)(mo->m - mo->l) * t->size / total : 0.0));
     for (int p = 0; p < NPHASES; p++) {
       sum += t->phase[p];
-      PetscCall(PetscPrintf(t->comm, " %s %.1f ms%s", phase_names[p], done ? 1e3 * t->phase[p] / done : 0.0, p + 1 < NPHASES ? "," : "\n"));
+      PetscCall(PetscPrintf(t->comm, " %s %.1f ms%s", phase_names[p], done ? 1e3 * t->phase[p] / done : 0.0,
+                            p + 1 < NPHASES ? "," : "\n"));
     }
     if (mo->step == mo->steps) PetscCall(PetscPrintf(t->comm, "train: model written to %s\n", t->model_path));
   }

@@ -139,8 +139,9 @@ int main(int argc, char **argv)
         Fail(&failures, "ransac fallback: T differs from the known map", MaxDiff(K_DIM * KP1, T, T_true)));
   BasisAlignParamsDefault(&p);
 
-  /* a constant column (the trivial eigenvector of rw/unnormalized): T's column is 0 and the
-     bias absorbs it, the fit is exact and well conditioned */
+  /* a constant column (the trivial eigenvector of rw/unnormalized): the ones vector is in
+     span(phi_b), so the fit drops the bias column and that column carries the offset; the
+     fit is exact and well conditioned */
   {
     PetscReal pc[L_ANCHORS * K_DIM], rc[L_ANCHORS * K_DIM], Tc[K_DIM * KP1];
     PetscCall(PetscArraycpy(pc, phi_b, L_ANCHORS * K_DIM));
@@ -152,13 +153,29 @@ int main(int argc, char **argv)
         rc[i * K_DIM + k] = s;
       }
     PetscCall(PetscArraycpy(Tc, T_true, K_DIM * KP1));
-    for (PetscInt k = 0; k < K_DIM; k++) Tc[k * KP1 + K_DIM] += 0.3 * Tc[k * KP1 + 2], Tc[k * KP1 + 2] = 0.0;
+    for (PetscInt k = 0; k < K_DIM; k++)
+      Tc[k * KP1 + 2] += Tc[k * KP1 + K_DIM] / 0.3, Tc[k * KP1 + K_DIM] = 0.0;
     PetscCall(BasisAlignFit(&p, L_ANCHORS, K_DIM, rc, pc, &draws, T, &stats));
     if (!(MaxDiff(K_DIM * KP1, T, Tc) < TOL_EXACT))
       PetscCall(Fail(&failures, "constant column: T is not the map with the column folded into the bias",
                      MaxDiff(K_DIM * KP1, T, Tc)));
     if (!(stats.residual < TOL_EXACT && stats.cond < 1e3))
       PetscCall(Fail(&failures, "constant column: residual or cond", stats.cond));
+    /* the constant mixed over two columns (near-degenerate eigenvalues at 0 in a batch
+       graph with two loosely connected pieces): [phi_b, 1] is singular, phi_b is not */
+    for (PetscInt i = 0; i < L_ANCHORS; i++) {
+      PetscReal v       = phi_b[i * K_DIM + 1];
+      pc[i * K_DIM + 1] = 0.3 + 0.5 * v, pc[i * K_DIM + 2] = 0.3 - 0.5 * v;
+    }
+    for (PetscInt i = 0; i < L_ANCHORS; i++)
+      for (PetscInt k = 0; k < K_DIM; k++) {
+        PetscReal s = T_true[k * KP1 + K_DIM];
+        for (PetscInt j = 0; j < K_DIM; j++) s += T_true[k * KP1 + j] * pc[i * K_DIM + j];
+        rc[i * K_DIM + k] = s;
+      }
+    PetscCall(BasisAlignFit(&p, L_ANCHORS, K_DIM, rc, pc, &draws, T, &stats));
+    if (!(stats.residual < TOL_EXACT && stats.cond < 1e3))
+      PetscCall(Fail(&failures, "constant mixed over two columns: not fitted exactly (cond)", stats.cond));
   }
 
   /* refusals: identical columns (lsq and ransac), too few anchors, too small subsets */
