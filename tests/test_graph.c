@@ -150,10 +150,13 @@ static PetscErrorCode TestKnnAll(void)
     for (int c = 0; c < 3; c++) x[3 * n + c] = x[3 * (17 + 5 * t) + c];
   PetscCall(TestKnn("grid ties", n, 3, x, 10, 0, n, 7, &rng));
   PetscCall(TestKnn("grid ties k=1", n, 3, x, 1, 3, n - 3, 3, &rng));
+  /* long lists take the selection + sort-merge path (k > BASIS_KNN_SMALL_K = 32) */
+  PetscCall(TestKnn("grid ties k=60", n, 3, x, 60, 0, n, 5, &rng));
   /* larger than one GEMM tile in both directions */
   n = 2300;
   Gaussian(&rng, n, 3, 0.0, x);
   PetscCall(TestKnn("tiles", n, 3, x, 10, 0, n, 2, &rng));
+  PetscCall(TestKnn("tiles k=150", n, 3, x, 150, 0, n, 3, &rng));
   PetscCall(PetscFree(x));
   PetscFunctionReturn(0);
 }
