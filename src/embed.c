@@ -20,7 +20,8 @@
 #include <petscblaslapack.h>
 
 typedef enum { BASIS_ORTHO_NONE, BASIS_ORTHO_COMPUTE, BASIS_ORTHO_STORED } BasisOrthoType;
-static const char *const BasisOrthoTypes[] = {"none", "compute", "stored", "BasisOrthoType", "BASIS_ORTHO_", NULL};
+static const char *const BasisOrthoTypes[] = {"none",           "compute",      "stored",
+                                              "BasisOrthoType", "BASIS_ORTHO_", NULL};
 
 /* y [n][K] <- y R^-1 with R upper triangular [K][K] row-major: forward substitution on
    each row (solve z R = y). */
@@ -52,7 +53,8 @@ static PetscErrorCode ComputeR(MPI_Comm comm, PetscInt n, PetscInt K, const floa
   PetscCall(PetscBLASIntCast(K, &nK));
   LAPACKpotrf_("L", &nK, R, &nK, &info);
   PetscCheck(info == 0, comm, PETSC_ERR_NOT_CONVERGED,
-             "cannot orthonormalise: the embedding's Gram matrix is singular (column %d is dependent); the model may "
+             "cannot orthonormalise: the embedding's Gram matrix is singular (column %d is dependent); the "
+             "model may "
              "be undertrained",
              (int)info);
   for (PetscInt a = 0; a < K; a++)
@@ -67,9 +69,9 @@ static PetscErrorCode ComputeR(MPI_Comm comm, PetscInt n, PetscInt K, const floa
 */
 PetscErrorCode BasisEmbedMain(MPI_Comm comm)
 {
-  char           model_path[PETSC_MAX_PATH_LEN] = "model.h5", input[PETSC_MAX_PATH_LEN] = "",
-                 output[PETSC_MAX_PATH_LEN] = "embedding.h5";
-  PetscBool      force = PETSC_FALSE, help;
+  char model_path[PETSC_MAX_PATH_LEN] = "model.h5", input[PETSC_MAX_PATH_LEN] = "",
+       output[PETSC_MAX_PATH_LEN] = "embedding.h5";
+  PetscBool      force            = PETSC_FALSE, help;
   PetscInt       chunk = 8192, K, D, rstart, n, nchunks, done = 0;
   BasisOrthoType ortho = BASIS_ORTHO_NONE;
   BasisModel     mo;
@@ -84,14 +86,16 @@ PetscErrorCode BasisEmbedMain(MPI_Comm comm)
 
   PetscFunctionBeginUser;
   PetscOptionsBegin(comm, NULL, "basis embed: embed data with a trained model", NULL);
-  PetscCall(PetscOptionsString("-model", "Model file from basis train", NULL, model_path, model_path, sizeof(model_path), NULL));
-  PetscCall(PetscOptionsString("-input", "Data to embed (HDF5 with /features, same D as the model)", NULL, input, input,
-                               sizeof(input), NULL));
-  PetscCall(PetscOptionsString("-output", "Output HDF5 file (/embedding)", NULL, output, output, sizeof(output), NULL));
+  PetscCall(PetscOptionsString("-model", "Model file from basis train", NULL, model_path, model_path,
+                               sizeof(model_path), NULL));
+  PetscCall(PetscOptionsString("-input", "Data to embed (HDF5 with /features, same D as the model)", NULL,
+                               input, input, sizeof(input), NULL));
+  PetscCall(PetscOptionsString("-output", "Output HDF5 file (/embedding)", NULL, output, output,
+                               sizeof(output), NULL));
   PetscCall(PetscOptionsBool("-force", "Overwrite an existing output", NULL, force, &force, NULL));
   PetscCall(PetscOptionsInt("-chunk", "Rows per rank per read/forward/write", NULL, chunk, &chunk, NULL));
-  PetscCall(PetscOptionsEnum("-orthonormalize", "Map the output to orthonormal columns", NULL, BasisOrthoTypes,
-                             (PetscEnum)ortho, (PetscEnum *)&ortho, NULL));
+  PetscCall(PetscOptionsEnum("-orthonormalize", "Map the output to orthonormal columns", NULL,
+                             BasisOrthoTypes, (PetscEnum)ortho, (PetscEnum *)&ortho, NULL));
   PetscOptionsEnd();
   PetscCall(BasisHelpRequested(&help));
   if (help) PetscFunctionReturn(0);
@@ -104,11 +108,13 @@ PetscErrorCode BasisEmbedMain(MPI_Comm comm)
   PetscCall(BasisModelRead(comm, model_path, &mo));
   PetscCall(BasisInputOpen(comm, input, &in));
   K = mo.widths[mo.nlayers], D = mo.D;
-  PetscCheck(in.D == D, comm, PETSC_ERR_ARG_INCOMP,
-             "input %s has D = %d features but model %s was trained on D = %d; embed data with the model's features",
-             input, (int)in.D, model_path, (int)D);
+  PetscCheck(
+      in.D == D, comm, PETSC_ERR_ARG_INCOMP,
+      "input %s has D = %d features but model %s was trained on D = %d; embed data with the model's features",
+      input, (int)in.D, model_path, (int)D);
   PetscCheck(ortho != BASIS_ORTHO_STORED || mo.ortho_R, comm, PETSC_ERR_ARG_WRONG,
-             "model %s has no stored orthonormalisation; run embed once with -orthonormalize compute", model_path);
+             "model %s has no stored orthonormalisation; run embed once with -orthonormalize compute",
+             model_path);
   PetscCheck(mo.step > 0, comm, PETSC_ERR_ARG_WRONG, "model %s has not been trained (step 0)", model_path);
 
   PetscCall(PetscLogStagePush(BASIS_StageEmbed));
@@ -136,14 +142,16 @@ PetscErrorCode BasisEmbedMain(MPI_Comm comm)
     if (cnt > 0) PetscCall(BasisMLPForward(mlp, cnt, xn, y));
     if (ortho == BASIS_ORTHO_STORED) ApplyInverseR(cnt, K, mo.ortho_R, y);
     PetscCall(PetscLogEventEnd(BASIS_Embed, 0, 0, 0, 0));
-    if (ortho == BASIS_ORTHO_COMPUTE) PetscCall(PetscArraycpy(Y + (size_t)lo * K, y, (size_t)cnt * K));
-    else PetscCall(BasisH5WriteRows(comm, dset, rstart + lo, cnt, K, H5T_NATIVE_FLOAT, y));
+    if (ortho == BASIS_ORTHO_COMPUTE)
+      PetscCall(PetscArraycpy(Y + (size_t)lo * K, y, (size_t)cnt * K));
+    else
+      PetscCall(BasisH5WriteRows(comm, dset, rstart + lo, cnt, K, H5T_NATIVE_FLOAT, y));
     done += cnt;
     now = MPI_Wtime();
     if (now - tlast > 5.0) { /* progress on long runs */
       double frac = (double)done / PetscMax(n, 1);
-      PetscCall(PetscPrintf(comm, "embed: %5.1f%% of rank 0's rows, %.0f s elapsed, ~%.0f s left\n", 100 * frac, now - t0,
-                            (now - t0) * (1 - frac) / PetscMax(frac, 1e-9)));
+      PetscCall(PetscPrintf(comm, "embed: %5.1f%% of rank 0's rows, %.0f s elapsed, ~%.0f s left\n",
+                            100 * frac, now - t0, (now - t0) * (1 - frac) / PetscMax(frac, 1e-9)));
       tlast = now;
     }
   }
@@ -161,7 +169,8 @@ PetscErrorCode BasisEmbedMain(MPI_Comm comm)
     PetscInt ints[] = {mo.step, mo.l, mo.m, mo.R, mo.seed, mo.graph.knn, mo.graph.scale_neighbor};
     PetscCall(BasisH5AttrWriteInt(dset, "model_step_l_m_R_seed_knn_scaleneighbor", 7, ints));
     PetscCall(BasisH5AttrWriteString(dset, "laplacian", BasisLaplacianTypes[mo.graph.laplacian]));
-    if (mo.ortho_R && ortho != BASIS_ORTHO_NONE) PetscCall(BasisH5AttrWriteDouble(dset, "orthonormalize_R", K * K, mo.ortho_R));
+    if (mo.ortho_R && ortho != BASIS_ORTHO_NONE)
+      PetscCall(BasisH5AttrWriteDouble(dset, "orthonormalize_R", K * K, mo.ortho_R));
   }
   BasisCallH5(H5Dclose(dset));
   if (in.has_labels) { /* carried along so `basis eval` needs only this file */
@@ -179,12 +188,13 @@ PetscErrorCode BasisEmbedMain(MPI_Comm comm)
   if (ortho == BASIS_ORTHO_COMPUTE) {
     const char *minputs[] = {input, NULL};
     PetscCall(BasisModelWrite(comm, model_path, PETSC_TRUE, minputs, &mo));
-    PetscCall(PetscPrintf(comm, "embed: stored the orthonormalisation in %s (-orthonormalize stored reuses it)\n", model_path));
+    PetscCall(PetscPrintf(
+        comm, "embed: stored the orthonormalisation in %s (-orthonormalize stored reuses it)\n", model_path));
   }
   {
     double secs = MPI_Wtime() - t0;
-    PetscCall(PetscPrintf(comm, "embed: %d x %d written to %s in %.1f s (%.0f points/s)\n", (int)in.N, (int)K, output, secs,
-                          in.N / secs));
+    PetscCall(PetscPrintf(comm, "embed: %d x %d written to %s in %.1f s (%.0f points/s)\n", (int)in.N, (int)K,
+                          output, secs, in.N / secs));
   }
   PetscCall(PetscFree3(x, xn, y));
   PetscCall(PetscFree(Y));

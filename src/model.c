@@ -30,8 +30,8 @@ PetscErrorCode BasisModelAllocate(BasisModel *mo)
 
   PetscFunctionBeginUser;
   PetscCall(PetscCalloc3(mo->nparams, &mo->params, mo->nparams, &mo->adam_m, mo->nparams, &mo->adam_v));
-  PetscCall(PetscCalloc4(D, &mo->mean, mo->l, &mo->anchors, (size_t)mo->l * D, &mo->anchor_x, (size_t)mo->l * K,
-                         &mo->phi_ref));
+  PetscCall(PetscCalloc4(D, &mo->mean, mo->l, &mo->anchors, (size_t)mo->l * D, &mo->anchor_x,
+                         (size_t)mo->l * K, &mo->phi_ref));
   PetscCall(PetscCalloc3(K, &mo->lambda_ref, (size_t)mo->nranks * 4, &mo->rng,
                          (size_t)PetscMax(mo->steps, 1) * BASIS_HISTORY_FIELDS, &mo->history));
   PetscFunctionReturn(0);
@@ -87,16 +87,30 @@ static PetscErrorCode ModelWriteSerial(const char *path, PetscBool force, const 
   hid_t       f;
   PetscInt    K = mo->widths[mo->nlayers], D = mo->D;
   hsize_t     dims[2];
-  PetscInt    ints[] = {BASIS_MODEL_FORMAT, mo->N, D, K, mo->l, mo->m, mo->R, mo->seed, mo->step, mo->steps, mo->nranks,
-                        mo->graph.knn, mo->graph.scale_neighbor, mo->align.ransac_iters, mo->align.ransac_points};
+  PetscInt    ints[]  = {BASIS_MODEL_FORMAT,
+                         mo->N,
+                         D,
+                         K,
+                         mo->l,
+                         mo->m,
+                         mo->R,
+                         mo->seed,
+                         mo->step,
+                         mo->steps,
+                         mo->nranks,
+                         mo->graph.knn,
+                         mo->graph.scale_neighbor,
+                         mo->align.ransac_iters,
+                         mo->align.ransac_points};
   double      reals[] = {mo->scale, mo->target_scale, mo->lr, mo->align.ransac_tol, mo->align.max_cond};
 
   PetscFunctionBeginUser;
   PetscCall(BasisOutputCreate(PETSC_COMM_SELF, path, force, inputs, &out));
   f = out.file;
   PetscCall(BasisH5AttrWriteString(f, "basis_version", BASIS_VERSION));
-  PetscCall(BasisH5AttrWriteInt(f, "format_N_D_K_l_m_R_seed_step_steps_nranks_knn_scaleneighbor_ransaciters_ransacpoints",
-                                (PetscInt)(sizeof(ints) / sizeof(ints[0])), ints));
+  PetscCall(BasisH5AttrWriteInt(
+      f, "format_N_D_K_l_m_R_seed_step_steps_nranks_knn_scaleneighbor_ransaciters_ransacpoints",
+      (PetscInt)(sizeof(ints) / sizeof(ints[0])), ints));
   PetscCall(BasisH5AttrWriteDouble(f, "scale_targetscale_lr_ransactol_maxcond", 5, reals));
   PetscCall(BasisH5AttrWriteString(f, "scale", BasisScaleTypes[mo->graph.scale]));
   PetscCall(BasisH5AttrWriteString(f, "laplacian", BasisLaplacianTypes[mo->graph.laplacian]));
@@ -110,7 +124,8 @@ static PetscErrorCode ModelWriteSerial(const char *path, PetscBool force, const 
   PetscCall(WriteArray(f, "input/mean", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, dims, mo->mean));
   PetscCall(WriteInt64(f, "reference/anchors", mo->l, mo->anchors));
   dims[0] = (hsize_t)mo->l, dims[1] = (hsize_t)D;
-  PetscCall(WriteArray(f, "reference/anchor_features", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, dims, mo->anchor_x));
+  PetscCall(
+      WriteArray(f, "reference/anchor_features", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, dims, mo->anchor_x));
   dims[1] = (hsize_t)K;
   PetscCall(WriteArray(f, "reference/phi", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, dims, mo->phi_ref));
   dims[0] = (hsize_t)K;
@@ -155,12 +170,13 @@ static PetscErrorCode ReadArray(hid_t f, const char *path, const char *name, hid
   hid_t       dset, space, type;
   hsize_t     got[4] = {0, 0, 0, 0};
   int         ndims;
-  H5T_class_t cls, want = (memtype == H5T_NATIVE_FLOAT || memtype == H5T_NATIVE_DOUBLE) ? H5T_FLOAT : H5T_INTEGER;
+  H5T_class_t cls,
+      want = (memtype == H5T_NATIVE_FLOAT || memtype == H5T_NATIVE_DOUBLE) ? H5T_FLOAT : H5T_INTEGER;
 
   PetscFunctionBeginUser;
   PetscCheck(H5Lexists(f, name, H5P_DEFAULT) > 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
-             "model file %s has no /%s; it is not a complete basis model (retrain, or pass the right -model)", path,
-             name);
+             "model file %s has no /%s; it is not a complete basis model (retrain, or pass the right -model)",
+             path, name);
   dset = H5Dopen2(f, name, H5P_DEFAULT);
   BasisCallH5(dset);
   space = H5Dget_space(dset);
@@ -170,45 +186,49 @@ static PetscErrorCode ReadArray(hid_t f, const char *path, const char *name, hid
   type = H5Dget_type(dset);
   cls  = H5Tget_class(type);
   BasisCallH5(H5Tclose(type));
-  PetscCheck(ndims == rank && got[0] == dims[0] && (rank < 2 || got[1] == dims[1]) && cls == want, PETSC_COMM_SELF,
-             PETSC_ERR_FILE_UNEXPECTED,
-             "model file %s: /%s has the wrong shape or type (expected %d-D %llu x %llu); the file is corrupt or from "
+  PetscCheck(ndims == rank && got[0] == dims[0] && (rank < 2 || got[1] == dims[1]) && cls == want,
+             PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
+             "model file %s: /%s has the wrong shape or type (expected %d-D %llu x %llu); the file is "
+             "corrupt or from "
              "another basis version",
              path, name, rank, (unsigned long long)dims[0], (unsigned long long)(rank > 1 ? dims[1] : 1));
-  PetscCheck(H5Dread(dset, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0, PETSC_COMM_SELF, PETSC_ERR_FILE_READ,
-             "model file %s: cannot read /%s (truncated file?)", path, name);
+  PetscCheck(H5Dread(dset, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0, PETSC_COMM_SELF,
+             PETSC_ERR_FILE_READ, "model file %s: cannot read /%s (truncated file?)", path, name);
   BasisCallH5(H5Dclose(dset));
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode ReadAttr(hid_t f, const char *path, const char *name, hid_t memtype, hsize_t n, void *buf)
+static PetscErrorCode ReadAttr(hid_t f, const char *path, const char *name, hid_t memtype, hsize_t n,
+                               void *buf)
 {
   hid_t   attr, space;
   hsize_t got = 0;
 
   PetscFunctionBeginUser;
   PetscCheck(H5Aexists(f, name) > 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
-             "model file %s has no attribute %s; it is not a basis model or is from another version", path, name);
+             "model file %s has no attribute %s; it is not a basis model or is from another version", path,
+             name);
   attr  = H5Aopen(f, name, H5P_DEFAULT);
   space = H5Aget_space(attr);
   if (H5Sget_simple_extent_ndims(space) == 1) H5Sget_simple_extent_dims(space, &got, NULL);
   BasisCallH5(H5Sclose(space));
   PetscCheck(got == n, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
-             "model file %s: attribute %s has %llu values, expected %llu (another basis version?)", path, name,
-             (unsigned long long)got, (unsigned long long)n);
+             "model file %s: attribute %s has %llu values, expected %llu (another basis version?)", path,
+             name, (unsigned long long)got, (unsigned long long)n);
   BasisCallH5(H5Aread(attr, memtype, buf));
   BasisCallH5(H5Aclose(attr));
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode ReadEnumAttr(hid_t f, const char *path, const char *name, const char *const list[], PetscInt *value)
+static PetscErrorCode ReadEnumAttr(hid_t f, const char *path, const char *name, const char *const list[],
+                                   PetscInt *value)
 {
   hid_t attr, type;
   char  buf[64] = "";
 
   PetscFunctionBeginUser;
-  PetscCheck(H5Aexists(f, name) > 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "model file %s has no attribute %s",
-             path, name);
+  PetscCheck(H5Aexists(f, name) > 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
+             "model file %s has no attribute %s", path, name);
   attr = H5Aopen(f, name, H5P_DEFAULT);
   type = H5Aget_type(attr);
   PetscCheck(H5Tget_class(type) == H5T_STRING && H5Tget_size(type) < sizeof(buf), PETSC_COMM_SELF,
@@ -216,7 +236,8 @@ static PetscErrorCode ReadEnumAttr(hid_t f, const char *path, const char *name, 
   BasisCallH5(H5Aread(attr, type, buf));
   BasisCallH5(H5Tclose(type));
   BasisCallH5(H5Aclose(attr));
-  for (PetscInt i = 0; list[i] && list[i + 1] && list[i + 2]; i++) /* enum lists end with name, prefix, NULL */
+  for (PetscInt i = 0; list[i] && list[i + 1] && list[i + 2];
+       i++) /* enum lists end with name, prefix, NULL */
     if (!strcmp(buf, list[i])) {
       *value = i;
       PetscFunctionReturn(0);
@@ -239,11 +260,12 @@ static PetscErrorCode ModelReadSerial(const char *path, BasisModel *mo)
   PetscCheck(H5Aexists(f, "basis_complete") > 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
              "model file %s is incomplete (its writer was interrupted) or is not a basis model", path);
   PetscCall(ReadAttr(f, path, "basis_complete", H5T_NATIVE_LLONG, 1, &complete));
-  PetscCall(ReadAttr(f, path, "format_N_D_K_l_m_R_seed_step_steps_nranks_knn_scaleneighbor_ransaciters_ransacpoints",
+  PetscCall(ReadAttr(f, path,
+                     "format_N_D_K_l_m_R_seed_step_steps_nranks_knn_scaleneighbor_ransaciters_ransacpoints",
                      H5T_NATIVE_LLONG, 15, ints));
   PetscCheck(ints[0] == BASIS_MODEL_FORMAT, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
-             "model file %s has format %lld; this basis reads format %d (retrain with this version)", path, ints[0],
-             BASIS_MODEL_FORMAT);
+             "model file %s has format %lld; this basis reads format %d (retrain with this version)", path,
+             ints[0], BASIS_MODEL_FORMAT);
   PetscCall(ReadAttr(f, path, "scale_targetscale_lr_ransactol_maxcond", H5T_NATIVE_DOUBLE, 5, reals));
   mo->N = ints[1], mo->D = ints[2], K = ints[3], mo->l = ints[4], mo->m = ints[5], mo->R = ints[6];
   mo->seed = ints[7], mo->step = ints[8], mo->steps = ints[9], mo->nranks = ints[10];
@@ -252,8 +274,10 @@ static PetscErrorCode ModelReadSerial(const char *path, BasisModel *mo)
   mo->scale = reals[0], mo->target_scale = reals[1], mo->lr = reals[2], mo->align.ransac_tol = reals[3];
   mo->align.max_cond = reals[4];
   PetscCheck(mo->D > 0 && K > 0 && mo->l > K && mo->nranks > 0 && mo->steps >= 0 && mo->step >= 0 &&
-               mo->step <= mo->steps && mo->D < 100000000 && K < 10000 && mo->l < 100000000 && mo->nranks < 1000000,
-             PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "model file %s has inconsistent sizes; it is corrupt", path);
+                 mo->step <= mo->steps && mo->D < 100000000 && K < 10000 && mo->l < 100000000 &&
+                 mo->nranks < 1000000,
+             PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
+             "model file %s has inconsistent sizes; it is corrupt", path);
   PetscCall(ReadEnumAttr(f, path, "scale", BasisScaleTypes, &e));
   mo->graph.scale = (BasisScaleType)e;
   PetscCall(ReadEnumAttr(f, path, "laplacian", BasisLaplacianTypes, &e));
@@ -264,8 +288,8 @@ static PetscErrorCode ModelReadSerial(const char *path, BasisModel *mo)
   /* network shape: the number of layers is the length of /network/widths */
   PetscCheck(H5Lexists(f, "network", H5P_DEFAULT) > 0 && H5Lexists(f, "network/widths", H5P_DEFAULT) > 0,
              PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "model file %s has no /network/widths", path);
-  dset  = H5Dopen2(f, "network/widths", H5P_DEFAULT);
-  space = H5Dget_space(dset);
+  dset    = H5Dopen2(f, "network/widths", H5P_DEFAULT);
+  space   = H5Dget_space(dset);
   dims[0] = 0;
   if (H5Sget_simple_extent_ndims(space) == 1) H5Sget_simple_extent_dims(space, dims, NULL);
   H5Sclose(space);
@@ -281,9 +305,10 @@ static PetscErrorCode ModelReadSerial(const char *path, BasisModel *mo)
     mo->widths[i] = (PetscInt)widths[i];
     if (i > 0) mo->nparams += (PetscCount)(widths[i - 1] + 1) * widths[i];
   }
-  PetscCheck(mo->widths[0] == mo->D && mo->widths[mo->nlayers] == K, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
-             "model file %s: network %d -> %d does not match D = %d, K = %d; corrupt", path, (int)mo->widths[0],
-             (int)mo->widths[mo->nlayers], (int)mo->D, (int)K);
+  PetscCheck(mo->widths[0] == mo->D && mo->widths[mo->nlayers] == K, PETSC_COMM_SELF,
+             PETSC_ERR_FILE_UNEXPECTED,
+             "model file %s: network %d -> %d does not match D = %d, K = %d; corrupt", path,
+             (int)mo->widths[0], (int)mo->widths[mo->nlayers], (int)mo->D, (int)K);
   PetscCall(BasisModelAllocate(mo));
   dims[0] = (hsize_t)mo->nparams;
   PetscCall(ReadArray(f, path, "network/params", H5T_NATIVE_FLOAT, 1, dims, mo->params));
@@ -345,7 +370,8 @@ static PetscErrorCode ModelBcast(MPI_Comm comm, BasisModel *mo)
   PetscCallMPI(MPI_Bcast(mo->phi_ref, (int)(mo->l * K), MPIU_REAL, 0, comm));
   PetscCallMPI(MPI_Bcast(mo->lambda_ref, (int)K, MPIU_REAL, 0, comm));
   PetscCallMPI(MPI_Bcast(mo->rng, (int)(4 * mo->nranks), MPI_UINT64_T, 0, comm));
-  PetscCallMPI(MPI_Bcast(mo->history, (int)(PetscMax(mo->steps, 1) * BASIS_HISTORY_FIELDS), MPIU_REAL, 0, comm));
+  PetscCallMPI(
+      MPI_Bcast(mo->history, (int)(PetscMax(mo->steps, 1) * BASIS_HISTORY_FIELDS), MPIU_REAL, 0, comm));
   if (has_ortho) {
     if (rank != 0) PetscCall(PetscMalloc1(K * K, &mo->ortho_R));
     PetscCallMPI(MPI_Bcast(mo->ortho_R, (int)(K * K), MPIU_REAL, 0, comm));
@@ -377,11 +403,14 @@ PetscErrorCode BasisModelRead(MPI_Comm comm, const char *path, BasisModel *mo)
 PetscErrorCode BasisModelView(const BasisModel *mo, MPI_Comm comm)
 {
   PetscFunctionBeginUser;
-  PetscCall(PetscPrintf(comm, "model: D = %d -> K = %d, %d layers, %lld parameters; trained %d of %d steps on %d ranks\n",
-                        (int)mo->D, (int)mo->widths[mo->nlayers], (int)mo->nlayers, (long long)mo->nparams,
-                        (int)mo->step, (int)mo->steps, (int)mo->nranks));
-  PetscCall(PetscPrintf(comm, "       l = %d anchors, batch m = %d, reference R = %d, knn %d, %s scale, %s Laplacian, %s alignment\n",
-                        (int)mo->l, (int)mo->m, (int)mo->R, (int)mo->graph.knn, BasisScaleTypes[mo->graph.scale],
-                        BasisLaplacianTypes[mo->graph.laplacian], BasisAlignTypes[mo->align.type]));
+  PetscCall(PetscPrintf(
+      comm, "model: D = %d -> K = %d, %d layers, %lld parameters; trained %d of %d steps on %d ranks\n",
+      (int)mo->D, (int)mo->widths[mo->nlayers], (int)mo->nlayers, (long long)mo->nparams, (int)mo->step,
+      (int)mo->steps, (int)mo->nranks));
+  PetscCall(PetscPrintf(
+      comm,
+      "       l = %d anchors, batch m = %d, reference R = %d, knn %d, %s scale, %s Laplacian, %s alignment\n",
+      (int)mo->l, (int)mo->m, (int)mo->R, (int)mo->graph.knn, BasisScaleTypes[mo->graph.scale],
+      BasisLaplacianTypes[mo->graph.laplacian], BasisAlignTypes[mo->align.type]));
   PetscFunctionReturn(0);
 }

@@ -43,8 +43,8 @@ PetscErrorCode BasisReferenceSample(PetscInt N, PetscInt R, PetscInt l, PetscInt
 
   Collective on comm. Output: rows [nidx][D].
 */
-PetscErrorCode BasisShardGatherRows(MPI_Comm comm, const BasisShard *shard, PetscInt nidx, const PetscInt idx[],
-                                    float rows[])
+PetscErrorCode BasisShardGatherRows(MPI_Comm comm, const BasisShard *shard, PetscInt nidx,
+                                    const PetscInt idx[], float rows[])
 {
   PetscMPIInt size;
   PetscInt    lo = 0, hi;
@@ -59,11 +59,13 @@ PetscErrorCode BasisShardGatherRows(MPI_Comm comm, const BasisShard *shard, Pets
   mine = (int)((hi - lo) * shard->D);
   PetscCall(PetscMalloc3(size, &counts, size, &displs, (size_t)PetscMax(mine, 1), &send));
   for (PetscInt i = lo; i < hi; i++)
-    PetscCall(PetscArraycpy(send + (i - lo) * shard->D, shard->x + (size_t)(idx[i] - shard->rstart) * shard->D, shard->D));
+    PetscCall(PetscArraycpy(send + (i - lo) * shard->D,
+                            shard->x + (size_t)(idx[i] - shard->rstart) * shard->D, shard->D));
   PetscCallMPI(MPI_Allgather(&mine, 1, MPI_INT, counts, 1, MPI_INT, comm));
   displs[0] = 0;
   for (int r = 1; r < size; r++) displs[r] = displs[r - 1] + counts[r - 1];
-  PetscCheck(displs[size - 1] + counts[size - 1] == nidx * shard->D, comm, PETSC_ERR_PLIB, "gathered rows do not add up");
+  PetscCheck(displs[size - 1] + counts[size - 1] == nidx * shard->D, comm, PETSC_ERR_PLIB,
+             "gathered rows do not add up");
   PetscCallMPI(MPI_Allgatherv(send, mine, MPI_FLOAT, rows, counts, displs, MPI_FLOAT, comm));
   PetscCall(PetscFree3(counts, displs, send));
   PetscFunctionReturn(0);
@@ -79,9 +81,9 @@ PetscErrorCode BasisShardGatherRows(MPI_Comm comm, const BasisShard *shard, Pets
           lambda [K]     - reference eigenvalues, ascending
   Options: -ref_eps_* (prefix ref_), e.g. -ref_eps_type scalapack, -ref_eps_view
 */
-PetscErrorCode BasisReferenceSolve(MPI_Comm comm, const BasisGraphParams *graph, PetscInt m, PetscInt R, PetscInt D,
-                                   const float ref_x[], PetscInt l, const PetscInt anchor_pos[], PetscReal phi_ref[],
-                                   PetscReal lambda[])
+PetscErrorCode BasisReferenceSolve(MPI_Comm comm, const BasisGraphParams *graph, PetscInt m, PetscInt R,
+                                   PetscInt D, const float ref_x[], PetscInt l, const PetscInt anchor_pos[],
+                                   PetscReal phi_ref[], PetscReal lambda[])
 {
   BasisGraphParams rp;
   BasisKnn         knn;
@@ -110,8 +112,8 @@ PetscErrorCode BasisReferenceSolve(MPI_Comm comm, const BasisGraphParams *graph,
   PetscCall(PetscLogEventEnd(BASIS_RefGraph, 0, 0, 0, 0));
 
   PetscCall(PetscLogEventBegin(BASIS_RefSolve, 0, 0, 0, 0));
-  PetscCall(PetscMalloc5((size_t)PetscMax(n, 1) * K, &phi_local, (size_t)R * K, &phi_all, K, &residual, size, &counts,
-                         size, &displs));
+  PetscCall(PetscMalloc5((size_t)PetscMax(n, 1) * K, &phi_local, (size_t)R * K, &phi_all, K, &residual, size,
+                         &counts, size, &displs));
   PetscCall(BasisGraphSolve(comm, "ref_", &rp, W, phi_local, lambda, residual));
   PetscCall(MatDestroy(&W));
   for (int r = 0; r < size; r++) {

@@ -18,8 +18,8 @@
 /* Data: a 4-class Gaussian mixture on a curved 2-D manifold in 8-D (basis generate
    -type manifold): one connected graph with a clear spectral gap after K = 4. */
 #define N_POINTS 1600
-#define K_DIM 4
-#define D_DIM 8
+#define K_DIM    4
+#define D_DIM    8
 /* Threshold on d_G = sum sin^2(theta) over the K - 1 = 3 centred directions (max 3).
    Trained runs score 0.019-0.027 at 1, 2 and 4 ranks. The test uses -laplacian rw, whose
    trivial eigenvector is constant and vanishes under centring; with sym, the trivial
@@ -47,7 +47,8 @@ static PetscErrorCode WriteData(MPI_Comm comm, const char *path)
 }
 
 /* Forward pass of this rank's rows through mlp, normalised as the model says. */
-static PetscErrorCode EmbedRows(const BasisModel *mo, BasisMLP mlp, PetscInt n, const float x[], PetscReal Y[])
+static PetscErrorCode EmbedRows(const BasisModel *mo, BasisMLP mlp, PetscInt n, const float x[],
+                                PetscReal Y[])
 {
   PetscInt K = mo->widths[mo->nlayers];
   float   *xn, *y;
@@ -55,7 +56,8 @@ static PetscErrorCode EmbedRows(const BasisModel *mo, BasisMLP mlp, PetscInt n, 
   PetscFunctionBeginUser;
   PetscCall(PetscMalloc2((size_t)n * mo->D, &xn, (size_t)n * K, &y));
   for (PetscInt i = 0; i < n; i++)
-    for (PetscInt j = 0; j < mo->D; j++) xn[i * mo->D + j] = (x[i * mo->D + j] - mo->mean[j]) * (float)(1.0 / mo->scale);
+    for (PetscInt j = 0; j < mo->D; j++)
+      xn[i * mo->D + j] = (x[i * mo->D + j] - mo->mean[j]) * (float)(1.0 / mo->scale);
   PetscCall(BasisMLPForward(mlp, n, xn, y));
   for (PetscInt i = 0; i < n * K; i++) Y[i] = y[i];
   PetscCall(PetscFree2(xn, y));
@@ -118,7 +120,8 @@ int main(int argc, char **argv)
     int differ = memcmp(root_params, params, sizeof(float) * (size_t)mo->nparams) != 0;
     PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &differ, 1, MPI_INT, MPI_SUM, comm));
     if (differ) {
-      PetscCall(PetscPrintf(comm, "FAIL: weights differ from rank 0's on %d rank(s) after training\n", differ));
+      PetscCall(
+          PetscPrintf(comm, "FAIL: weights differ from rank 0's on %d rank(s) after training\n", differ));
       failures++;
     }
   }
@@ -127,7 +130,8 @@ int main(int argc, char **argv)
   PetscCall(BasisInputOpen(comm, data, &in));
   PetscCall(BasisInputReadShard(&in, &shard));
   PetscCall(BasisInputClose(&in));
-  PetscCall(PetscMalloc3((size_t)shard.n * K_DIM, &Y, (size_t)shard.n * K_DIM, &Y_back, (size_t)N_POINTS * K_DIM, &V_all));
+  PetscCall(PetscMalloc3((size_t)shard.n * K_DIM, &Y, (size_t)shard.n * K_DIM, &Y_back,
+                         (size_t)N_POINTS * K_DIM, &V_all));
   PetscCall(EmbedRows(mo, mlp, shard.n, shard.x, Y));
   PetscCall(BasisModelRead(comm, model, &back));
   PetscCall(BasisMLPCreate(back.nlayers, back.widths, N_POINTS, &mlp_back));
@@ -138,7 +142,8 @@ int main(int argc, char **argv)
     int differ = memcmp(Y, Y_back, sizeof(PetscReal) * (size_t)shard.n * K_DIM) != 0;
     PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &differ, 1, MPI_INT, MPI_SUM, comm));
     if (differ) {
-      PetscCall(PetscPrintf(comm, "FAIL: embedding from the saved model differs from the trained network's\n"));
+      PetscCall(
+          PetscPrintf(comm, "FAIL: embedding from the saved model differs from the trained network's\n"));
       failures++;
     }
   }
@@ -154,18 +159,22 @@ int main(int argc, char **argv)
       BasisBlockRange(N_POINTS, size, r, &st, &cnt);
       counts[r] = (int)(cnt * D_DIM), displs[r] = (int)(st * D_DIM);
     }
-    PetscCallMPI(MPI_Allgatherv(shard.x, (int)(shard.n * D_DIM), MPI_FLOAT, all_x, counts, displs, MPI_FLOAT, comm));
+    PetscCallMPI(
+        MPI_Allgatherv(shard.x, (int)(shard.n * D_DIM), MPI_FLOAT, all_x, counts, displs, MPI_FLOAT, comm));
     BasisGraphParamsMatched(&mo->graph, N_POINTS, mo->m, &matched);
     PetscCall(BasisBatchGraphCreate(&matched, N_POINTS, D_DIM, &bg));
     PetscCall(BasisBatchGraphEmbed(bg, all_x, V_all, lambda));
     PetscCall(BasisBatchGraphDestroy(&bg));
-    PetscCall(BasisMetricGrassmann(comm, shard.n, K_DIM, Y, K_DIM, V_all + (size_t)shard.rstart * K_DIM, &dG, NULL));
+    PetscCall(BasisMetricGrassmann(comm, shard.n, K_DIM, Y, K_DIM, V_all + (size_t)shard.rstart * K_DIM, &dG,
+                                   NULL));
     if (!(dG <= DG_THRESHOLD)) {
-      PetscCall(PetscPrintf(comm, "FAIL: d_G of the trained embedding to the exact eigenvectors is %.3f > %.2f\n", (double)dG,
-                            DG_THRESHOLD));
+      PetscCall(PetscPrintf(comm,
+                            "FAIL: d_G of the trained embedding to the exact eigenvectors is %.3f > %.2f\n",
+                            (double)dG, DG_THRESHOLD));
       failures++;
     }
-    if (PetscDefined(USE_DEBUG) || getenv("BASIS_TEST_VERBOSE")) PetscCall(PetscPrintf(comm, "d_G = %.4f\n", (double)dG));
+    if (PetscDefined(USE_DEBUG) || getenv("BASIS_TEST_VERBOSE"))
+      PetscCall(PetscPrintf(comm, "d_G = %.4f\n", (double)dG));
     PetscCall(PetscFree3(all_x, counts, displs));
   }
 

@@ -11,19 +11,19 @@
 #include <basis/rng.h>
 
 #define BASIS_MODEL_FORMAT 1 /* bump when the layout changes; readers refuse others */
-#define BASIS_MAX_LAYERS 16
+#define BASIS_MAX_LAYERS   16
 
 typedef struct {
   /* network */
-  PetscInt   nlayers;                    /* weight layers */
+  PetscInt   nlayers;                      /* weight layers */
   PetscInt   widths[BASIS_MAX_LAYERS + 1]; /* D, hidden..., K */
   PetscCount nparams;
   float     *params, *adam_m, *adam_v; /* [nparams] each */
   /* data and input normalisation: the network sees (x - mean) / scale */
-  PetscInt   N, D;
-  float     *mean; /* [D] */
-  PetscReal  scale;
-  PetscReal  target_scale; /* targets = aligned eigenvectors * target_scale */
+  PetscInt  N, D;
+  float    *mean; /* [D] */
+  PetscReal scale;
+  PetscReal target_scale; /* targets = aligned eigenvectors * target_scale */
   /* BASiS */
   BasisGraphParams graph;
   BasisAlignParams align;
@@ -36,8 +36,8 @@ typedef struct {
   /* training state */
   PetscInt   step, steps; /* steps done, steps planned */
   PetscInt   nranks;
-  uint64_t  *rng;       /* [nranks][4] batch stream state of each rank */
-  PetscReal *history;   /* [steps][BASIS_HISTORY_FIELDS] mean over ranks per step */
+  uint64_t  *rng;     /* [nranks][4] batch stream state of each rank */
+  PetscReal *history; /* [steps][BASIS_HISTORY_FIELDS] mean over ranks per step */
   /* optional global orthonormalisation of the output, y <- y R^-1 */
   PetscReal *ortho_R; /* [K][K] upper triangular, row-major; NULL when not computed */
 } BasisModel;

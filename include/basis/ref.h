@@ -7,8 +7,8 @@
 
 PetscErrorCode BasisReferenceSample(PetscInt N, PetscInt R, PetscInt l, PetscInt seed, PetscInt ref_idx[],
                                     PetscInt anchor_pos[]);
-PetscErrorCode BasisShardGatherRows(MPI_Comm comm, const BasisShard *shard, PetscInt nidx, const PetscInt idx[],
-                                    float rows[]);
-PetscErrorCode BasisReferenceSolve(MPI_Comm comm, const BasisGraphParams *graph, PetscInt m, PetscInt R, PetscInt D,
-                                   const float ref_x[], PetscInt l, const PetscInt anchor_pos[], PetscReal phi_ref[],
-                                   PetscReal lambda[]);
+PetscErrorCode BasisShardGatherRows(MPI_Comm comm, const BasisShard *shard, PetscInt nidx,
+                                    const PetscInt idx[], float rows[]);
+PetscErrorCode BasisReferenceSolve(MPI_Comm comm, const BasisGraphParams *graph, PetscInt m, PetscInt R,
+                                   PetscInt D, const float ref_x[], PetscInt l, const PetscInt anchor_pos[],
+                                   PetscReal phi_ref[], PetscReal lambda[]);
