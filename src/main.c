@@ -11,6 +11,7 @@
 #include <basis/generate.h>
 #include <basis/h5io.h>
 #include <basis/train.h>
+#include <basis/exact.h>
 
 PetscErrorCode BasisEmbedMain(MPI_Comm);
 
@@ -28,6 +29,9 @@ static const struct {
     {"generate", BasisGenerateMain, "write a synthetic labelled data set (/features, /labels)"},
     {"train", BasisTrainMain, "learn the spectral embedding (reference eigenspace + aligned batches)"},
     {"embed", BasisEmbedMain, "embed any data with a trained model, write /embedding"},
+    {"exact", BasisExactMain, "exact eigenvectors of the full kNN graph (ring-exchange kNN + SLEPc)"},
+    {"eval", BasisEvalMain,
+     "score embeddings against exact eigenvectors: d_G, d_perp, NMI/ACC, linear probe"},
     {"info", BasisInfoMain, "check a data file and show how it is sharded over the ranks"},
 };
 

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# cli_exact_eval.sh BASIS - `basis exact` and `basis eval` end to end at 1 and 2 ranks:
+# the exact file scored against itself gives d_G ~ 0 (also when eval recomputes the
+# eigenvectors from the data, and across rank counts), an unrelated embedding a large d_G;
+# bad inputs fail within the timeout with a clear message and leave no files behind.
+# Silent on success; prints each failing case.
+set -u
+basis=$1
+work=$(mktemp -d "${TMPDIR:-/tmp}/basis-exact.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+mpiexec=(mpiexec --oversubscribe --allow-run-as-root)
+fail=0
+
+run() { # run NP COMMAND...: must succeed within 120 s
+  local np=$1 out; shift
+  if ! out=$(timeout 120 "${mpiexec[@]}" -n "$np" "$basis" "$@" 2>&1); then
+    echo "FAIL np=$np '$*' failed:"; sed 's/^/    /' <<<"$out" | head -8; fail=1; return 1
+  fi
+}
+
+# expect NP PATTERN COMMAND... : non-zero exit in <= 60 s, output matches PATTERN
+expect() {
+  local np=$1 pattern=$2; shift 2
+  local out rc
+  out=$(timeout 60 "${mpiexec[@]}" -n "$np" "$basis" "$@" 2>&1); rc=$?
+  if [[ $rc == 0 ]]; then echo "FAIL np=$np '$*': exit 0, expected an error matching '$pattern'"; fail=1
+  elif [[ $rc == 124 ]]; then echo "FAIL np=$np '$*': hung (killed after 60 s)"; fail=1
+  elif ! grep -q -- "$pattern" <<<"$out"; then
+    echo "FAIL np=$np '$*': message does not match '$pattern':"; sed 's/^/    /' <<<"$out" | head -8; fail=1
+  fi
+}
+
+# json FILE EXPR: evaluate a Python expression on the parsed JSON (bound to d)
+json() { /usr/bin/python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$1"; }
+
+# check NAME VALUE OP LIMIT: numeric comparison with awk
+check() {
+  if ! awk -v v="$2" -v l="$4" "BEGIN { exit !(v $3 l) }"; then echo "FAIL $1: $2 is not $3 $4"; fail=1; fi
+}
+
+run 2 generate -n 300 -d 5 -classes 3 -noise 0.05 -seed 3 -output "$work/data.h5" >/dev/null || exit 1
+run 2 generate -n 200 -d 5 -seed 4 -output "$work/data200.h5" >/dev/null || exit 1
+run 2 generate -n 300 -d 4 -type circles -seed 5 -output "$work/other.h5" >/dev/null || exit 1
+h5copy -i "$work/other.h5" -o "$work/random.h5" -s /features -d /embedding || { echo "FAIL: h5copy"; exit 1; }
+
+run 2 exact -input "$work/data.h5" -output "$work/ex.h5" -dim 4 >/dev/null || exit 1
+run 1 exact -input "$work/data.h5" -output "$work/ex1.h5" -dim 4 >/dev/null || exit 1
+run 2 exact -input "$work/data200.h5" -output "$work/ex200.h5" -dim 4 >/dev/null || exit 1
+run 2 exact -input "$work/data.h5" -output "$work/exm.h5" -dim 4 -match_batch 100 >/dev/null || exit 1
+
+# the exact file against itself, and against the same computation at another rank count
+run 2 eval -input "$work/ex.h5" -exact "$work/ex.h5" -json "$work/self.json" >/dev/null
+check "eval exact vs itself: d_G" "$(json "$work/self.json" "d['rows'][0]['d_G'][0]")" "<" 1e-10
+check "eval exact vs itself: NMI present" "$(json "$work/self.json" "d['rows'][0]['nmi']")" ">" 0
+run 2 eval -input "$work/ex1.h5" -exact "$work/ex.h5" -json "$work/ranks.json" >/dev/null
+check "exact at 1 vs 2 ranks: d_G" "$(json "$work/ranks.json" "d['rows'][0]['d_G'][0]")" "<" 1e-8
+# default JSON name next to the first input
+run 2 eval -input "$work/ex.h5" -exact "$work/ex.h5" >/dev/null
+[[ -s "$work/ex.h5.eval.json" ]] || { echo "FAIL: no default JSON $work/ex.h5.eval.json"; fail=1; }
+
+# an unrelated embedding is far from the eigenvectors (d_G is at most K = 4 here)
+run 2 eval -input "$work/random.h5,$work/ex.h5" -exact "$work/ex.h5" -json "$work/random.json" >/dev/null
+check "eval of an unrelated embedding: d_G" "$(json "$work/random.json" "d['rows'][0]['d_G'][0]")" ">" 0.5
+check "eval second input: d_G" "$(json "$work/random.json" "d['rows'][1]['d_G'][0]")" "<" 1e-10
+
+# eigenvectors recomputed from the data: same-k and density-matched graphs in one run
+run 2 eval -input "$work/ex.h5,$work/exm.h5" -data "$work/data.h5" -match_batch 0,100 -json "$work/data.json" >/dev/null
+check "eval -data same-k: d_G of basis exact" "$(json "$work/data.json" "d['rows'][0]['d_G'][0]")" "<" 1e-8
+check "eval -data matched: d_G of basis exact -match_batch" "$(json "$work/data.json" "d['rows'][1]['d_G'][1]")" "<" 1e-8
+check "eval -data matched: knn" "$(json "$work/data.json" "d['references'][1]['knn']")" "==" 30
+
+# errors, at 2 ranks: clear messages, no hang, no files left
+expect 2 "has 200 rows but embedding .* has 300" eval -input "$work/ex.h5" -exact "$work/ex200.h5" -json "$work/x.json"
+expect 2 "has 300 rows but .* has 200" eval -input "$work/ex200.h5,$work/ex.h5" -exact "$work/ex200.h5" -json "$work/x.json"
+expect 2 "has no dataset /embedding" eval -input "$work/data.h5" -exact "$work/ex.h5" -json "$work/x.json"
+expect 2 "has no dataset /exact/vectors" eval -input "$work/ex.h5" -exact "$work/random.h5" -json "$work/x.json"
+expect 2 "data .* has 200 points but embedding" eval -input "$work/ex.h5" -data "$work/data200.h5" -json "$work/x.json"
+expect 2 "no reference" eval -input "$work/ex.h5" -json "$work/x.json"
+expect 2 "either -exact .* or -data" eval -input "$work/ex.h5" -exact "$work/ex.h5" -data "$work/data.h5" -json "$work/x.json"
+expect 2 "no embedding given" eval -exact "$work/ex.h5" -json "$work/x.json"
+expect 2 "does not exist" eval -input "$work/missing.h5" -exact "$work/ex.h5" -json "$work/x.json"
+expect 2 "exists; pass -force" exact -input "$work/data.h5" -output "$work/ex.h5"
+expect 2 "-match_batch -1 must be" exact -input "$work/data.h5" -output "$work/x.h5" -match_batch -1
+expect 2 "needs 300 neighbours" exact -input "$work/data.h5" -output "$work/x.h5" -match_batch 10
+expect 2 "converged .* of the -dim" exact -input "$work/data.h5" -output "$work/x.h5" -dim 4 -exact_eps_max_it 1 -exact_eps_ncv 6
+left=$(find "$work" -name '*.partial' -o -name 'x.h5' -o -name 'x.json')
+[[ -z $left ]] || { echo "FAIL: failed runs left files: $left"; fail=1; }
+exit $fail
