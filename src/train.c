@@ -272,7 +272,14 @@ static PetscErrorCode AdoptCheckpointParameters(BasisTrainer t, const BasisModel
       t->model_path, (int)ck->nranks, (int)ck->nranks);
   mo->nlayers = ck->nlayers;
   PetscCall(PetscArraycpy(mo->widths, ck->widths, ck->nlayers + 1));
-  mo->l = ck->l, mo->m = ck->m, mo->R = ck->R, mo->graph = ck->graph, mo->align = ck->align;
+  {
+    /* the batch solver is how, not what, and is not stored: keep the command line's
+       (resume with the same -batch_solver for bitwise continuation) */
+    BasisBatchSolverType solver = mo->graph.batch_solver;
+    mo->graph                   = ck->graph;
+    mo->graph.batch_solver      = solver;
+  }
+  mo->l = ck->l, mo->m = ck->m, mo->R = ck->R, mo->align = ck->align;
   mo->lr = ck->lr, mo->seed = ck->seed, mo->scale = ck->scale, mo->target_scale = ck->target_scale;
   mo->steps = PetscMax(mo->steps, ck->steps);
   PetscFunctionReturn(0);

@@ -12,16 +12,22 @@
 
 typedef enum { BASIS_SCALE_LOCAL, BASIS_SCALE_MEDIAN } BasisScaleType;
 typedef enum { BASIS_LAPLACIAN_SYM, BASIS_LAPLACIAN_UNNORMALIZED, BASIS_LAPLACIAN_RW } BasisLaplacianType;
+/* How a batch's eigenpairs are computed: dense LAPACK (dsyevr, K pairs of the dense m x m
+   matrix), sparse Krylov-Schur (SLEPc on the batch's sparse Laplacian, one rank), or auto
+   (dense up to BASIS_BATCH_DENSE_MAX points). */
+typedef enum { BASIS_BATCH_AUTO, BASIS_BATCH_DENSE, BASIS_BATCH_KRYLOV } BasisBatchSolverType;
+extern const char *const BasisBatchSolverTypes[];
 extern const char *const BasisScaleTypes[];
 extern const char *const BasisLaplacianTypes[];
 
 /* Plain parameter struct. Defaults: knn 10, scale_neighbor 7, local, sym, K 10. */
 typedef struct {
-  PetscInt           knn;            /* k: neighbours per point (-knn) */
-  PetscInt           scale_neighbor; /* sigma_i = distance to this neighbour (-scale_neighbor) */
-  BasisScaleType     scale;          /* -scale local|median */
-  BasisLaplacianType laplacian;      /* -laplacian sym|unnormalized|rw */
-  PetscInt           K;              /* eigenpairs wanted (-dim) */
+  PetscInt             knn;            /* k: neighbours per point (-knn) */
+  PetscInt             scale_neighbor; /* sigma_i = distance to this neighbour (-scale_neighbor) */
+  BasisScaleType       scale;          /* -scale local|median */
+  BasisLaplacianType   laplacian;      /* -laplacian sym|unnormalized|rw */
+  PetscInt             K;              /* eigenpairs wanted (-dim) */
+  BasisBatchSolverType batch_solver;   /* -batch_solver auto|dense|krylov (batches only) */
 } BasisGraphParams;
 
 void           BasisGraphParamsDefault(BasisGraphParams *p);
