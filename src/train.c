@@ -83,7 +83,8 @@ struct _p_BasisTrainer {
 
 /*
   BasisTrainerCreate - an empty trainer with the code defaults (DESIGN.md, from the
-  authors' code, m and R changed by measurement): l = 250, m = 1024, R = min(N, 16 m), 1000 steps, lr 1e-4, hidden 256,512,512,256.
+  authors' code, m and R changed by measurement): l = 250, m = 1024, R = min(N, 16 m), 1000 steps, lr 1e-4,
+  hidden 256,512,512,256.
 
   Collective on comm.
 */
@@ -106,7 +107,7 @@ PetscErrorCode BasisTrainerCreate(MPI_Comm comm, BasisTrainer *tr)
   BasisAlignParamsDefault(&t->model.align);
   t->model.l     = 250;
   t->model.m     = 1024; /* authors: 512; 1024 measured better per second (docs/quality.md) */
-  t->model.R     = 0; /* 0: min(N, 16 m), decided when N is known (docs/quality.md) */
+  t->model.R     = 0;    /* 0: min(N, 16 m), decided when N is known (docs/quality.md) */
   t->model.steps = 1000;
   t->model.lr    = 1e-4;
   t->model.seed  = 42;
