@@ -112,6 +112,7 @@ static PetscErrorCode ModelWriteSerial(const char *path, PetscBool force, const 
       f, "format_N_D_K_l_m_R_seed_step_steps_nranks_knn_scaleneighbor_ransaciters_ransacpoints",
       (PetscInt)(sizeof(ints) / sizeof(ints[0])), ints));
   PetscCall(BasisH5AttrWriteDouble(f, "scale_targetscale_lr_ransactol_maxcond", 5, reals));
+  PetscCall(BasisH5AttrWriteDouble(f, "lr_final", 1, &mo->lr_final));
   PetscCall(BasisH5AttrWriteString(f, "scale", BasisScaleTypes[mo->graph.scale]));
   PetscCall(BasisH5AttrWriteString(f, "laplacian", BasisLaplacianTypes[mo->graph.laplacian]));
   PetscCall(BasisH5AttrWriteString(f, "align", BasisAlignTypes[mo->align.type]));
@@ -273,6 +274,10 @@ static PetscErrorCode ModelReadSerial(const char *path, BasisModel *mo)
   mo->align.ransac_iters = ints[13], mo->align.ransac_points = ints[14];
   mo->scale = reals[0], mo->target_scale = reals[1], mo->lr = reals[2], mo->align.ransac_tol = reals[3];
   mo->align.max_cond = reals[4];
+  /* files written before the schedule existed trained at a constant rate */
+  mo->lr_final = mo->lr;
+  if (H5Aexists(f, "lr_final") > 0)
+    PetscCall(ReadAttr(f, path, "lr_final", H5T_NATIVE_DOUBLE, 1, &mo->lr_final));
   PetscCheck(mo->D > 0 && K > 0 && mo->l > K && mo->nranks > 0 && mo->steps >= 0 && mo->step >= 0 &&
                  mo->step <= mo->steps && mo->D < 100000000 && K < 10000 && mo->l < 100000000 &&
                  mo->nranks < 1000000,

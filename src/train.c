@@ -105,13 +105,14 @@ PetscErrorCode BasisTrainerCreate(MPI_Comm comm, BasisTrainer *tr)
   t->hidden[0] = 256, t->hidden[1] = 512, t->hidden[2] = 512, t->hidden[3] = 256;
   BasisGraphParamsDefault(&t->model.graph);
   BasisAlignParamsDefault(&t->model.align);
-  t->model.l     = 250;
-  t->model.m     = 1024; /* authors: 512; 1024 measured better per second (docs/quality.md) */
-  t->model.R     = 0;    /* 0: min(N, 16 m), decided when N is known (docs/quality.md) */
-  t->model.steps = 1000;
-  t->model.lr    = 1e-4;
-  t->model.seed  = 42;
-  *tr            = t;
+  t->model.l        = 250;
+  t->model.m        = 1024; /* authors: 512; 1024 measured better per second (docs/quality.md) */
+  t->model.R        = 0;    /* 0: min(N, 16 m), decided when N is known (docs/quality.md) */
+  t->model.steps    = 1000;
+  t->model.lr       = 1e-4;
+  t->model.lr_final = -1; /* unset: the same as -lr */
+  t->model.seed     = 42;
+  *tr               = t;
   PetscFunctionReturn(0);
 }
 
@@ -141,7 +142,10 @@ PetscErrorCode BasisTrainerSetFromOptions(BasisTrainer t)
   PetscCall(PetscOptionsInt("-reference_size", "Reference set size R (0: min(N, 16 x -batch))", NULL, mo->R,
                             &mo->R, NULL));
   PetscCall(PetscOptionsInt("-steps", "Training steps", NULL, mo->steps, &mo->steps, NULL));
-  PetscCall(PetscOptionsReal("-lr", "Adam learning rate", NULL, mo->lr, &mo->lr, NULL));
+  PetscCall(PetscOptionsReal("-lr", "Adam learning rate (at the first step)", NULL, mo->lr, &mo->lr, NULL));
+  PetscCall(PetscOptionsReal(
+      "-lr_final", "Learning rate at the last step, reached along a half cosine (default: -lr, constant)",
+      NULL, mo->lr_final, &mo->lr_final, NULL));
   PetscCall(PetscOptionsString("-hidden", "Hidden layer widths, comma separated", NULL, hidden, hidden,
                                sizeof(hidden), NULL));
   PetscCall(PetscOptionsInt("-seed", "Random seed (anchors, reference, init, batches)", NULL, mo->seed,
@@ -176,6 +180,10 @@ PetscErrorCode BasisTrainerSetFromOptions(BasisTrainer t)
              (int)mo->steps);
   PetscCheck(mo->lr > 0 && PetscIsNormalReal(mo->lr), t->comm, PETSC_ERR_ARG_OUTOFRANGE,
              "-lr %g must be positive", (double)mo->lr);
+  if (mo->lr_final < 0) mo->lr_final = mo->lr;
+  PetscCheck(mo->lr_final >= 0 && mo->lr_final <= mo->lr && PetscIsInfOrNanReal(mo->lr_final) == PETSC_FALSE,
+             t->comm, PETSC_ERR_ARG_OUTOFRANGE, "-lr_final %g must be between 0 and -lr %g",
+             (double)mo->lr_final, (double)mo->lr);
   PetscCheck(t->checkpoint_every >= 0, t->comm, PETSC_ERR_ARG_OUTOFRANGE, "-checkpoint_every must be >= 0");
   PetscCheck(t->monitor_every >= 1, t->comm, PETSC_ERR_ARG_OUTOFRANGE, "-monitor_every must be >= 1");
   PetscFunctionReturn(0);
@@ -281,8 +289,9 @@ static PetscErrorCode AdoptCheckpointParameters(BasisTrainer t, const BasisModel
     mo->graph.batch_solver      = solver;
   }
   mo->l = ck->l, mo->m = ck->m, mo->R = ck->R, mo->align = ck->align;
-  mo->lr = ck->lr, mo->seed = ck->seed, mo->scale = ck->scale, mo->target_scale = ck->target_scale;
-  mo->steps = PetscMax(mo->steps, ck->steps);
+  mo->lr = ck->lr, mo->lr_final = ck->lr_final, mo->seed = ck->seed, mo->scale = ck->scale,
+  mo->target_scale = ck->target_scale;
+  mo->steps        = PetscMax(mo->steps, ck->steps);
   PetscFunctionReturn(0);
 }
 
@@ -446,6 +455,15 @@ static PetscErrorCode LocalStep(BasisTrainer t, BasisAlignStats *stats, float *l
   PetscFunctionReturn(0);
 }
 
+/* The learning rate of step s (0-based) of mo->steps: a half cosine from lr down to
+   lr_final, which ends the run with small updates so that the final weights average
+   over many batches instead of following the last few (docs/quality.md). */
+static PetscReal LearningRate(const BasisModel *mo, PetscInt s)
+{
+  PetscReal frac = mo->steps > 1 ? (PetscReal)s / (PetscReal)(mo->steps - 1) : 0.0;
+  return mo->lr_final + 0.5 * (mo->lr - mo->lr_final) * (1.0 + PetscCosReal(PETSC_PI * frac));
+}
+
 /* One training step; on return t->reduce holds the mean gradient and diagnostics. */
 static PetscErrorCode Step(BasisTrainer t)
 {
@@ -507,7 +525,7 @@ static PetscErrorCode Step(BasisTrainer t)
         (int)mo->step + 1, t->model_path);
   }
   /* 6. identical Adam update on every rank */
-  PetscCall(BasisMLPAdamStep(t->mlp, mo->lr, mo->step + 1));
+  PetscCall(BasisMLPAdamStep(t->mlp, LearningRate(mo, mo->step), mo->step + 1));
   t1 = MPI_Wtime(), t->phase[PHASE_ADAM] += t1 - t0;
   {
     PetscReal *h = mo->history + (size_t)mo->step * BASIS_HISTORY_FIELDS;

@@ -32,7 +32,8 @@ typedef struct {
   float           *anchor_x;   /* [l][D] raw anchor features */
   PetscReal       *phi_ref;    /* [l][K] */
   PetscReal       *lambda_ref; /* [K] */
-  PetscReal        lr;
+  PetscReal        lr;         /* Adam learning rate at step 1 */
+  PetscReal        lr_final;   /* ... decayed along a half cosine to this at the last step (= lr: constant) */
   /* training state */
   PetscInt   step, steps; /* steps done, steps planned */
   PetscInt   nranks;
