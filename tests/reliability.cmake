@@ -1,0 +1,3 @@
+# Reliability (issue 7): bad input for every subcommand at 1/2/4 ranks (no hang, exit 1,
+# one clear message, no output left, inputs untouched).
+basis_add_cli_test(cli_bad_args cli_bad_args.sh TIMEOUT 900)
