@@ -94,6 +94,7 @@ PetscErrorCode BasisEmbedMain(MPI_Comm comm)
                                sizeof(output), NULL));
   PetscCall(PetscOptionsBool("-force", "Overwrite an existing output", NULL, force, &force, NULL));
   PetscCall(PetscOptionsInt("-chunk", "Rows per rank per read/forward/write", NULL, chunk, &chunk, NULL));
+  PetscCall(BasisOptionsCheckEnum(comm, "-orthonormalize", BasisOrthoTypes));
   PetscCall(PetscOptionsEnum("-orthonormalize", "Map the output to orthonormal columns", NULL,
                              BasisOrthoTypes, (PetscEnum)ortho, (PetscEnum *)&ortho, NULL));
   PetscOptionsEnd();

@@ -436,7 +436,7 @@ static PetscErrorCode PrintTable(MPI_Comm comm, PetscInt nrefs, const EvalRef re
 
   Options: -input EMB[,EMB2,...] (-exact EXACT | -data DATA [-match_batch m[,m2]] [-model M]
   and the graph rule -dim -knn -scale_neighbor -scale -laplacian, -exact_eps_*) -clusters
-  -restarts -probe_test_fraction -seed -json
+  -restarts -probe_test_fraction -seed -json -force (an existing -json is replaced only with -force)
 
   Notes:
     The reference graphs with -data: -match_batch lists batch sizes (0 = same-k graph).
@@ -455,7 +455,7 @@ PetscErrorCode BasisEvalMain(MPI_Comm comm)
   PetscInt    clusters = 0, restarts = 10, seed = 0, N = -1, Kmax = 0, nrefs = 0, nrows = 0, nclasses = 0;
   PetscInt    rstart = 0, n = 0, *gidx = NULL;
   PetscReal   test_fraction = 0.2;
-  PetscBool   match_set, input_set, help, have_labels = PETSC_FALSE;
+  PetscBool   match_set, input_set, help, have_labels = PETSC_FALSE, force = PETSC_FALSE;
   PetscMPIInt size, rank;
   BasisGraphParams p;
   EvalRow          rows[BASIS_EVAL_MAX_INPUTS + BASIS_EVAL_MAX_REFS];
@@ -492,6 +492,7 @@ PetscErrorCode BasisEvalMain(MPI_Comm comm)
   PetscCall(PetscOptionsInt("-seed", "Random seed of k-means", NULL, seed, &seed, NULL));
   PetscCall(PetscOptionsString("-json", "JSON output (default: <first input>.eval.json)", NULL, json, json,
                                sizeof(json), NULL));
+  PetscCall(PetscOptionsBool("-force", "Overwrite an existing -json", NULL, force, &force, NULL));
   PetscOptionsEnd();
   if (!match_set) nmatch = 0;
   if (!input_set) ninputs = 0;
@@ -523,6 +524,13 @@ PetscErrorCode BasisEvalMain(MPI_Comm comm)
   PetscCheck(test_fraction > 0 && test_fraction < 1, comm, PETSC_ERR_ARG_OUTOFRANGE,
              "-probe_test_fraction %g must lie strictly between 0 and 1", (double)test_fraction);
   if (!json[0]) PetscCall(PetscSNPrintf(json, sizeof(json), "%s.eval.json", input_list[0]));
+  { /* the report may not replace a file this command reads, nor an old report without -force */
+    const char *inputs[BASIS_EVAL_MAX_INPUTS + 4];
+    PetscInt    k = 0;
+    for (PetscInt i = 0; i < ninputs; i++) inputs[k++] = input_list[i];
+    inputs[k++] = exact_path, inputs[k++] = data_path, inputs[k++] = model_path, inputs[k] = NULL;
+    PetscCall(BasisOutputCheckPathOption(comm, "-json", json, force, inputs));
+  }
   PetscCallMPI(MPI_Comm_size(comm, &size));
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
 
@@ -605,7 +613,7 @@ PetscErrorCode BasisEvalMain(MPI_Comm comm)
     BasisInput in;
     BasisShard shard;
     BasisKnn   knn;
-    PetscInt   kmax = 0, m_default = 0;
+    PetscInt   kmax = 0, m_default = 0, model_D = 0;
     double     tk0, tk1;
 
     BasisGraphParamsDefault(&p);
@@ -614,6 +622,7 @@ PetscErrorCode BasisEvalMain(MPI_Comm comm)
       PetscCall(BasisModelRead(comm, model_path, &mo));
       p         = mo.graph;
       m_default = mo.m;
+      model_D   = mo.D;
       PetscCall(BasisModelFree(&mo));
     } else if (nemb_attrs >= 7) { /* the model's m and graph, as basis embed recorded them */
       m_default        = emb_attrs[2];
@@ -632,6 +641,10 @@ PetscErrorCode BasisEvalMain(MPI_Comm comm)
       match[nmatch++] = 0;
     }
     PetscCall(BasisInputOpen(comm, data_path, &in));
+    PetscCheck(
+        !model_D || in.D == model_D, comm, PETSC_ERR_ARG_INCOMP,
+        "-data %s has D = %d features but -model %s was trained on D = %d; give the model of these data",
+        data_path, (int)in.D, model_path, (int)model_D);
     PetscCheck(in.N == N, comm, PETSC_ERR_ARG_SIZ,
                "data %s has %d points but embedding %s has %d rows; evaluate an embedding of these data",
                data_path, (int)in.N, input_list[0], (int)N);

@@ -84,6 +84,9 @@ PetscErrorCode BasisGraphParamsSetFromOptions(MPI_Comm comm, BasisGraphParams *p
   PetscCall(PetscOptionsInt("-knn", "k: neighbours per point", NULL, p->knn, &p->knn, NULL));
   PetscCall(PetscOptionsInt("-scale_neighbor", "sigma_i = distance to this neighbour (1-based)", NULL,
                             p->scale_neighbor, &p->scale_neighbor, NULL));
+  PetscCall(BasisOptionsCheckEnum(comm, "-scale", BasisScaleTypes));
+  PetscCall(BasisOptionsCheckEnum(comm, "-laplacian", BasisLaplacianTypes));
+  PetscCall(BasisOptionsCheckEnum(comm, "-batch_solver", BasisBatchSolverTypes));
   PetscCall(PetscOptionsEnum("-scale", "Affinity scale: per point (local) or one median", NULL,
                              BasisScaleTypes, (PetscEnum)p->scale, (PetscEnum *)&p->scale, NULL));
   PetscCall(PetscOptionsEnum("-laplacian", "Graph Laplacian", NULL, BasisLaplacianTypes,

@@ -54,8 +54,8 @@ PetscErrorCode BasisH5OpenRead(MPI_Comm comm, const char *path, const char *what
   BasisCallH5(H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL));
   *file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
   BasisCallH5(H5Pclose(fapl));
-  BasisCheckAll(comm, *file >= 0, PETSC_ERR_FILE_OPEN, "cannot open %s file %s as HDF5 (corrupt?)", what,
-                path);
+  BasisCheckAll(comm, *file >= 0, PETSC_ERR_FILE_OPEN,
+                "cannot open %s file %s: it is truncated or corrupt; restore or recreate it", what, path);
   PetscFunctionReturn(0);
 }
 

@@ -111,19 +111,20 @@ static PetscBool SamePath(const char *a, const char *b)
 }
 
 /*
-  BasisOutputCheckPath - refuse an output path before any work is done.
+  BasisOutputCheckPathOption - refuse an output path before any work is done.
 
   Collective on comm. Rank 0 looks at the file system and broadcasts its verdict, so every
   rank raises the same error.
 
   Input:
+    option - the option that names it ("-output", "-model", "-json"), for the messages
     path   - the output file
     force  - overwrite an existing file
     inputs - NULL-terminated list of files this command reads (may be NULL); output may
              not be one of them
 */
-PetscErrorCode BasisOutputCheckPath(MPI_Comm comm, const char *path, PetscBool force,
-                                    const char *const inputs[])
+PetscErrorCode BasisOutputCheckPathOption(MPI_Comm comm, const char *option, const char *path,
+                                          PetscBool force, const char *const inputs[])
 {
   char        msg[PETSC_MAX_PATH_LEN + 256] = "";
   PetscMPIInt rank;
@@ -135,11 +136,11 @@ PetscErrorCode BasisOutputCheckPath(MPI_Comm comm, const char *path, PetscBool f
     char        dir[PETSC_MAX_PATH_LEN];
 
     if (!path || !path[0])
-      PetscCall(PetscSNPrintf(msg, sizeof(msg), "no output file given: pass -output FILE"));
+      PetscCall(PetscSNPrintf(msg, sizeof(msg), "no output file given: pass %s FILE", option));
     for (PetscInt i = 0; !msg[0] && inputs && inputs[i]; i++)
       if (inputs[i][0] && SamePath(path, inputs[i]))
         PetscCall(
-            PetscSNPrintf(msg, sizeof(msg), "output %s is also an input; choose another -output", path));
+            PetscSNPrintf(msg, sizeof(msg), "output %s is also an input; choose another %s", path, option));
     if (!msg[0] && stat(path, &st) == 0) {
       if (S_ISDIR(st.st_mode))
         PetscCall(PetscSNPrintf(msg, sizeof(msg), "output %s is a directory; give a file name", path));
@@ -155,6 +156,15 @@ PetscErrorCode BasisOutputCheckPath(MPI_Comm comm, const char *path, PetscBool f
   }
   PetscCallMPI(MPI_Bcast(msg, sizeof(msg), MPI_CHAR, 0, comm));
   PetscCheck(!msg[0], comm, PETSC_ERR_FILE_OPEN, "%s", msg);
+  PetscFunctionReturn(0);
+}
+
+/* BasisOutputCheckPath - BasisOutputCheckPathOption for a file named by -output. */
+PetscErrorCode BasisOutputCheckPath(MPI_Comm comm, const char *path, PetscBool force,
+                                    const char *const inputs[])
+{
+  PetscFunctionBeginUser;
+  PetscCall(BasisOutputCheckPathOption(comm, "-output", path, force, inputs));
   PetscFunctionReturn(0);
 }
 
@@ -312,31 +322,57 @@ PetscErrorCode BasisH5AttrWriteInt(hid_t obj, const char *name, PetscInt n, cons
 /*
   BasisParseIntList - parse a comma-separated list of positive integers ("256,512").
 
-  Not collective (every rank parses the same text and reaches the same verdict).
+  Collective on comm (every rank parses the same text and reaches the same verdict, which
+  is raised on comm so that it is printed once).
 */
-PetscErrorCode BasisParseIntList(const char *option, const char *text, PetscInt max, PetscInt *n,
-                                 PetscInt v[])
+PetscErrorCode BasisParseIntList(MPI_Comm comm, const char *option, const char *text, PetscInt max,
+                                 PetscInt *n, PetscInt v[])
 {
   const char *p = text;
 
   PetscFunctionBeginUser;
   *n = 0;
-  PetscCheck(text && text[0], PETSC_COMM_SELF, PETSC_ERR_ARG_WRONG,
-             "%s is empty; give positive integers like 256,512", option);
+  PetscCheck(text && text[0], comm, PETSC_ERR_ARG_WRONG, "%s is empty; give positive integers like 256,512",
+             option);
   while (*p) {
     char *end;
     long  val = strtol(p, &end, 10);
-    PetscCheck(end != p && val > 0 && val < 1000000 && (*end == ',' || *end == 0), PETSC_COMM_SELF,
-               PETSC_ERR_ARG_WRONG,
+    PetscCheck(end != p && val > 0 && val < 1000000 && (*end == ',' || *end == 0), comm, PETSC_ERR_ARG_WRONG,
                "%s %s is malformed; give positive integers separated by commas, like 256,512", option, text);
-    PetscCheck(*n < max, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "%s has more than %d entries", option,
-               (int)max);
+    PetscCheck(*n < max, comm, PETSC_ERR_ARG_OUTOFRANGE, "%s has more than %d entries", option, (int)max);
     v[(*n)++] = (PetscInt)val;
     p         = *end ? end + 1 : end;
-    PetscCheck(!(*end == ',' && *p == 0), PETSC_COMM_SELF, PETSC_ERR_ARG_WRONG,
+    PetscCheck(!(*end == ',' && *p == 0), comm, PETSC_ERR_ARG_WRONG,
                "%s %s ends with a comma; give positive integers like 256,512", option, text);
   }
   PetscFunctionReturn(0);
+}
+
+/*
+  BasisOptionsCheckEnum - refuse an unknown value of an enum option, once, on comm.
+
+  Collective on comm (the options database is the same on every rank). Call before
+  PetscOptionsEnum, which would raise the same error on PETSC_COMM_SELF of every rank.
+*/
+PetscErrorCode BasisOptionsCheckEnum(MPI_Comm comm, const char *option, const char *const list[])
+{
+  char      value[256], names[256] = "";
+  PetscBool set, found;
+  PetscEnum e;
+  PetscInt  n = 0;
+
+  PetscFunctionBeginUser;
+  PetscCall(PetscOptionsGetString(NULL, NULL, option, value, sizeof(value), &set));
+  if (!set) PetscFunctionReturn(0);
+  PetscCall(PetscEnumFind(list, value, &e, &found));
+  if (found) PetscFunctionReturn(0);
+  while (list[n + 2]) n++; /* names, then the type name and prefix */
+  for (PetscInt i = 0; i < n; i++) {
+    PetscCall(PetscStrlcat(names, " ", sizeof(names)));
+    PetscCall(PetscStrlcat(names, list[i], sizeof(names)));
+  }
+  SETERRQ(comm, PETSC_ERR_USER_INPUT, "Unknown option %s for %s; choose one of:%s",
+          value[0] ? value : "(empty)", option, names);
 }
 
 /*

@@ -64,6 +64,7 @@ struct _p_BasisTrainer {
   char      input[PETSC_MAX_PATH_LEN], model_path[PETSC_MAX_PATH_LEN];
   PetscBool force, resume, monitor;
   PetscInt  monitor_every, checkpoint_every;
+  PetscInt  checkpoint_step; /* step of the last checkpoint in model_path, -1: none yet */
   PetscInt  hidden[BASIS_MAX_LAYERS], nhidden;
   /* state */
   BasisModel      model; /* parameters, reference, and (at checkpoints) the training state */
@@ -102,6 +103,7 @@ PetscErrorCode BasisTrainerCreate(MPI_Comm comm, BasisTrainer *tr)
   t->monitor          = PETSC_TRUE;
   t->monitor_every    = 50;
   t->checkpoint_every = 200;
+  t->checkpoint_step  = -1;
   t->nhidden          = 4;
   t->hidden[0] = 256, t->hidden[1] = 512, t->hidden[2] = 512, t->hidden[3] = 256;
   BasisGraphParamsDefault(&t->model.graph);
@@ -163,7 +165,7 @@ PetscErrorCode BasisTrainerSetFromOptions(BasisTrainer t)
   PetscCall(BasisGraphParamsSetFromOptions(t->comm, &mo->graph));
   PetscCall(BasisAlignParamsSetFromOptions(t->comm, &mo->align));
   PetscOptionsEnd();
-  PetscCall(BasisParseIntList("-hidden", hidden, BASIS_MAX_LAYERS - 1, &t->nhidden, t->hidden));
+  PetscCall(BasisParseIntList(t->comm, "-hidden", hidden, BASIS_MAX_LAYERS - 1, &t->nhidden, t->hidden));
   PetscCheck(mo->graph.K >= 1, t->comm, PETSC_ERR_ARG_OUTOFRANGE, "-dim %d must be at least 1",
              (int)mo->graph.K);
   PetscCheck(mo->l >= mo->graph.K + 1, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
@@ -316,7 +318,8 @@ static PetscErrorCode AdoptCheckpointState(BasisTrainer t, const BasisModel *ck)
   PetscCall(PetscArraycpy(mo->phi_ref, ck->phi_ref, (size_t)ck->l * ck->graph.K));
   PetscCall(PetscArraycpy(mo->lambda_ref, ck->lambda_ref, ck->graph.K));
   PetscCall(PetscArraycpy(mo->history, ck->history, (size_t)ck->steps * BASIS_HISTORY_FIELDS));
-  mo->step = ck->step;
+  mo->step           = ck->step;
+  t->checkpoint_step = ck->step;
   PetscCall(PetscPrintf(t->comm,
                         "train: resuming %s at step %d of %d (the checkpoint's parameters are used)\n",
                         t->model_path, (int)mo->step, (int)mo->steps));
@@ -344,6 +347,9 @@ PetscErrorCode BasisTrainerSetUp(BasisTrainer t)
   /* Default reference: 16 batches' worth of points, density-matched (k_R = k R / m). On
      MNIST-10k it cut d_G from 0.87 (R = m) to 0.69 for ~1 s of set-up (docs/quality.md);
      its kNN costs O(R^2 D), so it is capped rather than the whole data set. */
+  PetscCheck(mo->l <= mo->N, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "-anchors %d exceeds the %d points of input %s; use a smaller -anchors (and -batch)", (int)mo->l,
+             (int)mo->N, t->input);
   if (mo->R == 0) mo->R = PetscMax(PetscMin(mo->N, 16 * mo->m), mo->l);
   PetscCheck(
       mo->N >= mo->R && mo->N >= mo->m, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
@@ -357,7 +363,8 @@ PetscErrorCode BasisTrainerSetUp(BasisTrainer t)
   }
   /* Refuse a bad output path before reading gigabytes. A resumed run replaces its own
      checkpoint, so it needs no -force. */
-  PetscCall(BasisOutputCheckPath(t->comm, t->model_path, (PetscBool)(t->force || have_checkpoint), inputs));
+  PetscCall(BasisOutputCheckPathOption(t->comm, "-model", t->model_path,
+                                       (PetscBool)(t->force || have_checkpoint), inputs));
   PetscCall(BasisInputReadShard(&in, &t->shard));
   PetscCall(BasisInputClose(&in));
 
@@ -429,6 +436,7 @@ static PetscErrorCode WriteCheckpoint(BasisTrainer t)
   PetscCall(PetscArraycpy(mo->adam_v, av, mo->nparams));
   PetscCallMPI(MPI_Gather(t->rng.s, 4, MPI_UINT64_T, mo->rng, 4, MPI_UINT64_T, 0, t->comm));
   PetscCall(BasisModelWrite(t->comm, t->model_path, PETSC_TRUE, inputs, mo));
+  t->checkpoint_step = mo->step;
   t->phase[PHASE_CHECKPOINT] += MPI_Wtime() - t0;
   PetscFunctionReturn(0);
 }
@@ -519,12 +527,19 @@ static PetscErrorCode Step(BasisTrainer t)
                "training step %d failed on %d rank(s) (reason printed above by each); the last good "
                "checkpoint is %s",
                (int)mo->step + 1, (int)t->reduce[mo->nparams + TAIL_FAILED], t->model_path);
-    /* the reduced data are the same everywhere, so every rank reaches the same verdict */
-    PetscCheck(
-        isfinite(sumsq) && isfinite(t->reduce[mo->nparams + TAIL_LOSS]), t->comm, PETSC_ERR_FP,
-        "training diverged at step %d (non-finite loss or gradient); the last good checkpoint is %s (if "
-        "written); lower -lr and retrain, or -resume from it",
-        (int)mo->step + 1, t->model_path);
+    /* the reduced data are the same everywhere, so every rank reaches the same verdict.
+       The checkpoint keeps its -lr on -resume, so the advice is to retrain. */
+    if (!isfinite(sumsq) || !isfinite(t->reduce[mo->nparams + TAIL_LOSS])) {
+      PetscCheck(t->checkpoint_step >= 0, t->comm, PETSC_ERR_FP,
+                 "training diverged at step %d (non-finite loss or gradient) with -lr %g; no checkpoint was "
+                 "written; lower -lr and retrain",
+                 (int)mo->step + 1, (double)mo->lr);
+      SETERRQ(
+          t->comm, PETSC_ERR_FP,
+          "training diverged at step %d (non-finite loss or gradient) with -lr %g; the last good checkpoint "
+          "(step %d) is kept in %s; lower -lr and retrain with -force",
+          (int)mo->step + 1, (double)mo->lr, (int)t->checkpoint_step, t->model_path);
+    }
   }
   /* 6. identical Adam update on every rank */
   PetscCall(BasisMLPAdamStep(t->mlp, LearningRate(mo, mo->step), mo->step + 1));

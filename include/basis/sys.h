@@ -53,6 +53,8 @@ typedef struct {
 } BasisOutput;
 
 PetscErrorCode BasisOutputCheckPath(MPI_Comm, const char *path, PetscBool force, const char *const inputs[]);
+PetscErrorCode BasisOutputCheckPathOption(MPI_Comm, const char *option, const char *path, PetscBool force,
+                                          const char *const inputs[]);
 PetscErrorCode BasisOutputCreate(MPI_Comm, const char *path, PetscBool force, const char *const inputs[],
                                  BasisOutput *out);
 PetscErrorCode BasisOutputCommit(BasisOutput *out);
@@ -74,7 +76,12 @@ static inline void BasisBlockRange(PetscInt N, PetscMPIInt size, PetscMPIInt ran
   *start = rank * q + PetscMin((PetscInt)rank, r);
 }
 
-/* Parse "a,b,c" into positive integers. Collective only in that every rank parses the
-   same string: the errors name the option. */
-PetscErrorCode BasisParseIntList(const char *option, const char *text, PetscInt max, PetscInt *n,
-                                 PetscInt v[]);
+/* Parse "a,b,c" into positive integers. Collective on comm: every rank parses the same
+   string and raises the same error (naming the option) on comm. */
+PetscErrorCode BasisParseIntList(MPI_Comm comm, const char *option, const char *text, PetscInt max,
+                                 PetscInt *n, PetscInt v[]);
+
+/* Refuse an unknown value of an enum option on comm (once, the same on every rank) before
+   PetscOptionsEnum sees it: PETSc raises that error on PETSC_COMM_SELF, so each rank would
+   print it. list is a PETSc enum list (names, type name, prefix, NULL). */
+PetscErrorCode BasisOptionsCheckEnum(MPI_Comm comm, const char *option, const char *const list[]);

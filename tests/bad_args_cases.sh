@@ -1,0 +1,118 @@
+# bad_args_cases.sh - the bad inputs of issue 7 for every subcommand (train, embed, exact,
+# eval), shared by tests/cli_bad_args.sh (asserts) and scripts/bad-input-table (docs).
+# Sourced, not run. Two functions:
+#
+#   bad_args_setup BASIS WORK   make the tiny inputs in WORK (1 rank, ~10 s): data d.h5
+#                               (200 x 5, labels), d7.h5 (200 x 7), same.h5 (200 identical
+#                               points), models m.h5/m7.h5 (2 steps), embedding e.h5, exact
+#                               x.h5, and damaged copies (corrupt, truncated, other format
+#                               version, labels out of range) made with h5py.
+#   bad_args_cases WORK         fill the arrays case_name, case_keep, case_pattern, case_args.
+#
+# Every case writes (if anything) to WORK/out.h5 or WORK/out.json, which must not exist
+# afterwards, except case_keep: a file the case must leave (the last good checkpoint of a
+# diverged run). case_pattern is a grep -E pattern of the expected error message.
+# case_args is one string split on spaces (WORK is a mktemp path without spaces).
+
+bad_args_setup() {
+  local basis=$1 w=$2
+  local run=(mpiexec --oversubscribe --allow-run-as-root -n 1 "$basis")
+  local train=(-batch 56 -anchors 20 -hidden 16,16 -dim 4 -steps 2 -train_monitor 0)
+  "${run[@]}" generate -n 200 -d 5 -output "$w/d.h5" &&
+    "${run[@]}" generate -n 200 -d 7 -output "$w/d7.h5" &&
+    "${run[@]}" train -input "$w/d.h5" -model "$w/m.h5" "${train[@]}" &&
+    "${run[@]}" train -input "$w/d7.h5" -model "$w/m7.h5" "${train[@]}" &&
+    "${run[@]}" embed -model "$w/m.h5" -input "$w/d.h5" -output "$w/e.h5" &&
+    "${run[@]}" exact -input "$w/d.h5" -output "$w/x.h5" -dim 4 || return 1
+  /usr/bin/python3 - "$w" <<'EOF' || return 1
+import shutil, sys
+import h5py, numpy as np
+w = sys.argv[1] + "/"
+open(w + "corrupt.h5", "w").write("not an HDF5 file\n" * 40)
+model = open(w + "m.h5", "rb").read()
+open(w + "trunc.h5", "wb").write(model[: len(model) // 2])  # superblock intact, data cut
+shutil.copy(w + "m.h5", w + "ver.h5")                        # another model format version
+with h5py.File(w + "ver.h5", "r+") as f:
+    name = [a for a in f.attrs if a.startswith("format_")][0]
+    a = f.attrs[name]; a[0] = 99; f.attrs[name] = a
+with h5py.File(w + "same.h5", "w") as f:                     # all points identical: sigma = 0
+    f["features"] = np.ones((200, 5), np.float32)
+for name, bad in (("neglabel", -3), ("hugelabel", 2000000000)):  # labels out of range
+    shutil.copy(w + "e.h5", w + name + ".h5")
+    with h5py.File(w + name + ".h5", "r+") as f:
+        lab = f["labels"][()]; lab[5] = bad; f["labels"][...] = lab
+# checkpoints for -resume, as copies so the originals stay usable
+for src, dst in (("corrupt", "ck_corrupt"), ("trunc", "ck_trunc"), ("ver", "ck_ver"), ("m7", "ck_d7")):
+    shutil.copy(w + src + ".h5", w + dst + ".h5")
+EOF
+}
+
+bad_args_cases() {
+  local w=$1
+  local T="train -input $w/d.h5 -batch 56 -anchors 20 -hidden 16,16 -dim 4 -steps 2 -train_monitor 0"
+  local E="embed -input $w/d.h5" X="exact -input $w/d.h5 -dim 4" V="eval -input $w/e.h5"
+  case_name=() case_keep=() case_pattern=() case_args=()
+  add() { case_name+=("$1"); case_keep+=("$2"); case_pattern+=("$3"); case_args+=("$4"); }
+  # train: options
+  add "train -dim >= -anchors" - "-anchors 20 must be at least -dim \+ 1 = 21" "$T -model $w/out.h5 -dim 20"
+  add "train -anchors > N" - "-anchors 300 exceeds the 200 points" "$T -model $w/out.h5 -anchors 300 -batch 400"
+  add "train -batch <= -anchors" - "-batch 20 must be larger than -anchors 20" "$T -model $w/out.h5 -batch 20"
+  add "train -knn >= -batch" - "-knn 56 must be smaller than -batch 56" "$T -model $w/out.h5 -knn 56"
+  add "train -hidden 0" - "-hidden 0 is malformed" "$T -model $w/out.h5 -hidden 0"
+  add "train -hidden ," - "-hidden , is malformed" "$T -model $w/out.h5 -hidden ,"
+  add "train -lr 0" - "-lr 0.* must be positive" "$T -model $w/out.h5 -lr 0"
+  add "train -lr -1" - "-lr -1.* must be positive" "$T -model $w/out.h5 -lr -1"
+  add "train -steps 0" - "-steps 0 must be at least 1" "$T -model $w/out.h5 -steps 0"
+  add "train -laplacian foo" - "Unknown option foo for -laplacian; choose one of: sym" "$T -model $w/out.h5 -laplacian foo"
+  add "train input missing" - "input file .*/none.h5 does not exist" "${T/d.h5/none.h5} -model $w/out.h5"
+  add "train -model = -input" - "is also an input; choose another -model" "$T -model $w/d.h5 -force"
+  add "train -model exists, no -force" - "m.h5 exists; pass -force" "$T -model $w/m.h5"
+  add "train identical points" - "zero scale .*remove duplicate points" "${T/d.h5/same.h5} -model $w/out.h5"
+  add "train -resume corrupt" - "ck_corrupt.h5 is not an HDF5 file" "$T -model $w/ck_corrupt.h5 -resume"
+  add "train -resume truncated" - "ck_trunc.h5: it is truncated or corrupt" "$T -model $w/ck_trunc.h5 -resume"
+  add "train -resume other version" - "ck_ver.h5 has format 99; this basis reads format" "$T -model $w/ck_ver.h5 -resume"
+  add "train -resume other D" - "ck_d7.h5 was trained on 200 x 7 data but -input .* is 200 x 5" "$T -model $w/ck_d7.h5 -resume"
+  # divergence: -lr 1e6 makes the first Adam step huge, the loss of step 2 is Inf
+  add "train non-finite loss" - "diverged at step 2 .*no checkpoint was written; lower -lr" \
+    "${T/-steps 2/-steps 30} -model $w/out.h5 -lr 1e6 -checkpoint_every 0"
+  add "train non-finite loss after checkpoint" "$w/ck_step1.h5" \
+    "diverged at step 2 .*checkpoint \(step 1\) is kept in .*ck_step1.h5" \
+    "${T/-steps 2/-steps 30} -model $w/ck_step1.h5 -lr 1e6 -checkpoint_every 1"
+  # embed
+  add "embed model missing" - "model file .*none.h5 does not exist" "$E -model $w/none.h5 -output $w/out.h5"
+  add "embed model corrupt" - "corrupt.h5 is not an HDF5 file" "$E -model $w/corrupt.h5 -output $w/out.h5"
+  add "embed model truncated" - "trunc.h5: it is truncated or corrupt" "$E -model $w/trunc.h5 -output $w/out.h5"
+  add "embed model other version" - "ver.h5 has format 99; this basis reads format" "$E -model $w/ver.h5 -output $w/out.h5"
+  add "embed model of another D" - "has D = 5 features but model .*m7.h5 was trained on D = 7" "$E -model $w/m7.h5 -output $w/out.h5"
+  add "embed input of another D" - "d7.h5 has D = 7 features but model .*m.h5 was trained on D = 5" \
+    "embed -input $w/d7.h5 -model $w/m.h5 -output $w/out.h5"
+  add "embed -output = -input" - "is also an input; choose another -output" "$E -model $w/m.h5 -output $w/d.h5 -force"
+  add "embed -output = -model" - "is also an input; choose another -output" "$E -model $w/m.h5 -output $w/m.h5 -force"
+  add "embed output exists, no -force" - "e.h5 exists; pass -force" "$E -model $w/m.h5 -output $w/e.h5"
+  add "embed -orthonormalize foo" - "Unknown option foo for -orthonormalize" "$E -model $w/m.h5 -output $w/out.h5 -orthonormalize foo"
+  # exact
+  add "exact -dim >= N" - "200 points, fewer than -dim 200 \+ 1" "$X -output $w/out.h5 -dim 200"
+  add "exact -knn >= N" - "needs 200 neighbours per point but .* has only 200 points" "$X -output $w/out.h5 -knn 200"
+  add "exact -laplacian foo" - "Unknown option foo for -laplacian" "$X -output $w/out.h5 -laplacian foo"
+  add "exact -match_batch -1" - "-match_batch -1 must be a batch size" "$X -output $w/out.h5 -match_batch -1"
+  add "exact input corrupt" - "corrupt.h5 is not an HDF5 file" "exact -input $w/corrupt.h5 -output $w/out.h5"
+  add "exact -output = -input" - "is also an input; choose another -output" "$X -output $w/d.h5 -force"
+  add "exact output exists, no -force" - "x.h5 exists; pass -force" "$X -output $w/x.h5"
+  add "exact identical points" - "zero scale .*remove duplicate points" "exact -input $w/same.h5 -output $w/out.h5"
+  # eval
+  add "eval model missing" - "model file .*none.h5 does not exist" "$V -data $w/d.h5 -model $w/none.h5 -json $w/out.json"
+  add "eval model corrupt" - "corrupt.h5 is not an HDF5 file" "$V -data $w/d.h5 -model $w/corrupt.h5 -json $w/out.json"
+  add "eval model truncated" - "trunc.h5: it is truncated or corrupt" "$V -data $w/d.h5 -model $w/trunc.h5 -json $w/out.json"
+  add "eval model other version" - "ver.h5 has format 99" "$V -data $w/d.h5 -model $w/ver.h5 -json $w/out.json"
+  add "eval model of another D" - "-data .*d.h5 has D = 5 features but -model .*m7.h5 was trained on D = 7" \
+    "$V -data $w/d.h5 -model $w/m7.h5 -json $w/out.json"
+  add "eval embedding missing" - "embedding file .*none.h5 does not exist" "eval -input $w/none.h5 -exact $w/x.h5 -json $w/out.json"
+  add "eval embedding corrupt" - "corrupt.h5 is not an HDF5 file" "eval -input $w/corrupt.h5 -exact $w/x.h5 -json $w/out.json"
+  add "eval negative label" - "contain the negative value -3" "eval -input $w/neglabel.h5 -exact $w/x.h5 -json $w/out.json"
+  add "eval label too large" - "contain the value 2000000000, out of range" "eval -input $w/hugelabel.h5 -exact $w/x.h5 -json $w/out.json"
+  add "eval -json = -input" - "is also an input; choose another -json" "$V -exact $w/x.h5 -json $w/e.h5 -force"
+  add "eval -json = -exact" - "is also an input; choose another -json" "$V -exact $w/x.h5 -json $w/x.h5 -force"
+  add "eval -json exists, no -force" - "d.h5 exists; pass -force" "$V -exact $w/x.h5 -json $w/d.h5"
+  add "eval identical points" - "zero scale .*remove duplicate points" "$V -data $w/same.h5 -json $w/out.json"
+  add "eval -laplacian foo" - "Unknown option foo for -laplacian" "$V -data $w/d.h5 -json $w/out.json -laplacian foo"
+}

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# cli_kill_resume.sh BASIS - training survives kill -9 (a node failure, an OOM kill, a
+# job killed past its time limit without a warning signal):
+#  * a 2-rank, 300-step run with -checkpoint_every 20 is killed with SIGKILL after its
+#    first checkpoint, once by killing the whole process group (mpiexec and the ranks),
+#    once by killing one rank (mpiexec then takes down the other);
+#  * the file under the model's name is then always a complete checkpoint (a multiple of
+#    20 steps): checkpoints are written as NAME.partial and renamed;
+#  * -resume runs to the end with network parameters, Adam moments and random streams
+#    bitwise identical to an uninterrupted run;
+#  * a NAME.partial (left by the kill, or made by deleting basis_complete from a
+#    checkpoint, which is what an interrupted write leaves) is refused by basis embed.
+# Silent on success; prints each failure.
+set -u
+basis=$1
+here=$(cd "$(dirname "$0")" && pwd)
+work=$(mktemp -d "${TMPDIR:-/tmp}/basis-kill.XXXXXX")
+bg=
+trap '[[ -n $bg ]] && kill -9 -- -"$bg" 2>/dev/null; rm -rf "$work"' EXIT
+mpiexec=(mpiexec --oversubscribe --allow-run-as-root)
+fail=0
+die() { echo "FAIL: $*"; fail=1; }
+
+"${mpiexec[@]}" -n 1 "$basis" generate -n 800 -d 6 -classes 4 -output "$work/data.h5" >/dev/null || { echo "FAIL: generate"; exit 1; }
+opts=(train -input "$work/data.h5" -batch 200 -anchors 20 -hidden 32,32 -dim 4 -lr 1e-3 -steps 300
+  -checkpoint_every 20 -train_monitor 0)
+timeout 300 "${mpiexec[@]}" -n 2 "$basis" "${opts[@]}" -model "$work/ref.h5" >/dev/null 2>&1 || { echo "FAIL: uninterrupted run"; exit 1; }
+
+# step FILE: "complete step" of a model file, or an error text
+step() {
+  /usr/bin/python3 -c 'import h5py, sys
+f = h5py.File(sys.argv[1], "r")
+print(f.attrs["basis_complete"][0], [f.attrs[a][8] for a in f.attrs if a.startswith("format_")][0])' "$1" 2>&1 | tail -1
+}
+
+# killed HOW: start the run in its own process group, wait for its first checkpoint, kill -9.
+killed() {
+  local how=$1 model=$work/$1.h5 rank
+  setsid "${mpiexec[@]}" -n 2 "$basis" "${opts[@]}" -model "$model" >"$work/$how.log" 2>&1 &
+  bg=$!
+  for _ in $(seq 3000); do [[ -e $model ]] && break; sleep 0.01; done
+  if [[ $how == group ]]; then
+    kill -9 -- -"$bg"
+  else # one rank: a child of mpiexec running basis
+    rank=$(pgrep -P "$bg" -x basis | head -1)
+    [[ -n $rank ]] && kill -9 "$rank"
+  fi
+  wait "$bg" 2>/dev/null
+  kill -9 -- -"$bg" 2>/dev/null # what mpiexec may have left of the group
+  bg=
+  read -r complete at < <(step "$model")
+  if [[ $complete != 1 ]] || ((at % 20 != 0 || at < 20)); then
+    die "kill -9 ($how): $model is not a complete checkpoint ($complete $at)"; return
+  fi
+  ((at < 300)) || { die "kill -9 ($how): the run finished before it was killed; make it longer"; return; }
+  timeout 300 "${mpiexec[@]}" -n 2 "$basis" "${opts[@]}" -model "$model" -resume >"$work/$how.resume.log" 2>&1 \
+    || { die "kill -9 ($how): -resume from step $at failed:"; tail -3 "$work/$how.resume.log"; return; }
+  for d in /network/params /optimizer/adam_m /optimizer/adam_v /train/rng; do
+    "$here/h5cmp.py" "$work/ref.h5" "$model" "$d" >/dev/null || die "kill -9 ($how) at step $at + resume: $d differs from the uninterrupted run"
+  done
+  # a .partial left by the kill must never be taken for a model
+  if [[ -e $model.partial ]]; then
+    timeout 60 "${mpiexec[@]}" -n 2 "$basis" embed -model "$model.partial" -input "$work/data.h5" -output "$work/e.h5" >/dev/null 2>&1 \
+      && die "basis embed accepted $model.partial left by kill -9"
+  fi
+}
+killed group
+killed rank
+
+# An interrupted checkpoint write: everything but the completeness attribute.
+cp "$work/ref.h5" "$work/cut.h5.partial"
+/usr/bin/python3 -c 'import h5py, sys; del h5py.File(sys.argv[1], "r+").attrs["basis_complete"]' "$work/cut.h5.partial"
+for np in 1 2; do
+  out=$(timeout 60 "${mpiexec[@]}" -n $np "$basis" embed -model "$work/cut.h5.partial" -input "$work/data.h5" -output "$work/e.h5" 2>&1)
+  rc=$?
+  [[ $rc == 1 ]] || die "np=$np embed of a .partial model exited $rc, expected 1"
+  grep -q "is incomplete (its writer was interrupted)" <<<"$out" || { die "np=$np embed of a .partial model: unexpected message"; head -3 <<<"$out"; }
+  [[ ! -e $work/e.h5 ]] || die "np=$np embed of a .partial model wrote an output"
+done
+exit $fail
