@@ -19,7 +19,7 @@
 
 int main(int argc, char **argv)
 {
-  PetscInt    n = 2048;
+  PetscInt    n       = 2048;
   PetscReal   seconds = 1.0;
   float      *a, *b, *c;
   double      t0, elapsed, rate, rmin, rsum;
@@ -40,8 +40,8 @@ int main(int argc, char **argv)
   PetscCallMPI(MPI_Barrier(PETSC_COMM_WORLD));
   t0 = MPI_Wtime();
   do {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)n, (int)n, 1.0f, a, (int)n, b,
-                (int)n, 0.0f, c, (int)n);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)n, (int)n, 1.0f, a, (int)n, b, (int)n,
+                0.0f, c, (int)n);
     reps++;
   } while ((elapsed = MPI_Wtime() - t0) < seconds);
   rate = 2.0 * n * n * (double)n * reps / elapsed / 1e9;
