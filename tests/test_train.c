@@ -162,6 +162,7 @@ int main(int argc, char **argv)
     PetscCallMPI(
         MPI_Allgatherv(shard.x, (int)(shard.n * D_DIM), MPI_FLOAT, all_x, counts, displs, MPI_FLOAT, comm));
     BasisGraphParamsMatched(&mo->graph, N_POINTS, mo->m, &matched);
+    matched.batch_solver = BASIS_BATCH_DENSE; /* the reference: LAPACK, to full accuracy */
     PetscCall(BasisBatchGraphCreate(&matched, N_POINTS, D_DIM, &bg));
     PetscCall(BasisBatchGraphEmbed(bg, all_x, V_all, lambda));
     PetscCall(BasisBatchGraphDestroy(&bg));

@@ -38,8 +38,9 @@ void BasisGraphParamsMatched(const BasisGraphParams *p, PetscInt n, PetscInt m, 
 /* Running k-nearest-neighbour lists of nq query points, filled block by block. */
 typedef struct {
   PetscInt   nq, k;
-  PetscInt  *idx; /* [nq][k] global indices of neighbours, nearest first; -1 = empty */
-  PetscReal *d2;  /* [nq][k] squared distances, ascending; PETSC_MAX_REAL = empty */
+  PetscInt  *idx;   /* [nq][k] global indices of neighbours, nearest first; -1 = empty */
+  PetscReal *d2;    /* [nq][k] squared distances, ascending; PETSC_MAX_REAL = empty */
+  PetscReal *bound; /* scratch of the merge: upper and lower distance bounds of one tile row */
 } BasisKnn;
 
 PetscErrorCode BasisKnnCreate(PetscInt nq, PetscInt k, BasisKnn *knn);
