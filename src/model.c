@@ -177,23 +177,26 @@ static PetscErrorCode ReadArray(hid_t f, const char *path, const char *name, hid
   PetscCheck(H5Lexists(f, name, H5P_DEFAULT) > 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
              "model file %s has no /%s; it is not a complete basis model (retrain, or pass the right -model)",
              path, name);
+  /* damaged metadata makes these calls fail: it is reported as a wrong shape or type */
   dset = H5Dopen2(f, name, H5P_DEFAULT);
-  BasisCallH5(dset);
+  PetscCheck(dset >= 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
+             "model file %s: cannot open /%s; the file is corrupt (restore it or retrain)", path, name);
   space = H5Dget_space(dset);
-  ndims = H5Sget_simple_extent_ndims(space);
+  ndims = space >= 0 ? H5Sget_simple_extent_ndims(space) : -1;
   if (ndims >= 1 && ndims <= 4) H5Sget_simple_extent_dims(space, got, NULL);
-  BasisCallH5(H5Sclose(space));
+  if (space >= 0) H5Sclose(space);
   type = H5Dget_type(dset);
-  cls  = H5Tget_class(type);
-  BasisCallH5(H5Tclose(type));
+  cls  = type >= 0 ? H5Tget_class(type) : H5T_NO_CLASS;
+  if (type >= 0) H5Tclose(type);
   PetscCheck(ndims == rank && got[0] == dims[0] && (rank < 2 || got[1] == dims[1]) && cls == want,
              PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
              "model file %s: /%s has the wrong shape or type (expected %d-D %llu x %llu); the file is "
              "corrupt or from "
              "another basis version",
              path, name, rank, (unsigned long long)dims[0], (unsigned long long)(rank > 1 ? dims[1] : 1));
-  PetscCheck(H5Dread(dset, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0, PETSC_COMM_SELF,
-             PETSC_ERR_FILE_READ, "model file %s: cannot read /%s (truncated file?)", path, name);
+  PetscCheck(
+      H5Dread(dset, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0, PETSC_COMM_SELF, PETSC_ERR_FILE_READ,
+      "model file %s: cannot read /%s; the file is truncated or corrupt (restore it or retrain)", path, name);
   BasisCallH5(H5Dclose(dset));
   PetscFunctionReturn(0);
 }
@@ -209,13 +212,15 @@ static PetscErrorCode ReadAttr(hid_t f, const char *path, const char *name, hid_
              "model file %s has no attribute %s; it is not a basis model or is from another version", path,
              name);
   attr  = H5Aopen(f, name, H5P_DEFAULT);
-  space = H5Aget_space(attr);
-  if (H5Sget_simple_extent_ndims(space) == 1) H5Sget_simple_extent_dims(space, &got, NULL);
-  BasisCallH5(H5Sclose(space));
+  space = attr >= 0 ? H5Aget_space(attr) : -1;
+  if (space >= 0 && H5Sget_simple_extent_ndims(space) == 1) H5Sget_simple_extent_dims(space, &got, NULL);
+  if (space >= 0) H5Sclose(space);
   PetscCheck(got == n, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
              "model file %s: attribute %s has %llu values, expected %llu (another basis version?)", path,
              name, (unsigned long long)got, (unsigned long long)n);
-  BasisCallH5(H5Aread(attr, memtype, buf));
+  PetscCheck(H5Aread(attr, memtype, buf) >= 0, PETSC_COMM_SELF, PETSC_ERR_FILE_READ,
+             "model file %s: cannot read attribute %s; the file is corrupt (restore it or retrain)", path,
+             name);
   BasisCallH5(H5Aclose(attr));
   PetscFunctionReturn(0);
 }
@@ -230,10 +235,27 @@ static PetscErrorCode ReadEnumAttr(hid_t f, const char *path, const char *name, 
   PetscCheck(H5Aexists(f, name) > 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
              "model file %s has no attribute %s", path, name);
   attr = H5Aopen(f, name, H5P_DEFAULT);
-  type = H5Aget_type(attr);
-  PetscCheck(H5Tget_class(type) == H5T_STRING && H5Tget_size(type) < sizeof(buf), PETSC_COMM_SELF,
-             PETSC_ERR_FILE_UNEXPECTED, "model file %s: attribute %s is not a short string", path, name);
-  BasisCallH5(H5Aread(attr, type, buf));
+  type = attr >= 0 ? H5Aget_type(attr) : -1;
+  PetscCheck(type >= 0 && H5Tget_class(type) == H5T_STRING, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
+             "model file %s: attribute %s is not a string; the file is corrupt or not a basis model", path,
+             name);
+  if (H5Tis_variable_str(type) > 0) { /* written by another tool (h5py): read the pointer */
+    char *s   = NULL;
+    hid_t mem = H5Tcopy(H5T_C_S1);
+    BasisCallH5(mem);
+    BasisCallH5(H5Tset_size(mem, H5T_VARIABLE));
+    BasisCallH5(H5Tset_cset(mem, H5Tget_cset(type))); /* h5py writes UTF-8 */
+    PetscCheck(H5Aread(attr, mem, &s) >= 0, PETSC_COMM_SELF, PETSC_ERR_FILE_READ,
+               "model file %s: cannot read attribute %s; the file is corrupt", path, name);
+    if (s) PetscCall(PetscStrncpy(buf, s, sizeof(buf)));
+    H5free_memory(s);
+    BasisCallH5(H5Tclose(mem));
+  } else {
+    PetscCheck(H5Tget_size(type) < sizeof(buf), PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
+               "model file %s: attribute %s is not a short string", path, name);
+    PetscCheck(H5Aread(attr, type, buf) >= 0, PETSC_COMM_SELF, PETSC_ERR_FILE_READ,
+               "model file %s: cannot read attribute %s; the file is corrupt", path, name);
+  }
   BasisCallH5(H5Tclose(type));
   BasisCallH5(H5Aclose(attr));
   for (PetscInt i = 0; list[i] && list[i + 1] && list[i + 2];
@@ -242,7 +264,9 @@ static PetscErrorCode ReadEnumAttr(hid_t f, const char *path, const char *name, 
       *value = i;
       PetscFunctionReturn(0);
     }
-  SETERRQ(PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "model file %s: unknown %s '%s'", path, name, buf);
+  SETERRQ(PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
+          "model file %s: unknown %s '%s'; the file is corrupt or from another basis version", path, name,
+          buf);
 }
 
 static PetscErrorCode ModelReadSerial(const char *path, BasisModel *mo)
@@ -273,9 +297,9 @@ static PetscErrorCode ModelReadSerial(const char *path, BasisModel *mo)
   mo->align.ransac_iters = ints[13], mo->align.ransac_points = ints[14];
   mo->scale = reals[0], mo->target_scale = reals[1], mo->lr = reals[2], mo->align.ransac_tol = reals[3];
   mo->align.max_cond = reals[4];
-  PetscCheck(mo->D > 0 && K > 0 && mo->l > K && mo->nranks > 0 && mo->steps >= 0 && mo->step >= 0 &&
-                 mo->step <= mo->steps && mo->D < 100000000 && K < 10000 && mo->l < 100000000 &&
-                 mo->nranks < 1000000,
+  PetscCheck(mo->D > 0 && K > 0 && mo->l > K && mo->N >= mo->l && mo->m > mo->l && mo->nranks > 0 &&
+                 mo->steps >= 0 && mo->step >= 0 && mo->step <= mo->steps && mo->D < 100000000 && K < 10000 &&
+                 mo->l < 100000000 && mo->nranks < 1000000,
              PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
              "model file %s has inconsistent sizes; it is corrupt", path);
   PetscCall(ReadEnumAttr(f, path, "scale", BasisScaleTypes, &e));

@@ -25,6 +25,9 @@ PetscLogEvent BASIS_ReadShard, BASIS_WriteRows, BASIS_Generate, BASIS_BatchGraph
     BASIS_Embed, BASIS_Checkpoint, BASIS_ExactKnn, BASIS_ExactSolve, BASIS_Metrics;
 PetscLogStage BASIS_StageRef, BASIS_StageTrain, BASIS_StageEmbed;
 
+/* Whether BasisInitialize pushed BasisErrorHandler (BasisFinalize pops it). */
+static PetscBool handler_pushed = PETSC_FALSE;
+
 /* Outputs that are open; removed if an error unwinds to main. */
 #define BASIS_MAX_OPEN_OUTPUTS 8
 static BasisOutput *open_outputs[BASIS_MAX_OPEN_OUTPUTS];
@@ -45,6 +48,7 @@ PetscErrorCode BasisInitialize(void)
   PetscFunctionBeginUser;
   PetscCall(PetscOptionsGetBool(NULL, NULL, "-basis_traceback", &traceback, NULL));
   if (!traceback) PetscCall(PetscPushErrorHandler(BasisErrorHandler, NULL));
+  handler_pushed = (PetscBool)!traceback;
   /* The HDF5 library prints its own error stack; our messages name the failed call. */
   if (!traceback) H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
   PetscCall(PetscClassIdRegister("basis", &cls));
@@ -68,6 +72,18 @@ PetscErrorCode BasisInitialize(void)
   PetscCall(PetscLogStageRegister("BasisReference", &BASIS_StageRef));
   PetscCall(PetscLogStageRegister("BasisTrain", &BASIS_StageTrain));
   PetscCall(PetscLogStageRegister("BasisEmbed", &BASIS_StageEmbed));
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisFinalize - undo BasisInitialize (pop the error handler, whose stack entry PETSc
+  allocated: -malloc_dump reports it otherwise). Not collective; call before SlepcFinalize.
+*/
+PetscErrorCode BasisFinalize(void)
+{
+  PetscFunctionBeginUser;
+  if (handler_pushed) PetscCall(PetscPopErrorHandler());
+  handler_pushed = PETSC_FALSE;
   PetscFunctionReturn(0);
 }
 
