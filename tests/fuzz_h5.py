@@ -17,6 +17,7 @@ Silent on success; on failure prints the failures and the mutant count
 (BASIS_FUZZ_VERBOSE=1 prints every run's outcome). Two runs at a time (the machine has
 2 cores); about 60 s.
 """
+import atexit
 import concurrent.futures
 import os
 import random
@@ -30,6 +31,7 @@ import numpy as np
 
 basis = os.path.abspath(sys.argv[1])
 work = tempfile.mkdtemp(prefix="basis-fuzz.", dir=os.environ.get("TMPDIR", "/tmp"))
+atexit.register(shutil.rmtree, work, True)  # also when the set-up fails
 rng = random.Random(20261201)  # fixed seed: the same mutants on every run
 TIMEOUT = 60
 verbose = os.environ.get("BASIS_FUZZ_VERBOSE") == "1"
@@ -181,7 +183,6 @@ for name, kind, f in mutants:
 
 with concurrent.futures.ThreadPoolExecutor(2) as pool:
     failures = [r for r in pool.map(check, jobs) if r]
-shutil.rmtree(work)
 if failures:
     print("fuzz_h5: %d of %d runs on %d mutants failed:" % (len(failures), len(jobs), len(mutants)))
     print("\n".join(failures))
