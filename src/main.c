@@ -90,9 +90,11 @@ int main(int argc, char **argv)
     BasisOutputCleanupAll();
     /* 30 s: long enough for ranks still finishing a slow collective to arrive. */
     if (!AllRanksFailed(30.0)) MPI_Abort(MPI_COMM_WORLD, 1);
+    BasisFinalize();
     SlepcFinalize();
     return 1;
   }
-  ierr = SlepcFinalize();
+  ierr = BasisFinalize();
+  if (!ierr) ierr = SlepcFinalize();
   return ierr ? 1 : BasisExitStatus;
 }

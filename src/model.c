@@ -47,20 +47,38 @@ PetscErrorCode BasisModelFree(BasisModel *mo)
   PetscFunctionReturn(0);
 }
 
+/* Write a dataset as one chunk with a Fletcher-32 checksum: a flipped bit in the weights
+   makes the read fail ("the file is truncated or corrupt") instead of giving a model that
+   silently computes something else. Any HDF5 reader can read it (the filter is built in). */
 static PetscErrorCode WriteArray(hid_t file, const char *name, hid_t filetype, hid_t memtype, int rank,
                                  const hsize_t dims[], const void *buf)
 {
-  hid_t space, dset, lcpl;
+  hid_t space, dset, lcpl, dcpl, dxpl;
 
   PetscFunctionBeginUser;
   space = H5Screate_simple(rank, dims, NULL);
   BasisCallH5(space);
   lcpl = H5Pcreate(H5P_LINK_CREATE);
   BasisCallH5(H5Pset_create_intermediate_group(lcpl, 1));
-  dset = H5Dcreate2(file, name, filetype, space, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+  dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  BasisCallH5(dcpl);
+  /* a chunk can be neither empty nor 4 GiB; 1 GiB of model data is far beyond any network here */
+  if (dims[0] > 0 && (rank < 2 || dims[1] > 0) &&
+      dims[0] * (rank > 1 ? dims[1] : 1) * H5Tget_size(filetype) < ((hsize_t)1 << 30)) {
+    BasisCallH5(H5Pset_chunk(dcpl, rank, dims));
+    BasisCallH5(H5Pset_fletcher32(dcpl));
+  }
+  dset = H5Dcreate2(file, name, filetype, space, lcpl, dcpl, H5P_DEFAULT);
   BasisCallH5(dset);
-  BasisCallH5(H5Dwrite(dset, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf));
+  /* the file is open through MPI-IO (on PETSC_COMM_SELF): parallel HDF5 writes filtered
+     datasets only collectively */
+  dxpl = H5Pcreate(H5P_DATASET_XFER);
+  BasisCallH5(dxpl);
+  BasisCallH5(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE));
+  BasisCallH5(H5Dwrite(dset, memtype, H5S_ALL, H5S_ALL, dxpl, buf));
+  BasisCallH5(H5Pclose(dxpl));
   BasisCallH5(H5Dclose(dset));
+  BasisCallH5(H5Pclose(dcpl));
   BasisCallH5(H5Pclose(lcpl));
   BasisCallH5(H5Sclose(space));
   PetscFunctionReturn(0);
@@ -178,23 +196,26 @@ static PetscErrorCode ReadArray(hid_t f, const char *path, const char *name, hid
   PetscCheck(H5Lexists(f, name, H5P_DEFAULT) > 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
              "model file %s has no /%s; it is not a complete basis model (retrain, or pass the right -model)",
              path, name);
+  /* damaged metadata makes these calls fail: it is reported as a wrong shape or type */
   dset = H5Dopen2(f, name, H5P_DEFAULT);
-  BasisCallH5(dset);
+  PetscCheck(dset >= 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
+             "model file %s: cannot open /%s; the file is corrupt (restore it or retrain)", path, name);
   space = H5Dget_space(dset);
-  ndims = H5Sget_simple_extent_ndims(space);
+  ndims = space >= 0 ? H5Sget_simple_extent_ndims(space) : -1;
   if (ndims >= 1 && ndims <= 4) H5Sget_simple_extent_dims(space, got, NULL);
-  BasisCallH5(H5Sclose(space));
+  if (space >= 0) H5Sclose(space);
   type = H5Dget_type(dset);
-  cls  = H5Tget_class(type);
-  BasisCallH5(H5Tclose(type));
+  cls  = type >= 0 ? H5Tget_class(type) : H5T_NO_CLASS;
+  if (type >= 0) H5Tclose(type);
   PetscCheck(ndims == rank && got[0] == dims[0] && (rank < 2 || got[1] == dims[1]) && cls == want,
              PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
              "model file %s: /%s has the wrong shape or type (expected %d-D %llu x %llu); the file is "
              "corrupt or from "
              "another basis version",
              path, name, rank, (unsigned long long)dims[0], (unsigned long long)(rank > 1 ? dims[1] : 1));
-  PetscCheck(H5Dread(dset, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0, PETSC_COMM_SELF,
-             PETSC_ERR_FILE_READ, "model file %s: cannot read /%s (truncated file?)", path, name);
+  PetscCheck(
+      H5Dread(dset, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0, PETSC_COMM_SELF, PETSC_ERR_FILE_READ,
+      "model file %s: cannot read /%s; the file is truncated or corrupt (restore it or retrain)", path, name);
   BasisCallH5(H5Dclose(dset));
   PetscFunctionReturn(0);
 }
@@ -210,13 +231,15 @@ static PetscErrorCode ReadAttr(hid_t f, const char *path, const char *name, hid_
              "model file %s has no attribute %s; it is not a basis model or is from another version", path,
              name);
   attr  = H5Aopen(f, name, H5P_DEFAULT);
-  space = H5Aget_space(attr);
-  if (H5Sget_simple_extent_ndims(space) == 1) H5Sget_simple_extent_dims(space, &got, NULL);
-  BasisCallH5(H5Sclose(space));
+  space = attr >= 0 ? H5Aget_space(attr) : -1;
+  if (space >= 0 && H5Sget_simple_extent_ndims(space) == 1) H5Sget_simple_extent_dims(space, &got, NULL);
+  if (space >= 0) H5Sclose(space);
   PetscCheck(got == n, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
              "model file %s: attribute %s has %llu values, expected %llu (another basis version?)", path,
              name, (unsigned long long)got, (unsigned long long)n);
-  BasisCallH5(H5Aread(attr, memtype, buf));
+  PetscCheck(H5Aread(attr, memtype, buf) >= 0, PETSC_COMM_SELF, PETSC_ERR_FILE_READ,
+             "model file %s: cannot read attribute %s; the file is corrupt (restore it or retrain)", path,
+             name);
   BasisCallH5(H5Aclose(attr));
   PetscFunctionReturn(0);
 }
@@ -231,10 +254,27 @@ static PetscErrorCode ReadEnumAttr(hid_t f, const char *path, const char *name, 
   PetscCheck(H5Aexists(f, name) > 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
              "model file %s has no attribute %s", path, name);
   attr = H5Aopen(f, name, H5P_DEFAULT);
-  type = H5Aget_type(attr);
-  PetscCheck(H5Tget_class(type) == H5T_STRING && H5Tget_size(type) < sizeof(buf), PETSC_COMM_SELF,
-             PETSC_ERR_FILE_UNEXPECTED, "model file %s: attribute %s is not a short string", path, name);
-  BasisCallH5(H5Aread(attr, type, buf));
+  type = attr >= 0 ? H5Aget_type(attr) : -1;
+  PetscCheck(type >= 0 && H5Tget_class(type) == H5T_STRING, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
+             "model file %s: attribute %s is not a string; the file is corrupt or not a basis model", path,
+             name);
+  if (H5Tis_variable_str(type) > 0) { /* written by another tool (h5py): read the pointer */
+    char *s   = NULL;
+    hid_t mem = H5Tcopy(H5T_C_S1);
+    BasisCallH5(mem);
+    BasisCallH5(H5Tset_size(mem, H5T_VARIABLE));
+    BasisCallH5(H5Tset_cset(mem, H5Tget_cset(type))); /* h5py writes UTF-8 */
+    PetscCheck(H5Aread(attr, mem, &s) >= 0, PETSC_COMM_SELF, PETSC_ERR_FILE_READ,
+               "model file %s: cannot read attribute %s; the file is corrupt", path, name);
+    if (s) PetscCall(PetscStrncpy(buf, s, sizeof(buf)));
+    H5free_memory(s);
+    BasisCallH5(H5Tclose(mem));
+  } else {
+    PetscCheck(H5Tget_size(type) < sizeof(buf), PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
+               "model file %s: attribute %s is not a short string", path, name);
+    PetscCheck(H5Aread(attr, type, buf) >= 0, PETSC_COMM_SELF, PETSC_ERR_FILE_READ,
+               "model file %s: cannot read attribute %s; the file is corrupt", path, name);
+  }
   BasisCallH5(H5Tclose(type));
   BasisCallH5(H5Aclose(attr));
   for (PetscInt i = 0; list[i] && list[i + 1] && list[i + 2];
@@ -243,7 +283,9 @@ static PetscErrorCode ReadEnumAttr(hid_t f, const char *path, const char *name, 
       *value = i;
       PetscFunctionReturn(0);
     }
-  SETERRQ(PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "model file %s: unknown %s '%s'", path, name, buf);
+  SETERRQ(PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
+          "model file %s: unknown %s '%s'; the file is corrupt or from another basis version", path, name,
+          buf);
 }
 
 static PetscErrorCode ModelReadSerial(const char *path, BasisModel *mo)
@@ -278,9 +320,9 @@ static PetscErrorCode ModelReadSerial(const char *path, BasisModel *mo)
   mo->lr_final = mo->lr;
   if (H5Aexists(f, "lr_final") > 0)
     PetscCall(ReadAttr(f, path, "lr_final", H5T_NATIVE_DOUBLE, 1, &mo->lr_final));
-  PetscCheck(mo->D > 0 && K > 0 && mo->l > K && mo->nranks > 0 && mo->steps >= 0 && mo->step >= 0 &&
-                 mo->step <= mo->steps && mo->D < 100000000 && K < 10000 && mo->l < 100000000 &&
-                 mo->nranks < 1000000,
+  PetscCheck(mo->D > 0 && K > 0 && mo->l > K && mo->N >= mo->l && mo->m > mo->l && mo->nranks > 0 &&
+                 mo->steps >= 0 && mo->step >= 0 && mo->step <= mo->steps && mo->D < 100000000 && K < 10000 &&
+                 mo->l < 100000000 && mo->nranks < 1000000,
              PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
              "model file %s has inconsistent sizes; it is corrupt", path);
   PetscCall(ReadEnumAttr(f, path, "scale", BasisScaleTypes, &e));

@@ -25,9 +25,18 @@ PetscLogEvent BASIS_ReadShard, BASIS_WriteRows, BASIS_Generate, BASIS_BatchGraph
     BASIS_Embed, BASIS_Checkpoint, BASIS_ExactKnn, BASIS_ExactSolve, BASIS_Metrics;
 PetscLogStage BASIS_StageRef, BASIS_StageTrain, BASIS_StageEmbed;
 
-/* Outputs that are open; removed if an error unwinds to main. */
+/* Whether BasisInitialize pushed BasisErrorHandler (BasisFinalize pops it). */
+static PetscBool handler_pushed = PETSC_FALSE;
+
+/* Outputs that are open; removed if an error unwinds to main. A copy of what the clean-up
+   needs, not a pointer to the caller's BasisOutput: that is usually a local variable of a
+   function the error has already returned from. owner only identifies the entry. */
 #define BASIS_MAX_OPEN_OUTPUTS 8
-static BasisOutput *open_outputs[BASIS_MAX_OPEN_OUTPUTS];
+static struct {
+  const BasisOutput *owner;
+  MPI_Comm           comm;
+  char               tmp[PETSC_MAX_PATH_LEN];
+} open_outputs[BASIS_MAX_OPEN_OUTPUTS];
 
 /*
   BasisInitialize - register log events and stages, install the error handler.
@@ -45,6 +54,7 @@ PetscErrorCode BasisInitialize(void)
   PetscFunctionBeginUser;
   PetscCall(PetscOptionsGetBool(NULL, NULL, "-basis_traceback", &traceback, NULL));
   if (!traceback) PetscCall(PetscPushErrorHandler(BasisErrorHandler, NULL));
+  handler_pushed = (PetscBool)!traceback;
   /* The HDF5 library prints its own error stack; our messages name the failed call. */
   if (!traceback) H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
   PetscCall(PetscClassIdRegister("basis", &cls));
@@ -68,6 +78,18 @@ PetscErrorCode BasisInitialize(void)
   PetscCall(PetscLogStageRegister("BasisReference", &BASIS_StageRef));
   PetscCall(PetscLogStageRegister("BasisTrain", &BASIS_StageTrain));
   PetscCall(PetscLogStageRegister("BasisEmbed", &BASIS_StageEmbed));
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisFinalize - undo BasisInitialize (pop the error handler, whose stack entry PETSc
+  allocated: -malloc_dump reports it otherwise). Not collective; call before SlepcFinalize.
+*/
+PetscErrorCode BasisFinalize(void)
+{
+  PetscFunctionBeginUser;
+  if (handler_pushed) PetscCall(PetscPopErrorHandler());
+  handler_pushed = PETSC_FALSE;
   PetscFunctionReturn(0);
 }
 
@@ -187,13 +209,18 @@ PetscErrorCode BasisOutputCreate(MPI_Comm comm, const char *path, PetscBool forc
   fapl = H5Pcreate(H5P_FILE_ACCESS);
   BasisCallH5(fapl);
   BasisCallH5(H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL));
+  /* 1.8+ file format: the superblock and object headers carry checksums, so a damaged
+     file is refused by its reader instead of misread (tests/fuzz_h5.py) */
+  BasisCallH5(H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST));
   out->file = H5Fcreate(out->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
   BasisCallH5(H5Pclose(fapl));
   BasisCheckAll(comm, out->file >= 0, PETSC_ERR_FILE_OPEN, "cannot create %s (for output %s)", out->tmp,
                 path);
   for (int i = 0; i < BASIS_MAX_OPEN_OUTPUTS; i++)
-    if (!open_outputs[i]) {
-      open_outputs[i] = out;
+    if (!open_outputs[i].owner) {
+      open_outputs[i].owner = out;
+      open_outputs[i].comm  = comm;
+      PetscCall(PetscStrncpy(open_outputs[i].tmp, out->tmp, sizeof(open_outputs[i].tmp)));
       break;
     }
   PetscFunctionReturn(0);
@@ -202,7 +229,7 @@ PetscErrorCode BasisOutputCreate(MPI_Comm comm, const char *path, PetscBool forc
 static void Forget(BasisOutput *out)
 {
   for (int i = 0; i < BASIS_MAX_OPEN_OUTPUTS; i++)
-    if (open_outputs[i] == out) open_outputs[i] = NULL;
+    if (open_outputs[i].owner == out) open_outputs[i].owner = NULL;
 }
 
 /*
@@ -256,10 +283,10 @@ void BasisOutputCleanupAll(void)
 {
   for (int i = 0; i < BASIS_MAX_OPEN_OUTPUTS; i++) {
     PetscMPIInt rank = 0;
-    if (!open_outputs[i]) continue;
-    MPI_Comm_rank(open_outputs[i]->comm, &rank);
-    if (rank == 0) unlink(open_outputs[i]->tmp);
-    open_outputs[i] = NULL;
+    if (!open_outputs[i].owner) continue;
+    MPI_Comm_rank(open_outputs[i].comm, &rank);
+    if (rank == 0) unlink(open_outputs[i].tmp);
+    open_outputs[i].owner = NULL;
   }
 }
 

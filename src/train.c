@@ -344,12 +344,12 @@ PetscErrorCode BasisTrainerSetUp(BasisTrainer t)
   PetscFunctionBeginUser;
   PetscCall(BasisInputOpen(t->comm, t->input, &in));
   mo->N = in.N, mo->D = in.D;
-  /* Default reference: 16 batches' worth of points, density-matched (k_R = k R / m). On
-     MNIST-10k it cut d_G from 0.87 (R = m) to 0.69 for ~1 s of set-up (docs/quality.md);
-     its kNN costs O(R^2 D), so it is capped rather than the whole data set. */
   PetscCheck(mo->l <= mo->N, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
              "-anchors %d exceeds the %d points of input %s; use a smaller -anchors (and -batch)", (int)mo->l,
              (int)mo->N, t->input);
+  /* Default reference: 16 batches' worth of points, density-matched (k_R = k R / m). On
+     MNIST-10k it cut d_G from 0.87 (R = m) to 0.69 for ~1 s of set-up (docs/quality.md);
+     its kNN costs O(R^2 D), so it is capped rather than the whole data set. */
   if (mo->R == 0) mo->R = PetscMax(PetscMin(mo->N, 16 * mo->m), mo->l);
   PetscCheck(
       mo->N >= mo->R && mo->N >= mo->m, t->comm, PETSC_ERR_ARG_OUTOFRANGE,

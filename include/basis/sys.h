@@ -40,6 +40,7 @@ extern PetscLogEvent BASIS_ReadShard, BASIS_WriteRows, BASIS_Generate, BASIS_Bat
 extern PetscLogStage BASIS_StageRef, BASIS_StageTrain, BASIS_StageEmbed;
 
 PetscErrorCode BasisInitialize(void);
+PetscErrorCode BasisFinalize(void);
 PetscErrorCode BasisHelpRequested(PetscBool *help);
 PetscErrorCode BasisErrorHandler(MPI_Comm, int, const char *, const char *, PetscErrorCode, PetscErrorType,
                                  const char *, void *);
