@@ -40,6 +40,11 @@ extern void dsyevr_(const char *jobz, const char *range, const char *uplo, const
    2048 columns keep the per-row candidate scan long enough to amortise its setup. */
 #define BASIS_KNN_TILE_ROWS 1024
 #define BASIS_KNN_TILE_COLS 2048
+/* Columns per block of the candidate pre-selection in MergeTile: blocks whose smallest
+   lower bound already exceeds the threshold are skipped whole, so the per-column scalar
+   work (branches, ~5 ns per pair before) is done for ~k blocks of a row, not all of it.
+   16 doubles are two AVX-512 registers. */
+#define BASIS_KNN_BLOCK 16
 
 /*
   BasisGraphParamsDefault - the defaults of the authors' code: knn 10, scale_neighbor 7,
@@ -135,7 +140,7 @@ PetscErrorCode BasisKnnCreate(PetscInt nq, PetscInt k, BasisKnn *knn)
   PetscCheck(k >= 1, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "-knn %d must be at least 1", (int)k);
   knn->nq = nq;
   knn->k  = k;
-  PetscCall(PetscMalloc3((size_t)nq * k, &knn->idx, (size_t)nq * k, &knn->d2, 2 * BASIS_KNN_TILE_COLS,
+  PetscCall(PetscMalloc3((size_t)nq * k, &knn->idx, (size_t)nq * k, &knn->d2, 3 * BASIS_KNN_TILE_COLS,
                          &knn->bound));
   for (size_t i = 0; i < (size_t)nq * k; i++) {
     knn->idx[i] = -1;
@@ -225,18 +230,21 @@ static void SquaredNorms(PetscInt n, PetscInt D, const float x[], PetscReal nrm[
   most margin_j = c (qn + pn_j), c = (D + 2) FLT_EPSILON (the float dot-product error bound
   gamma_D ||q|| ||p|| <= D u (qn + pn_j)/2, doubled by the factor 2, plus the final
   rounding; FLT_EPSILON = 2u leaves another factor 2 of safety). Let U be the k-th smallest
-  upper bound a_j + margin_j in the tile and t the current k-th exact distance: a point
-  whose lower bound a_j - margin_j exceeds min(U, t) cannot enter the list; every other one
-  is recomputed exactly and merged. Ties are kept (<=), so the result is exact.
+  of the per-block minima of the upper bounds a_j + margin_j (at least k points of the
+  tile lie within U) and t the current k-th exact distance: a point whose lower bound
+  a_j - margin_j exceeds min(U, t) cannot enter the list; every other one is recomputed
+  exactly and merged. Ties are kept (<=), so the result is exact.
 */
 static void MergeTile(BasisKnn *knn, PetscInt D, const float q[], PetscInt qstart, const PetscReal qn[],
                       PetscInt i0, PetscInt rows, const float p[], PetscInt pstart, const PetscReal pn[],
                       PetscInt j0, PetscInt cols, const float G[], PetscReal ub[], PetscLogDouble *exact)
 {
-  const PetscInt   k     = knn->k;
-  const PetscReal  c     = (PetscReal)(D + 2) * FLT_EPSILON;
-  const PetscReal *pnj   = pn + j0;
-  PetscReal *restrict up = knn->bound, *restrict lo = knn->bound + BASIS_KNN_TILE_COLS;
+  const PetscInt   k = knn->k, B = BASIS_KNN_BLOCK, nb = (cols + B - 1) / B;
+  const PetscReal  c   = (PetscReal)(D + 2) * FLT_EPSILON;
+  const PetscReal *pnj = pn + j0;
+  /* scratch (BasisKnnCreate): up, lo [cols padded to nb B], bu, bl [nb] */
+  PetscReal *restrict up = knn->bound, *restrict lo = up + nb * B, *restrict bu = lo + nb * B,
+                      *restrict bl = bu + nb;
 
   for (PetscInt r = 0; r < rows; r++) {
     const PetscInt  i = i0 + r, gi = qstart + i, self = gi - (pstart + j0);
@@ -245,19 +253,31 @@ static void MergeTile(BasisKnn *knn, PetscInt D, const float q[], PetscInt qstar
     PetscInt       *idx = knn->idx + (size_t)i * k, nub = 0;
     PetscReal      *d2 = knn->d2 + (size_t)i * k, tau;
 
-    /* both bounds of every column first, in a loop the compiler vectorises (measured: the
-       two passes below then cost ~1 cycle per column instead of ~4); the query itself is
-       excluded by bounds that no list can accept */
+    /* both bounds of every column in one branch-free loop the compiler vectorises (the
+       query itself gets bounds no list can accept; the columns are padded to nb B), then
+       their minima over the nb blocks, block b being the columns b, b + nb, b + 2 nb, ...:
+       strided blocks make the minima a vertical (vectorised) min over B rows of nb */
 #pragma omp simd
     for (PetscInt j = 0; j < cols; j++) {
       PetscReal s = qni + pnj[j], a = s + (PetscReal)g[j];
-      up[j] = a + c * s;
-      lo[j] = a - c * s;
+      up[j] = j == self ? PETSC_MAX_REAL : a + c * s;
+      lo[j] = j == self ? PETSC_MAX_REAL : a - c * s;
     }
-    if (self >= 0 && self < cols) up[self] = lo[self] = PETSC_MAX_REAL;
-    /* pass 1: the k smallest upper bounds in this tile */
-    for (PetscInt j = 0; j < cols; j++) {
-      PetscReal u = up[j];
+    for (PetscInt j = cols; j < nb * B; j++) up[j] = lo[j] = PETSC_MAX_REAL;
+    for (PetscInt b = 0; b < nb; b++) bu[b] = up[b], bl[b] = lo[b];
+    for (PetscInt t = 1; t < B; t++) {
+      const PetscReal *ut = up + t * nb, *lt = lo + t * nb;
+#pragma omp simd
+      for (PetscInt b = 0; b < nb; b++) {
+        bu[b] = PetscMin(bu[b], ut[b]);
+        bl[b] = PetscMin(bl[b], lt[b]);
+      }
+    }
+    /* tau: the k-th smallest block minimum of the upper bounds. The k blocks at or below
+       it hold k distinct points whose exact distance is <= tau, so a point whose lower
+       bound exceeds tau (or the list's current k-th distance) cannot enter the list. */
+    for (PetscInt b = 0; b < nb; b++) {
+      PetscReal u = bu[b];
       if (nub < k || u < ub[k - 1]) {
         PetscInt pos = nub < k ? nub++ : k - 1;
         while (pos > 0 && ub[pos - 1] > u) {
@@ -268,17 +288,20 @@ static void MergeTile(BasisKnn *knn, PetscInt D, const float q[], PetscInt qstar
       }
     }
     tau = nub == k ? PetscMin(ub[k - 1], d2[k - 1]) : d2[k - 1];
-    /* pass 2: exact distances for the candidates that may enter */
-    for (PetscInt j = 0; j < cols; j++) {
-      PetscReal d;
-      PetscInt  gj;
-      if (lo[j] > tau || j == self) continue;
-      gj = pstart + j0 + j;
-      d  = Dist2(D, qi, p + (size_t)(j0 + j) * D);
-      *exact += 1;
-      if (Before(d, gj, d2[k - 1], idx[k - 1])) {
-        ListInsert(k, idx, d2, d, gj);
-        tau = PetscMin(tau, d2[k - 1]);
+    /* exact distances for the candidates, visiting only blocks that may hold one */
+    for (PetscInt b = 0; b < nb; b++) {
+      if (bl[b] > tau) continue;
+      for (PetscInt j = b; j < cols; j += nb) {
+        PetscReal d;
+        PetscInt  gj;
+        if (lo[j] > tau || j == self) continue;
+        gj = pstart + j0 + j;
+        d  = Dist2(D, qi, p + (size_t)(j0 + j) * D);
+        *exact += 1;
+        if (Before(d, gj, d2[k - 1], idx[k - 1])) {
+          ListInsert(k, idx, d2, d, gj);
+          tau = PetscMin(tau, d2[k - 1]);
+        }
       }
     }
   }
@@ -854,6 +877,7 @@ PetscErrorCode BasisGraphAssemble(MPI_Comm comm, const BasisGraphParams *p, cons
 {
   const PetscInt     k      = p->knn;
   PetscInt           nshort = 0, r0, nisolated = 0;
+  PetscMPIInt        size;
   PetscReal         *sigma;
   PetscScalar       *h;
   Mat                pre;
@@ -879,22 +903,40 @@ PetscErrorCode BasisGraphAssemble(MPI_Comm comm, const BasisGraphParams *p, cons
   PetscCall(PetscMalloc2(knn->nq, &sigma, k, &h));
   PetscCall(BasisGraphSigma(comm, p, knn, sigma));
 
-  /* exact preallocation: the in-degree of a kNN graph is unbounded (hubs) */
-  PetscCall(MatCreate(comm, &pre));
-  PetscCall(MatSetSizes(pre, knn->nq, knn->nq, nglobal, nglobal));
-  PetscCall(MatSetType(pre, MATPREALLOCATOR));
-  PetscCall(MatSetUp(pre));
-  PetscCall(MatGetOwnershipRange(pre, &r0, NULL));
-  BasisCheckAll(
-      comm, r0 == rstart, PETSC_ERR_ARG_WRONG,
-      "the rows of the point set must be split in rank order: a rank's rstart differs from the sum of "
-      "the row counts of the ranks before it");
-  PetscCall(SetAffinities(pre, p, knn, rstart, sigma, h));
-  PetscCall(MatCreate(comm, W));
-  PetscCall(MatSetSizes(*W, knn->nq, knn->nq, nglobal, nglobal));
-  PetscCall(MatSetType(*W, MATMPIAIJ));
-  PetscCall(MatPreallocatorPreallocate(pre, PETSC_TRUE, *W));
-  PetscCall(MatDestroy(&pre));
+  PetscCallMPI(MPI_Comm_size(comm, &size));
+  if (size == 1) {
+    /* one process (every training step's batch graph): row i holds its k neighbours, the
+       rows that list i (its in-degree, unbounded: hubs) and the diagonal; counted directly,
+       an upper bound where two points list each other. The general route below, through
+       MATPREALLOCATOR's hash table, cost as much as the batch's kNN (measured). */
+    PetscInt *nnz;
+    PetscCheck(knn->nq == nglobal && rstart == 0, comm, PETSC_ERR_ARG_SIZ,
+               "one process holds %d of %d points starting at %d; it must hold all of them", (int)knn->nq,
+               (int)nglobal, (int)rstart);
+    PetscCall(PetscCalloc1(PetscMax(knn->nq, 1), &nnz));
+    for (PetscInt i = 0; i < knn->nq; i++)
+      for (PetscInt t = 0; t < k; t++) nnz[knn->idx[(size_t)i * knn->k + t]]++;
+    for (PetscInt i = 0; i < knn->nq; i++) nnz[i] = PetscMin(nnz[i] + k + 1, nglobal);
+    PetscCall(MatCreateSeqAIJ(comm, nglobal, nglobal, 0, nnz, W));
+    PetscCall(PetscFree(nnz));
+  } else {
+    /* exact preallocation: the in-degree of a kNN graph is unbounded (hubs) */
+    PetscCall(MatCreate(comm, &pre));
+    PetscCall(MatSetSizes(pre, knn->nq, knn->nq, nglobal, nglobal));
+    PetscCall(MatSetType(pre, MATPREALLOCATOR));
+    PetscCall(MatSetUp(pre));
+    PetscCall(MatGetOwnershipRange(pre, &r0, NULL));
+    BasisCheckAll(
+        comm, r0 == rstart, PETSC_ERR_ARG_WRONG,
+        "the rows of the point set must be split in rank order: a rank's rstart differs from the sum of "
+        "the row counts of the ranks before it");
+    PetscCall(SetAffinities(pre, p, knn, rstart, sigma, h));
+    PetscCall(MatCreate(comm, W));
+    PetscCall(MatSetSizes(*W, knn->nq, knn->nq, nglobal, nglobal));
+    PetscCall(MatSetType(*W, MATMPIAIJ));
+    PetscCall(MatPreallocatorPreallocate(pre, PETSC_TRUE, *W));
+    PetscCall(MatDestroy(&pre));
+  }
   PetscCall(SetAffinities(*W, p, knn, rstart, sigma, h));
   PetscCall(PetscLogFlops(6.0 * knn->nq * k));
   PetscCall(MatSetOption(*W, MAT_SYMMETRIC, PETSC_TRUE));
