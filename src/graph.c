@@ -242,9 +242,8 @@ static void MergeTile(BasisKnn *knn, PetscInt D, const float q[], PetscInt qstar
   const PetscInt   k = knn->k, B = BASIS_KNN_BLOCK, nb = (cols + B - 1) / B;
   const PetscReal  c   = (PetscReal)(D + 2) * FLT_EPSILON;
   const PetscReal *pnj = pn + j0;
-  /* scratch (BasisKnnCreate): up, lo [cols padded to nb B], bu, bl [nb] */
-  PetscReal *restrict up = knn->bound, *restrict lo = up + nb * B, *restrict bu = lo + nb * B,
-                      *restrict bl = bu + nb;
+  /* scratch (BasisKnnCreate): lo [cols], bu, bl [nb] */
+  PetscReal *restrict lo = knn->bound, *restrict bu = lo + cols, *restrict bl = bu + nb;
 
   for (PetscInt r = 0; r < rows; r++) {
     const PetscInt  i = i0 + r, gi = qstart + i, self = gi - (pstart + j0);
@@ -253,24 +252,21 @@ static void MergeTile(BasisKnn *knn, PetscInt D, const float q[], PetscInt qstar
     PetscInt       *idx = knn->idx + (size_t)i * k, nub = 0;
     PetscReal      *d2 = knn->d2 + (size_t)i * k, tau;
 
-    /* both bounds of every column in one branch-free loop the compiler vectorises (the
-       query itself gets bounds no list can accept; the columns are padded to nb B), then
-       their minima over the nb blocks, block b being the columns b, b + nb, b + 2 nb, ...:
-       strided blocks make the minima a vertical (vectorised) min over B rows of nb */
+    /* the lower bound of every column and the minima of both bounds over the nb blocks,
+       block b being the columns b, b + nb, b + 2 nb, ...: with strided blocks the minima
+       are vertical, so the whole pass is one branch-free loop the compiler vectorises. The
+       query itself gets bounds no list can accept. */
+    for (PetscInt b = 0; b < nb; b++) bu[b] = bl[b] = PETSC_MAX_REAL;
+    for (PetscInt t = 0; t < B; t++) {
+      const PetscInt jt = t * nb, nbt = PetscMin(nb, cols - jt);
 #pragma omp simd
-    for (PetscInt j = 0; j < cols; j++) {
-      PetscReal s = qni + pnj[j], a = s + (PetscReal)g[j];
-      up[j] = j == self ? PETSC_MAX_REAL : a + c * s;
-      lo[j] = j == self ? PETSC_MAX_REAL : a - c * s;
-    }
-    for (PetscInt j = cols; j < nb * B; j++) up[j] = lo[j] = PETSC_MAX_REAL;
-    for (PetscInt b = 0; b < nb; b++) bu[b] = up[b], bl[b] = lo[b];
-    for (PetscInt t = 1; t < B; t++) {
-      const PetscReal *ut = up + t * nb, *lt = lo + t * nb;
-#pragma omp simd
-      for (PetscInt b = 0; b < nb; b++) {
-        bu[b] = PetscMin(bu[b], ut[b]);
-        bl[b] = PetscMin(bl[b], lt[b]);
+      for (PetscInt b = 0; b < nbt; b++) {
+        const PetscInt j = jt + b;
+        PetscReal      s = qni + pnj[j], a = s + (PetscReal)g[j];
+        PetscReal      u = j == self ? PETSC_MAX_REAL : a + c * s, l = j == self ? PETSC_MAX_REAL : a - c * s;
+        lo[j] = l;
+        bu[b] = PetscMin(bu[b], u);
+        bl[b] = PetscMin(bl[b], l);
       }
     }
     /* tau: the k-th smallest block minimum of the upper bounds. The k blocks at or below
