@@ -22,6 +22,7 @@
 #include <cblas.h>
 #include <float.h>
 #include <stdlib.h>
+#include <string.h>
 #include <slepceps.h>
 
 const char *const BasisScaleTypes[]     = {"local", "median", "BasisScaleType", "BASIS_SCALE_", NULL};
@@ -45,6 +46,9 @@ extern void dsyevr_(const char *jobz, const char *range, const char *uplo, const
    work (branches, ~5 ns per pair before) is done for ~k blocks of a row, not all of it.
    16 doubles are two AVX-512 registers. */
 #define BASIS_KNN_BLOCK 16
+
+/* WarnComponents keeps a row of the zero eigenvectors on the stack; larger -dim skip it. */
+#define BASIS_MAX_ZERO_COMPONENTS 64
 
 /*
   BasisGraphParamsDefault - the defaults of the authors' code: knn 10, scale_neighbor 7,
@@ -1066,6 +1070,96 @@ static PetscErrorCode CountComponents(Mat W, PetscInt *ncomp)
 }
 
 /*
+  WarnComponents - after a solve: a graph with c > 1 connected components has eigenvalue 0
+  c times, and its first c eigenvectors only say which component a point is in (their rows
+  are positive multiples of one vector per component: D^1/2 1_C for sym, 1_C otherwise).
+  Counts the points of each component from those rows and warns on rank 0 (issue 7: a
+  component smaller than K + 1 points is named, with the fix). The batch solve of a training
+  step warns at most once per process.
+
+  Collective on comm. phi [nlocal][K] row-major after the sign convention; lambda [K].
+*/
+static PetscErrorCode WarnComponents(MPI_Comm comm, const char *prefix, PetscInt K, PetscInt nlocal,
+                                     const PetscReal phi[], const PetscReal lambda[], PetscReal zero)
+{
+  static PetscBool batch_warned = PETSC_FALSE;
+  PetscBool        batch        = (PetscBool)(prefix && !strcmp(prefix, "batch_"));
+  PetscInt         c = 0, nrep = 0, *count, *all_count = NULL, smallest = 0, nsmall = 0;
+  PetscReal       *rep, *all_rep = NULL;
+  PetscMPIInt      size, rank;
+  char             name[64];
+
+  PetscFunctionBeginUser;
+  while (c < K && PetscAbsReal(lambda[c]) <= zero) c++;
+  if (c < 2 || (batch && batch_warned)) PetscFunctionReturn(0);
+  PetscCallMPI(MPI_Comm_size(comm, &size));
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  /* this rank's distinct unit rows of the c zero columns (at most c of them), with counts;
+     1e-6: the rows of one component agree to the solver's accuracy, different
+     components' rows are orthogonal */
+  PetscCall(PetscCalloc2((size_t)c * c, &rep, c, &count));
+  for (PetscInt i = 0; i < nlocal; i++) {
+    PetscReal u[BASIS_MAX_ZERO_COMPONENTS], nrm = 0;
+    PetscInt  r;
+    for (PetscInt j = 0; j < c; j++) u[j] = phi[(size_t)i * K + j], nrm += u[j] * u[j];
+    nrm = PetscSqrtReal(nrm);
+    if (!(nrm > 0)) continue;
+    for (PetscInt j = 0; j < c; j++) u[j] /= nrm;
+    for (r = 0; r < nrep; r++) {
+      PetscReal d = 0;
+      for (PetscInt j = 0; j < c; j++) d += PetscAbsReal(u[j] - rep[r * c + j]);
+      if (d < 1e-6 * c) break;
+    }
+    if (r == nrep && nrep < c) PetscCall(PetscArraycpy(rep + (nrep++) * c, u, c));
+    if (r < nrep) count[r]++;
+  }
+  /* merge on rank 0: the same matching over every rank's representatives */
+  if (rank == 0) PetscCall(PetscMalloc2((size_t)size * c * c, &all_rep, (size_t)size * c, &all_count));
+  PetscCallMPI(MPI_Gather(rep, (int)(c * c), MPIU_REAL, all_rep, (int)(c * c), MPIU_REAL, 0, comm));
+  PetscCallMPI(MPI_Gather(count, (int)c, MPIU_INT, all_count, (int)c, MPIU_INT, 0, comm));
+  if (rank == 0) {
+    PetscInt n = 0, total[BASIS_MAX_ZERO_COMPONENTS] = {0};
+    for (PetscInt q = 0; q < size * c; q++) {
+      PetscInt r;
+      if (!all_count[q]) continue;
+      for (r = 0; r < n; r++) {
+        PetscReal d = 0;
+        for (PetscInt j = 0; j < c; j++) d += PetscAbsReal(all_rep[q * c + j] - rep[r * c + j]);
+        if (d < 1e-6 * c) break;
+      }
+      if (r == n && n < c) PetscCall(PetscArraycpy(rep + (n++) * c, all_rep + q * c, c));
+      if (r < n) total[r] += all_count[q];
+    }
+    smallest = PETSC_MAX_INT;
+    for (PetscInt r = 0; r < n; r++) {
+      smallest = PetscMin(smallest, total[r]);
+      if (total[r] < K + 1) nsmall++;
+    }
+    PetscCall(PetscFree2(all_rep, all_count));
+  }
+  PetscCallMPI(MPI_Bcast(&smallest, 1, MPIU_INT, 0, comm));
+  PetscCallMPI(MPI_Bcast(&nsmall, 1, MPIU_INT, 0, comm));
+  {
+    size_t len;
+    PetscCall(PetscStrncpy(name, prefix ? prefix : "", sizeof(name)));
+    PetscCall(PetscStrlen(name, &len));
+    if (len && name[len - 1] == '_') name[len - 1] = ' '; /* "exact_" -> "exact " */
+  }
+  PetscCall(
+      PetscPrintf(comm,
+                  "warning: the %sgraph has %s%d connected components (eigenvalue 0 %d times); the first "
+                  "%d eigenvectors only mark the components. The smallest has %d points%s. To embed one "
+                  "connected graph, raise -knn or remove outlying points.\n",
+                  name, c == K ? "at least " : "", (int)c, (int)c, (int)c, (int)smallest,
+                  nsmall ? " (fewer than -dim + 1: such a component contributes nothing but its own "
+                           "indicator)"
+                         : ""));
+  if (batch) batch_warned = PETSC_TRUE;
+  PetscCall(PetscFree2(rep, count));
+  PetscFunctionReturn(0);
+}
+
+/*
   BasisGraphSolve - the first K eigenpairs of the Laplacian of W with SLEPc.
 
   Collective on comm (the communicator of W).
@@ -1254,6 +1348,11 @@ PetscErrorCode BasisGraphSolve(MPI_Comm comm, const char *prefix, const BasisGra
                "-%seps_tol or raise -%smax_residual",
                (int)j, (double)lambda[j], (double)residual[j], prefix ? prefix : "", (double)max_residual,
                (double)scale, prefix ? prefix : "", prefix ? prefix : "");
+  if (K <= BASIS_MAX_ZERO_COMPONENTS)
+    /* 1e-9 relative to ||L||: the eigenvalue 0 of a disconnected graph comes out at ~1e-15
+       (symmetric Rayleigh quotients are accurate to the residual squared), while the
+       smallest nonzero one of the data graphs measured here is >= 1e-3 */
+    PetscCall(WarnComponents(comm, prefix, K, nlocal, phi, lambda, 1e-9 * scale));
   PetscCall(PetscFree3(loc, sgn, evs));
   PetscCall(VecDestroyVecs(K, &V));
   PetscCall(VecDestroy(&v));

@@ -11,8 +11,8 @@ trap 'rm -rf "$work"' EXIT
 mpiexec=(mpiexec --oversubscribe --allow-run-as-root)
 fail=0
 
-run() { # run NP COMMAND...: must succeed within 120 s
-  local np=$1 out; shift
+run() { # run NP COMMAND...: must succeed within 120 s; its output is left in $out
+  local np=$1; shift
   if ! out=$(timeout 120 "${mpiexec[@]}" -n "$np" "$basis" "$@" 2>&1); then
     echo "FAIL np=$np '$*' failed:"; sed 's/^/    /' <<<"$out" | head -8; fail=1; return 1
   fi
@@ -83,6 +83,21 @@ expect 2 "exists; pass -force" exact -input "$work/data.h5" -output "$work/ex.h5
 expect 2 "-match_batch -1 must be" exact -input "$work/data.h5" -output "$work/x.h5" -match_batch -1
 expect 2 "needs 300 neighbours" exact -input "$work/data.h5" -output "$work/x.h5" -match_batch 10
 expect 2 "converged .* of the -dim" exact -input "$work/data.h5" -output "$work/x.h5" -dim 4 -exact_eps_max_it 1 -exact_eps_ncv 6
+# A graph with a component smaller than -dim + 1 (3 points far from 300, -knn 2): warned,
+# naming the component count and the smallest size, at 1 and 2 ranks; the run succeeds.
+/usr/bin/python3 - "$work/outlier.h5" <<'PY' || { echo "FAIL: could not write outlier.h5"; fail=1; }
+import sys, h5py, numpy as np
+r = np.random.default_rng(1)
+x = np.vstack([r.normal(size=(300, 4)), r.normal(size=(3, 4)) * 0.01 + 100]).astype(np.float32)
+with h5py.File(sys.argv[1], "w") as f:
+    f["features"] = x
+PY
+for np in 1 2; do
+  if run $np exact -input "$work/outlier.h5" -output "$work/outlier.ex.h5" -force -knn 2 -scale_neighbor 2 -dim 10; then
+    grep -q "connected components .* The smallest has 3 points (fewer than -dim + 1" <<<"$out" \
+      || { echo "FAIL np=$np: no warning about the 3-point component:"; sed 's/^/    /' <<<"$out" | head -5; fail=1; }
+  fi
+done
 left=$(find "$work" -name '*.partial' -o -name 'x.h5' -o -name 'x.json')
 [[ -z $left ]] || { echo "FAIL: failed runs left files: $left"; fail=1; }
 exit $fail
