@@ -17,7 +17,10 @@ die() { echo "FAIL: $*"; fail=1; }
 
 run 2 generate -n 2400 -d 12 -classes 4 -noise 0.05 -output "$work/data.h5" >/dev/null || { echo "FAIL: generate"; exit 1; }
 run 2 generate -n 300 -d 7 -output "$work/other_d.h5" >/dev/null || { echo "FAIL: generate"; exit 1; }
-small=(-anchors 40 -batch 160 -hidden 32,32 -dim 4 -lr 1e-3 -checkpoint_every 0 -train_monitor 0)
+# A constant rate (-lr_final = -lr): the default cosine decay is planned over -steps, so a
+# finished 25-step run extended to 60 cannot equal a 60-step run; interrupted runs (signal
+# below, kill -9 in cli_kill_resume) resume bitwise under the default schedule too.
+small=(-anchors 40 -batch 160 -hidden 32,32 -dim 4 -lr 1e-3 -lr_final 1e-3 -checkpoint_every 0 -train_monitor 0)
 
 # Uninterrupted reference run.
 run 2 train -input "$work/data.h5" -model "$work/a.h5" "${small[@]}" -steps 60 >"$work/a.log" 2>&1 || { cat "$work/a.log"; die "train"; }
