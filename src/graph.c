@@ -46,6 +46,8 @@ extern void dsyevr_(const char *jobz, const char *range, const char *uplo, const
    work (branches, ~5 ns per pair before) is done for ~k blocks of a row, not all of it.
    16 doubles are two AVX-512 registers. */
 #define BASIS_KNN_BLOCK 16
+/* Blocks of the widest tile: the size of BasisKnn.bound's block minima. */
+#define BASIS_KNN_BLOCKS ((BASIS_KNN_TILE_COLS + BASIS_KNN_BLOCK - 1) / BASIS_KNN_BLOCK)
 
 /* WarnComponents keeps a row of the zero eigenvectors on the stack; larger -dim skip it. */
 #define BASIS_MAX_ZERO_COMPONENTS 64
@@ -62,6 +64,7 @@ void BasisGraphParamsDefault(BasisGraphParams *p)
   p->laplacian      = BASIS_LAPLACIAN_SYM;
   p->K              = 10;
   p->batch_solver   = BASIS_BATCH_AUTO;
+  p->eps_tol        = 0;
 }
 
 /*
@@ -144,8 +147,8 @@ PetscErrorCode BasisKnnCreate(PetscInt nq, PetscInt k, BasisKnn *knn)
   PetscCheck(k >= 1, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "-knn %d must be at least 1", (int)k);
   knn->nq = nq;
   knn->k  = k;
-  PetscCall(PetscMalloc3((size_t)nq * k, &knn->idx, (size_t)nq * k, &knn->d2, 3 * BASIS_KNN_TILE_COLS,
-                         &knn->bound));
+  PetscCall(PetscMalloc3((size_t)nq * k, &knn->idx, (size_t)nq * k, &knn->d2,
+                         BASIS_KNN_TILE_COLS + 2 * BASIS_KNN_BLOCKS, &knn->bound));
   for (size_t i = 0; i < (size_t)nq * k; i++) {
     knn->idx[i] = -1;
     knn->d2[i]  = PETSC_MAX_REAL;
@@ -663,14 +666,12 @@ PetscErrorCode BasisBatchGraphCreate(const BasisGraphParams *p, PetscInt m, Pets
                           (p->batch_solver == BASIS_BATCH_AUTO && m > BASIS_BATCH_DENSE_MAX));
   PetscCall(PetscMalloc1(K, &b->residual));
   if (b->krylov) { /* no dense arrays: an m x m matrix is what this route avoids */
-    PetscBool set;
-    /* Code default of the batch solve's tolerance, 1e-5 instead of SLEPc's 1e-8: a batch's
-       eigenvectors are training targets whose batch-to-batch noise is orders larger. On
-       MNIST-10k, 1000 steps gave d_G 0.2396 (1e-5) against 0.2398 (1e-8) for fewer
-       Krylov iterations (docs/performance.md). -batch_eps_tol still wins. */
-    PetscCall(PetscOptionsHasName(NULL, "batch_", "-eps_tol", &set));
-    if (!set) PetscCall(PetscOptionsSetValue(NULL, "-batch_eps_tol", "1e-5"));
-    *bg = b;
+    /* The batch solve's tolerance, 1e-5 instead of SLEPc's 1e-8: a batch's eigenvectors
+       are training targets whose batch-to-batch noise is orders larger. On MNIST-10k,
+       1000 steps gave d_G 0.2396 (1e-5) against 0.2398 (1e-8) for fewer Krylov
+       iterations (docs/performance.md). -batch_eps_tol still wins. */
+    b->p.eps_tol = 1e-5;
+    *bg          = b;
     PetscFunctionReturn(0);
   }
   PetscCall(PetscMalloc5(m, &b->sorted, (size_t)m * m, &b->A, m, &b->dinv, m, &b->w, (size_t)m * K, &b->Z));
@@ -1179,7 +1180,8 @@ static PetscErrorCode WarnComponents(MPI_Comm comm, const char *prefix, PetscInt
                scale), L = D - W for unnormalized
 
   Options:
-    -<prefix>eps_*        - any SLEPc EPS option; default Krylov-Schur. With
+    -<prefix>eps_*        - any SLEPc EPS option; default Krylov-Schur at tolerance p->eps_tol
+                            (0: SLEPc's). With
                             -<prefix>eps_type scalapack the operator becomes a MATSCALAPACK.
     -<prefix>recover_missed - search for a copy of a repeated eigenvalue that Krylov-Schur
                             missed (RecoverMissedEigenpairs). Default: always on several
@@ -1255,6 +1257,7 @@ PetscErrorCode BasisGraphSolve(MPI_Comm comm, const char *prefix, const BasisGra
   PetscCall(EPSSetDimensions(eps, K, PETSC_DEFAULT, PETSC_DEFAULT));
   /* D - W has the eigenvalue 0: a test relative to |lambda| would never accept it */
   if (unnormal) PetscCall(EPSSetConvergenceTest(eps, EPS_CONV_NORM));
+  if (p->eps_tol > 0) PetscCall(EPSSetTolerances(eps, p->eps_tol, PETSC_DEFAULT));
   PetscCall(EPSSetFromOptions(eps));
   PetscCall(PetscObjectTypeCompare((PetscObject)eps, EPSSCALAPACK, &isscalapack));
   if (isscalapack) {

@@ -185,9 +185,9 @@ PetscErrorCode BasisTrainerSetFromOptions(BasisTrainer t)
              (int)mo->steps);
   PetscCheck(mo->lr > 0 && PetscIsNormalReal(mo->lr), t->comm, PETSC_ERR_ARG_OUTOFRANGE,
              "-lr %g must be positive", (double)mo->lr);
-  PetscCheck(mo->lr_final >= 0 && mo->lr_final <= mo->lr && PetscIsInfOrNanReal(mo->lr_final) == PETSC_FALSE,
-             t->comm, PETSC_ERR_ARG_OUTOFRANGE, "-lr_final %g must be between 0 and -lr %g",
-             (double)mo->lr_final, (double)mo->lr);
+  PetscCheck(mo->lr_final >= 0 && mo->lr_final <= mo->lr, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
+             /* false for NaN */ "-lr_final %g must be between 0 and -lr %g", (double)mo->lr_final,
+             (double)mo->lr);
   PetscCheck(t->checkpoint_every >= 0, t->comm, PETSC_ERR_ARG_OUTOFRANGE, "-checkpoint_every must be >= 0");
   PetscCheck(t->monitor_every >= 1, t->comm, PETSC_ERR_ARG_OUTOFRANGE, "-monitor_every must be >= 1");
   PetscFunctionReturn(0);
@@ -530,15 +530,15 @@ static PetscErrorCode Step(BasisTrainer t)
     /* the reduced data are the same everywhere, so every rank reaches the same verdict.
        The checkpoint keeps its -lr on -resume, so the advice is to retrain. */
     if (!isfinite(sumsq) || !isfinite(t->reduce[mo->nparams + TAIL_LOSS])) {
-      PetscCheck(t->checkpoint_step >= 0, t->comm, PETSC_ERR_FP,
-                 "training diverged at step %d (non-finite loss or gradient) with -lr %g; no checkpoint was "
-                 "written; lower -lr and retrain",
-                 (int)mo->step + 1, (double)mo->lr);
-      SETERRQ(
-          t->comm, PETSC_ERR_FP,
-          "training diverged at step %d (non-finite loss or gradient) with -lr %g; the last good checkpoint "
-          "(step %d) is kept in %s; lower -lr and retrain with -force",
-          (int)mo->step + 1, (double)mo->lr, (int)t->checkpoint_step, t->model_path);
+      char kept[PETSC_MAX_PATH_LEN + 64] = "no checkpoint was written; lower -lr and retrain";
+      if (t->checkpoint_step >= 0)
+        PetscCall(PetscSNPrintf(
+            kept, sizeof(kept),
+            "the last good checkpoint (step %d) is kept in %s; lower -lr and retrain with -force",
+            (int)t->checkpoint_step, t->model_path));
+      SETERRQ(t->comm, PETSC_ERR_FP,
+              "training diverged at step %d (non-finite loss or gradient) with -lr %g; %s", (int)mo->step + 1,
+              (double)mo->lr, kept);
     }
   }
   /* 6. identical Adam update on every rank */

@@ -28,6 +28,8 @@ typedef struct {
   BasisLaplacianType   laplacian;      /* -laplacian sym|unnormalized|rw */
   PetscInt             K;              /* eigenpairs wanted (-dim) */
   BasisBatchSolverType batch_solver;   /* -batch_solver auto|dense|krylov (batches only) */
+  PetscReal            eps_tol;        /* code default of the Krylov tolerance, 0: SLEPc's (1e-8);
+                                          -<prefix>eps_tol wins. Not stored in models */
 } BasisGraphParams;
 
 void           BasisGraphParamsDefault(BasisGraphParams *p);
@@ -40,7 +42,7 @@ typedef struct {
   PetscInt   nq, k;
   PetscInt  *idx;   /* [nq][k] global indices of neighbours, nearest first; -1 = empty */
   PetscReal *d2;    /* [nq][k] squared distances, ascending; PETSC_MAX_REAL = empty */
-  PetscReal *bound; /* scratch of the merge: upper and lower distance bounds of one tile row */
+  PetscReal *bound; /* scratch of the merge: lower distance bounds of one tile row, block minima */
 } BasisKnn;
 
 PetscErrorCode BasisKnnCreate(PetscInt nq, PetscInt k, BasisKnn *knn);
