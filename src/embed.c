@@ -133,14 +133,13 @@ PetscErrorCode BasisEmbedMain(MPI_Comm comm)
   PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &nchunks, 1, MPIU_INT, MPI_MAX, comm));
   for (PetscInt c = 0; c < nchunks; c++) {
     PetscInt lo = PetscMin(c * chunk, n), cnt = PetscMin(chunk, n - lo);
-    float    inv = (float)(1.0 / mo.scale);
     double   now;
 
     PetscCall(BasisInputRead(&in, rstart + lo, cnt, x));
     PetscCall(PetscLogEventBegin(BASIS_Embed, 0, 0, 0, 0));
-    for (PetscInt i = 0; i < cnt; i++)
-      for (PetscInt j = 0; j < D; j++) xn[(size_t)i * D + j] = (x[(size_t)i * D + j] - mo.mean[j]) * inv;
+    BasisModelNormaliseInput(&mo, cnt, x, xn);
     if (cnt > 0) PetscCall(BasisMLPForward(mlp, cnt, xn, y));
+    BasisModelOutput(&mo, cnt, y);
     if (ortho == BASIS_ORTHO_STORED) ApplyInverseR(cnt, K, mo.ortho_R, y);
     PetscCall(PetscLogEventEnd(BASIS_Embed, 0, 0, 0, 0));
     if (ortho == BASIS_ORTHO_COMPUTE)

@@ -34,6 +34,8 @@ PetscErrorCode BasisModelAllocate(BasisModel *mo)
                          (size_t)mo->l * K, &mo->phi_ref));
   PetscCall(PetscCalloc3(K, &mo->lambda_ref, (size_t)mo->nranks * 4, &mo->rng,
                          (size_t)PetscMax(mo->steps, 1) * BASIS_HISTORY_FIELDS, &mo->history));
+  PetscCall(PetscCalloc2(K, &mo->out_shift, K, &mo->out_scale));
+  for (PetscInt j = 0; j < K; j++) mo->out_scale[j] = 1.0;
   PetscFunctionReturn(0);
 }
 
@@ -43,6 +45,7 @@ PetscErrorCode BasisModelFree(BasisModel *mo)
   PetscCall(PetscFree3(mo->params, mo->adam_m, mo->adam_v));
   PetscCall(PetscFree4(mo->mean, mo->anchors, mo->anchor_x, mo->phi_ref));
   PetscCall(PetscFree3(mo->lambda_ref, mo->rng, mo->history));
+  PetscCall(PetscFree2(mo->out_shift, mo->out_scale));
   PetscCall(PetscFree(mo->ortho_R));
   PetscFunctionReturn(0);
 }
@@ -137,6 +140,10 @@ static PetscErrorCode ModelWriteSerial(const char *path, PetscBool force, const 
   PetscCall(WriteInt64(f, "network/widths", mo->nlayers + 1, mo->widths));
   dims[0] = (hsize_t)mo->nparams;
   PetscCall(WriteArray(f, "network/params", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, dims, mo->params));
+  dims[0] = (hsize_t)K;
+  PetscCall(WriteArray(f, "network/output_shift", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, dims, mo->out_shift));
+  PetscCall(WriteArray(f, "network/output_scale", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, dims, mo->out_scale));
+  dims[0] = (hsize_t)mo->nparams;
   PetscCall(WriteArray(f, "optimizer/adam_m", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, dims, mo->adam_m));
   PetscCall(WriteArray(f, "optimizer/adam_v", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, dims, mo->adam_v));
   dims[0] = (hsize_t)D;
@@ -361,6 +368,17 @@ static PetscErrorCode ModelReadSerial(const char *path, BasisModel *mo)
   PetscCall(ReadArray(f, path, "network/params", H5T_NATIVE_FLOAT, 1, dims, mo->params));
   PetscCall(ReadArray(f, path, "optimizer/adam_m", H5T_NATIVE_FLOAT, 1, dims, mo->adam_m));
   PetscCall(ReadArray(f, path, "optimizer/adam_v", H5T_NATIVE_FLOAT, 1, dims, mo->adam_v));
+  if (H5Lexists(f, "network/output_scale", H5P_DEFAULT) > 0) { /* else: the output is the embedding */
+    dims[0] = (hsize_t)K;
+    PetscCall(ReadArray(f, path, "network/output_shift", H5T_NATIVE_DOUBLE, 1, dims, mo->out_shift));
+    PetscCall(ReadArray(f, path, "network/output_scale", H5T_NATIVE_DOUBLE, 1, dims, mo->out_scale));
+    for (PetscInt j = 0; j < K; j++)
+      PetscCheck(PetscIsNormalReal(mo->out_scale[j]) && mo->out_scale[j] > 0 &&
+                     !PetscIsInfOrNanReal(mo->out_shift[j]),
+                 PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
+                 "model file %s: /network/output_scale or output_shift holds an invalid value; corrupt",
+                 path);
+  }
   dims[0] = (hsize_t)mo->D;
   PetscCall(ReadArray(f, path, "input/mean", H5T_NATIVE_FLOAT, 1, dims, mo->mean));
   {
@@ -416,6 +434,8 @@ static PetscErrorCode ModelBcast(MPI_Comm comm, BasisModel *mo)
   PetscCallMPI(MPI_Bcast(mo->anchor_x, (int)(mo->l * mo->D), MPI_FLOAT, 0, comm));
   PetscCallMPI(MPI_Bcast(mo->phi_ref, (int)(mo->l * K), MPIU_REAL, 0, comm));
   PetscCallMPI(MPI_Bcast(mo->lambda_ref, (int)K, MPIU_REAL, 0, comm));
+  PetscCallMPI(MPI_Bcast(mo->out_shift, (int)K, MPIU_REAL, 0, comm));
+  PetscCallMPI(MPI_Bcast(mo->out_scale, (int)K, MPIU_REAL, 0, comm));
   PetscCallMPI(MPI_Bcast(mo->rng, (int)(4 * mo->nranks), MPI_UINT64_T, 0, comm));
   PetscCallMPI(
       MPI_Bcast(mo->history, (int)(PetscMax(mo->steps, 1) * BASIS_HISTORY_FIELDS), MPIU_REAL, 0, comm));
@@ -460,4 +480,24 @@ PetscErrorCode BasisModelView(const BasisModel *mo, MPI_Comm comm)
       (int)mo->l, (int)mo->m, (int)mo->R, (int)mo->graph.knn, BasisScaleTypes[mo->graph.scale],
       BasisLaplacianTypes[mo->graph.laplacian], BasisAlignTypes[mo->align.type]));
   PetscFunctionReturn(0);
+}
+
+/* The network's input: (x - mean) / scale, row by row (n rows of D). */
+void BasisModelNormaliseInput(const BasisModel *mo, PetscInt n, const float x[], float xn[])
+{
+  float inv = (float)(1.0 / mo->scale);
+
+  for (PetscInt i = 0; i < n; i++)
+    for (PetscInt j = 0; j < mo->D; j++)
+      xn[(size_t)i * mo->D + j] = (x[(size_t)i * mo->D + j] - mo->mean[j]) * inv;
+}
+
+/* The embedding from the network's output, in place: y * out_scale + out_shift per column. */
+void BasisModelOutput(const BasisModel *mo, PetscInt n, float y[])
+{
+  PetscInt K = mo->widths[mo->nlayers];
+
+  for (PetscInt i = 0; i < n; i++)
+    for (PetscInt j = 0; j < K; j++)
+      y[(size_t)i * K + j] = (float)(y[(size_t)i * K + j] * mo->out_scale[j] + mo->out_shift[j]);
 }

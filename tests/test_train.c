@@ -55,10 +55,9 @@ static PetscErrorCode EmbedRows(const BasisModel *mo, BasisMLP mlp, PetscInt n, 
 
   PetscFunctionBeginUser;
   PetscCall(PetscMalloc2((size_t)n * mo->D, &xn, (size_t)n * K, &y));
-  for (PetscInt i = 0; i < n; i++)
-    for (PetscInt j = 0; j < mo->D; j++)
-      xn[i * mo->D + j] = (x[i * mo->D + j] - mo->mean[j]) * (float)(1.0 / mo->scale);
+  BasisModelNormaliseInput(mo, n, x, xn);
   PetscCall(BasisMLPForward(mlp, n, xn, y));
+  BasisModelOutput(mo, n, y);
   for (PetscInt i = 0; i < n * K; i++) Y[i] = y[i];
   PetscCall(PetscFree2(xn, y));
   PetscFunctionReturn(0);

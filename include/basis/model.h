@@ -23,7 +23,10 @@ typedef struct {
   PetscInt  N, D;
   float    *mean; /* [D] */
   PetscReal scale;
-  PetscReal target_scale; /* targets = aligned eigenvectors * target_scale */
+  PetscReal target_scale; /* the embedding's units: aligned eigenvectors * target_scale */
+  /* the network learns standardised targets; the embedding is its output * out_scale +
+     out_shift (column by column; 0 and 1 in files written before this existed) */
+  PetscReal *out_shift, *out_scale; /* [K] each */
   /* BASiS */
   BasisGraphParams graph;
   BasisAlignParams align;
@@ -53,3 +56,5 @@ PetscErrorCode BasisModelWrite(MPI_Comm comm, const char *path, PetscBool force,
                                const BasisModel *model);
 PetscErrorCode BasisModelRead(MPI_Comm comm, const char *path, BasisModel *model);
 PetscErrorCode BasisModelView(const BasisModel *model, MPI_Comm comm);
+void           BasisModelNormaliseInput(const BasisModel *model, PetscInt n, const float x[], float xn[]);
+void           BasisModelOutput(const BasisModel *model, PetscInt n, float y[]);
