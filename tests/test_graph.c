@@ -1,7 +1,8 @@
 /*
   test_graph - the graph rule against independent references:
     (a) BasisKnnUpdate, block by block in shuffled order, equals a brute-force double
-        kNN, exact ties (integer grid, duplicates) and large offsets included;
+        kNN, exact ties (integer grid, duplicates) and large offsets included, within one
+        tile and across several;
     (b) the batch eigensolver equals a dense LAPACK solve of a W built here independently,
         all 3 Laplacians and both scales, eigenvectors with the sign convention;
     (c) two far clusters give two zero eigenvalues and piecewise-constant vectors;
@@ -134,7 +135,7 @@ static PetscErrorCode TestKnnAll(void)
   BasisRngSeed(&rng, 11, 0);
   /* random points, many blocks */
   n = 157;
-  PetscCall(PetscMalloc1(2300 * 3, &x));
+  PetscCall(PetscMalloc1(3000 * 3, &x));
   Gaussian(&rng, n, 7, 0.0, x);
   PetscCall(TestKnn("random", n, 7, x, 10, 0, n, 6, &rng));
   PetscCall(TestKnn("random sub-range", n, 7, x, 10, 40, 77, 5, &rng));
@@ -157,6 +158,16 @@ static PetscErrorCode TestKnnAll(void)
   Gaussian(&rng, n, 3, 0.0, x);
   PetscCall(TestKnn("tiles", n, 3, x, 10, 0, n, 2, &rng));
   PetscCall(TestKnn("tiles k=150", n, 3, x, 150, 0, n, 3, &rng));
+  Gaussian(&rng, n, 1, 0.0, x);
+  PetscCall(TestKnn("tiles D=1", n, 1, x, 10, 0, n, 2, &rng));
+  /* ties across tiles: a 14^3 integer grid (2744 points) plus duplicates */
+  n = 0;
+  for (int a = 0; a < 14; a++)
+    for (int b = 0; b < 14; b++)
+      for (int c = 0; c < 14; c++) x[3 * n] = (float)a, x[3 * n + 1] = (float)b, x[3 * n + 2] = (float)c, n++;
+  for (int t = 0; t < 40; t++, n++)
+    for (int c = 0; c < 3; c++) x[3 * n + c] = x[3 * (61 * t) + c];
+  PetscCall(TestKnn("grid ties, tiles", n, 3, x, 10, 0, n, 3, &rng));
   PetscCall(PetscFree(x));
   PetscFunctionReturn(0);
 }
