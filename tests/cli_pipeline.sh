@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # cli_pipeline.sh BASIS - the train/embed pipeline end to end through the binary:
-#  * embed from a saved model is deterministic and equals a second embed;
+#  * embed from a saved model is deterministic and equals a second embed; the model's
+#    output map (standardised targets) is applied, and absent in older files;
 #  * a run stopped by a signal (checkpoint written, exit 3) then resumed, and a run
 #    resumed from a mid-way checkpoint, end bitwise identical to an uninterrupted run;
 #  * the same seed and rank count give a bitwise identical model;
@@ -58,6 +59,25 @@ run 2 embed -model "$work/a.h5" -input "$work/data.h5" -output "$work/e3.h5" >/d
 # Other rank count and chunking: GEMM blocking changes float rounding, not the values.
 "$cmp" "$work/e1.h5" "$work/e2.h5" /embedding 1e-5 || die "embed at 2 ranks differs from embed at 1 rank with other chunks"
 h5dump -H -d /embedding "$work/e1.h5" | grep -q 'DATASPACE  SIMPLE { ( 2400, 4 )' || die "embedding shape is not 2400 x 4"
+# The model maps the network's (standardised) output to the embedding: a model file without
+# /network/output_shift and output_scale (as written before they existed) is read as the
+# identity map, so its embedding times output_scale plus output_shift is the embedding.
+/usr/bin/python3 - "$work/a.h5" "$work/old.h5" <<'PY' || die "cannot write a model without the output map"
+import h5py, shutil, sys
+shutil.copy(sys.argv[1], sys.argv[2])
+with h5py.File(sys.argv[2], "r+") as f:
+    del f["network/output_shift"], f["network/output_scale"]
+PY
+run 2 embed -model "$work/old.h5" -input "$work/data.h5" -output "$work/eo.h5" >/dev/null 2>&1 || die "embed with a model without the output map"
+/usr/bin/python3 - "$work/a.h5" "$work/e1.h5" "$work/eo.h5" <<'PY' || die "the output map is not embedding = output * output_scale + output_shift"
+import h5py, numpy as np, sys
+with h5py.File(sys.argv[1], "r") as m:
+    shift, scale = m["network/output_shift"][()], m["network/output_scale"][()]
+e, raw = (h5py.File(p, "r")["embedding"][()].astype(np.float64) for p in sys.argv[2:4])
+assert np.any(np.abs(scale - 1) > 1e-3), "the trained model has an identity output map"
+err = np.abs(raw * scale + shift - e).max() / np.abs(e).max()
+assert err < 1e-5, "relative difference %g" % err
+PY
 # Orthonormalised output: stored R reproduces the computed map.
 run 2 embed -model "$work/a.h5" -input "$work/data.h5" -output "$work/o1.h5" -orthonormalize compute >/dev/null 2>&1 || die "embed -orthonormalize compute"
 run 2 embed -model "$work/a.h5" -input "$work/data.h5" -output "$work/o2.h5" -orthonormalize stored >/dev/null 2>&1 || die "embed -orthonormalize stored"
