@@ -1,0 +1,61 @@
+/*
+  knn_probe - what the exact batch kNN costs and how much of it is the distance GEMM, for
+  the batch-size question of docs/performance.md (a batch of m points needs the kNN of m
+  points among themselves: m^2 pairs, O(m^2 D) by the graph rule).
+
+    knn_probe [-m 4096] [-D 50] [-knn 10] [-reps 20]
+
+  On one process (serial OpenBLAS, as one rank of basis): m Gaussian points in D
+  dimensions; the minimum over -reps repetitions of (a) BasisKnnUpdate of all m points
+  against themselves, the routine every graph uses, and (b) the bare cblas_sgemm calls of
+  the same tiles (1024 x 2048), i.e. the floor that the distance products alone set. Prints
+
+    knn_probe: m 4096 D 50 knn 10: kNN 37.5 ms, distance GEMM 18.7 ms (50%), 2.2 ns per pair
+*/
+#include <basis/graph.h>
+#include <basis/rng.h>
+#include <cblas.h>
+
+int main(int argc, char **argv)
+{
+  PetscInt  m = 4096, D = 50, k = 10, reps = 20, tr = 1024, tc = 2048;
+  float    *x, *G;
+  BasisRng  rng;
+  BasisKnn  knn;
+  double    tk = 1e30, tg = 1e30;
+
+  PetscCall(PetscInitialize(&argc, &argv, NULL, NULL));
+  PetscCall(PetscOptionsGetInt(NULL, NULL, "-m", &m, NULL));
+  PetscCall(PetscOptionsGetInt(NULL, NULL, "-D", &D, NULL));
+  PetscCall(PetscOptionsGetInt(NULL, NULL, "-knn", &k, NULL));
+  PetscCall(PetscOptionsGetInt(NULL, NULL, "-reps", &reps, NULL));
+  PetscCheck(m > k && k >= 1 && D >= 1 && reps >= 1, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
+             "need -m > -knn >= 1, -D >= 1 and -reps >= 1");
+  PetscCall(PetscMalloc2((size_t)m * D, &x, (size_t)tr * tc, &G));
+  BasisRngSeed(&rng, 3, 0);
+  for (PetscInt i = 0; i < m * D; i++) x[i] = (float)BasisRngNormal(&rng);
+  for (PetscInt r = 0; r < reps; r++) {
+    double t0, t1;
+
+    PetscCall(BasisKnnCreate(m, k, &knn));
+    t0 = MPI_Wtime();
+    PetscCall(BasisKnnUpdate(&knn, D, x, 0, m, x, 0));
+    t1 = MPI_Wtime();
+    PetscCall(BasisKnnDestroy(&knn));
+    tk = PetscMin(tk, t1 - t0);
+    t0 = MPI_Wtime();
+    for (PetscInt i0 = 0; i0 < m; i0 += tr)
+      for (PetscInt j0 = 0; j0 < m; j0 += tc) {
+        int rows = (int)PetscMin(tr, m - i0), cols = (int)PetscMin(tc, m - j0);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, (int)D, -2.0f, x + (size_t)i0 * D,
+                    (int)D, x + (size_t)j0 * D, (int)D, 0.0f, G, cols);
+      }
+    tg = PetscMin(tg, MPI_Wtime() - t0);
+  }
+  PetscCall(PetscPrintf(PETSC_COMM_SELF,
+                        "knn_probe: m %d D %d knn %d: kNN %.1f ms, distance GEMM %.1f ms (%.0f%%), %.1f ns per pair\n",
+                        (int)m, (int)D, (int)k, 1e3 * tk, 1e3 * tg, 100 * tg / tk, 1e9 * tk / ((double)m * m)));
+  PetscCall(PetscFree2(x, G));
+  PetscCall(PetscFinalize());
+  return 0;
+}
