@@ -18,11 +18,11 @@
 
 int main(int argc, char **argv)
 {
-  PetscInt  m = 4096, D = 50, k = 10, reps = 20, tr = 1024, tc = 2048;
-  float    *x, *G;
-  BasisRng  rng;
-  BasisKnn  knn;
-  double    tk = 1e30, tg = 1e30;
+  PetscInt m = 4096, D = 50, k = 10, reps = 20, tr = 1024, tc = 2048;
+  float   *x, *G;
+  BasisRng rng;
+  BasisKnn knn;
+  double   tk = 1e30, tg = 1e30;
 
   PetscCall(PetscInitialize(&argc, &argv, NULL, NULL));
   PetscCall(PetscOptionsGetInt(NULL, NULL, "-m", &m, NULL));
@@ -52,9 +52,10 @@ int main(int argc, char **argv)
       }
     tg = PetscMin(tg, MPI_Wtime() - t0);
   }
-  PetscCall(PetscPrintf(PETSC_COMM_SELF,
-                        "knn_probe: m %d D %d knn %d: kNN %.1f ms, distance GEMM %.1f ms (%.0f%%), %.1f ns per pair\n",
-                        (int)m, (int)D, (int)k, 1e3 * tk, 1e3 * tg, 100 * tg / tk, 1e9 * tk / ((double)m * m)));
+  PetscCall(PetscPrintf(
+      PETSC_COMM_SELF,
+      "knn_probe: m %d D %d knn %d: kNN %.1f ms, distance GEMM %.1f ms (%.0f%%), %.1f ns per pair\n", (int)m,
+      (int)D, (int)k, 1e3 * tk, 1e3 * tg, 100 * tg / tk, 1e9 * tk / ((double)m * m)));
   PetscCall(PetscFree2(x, G));
   PetscCall(PetscFinalize());
   return 0;
