@@ -125,6 +125,21 @@ static PetscErrorCode TestKnn(const char *name, PetscInt n, PetscInt D, const fl
   PetscFunctionReturn(0);
 }
 
+/* The side^3 integer grid in 3-D, then ndup copies of grid points first, first + step, ...:
+   exact ties at every distance. Returns the number of points written to x. */
+static PetscInt GridWithDuplicates(int side, int ndup, int first, int step, float x[])
+{
+  PetscInt n = 0;
+
+  for (int a = 0; a < side; a++)
+    for (int b = 0; b < side; b++)
+      for (int c = 0; c < side; c++)
+        x[3 * n] = (float)a, x[3 * n + 1] = (float)b, x[3 * n + 2] = (float)c, n++;
+  for (int t = 0; t < ndup; t++, n++)
+    for (int c = 0; c < 3; c++) x[3 * n + c] = x[3 * (first + step * t) + c];
+  return n;
+}
+
 static PetscErrorCode TestKnnAll(void)
 {
   BasisRng rng;
@@ -143,12 +158,7 @@ static PetscErrorCode TestKnnAll(void)
   Gaussian(&rng, n, 7, 1000.0, x);
   PetscCall(TestKnn("offset 1000", n, 7, x, 10, 0, n, 4, &rng));
   /* integer grid 5 x 5 x 5 plus duplicates: exact ties at every distance */
-  n = 0;
-  for (int a = 0; a < 5; a++)
-    for (int b = 0; b < 5; b++)
-      for (int c = 0; c < 5; c++) x[3 * n] = (float)a, x[3 * n + 1] = (float)b, x[3 * n + 2] = (float)c, n++;
-  for (int t = 0; t < 6; t++, n++)
-    for (int c = 0; c < 3; c++) x[3 * n + c] = x[3 * (17 + 5 * t) + c];
+  n = GridWithDuplicates(5, 6, 17, 5, x);
   PetscCall(TestKnn("grid ties", n, 3, x, 10, 0, n, 7, &rng));
   PetscCall(TestKnn("grid ties k=1", n, 3, x, 1, 3, n - 3, 3, &rng));
   /* long lists take the selection + sort-merge path (k > BASIS_KNN_SMALL_K = 32) */
@@ -161,12 +171,7 @@ static PetscErrorCode TestKnnAll(void)
   Gaussian(&rng, n, 1, 0.0, x);
   PetscCall(TestKnn("tiles D=1", n, 1, x, 10, 0, n, 2, &rng));
   /* ties across tiles: a 14^3 integer grid (2744 points) plus duplicates */
-  n = 0;
-  for (int a = 0; a < 14; a++)
-    for (int b = 0; b < 14; b++)
-      for (int c = 0; c < 14; c++) x[3 * n] = (float)a, x[3 * n + 1] = (float)b, x[3 * n + 2] = (float)c, n++;
-  for (int t = 0; t < 40; t++, n++)
-    for (int c = 0; c < 3; c++) x[3 * n + c] = x[3 * (61 * t) + c];
+  n = GridWithDuplicates(14, 40, 0, 61, x);
   PetscCall(TestKnn("grid ties, tiles", n, 3, x, 10, 0, n, 3, &rng));
   PetscCall(PetscFree(x));
   PetscFunctionReturn(0);
