@@ -219,11 +219,10 @@ static PetscErrorCode ComputeOutputMap(BasisTrainer t)
 
   PetscFunctionBeginUser;
   mo->target_scale = PetscSqrtReal((PetscReal)mo->R);
+  if (!t->standardize) PetscFunctionReturn(0); /* BasisModelAllocate's identity map */
   for (PetscInt j = 0; j < K; j++) {
     PetscReal mean = 0, var = 0;
 
-    mo->out_shift[j] = 0, mo->out_scale[j] = 1;
-    if (!t->standardize) continue;
     for (PetscInt a = 0; a < l; a++) mean += mo->phi_ref[a * K + j] / l;
     for (PetscInt a = 0; a < l; a++) var += PetscSqr(mo->phi_ref[a * K + j] - mean) / l;
     mo->out_shift[j] = mo->target_scale * mean;

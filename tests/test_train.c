@@ -50,20 +50,24 @@ static PetscErrorCode WriteData(MPI_Comm comm, const char *path)
   PetscFunctionReturn(0);
 }
 
-/* Forward pass of this rank's rows through mlp, normalised as the model says. */
-static PetscErrorCode EmbedRows(const BasisModel *mo, BasisMLP mlp, PetscInt n, const float x[],
-                                PetscReal Y[])
+/* This rank's n rows x embedded by the model's network, as basis embed does. */
+static PetscErrorCode EmbedRows(const BasisModel *mo, PetscInt n, const float x[], PetscReal Y[])
 {
   PetscInt K = mo->widths[mo->nlayers];
-  float   *xn, *y;
+  BasisMLP mlp;
+  float   *params, *xn, *y;
 
   PetscFunctionBeginUser;
+  PetscCall(BasisMLPCreate(mo->nlayers, mo->widths, PetscMax(n, 1), &mlp));
+  PetscCall(BasisMLPGetArrays(mlp, &params, NULL, NULL, NULL));
+  PetscCall(PetscArraycpy(params, mo->params, mo->nparams));
   PetscCall(PetscMalloc2((size_t)n * mo->D, &xn, (size_t)n * K, &y));
   BasisModelNormaliseInput(mo, n, x, xn);
   PetscCall(BasisMLPForward(mlp, n, xn, y));
   BasisModelOutput(mo, n, y);
   for (PetscInt i = 0; i < n * K; i++) Y[i] = y[i];
   PetscCall(PetscFree2(xn, y));
+  PetscCall(BasisMLPDestroy(&mlp));
   PetscFunctionReturn(0);
 }
 
@@ -93,8 +97,6 @@ static PetscErrorCode DistanceToExact(MPI_Comm comm, const BasisModel *mo, const
 static PetscErrorCode TrainAndEmbed(MPI_Comm comm, const BasisShard *shard, BasisTrainer *tr, PetscReal Y[])
 {
   const BasisModel *mo;
-  BasisMLP          mlp;
-  float            *params;
 
   PetscFunctionBeginUser;
   PetscCall(BasisTrainerCreate(comm, tr));
@@ -102,11 +104,7 @@ static PetscErrorCode TrainAndEmbed(MPI_Comm comm, const BasisShard *shard, Basi
   PetscCall(BasisTrainerSetUp(*tr));
   PetscCall(BasisTrainerRun(*tr));
   PetscCall(BasisTrainerGetModel(*tr, &mo));
-  PetscCall(BasisMLPCreate(mo->nlayers, mo->widths, N_POINTS, &mlp));
-  PetscCall(BasisMLPGetArrays(mlp, &params, NULL, NULL, NULL));
-  PetscCall(PetscArraycpy(params, mo->params, mo->nparams));
-  PetscCall(EmbedRows(mo, mlp, shard->n, shard->x, Y));
-  PetscCall(BasisMLPDestroy(&mlp));
+  PetscCall(EmbedRows(mo, shard->n, shard->x, Y));
   PetscFunctionReturn(0);
 }
 
@@ -118,11 +116,10 @@ int main(int argc, char **argv)
   BasisTrainer      tr;
   const BasisModel *mo;
   BasisModel        back;
-  BasisMLP          mlp, mlp_back;
   BasisInput        in;
   BasisShard        shard;
   BasisTrainer      tr_sym;
-  float            *params, *grad, *am, *av, *root_params, *all_x;
+  float            *root_params, *all_x;
   PetscReal        *Y, *Y_back, dG;
   int               failures = 0;
 
@@ -148,21 +145,20 @@ int main(int argc, char **argv)
   PetscCall(PetscOptionsSetValue(NULL, "-steps", "400"));
   PetscCall(PetscOptionsSetValue(NULL, "-checkpoint_every", "0"));
   PetscCall(PetscOptionsSetValue(NULL, "-train_monitor", "0"));
-  PetscCall(BasisTrainerCreate(comm, &tr));
-  PetscCall(BasisTrainerSetFromOptions(tr));
-  PetscCall(BasisTrainerSetUp(tr));
-  PetscCall(BasisTrainerRun(tr));
+  PetscCall(BasisInputOpen(comm, data, &in));
+  PetscCall(BasisInputReadShard(&in, &shard));
+  PetscCall(BasisInputClose(&in));
+  PetscCall(PetscMalloc3((size_t)shard.n * K_DIM, &Y, (size_t)shard.n * K_DIM, &Y_back,
+                         (size_t)N_POINTS * D_DIM, &all_x));
+  PetscCall(TrainAndEmbed(comm, &shard, &tr, Y));
   PetscCall(BasisTrainerGetModel(tr, &mo));
 
   /* 1. replicas bitwise identical: compare with rank 0's weights */
-  PetscCall(BasisMLPCreate(mo->nlayers, mo->widths, N_POINTS, &mlp));
-  PetscCall(BasisMLPGetArrays(mlp, &params, &grad, &am, &av));
-  PetscCall(PetscArraycpy(params, mo->params, mo->nparams));
   PetscCall(PetscMalloc1(mo->nparams, &root_params));
-  PetscCall(PetscArraycpy(root_params, params, mo->nparams));
+  PetscCall(PetscArraycpy(root_params, mo->params, mo->nparams));
   PetscCallMPI(MPI_Bcast(root_params, (int)mo->nparams, MPI_FLOAT, 0, comm));
   {
-    int differ = memcmp(root_params, params, sizeof(float) * (size_t)mo->nparams) != 0;
+    int differ = memcmp(root_params, mo->params, sizeof(float) * (size_t)mo->nparams) != 0;
     PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &differ, 1, MPI_INT, MPI_SUM, comm));
     if (differ) {
       PetscCall(
@@ -172,17 +168,8 @@ int main(int argc, char **argv)
   }
 
   /* 2. the model file reproduces the network exactly */
-  PetscCall(BasisInputOpen(comm, data, &in));
-  PetscCall(BasisInputReadShard(&in, &shard));
-  PetscCall(BasisInputClose(&in));
-  PetscCall(PetscMalloc3((size_t)shard.n * K_DIM, &Y, (size_t)shard.n * K_DIM, &Y_back,
-                         (size_t)N_POINTS * D_DIM, &all_x));
-  PetscCall(EmbedRows(mo, mlp, shard.n, shard.x, Y));
   PetscCall(BasisModelRead(comm, model, &back));
-  PetscCall(BasisMLPCreate(back.nlayers, back.widths, N_POINTS, &mlp_back));
-  PetscCall(BasisMLPGetArrays(mlp_back, &params, &grad, &am, &av));
-  PetscCall(PetscArraycpy(params, back.params, back.nparams));
-  PetscCall(EmbedRows(&back, mlp_back, shard.n, shard.x, Y_back));
+  PetscCall(EmbedRows(&back, shard.n, shard.x, Y_back));
   {
     int differ = memcmp(Y, Y_back, sizeof(PetscReal) * (size_t)shard.n * K_DIM) != 0;
     PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &differ, 1, MPI_INT, MPI_SUM, comm));
@@ -239,8 +226,6 @@ int main(int argc, char **argv)
   PetscCall(PetscFree(root_params));
   PetscCall(BasisShardDestroy(&shard));
   PetscCall(BasisModelFree(&back));
-  PetscCall(BasisMLPDestroy(&mlp));
-  PetscCall(BasisMLPDestroy(&mlp_back));
   PetscCall(BasisTrainerDestroy(&tr));
   PetscCall(SlepcFinalize());
   return failures ? 1 : 0;
