@@ -21,6 +21,7 @@
 #include <basis/graph.h>
 #include <cblas.h>
 #include <float.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <slepceps.h>
@@ -147,8 +148,9 @@ PetscErrorCode BasisKnnCreate(PetscInt nq, PetscInt k, BasisKnn *knn)
   PetscCheck(k >= 1, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "-knn %d must be at least 1", (int)k);
   knn->nq = nq;
   knn->k  = k;
-  PetscCall(PetscMalloc3((size_t)nq * k, &knn->idx, (size_t)nq * k, &knn->d2,
-                         BASIS_KNN_TILE_COLS + 2 * BASIS_KNN_BLOCKS, &knn->bound));
+  PetscCall(PetscMalloc4((size_t)nq * k, &knn->idx, (size_t)nq * k, &knn->d2,
+                         BASIS_KNN_TILE_COLS + 2 * BASIS_KNN_BLOCKS, &knn->bound,
+                         BASIS_KNN_TILE_COLS + BASIS_KNN_TILE_ROWS + BASIS_KNN_BLOCKS + 1, &knn->fbound));
   for (size_t i = 0; i < (size_t)nq * k; i++) {
     knn->idx[i] = -1;
     knn->d2[i]  = PETSC_MAX_REAL;
@@ -162,7 +164,7 @@ PetscErrorCode BasisKnnCreate(PetscInt nq, PetscInt k, BasisKnn *knn)
 PetscErrorCode BasisKnnDestroy(BasisKnn *knn)
 {
   PetscFunctionBeginUser;
-  PetscCall(PetscFree3(knn->idx, knn->d2, knn->bound));
+  PetscCall(PetscFree4(knn->idx, knn->d2, knn->bound, knn->fbound));
   knn->nq = knn->k = 0;
   PetscFunctionReturn(0);
 }
@@ -236,28 +238,78 @@ static void SquaredNorms(PetscInt n, PetscInt D, const float x[], PetscReal nrm[
   Candidate selection: a_j = qn + pn_j - 2 q.p_j from GEMM differs from the exact d2_j by at
   most margin_j = c (qn + pn_j), c = (D + 2) FLT_EPSILON (the float dot-product error bound
   gamma_D ||q|| ||p|| <= D u (qn + pn_j)/2, doubled by the factor 2, plus the final
-  rounding; FLT_EPSILON = 2u leaves another factor 2 of safety). Let U be the k-th smallest
-  of the per-block minima of the upper bounds a_j + margin_j (at least k points of the
-  tile lie within U) and t the current k-th exact distance: a point whose lower bound
-  a_j - margin_j exceeds min(U, t) cannot enter the list; every other one is recomputed
-  exactly and merged. Ties are kept (<=), so the result is exact.
+  rounding; FLT_EPSILON = 2u leaves another factor 2 of safety). A point whose lower bound
+  a_j - margin_j exceeds a threshold tau that k other points are known to meet cannot enter
+  the list; every other one is recomputed exactly and merged. Ties are kept (<=), so the
+  result is exact. Two ways to a threshold, per row:
+
+  - the list is full (an earlier tile filled it): tau is its k-th exact distance, and a
+    float pre-filter of the whole row, ((1 - c2) pn_j + g_j <= tau - (1 - c2) qn in float
+    with c2 = c + 4 FLT_EPSILON, which covers the float rounding of the filter itself:
+    three roundings of at most u (qn + pn_j) each, against the 8u the wider margin adds),
+    rejects almost every column in one vectorised pass; only its survivors get the double
+    bound. After the first tile of a row this is the common case: the k-th distance over
+    the points seen so far admits ~k (m / columns seen) points of the next tile.
+  - otherwise, tau is the smaller of the list's k-th distance and U, the k-th smallest of
+    the per-block minima of the upper bounds a_j + margin_j (at least k points of the tile
+    lie within U), from a pass over the tile in double.
 */
 static void MergeTile(BasisKnn *knn, PetscInt D, const float q[], PetscInt qstart, const PetscReal qn[],
                       PetscInt i0, PetscInt rows, const float p[], PetscInt pstart, const PetscReal pn[],
                       PetscInt j0, PetscInt cols, const float G[], PetscReal ub[], PetscLogDouble *exact)
 {
   const PetscInt   k = knn->k, B = BASIS_KNN_BLOCK, nb = (cols + B - 1) / B;
-  const PetscReal  c   = (PetscReal)(D + 2) * FLT_EPSILON;
+  const PetscReal  c = (PetscReal)(D + 2) * FLT_EPSILON, c2 = c + 4 * FLT_EPSILON;
   const PetscReal *pnj = pn + j0;
-  /* scratch (BasisKnnCreate): lo [cols], bu, bl [nb] */
+  /* scratch (BasisKnnCreate): lo [cols], bu, bl [nb]; pf [cols], fm [nb] */
   PetscReal *restrict lo = knn->bound, *restrict bu = lo + cols, *restrict bl = bu + nb;
+  float *restrict pf = knn->fbound, *restrict fm = pf + cols;
+  PetscReal pnmax = 0;
 
+  /* the pre-filter's shifted norms; it is skipped where float could overflow */
+  for (PetscInt j = 0; j < cols; j++) {
+    pf[j] = (float)((1 - c2) * pnj[j]);
+    pnmax = PetscMax(pnmax, pnj[j]);
+  }
   for (PetscInt r = 0; r < rows; r++) {
     const PetscInt  i = i0 + r, gi = qstart + i, self = gi - (pstart + j0);
     const float    *g = G + (size_t)r * cols, *qi = q + (size_t)i * D;
     const PetscReal qni = qn[i];
     PetscInt       *idx = knn->idx + (size_t)i * k, nub = 0;
     PetscReal      *d2 = knn->d2 + (size_t)i * k, tau;
+
+    if (d2[k - 1] < PETSC_MAX_REAL && qni < 1e30 && pnmax < 1e30) {
+      const PetscReal thr = d2[k - 1] - (1 - c2) * qni;
+      float           T   = (float)thr;
+
+      if ((PetscReal)T < thr) T = nextafterf(T, FLT_MAX);
+      tau = d2[k - 1];
+      /* minima of the filter value over strided blocks, as below: one vectorised pass */
+      for (PetscInt b = 0; b < nb; b++) fm[b] = FLT_MAX;
+      for (PetscInt t = 0; t < B; t++) {
+        const PetscInt jt = t * nb, nbt = PetscMin(nb, cols - jt);
+#pragma omp simd
+        for (PetscInt b = 0; b < nbt; b++) fm[b] = PetscMin(fm[b], pf[jt + b] + g[jt + b]);
+      }
+      for (PetscInt b = 0; b < nb; b++) {
+        if (fm[b] > T) continue;
+        for (PetscInt j = b; j < cols; j += nb) {
+          PetscReal s, d;
+          PetscInt  gj;
+          if (pf[j] + g[j] > T || j == self) continue;
+          s = qni + pnj[j];
+          if (s + (PetscReal)g[j] - c * s > tau) continue;
+          gj = pstart + j0 + j;
+          d  = Dist2(D, qi, p + (size_t)(j0 + j) * D);
+          *exact += 1;
+          if (Before(d, gj, d2[k - 1], idx[k - 1])) {
+            ListInsert(k, idx, d2, d, gj);
+            tau = d2[k - 1];
+          }
+        }
+      }
+      continue;
+    }
 
     /* the lower bound of every column and the minima of both bounds over the nb blocks,
        block b being the columns b, b + nb, b + 2 nb, ...: with strided blocks the minima
@@ -308,6 +360,117 @@ static void MergeTile(BasisKnn *knn, PetscInt D, const float q[], PetscInt qstar
       }
     }
   }
+}
+
+/*
+  MergeTileColumns - the pairs of one tile of a point set against itself, seen from the
+  columns: the lists of points j0 .. j0 + cols get the candidates i0 .. i0 + rows, from the
+  same G [rows][cols] = -2 x_i.x_j that MergeTile read by rows, so a GEMM serves both
+  lists of every pair. Global index = position in x (the batch: qstart = pstart = 0).
+
+  Same bound as MergeTile's full-list filter, with a threshold per column instead of per
+  row: T_j = d2_j[k] - (1 - c2) xn_j, rounded up to float; a column whose list is not full
+  yet (a tile of fewer than k + 1 points) or whose norms could overflow float admits every
+  row. Along each row of G, the filter's minima over strided blocks of columns (as in
+  MergeTile) come from one vectorised pass; only blocks at or below 0 are visited.
+*/
+static void MergeTileColumns(BasisKnn *knn, PetscInt D, const float x[], const PetscReal xn[], PetscInt i0,
+                             PetscInt rows, PetscInt j0, PetscInt cols, const float G[],
+                             PetscLogDouble *exact)
+{
+  const PetscInt  k = knn->k, B = BASIS_KNN_BLOCK, nb = (cols + B - 1) / B;
+  const PetscReal c = (PetscReal)(D + 2) * FLT_EPSILON, c2 = c + 4 * FLT_EPSILON;
+  /* scratch (BasisKnnCreate): T [cols], pf [rows], fm [nb] */
+  float *restrict T = knn->fbound, *restrict pf = T + cols, *restrict fm = pf + rows;
+
+  for (PetscInt j = 0; j < cols; j++) {
+    const PetscReal *d2 = knn->d2 + (size_t)(j0 + j) * k, xnj = xn[j0 + j];
+    if (d2[k - 1] < PETSC_MAX_REAL && xnj < 1e30) {
+      const PetscReal thr = d2[k - 1] - (1 - c2) * xnj;
+      T[j]                = (float)thr;
+      if ((PetscReal)T[j] < thr) T[j] = nextafterf(T[j], FLT_MAX);
+    } else
+      T[j] = INFINITY;
+  }
+  for (PetscInt i = 0; i < rows; i++) pf[i] = xn[i0 + i] < 1e30 ? (float)((1 - c2) * xn[i0 + i]) : -INFINITY;
+  for (PetscInt i = 0; i < rows; i++) {
+    const float    *g = G + (size_t)i * cols, pfi = pf[i], *xi = x + (size_t)(i0 + i) * D;
+    const PetscInt  gi  = i0 + i;
+    const PetscReal xni = xn[gi];
+
+    /* (pf_i + g_j) - T_j <= 0 exactly when pf_i + g_j <= T_j (a float difference is 0 only
+       for equal operands), infinities included */
+    for (PetscInt b = 0; b < nb; b++) fm[b] = FLT_MAX;
+    for (PetscInt t = 0; t < B; t++) {
+      const PetscInt jt = t * nb, nbt = PetscMin(nb, cols - jt);
+#pragma omp simd
+      for (PetscInt b = 0; b < nbt; b++) fm[b] = PetscMin(fm[b], (pfi + g[jt + b]) - T[jt + b]);
+    }
+    for (PetscInt b = 0; b < nb; b++) {
+      if (fm[b] > 0) continue;
+      for (PetscInt j = b; j < cols; j += nb) {
+        const PetscInt gj  = j0 + j;
+        PetscInt      *idx = knn->idx + (size_t)gj * k;
+        PetscReal     *d2  = knn->d2 + (size_t)gj * k, s, d;
+        if (!(pfi + g[j] <= T[j])) continue;
+        s = xni + xn[gj];
+        if (s + (PetscReal)g[j] - c * s > d2[k - 1]) continue;
+        d = Dist2(D, x + (size_t)gj * D, xi);
+        *exact += 1;
+        if (Before(d, gi, d2[k - 1], idx[k - 1])) ListInsert(k, idx, d2, d, gi);
+      }
+    }
+  }
+}
+
+/* Copy the lower triangle of the n x n row-major G to the upper one, in 32 x 32 blocks so
+   that the column-wise reads stay in cache (element by element it cost more than the SYRK). */
+static void MirrorLower(PetscInt n, float G[])
+{
+  const PetscInt S = 32;
+
+  for (PetscInt ib = 0; ib < n; ib += S)
+    for (PetscInt jb = ib; jb < n; jb += S) /* block (ib, jb) of the upper part from (jb, ib) */
+      for (PetscInt i = ib; i < PetscMin(ib + S, n); i++)
+        for (PetscInt j = PetscMax(jb, i + 1); j < PetscMin(jb + S, n); j++)
+          G[(size_t)i * n + j] = G[(size_t)j * n + i];
+}
+
+/*
+  KnnSelf - the kNN lists of m points among themselves (the batch graph), with G [T][T]
+  workspace, T = BASIS_KNN_TILE_ROWS, and xn [m] the squared norms.
+
+  The Gram matrix is symmetric, so only the tiles on and above the diagonal are computed:
+  first every diagonal tile (SYRK, half the flops of a GEMM, mirrored), which fills each
+  list from its own tile; then each tile above the diagonal, one GEMM read twice, by rows
+  (MergeTile) for the lists of its rows and by columns (MergeTileColumns) for those of its
+  columns. The lists are full by then, so both reads are the cheap float filter. Same lists
+  as BasisKnnUpdate of x against itself, ties included.
+*/
+static void KnnSelf(BasisKnn *knn, PetscInt D, const float x[], const PetscReal xn[], float G[],
+                    PetscReal ub[])
+{
+  const PetscInt m = knn->nq, T = BASIS_KNN_TILE_ROWS;
+  PetscLogDouble exact = 0, flops = 0;
+
+  for (PetscInt i0 = 0; i0 < m; i0 += T) {
+    const PetscInt n = PetscMin(T, m - i0);
+    cblas_ssyrk(CblasRowMajor, CblasLower, CblasNoTrans, (int)n, (int)D, -2.0f, x + (size_t)i0 * D, (int)D,
+                0.0f, G, (int)n);
+    MirrorLower(n, G);
+    MergeTile(knn, D, x, 0, xn, i0, n, x, 0, xn, i0, n, G, ub, &exact);
+    flops += (PetscLogDouble)n * (n + 1) * D;
+  }
+  for (PetscInt i0 = 0; i0 < m; i0 += T)
+    for (PetscInt j0 = i0 + T; j0 < m; j0 += T) {
+      const PetscInt rows = PetscMin(T, m - i0), cols = PetscMin(T, m - j0);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)cols, (int)D, -2.0f,
+                  x + (size_t)i0 * D, (int)D, x + (size_t)j0 * D, (int)D, 0.0f, G, (int)cols);
+      MergeTile(knn, D, x, 0, xn, i0, rows, x, 0, xn, j0, cols, G, ub, &exact);
+      MergeTileColumns(knn, D, x, xn, i0, rows, j0, cols, G, &exact);
+      flops += 2.0 * rows * cols * D;
+    }
+  (void)PetscLogFlops(flops + 3.0 * D * exact);
 }
 
 /* Lists longer than this use selection + sort-merge (MergeTileLargeK): insertion into a
@@ -484,6 +647,31 @@ PetscErrorCode BasisKnnUpdate(BasisKnn *knn, PetscInt D, const float q[], PetscI
 }
 
 /*
+  BasisKnnSelf - the kNN lists of the m = knn->nq points x among themselves (global index =
+  row of x), from empty lists: the batch graph's kNN, half the GEMM flops of
+  BasisKnnUpdate(knn, D, x, 0, m, x, 0) and the same lists, ties included.
+
+  Not collective. Allocates one tile of workspace per call (the batch path keeps its own).
+*/
+PetscErrorCode BasisKnnSelf(BasisKnn *knn, PetscInt D, const float x[])
+{
+  const PetscInt T = PetscMin(BASIS_KNN_TILE_ROWS, knn->nq);
+  PetscReal     *xn, *ub;
+  float         *G;
+
+  PetscFunctionBeginUser;
+  PetscCheck(D >= 1, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "dimension D = %d must be at least 1",
+             (int)D);
+  if (knn->nq == 0) PetscFunctionReturn(0);
+  PetscCall(PetscMalloc3(knn->nq, &xn, (size_t)T * T, &G, knn->k, &ub));
+  KnnReset(knn);
+  SquaredNorms(knn->nq, D, x, xn);
+  KnnSelf(knn, D, x, xn, G, ub);
+  PetscCall(PetscFree3(xn, G, ub));
+  PetscFunctionReturn(0);
+}
+
+/*
   SigmaCompute - BasisGraphSigma with an optional workspace work [knn->nq] for the median
   on one rank (the batch path allocates nothing per step).
 */
@@ -639,7 +827,7 @@ struct _p_BasisBatchGraph {
 PetscErrorCode BasisBatchGraphCreate(const BasisGraphParams *p, PetscInt m, PetscInt D, BasisBatchGraph *bg)
 {
   BasisBatchGraph b;
-  PetscInt        rows = PetscMin(BASIS_KNN_TILE_ROWS, m), cols = PetscMin(BASIS_KNN_TILE_COLS, m), K = p->K;
+  PetscInt        T = PetscMin(BASIS_KNN_TILE_ROWS, m), K = p->K; /* KnnSelf's tile: T x T */
   PetscBLASInt    n, il = 1, iu, nfound, info, lwq = -1, liwq = -1, iwopt;
   PetscReal       wopt, zero = 0, dummy = 0;
 
@@ -661,7 +849,7 @@ PetscErrorCode BasisBatchGraphCreate(const BasisGraphParams *p, PetscInt m, Pets
   b->m = m;
   b->D = D;
   PetscCall(BasisKnnCreate(m, p->knn, &b->knn));
-  PetscCall(PetscMalloc4(m, &b->norm, (size_t)rows * cols, &b->G, p->knn, &b->ub, m, &b->sigma));
+  PetscCall(PetscMalloc4(m, &b->norm, (size_t)T * T, &b->G, p->knn, &b->ub, m, &b->sigma));
   b->krylov = (PetscBool)(p->batch_solver == BASIS_BATCH_KRYLOV ||
                           (p->batch_solver == BASIS_BATCH_AUTO && m > BASIS_BATCH_DENSE_MAX));
   PetscCall(PetscMalloc1(K, &b->residual));
@@ -719,17 +907,7 @@ PetscErrorCode BasisBatchGraphEmbed(BasisBatchGraph bg, const float x[], PetscRe
   PetscCall(PetscLogEventBegin(BASIS_BatchGraph, 0, 0, 0, 0));
   KnnReset(&bg->knn);
   SquaredNorms(m, D, x, bg->norm);
-  if (m <= BASIS_KNN_TILE_ROWS && m <= BASIS_KNN_TILE_COLS) {
-    PetscLogDouble exact = 0;
-    /* one tile: the Gram matrix is symmetric, so SYRK (half the flops of GEMM) and a mirror */
-    cblas_ssyrk(CblasRowMajor, CblasLower, CblasNoTrans, (int)m, (int)D, -2.0f, x, (int)D, 0.0f, bg->G,
-                (int)m);
-    for (PetscInt i = 0; i < m; i++)
-      for (PetscInt j = i + 1; j < m; j++) bg->G[(size_t)i * m + j] = bg->G[(size_t)j * m + i];
-    MergeTile(&bg->knn, D, x, 0, bg->norm, 0, m, x, 0, bg->norm, 0, m, bg->G, bg->ub, &exact);
-    PetscCall(PetscLogFlops((PetscLogDouble)m * (m + 1) * D + 3.0 * D * exact));
-  } else
-    PetscCall(KnnMerge(&bg->knn, D, x, 0, bg->norm, m, x, 0, bg->norm, bg->G, bg->ub, NULL));
+  KnnSelf(&bg->knn, D, x, bg->norm, bg->G, bg->ub);
   if (bg->krylov) { /* the distributed route on one rank: sparse W, SLEPc with prefix batch_ */
     Mat W;
     PetscCall(BasisGraphAssemble(PETSC_COMM_SELF, &bg->p, knn, 0, m, &W));

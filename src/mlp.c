@@ -17,25 +17,35 @@
   post-activation (H > 0 iff Z > 0), so only H is kept for backward. A training step is
   within ~10% of its bare GEMMs; float64 GEMMs measured 2x slower, hence float32.
 
-  All memory is allocated in BasisMLPCreate for batches of up to max_batch rows; Forward,
-  LossBackward and AdamStep allocate nothing. Not collective: every rank owns a replica,
-  and AdamStep is deterministic, so identical gradients give identical weights.
+  Rows go through the network in passes of at most BASIS_MLP_CHUNK_ROWS: LossBackward runs
+  forward and backward on one pass at a time and accumulates the weight gradients across
+  passes (the GEMMs' beta = 1), so the activation buffers hold one pass whatever the batch,
+  and the cost per row does not grow with the batch (measured below). All memory is
+  allocated in BasisMLPCreate; Forward, LossBackward and AdamStep allocate nothing. Not collective: every rank
+  owns a replica, and AdamStep is deterministic, so identical gradients give identical weights.
 */
 #include <basis/mlp.h>
 #include <cblas.h>
 #include <math.h>
 
+/* Rows per forward/backward pass. The 50-512-512-1024-10 net of docs/performance.md, one
+   process, fwd + bwd per row: 48.1 us in one pass of 1024 rows, 50.5 us in one pass of
+   4096 (activations of 16 MiB per layer stream through memory in the elementwise passes),
+   47.9 / 48.2 / 49.3 us for 4096 rows in passes of 1024 / 512 / 256. */
+#define BASIS_MLP_CHUNK_ROWS 1024
+
 struct _p_BasisMLP {
   PetscInt    L;         /* number of weight layers */
   PetscInt   *widths;    /* [L+1] */
-  PetscInt    max_batch; /* rows the activation buffers hold */
+  PetscInt    max_batch; /* the most rows Forward and LossBackward accept */
+  PetscInt    chunk;     /* rows the activation buffers hold: one pass */
   PetscInt    max_width; /* max over widths[1..L]: size of one backward delta row */
   PetscCount  nparams;
   PetscCount *offset; /* [L] offset of W_l in the parameter buffers; b_l follows W_l */
   float      *params, *grad, *adam_m, *adam_v;
-  float     **H;        /* H[l], l = 1..L-1: post-ReLU activations [max_batch][widths[l]] */
-  float      *delta[2]; /* ping-pong backward buffers [max_batch][max_width] */
-  float      *ones;     /* [max_batch] ones: bias gradients as one GEMV */
+  float     **H;        /* H[l], l = 1..L-1: post-ReLU activations [chunk][widths[l]] */
+  float      *delta[2]; /* ping-pong backward buffers [chunk][max_width] */
+  float      *ones;     /* [chunk] ones: bias gradients as one GEMV */
   float      *work;     /* the one allocation behind H, delta and ones */
 };
 
@@ -76,23 +86,24 @@ PetscErrorCode BasisMLPCreate(PetscInt nlayers, const PetscInt widths[], PetscIn
     nparams += (PetscCount)widths[l + 1] * (widths[l] + 1);
     max_width = PetscMax(max_width, widths[l + 1]);
   }
-  for (PetscInt l = 1; l < nlayers; l++) nact += (PetscCount)max_batch * widths[l];
+  net->chunk = PetscMin(max_batch, BASIS_MLP_CHUNK_ROWS);
+  for (PetscInt l = 1; l < nlayers; l++) nact += (PetscCount)net->chunk * widths[l];
   net->nparams   = nparams;
   net->max_width = max_width;
   PetscCall(
       PetscCalloc4(nparams, &net->params, nparams, &net->grad, nparams, &net->adam_m, nparams, &net->adam_v));
   PetscCall(PetscMalloc1(nlayers, &net->H));
-  PetscCall(PetscMalloc1(nact + (2 * (PetscCount)max_width + 1) * max_batch, &net->work));
+  PetscCall(PetscMalloc1(nact + (2 * (PetscCount)max_width + 1) * net->chunk, &net->work));
   net->H[0] = NULL; /* H_0 is the caller's input */
   nact      = 0;
   for (PetscInt l = 1; l < nlayers; l++) {
     net->H[l] = net->work + nact;
-    nact += (PetscCount)max_batch * widths[l];
+    nact += (PetscCount)net->chunk * widths[l];
   }
   net->delta[0] = net->work + nact;
-  net->delta[1] = net->delta[0] + (PetscCount)max_batch * max_width;
-  net->ones     = net->delta[1] + (PetscCount)max_batch * max_width;
-  for (PetscInt i = 0; i < max_batch; i++) net->ones[i] = 1.0f;
+  net->delta[1] = net->delta[0] + (PetscCount)net->chunk * max_width;
+  net->ones     = net->delta[1] + (PetscCount)net->chunk * max_width;
+  for (PetscInt i = 0; i < net->chunk; i++) net->ones[i] = 1.0f;
   *mlp = net;
   PetscFunctionReturn(0);
 }
@@ -205,8 +216,8 @@ static inline PetscErrorCode FillBias(PetscInt n, PetscInt out, const float b[],
   PetscFunctionReturn(0);
 }
 
-/* Forward through all layers; the linear output goes to y [n][K]. Hidden activations
-   stay in mlp->H for backward. */
+/* Forward through all layers for one pass of n <= mlp->chunk rows; the linear output goes
+   to y [n][K]. Hidden activations stay in mlp->H for backward. */
 static PetscErrorCode ForwardInternal(BasisMLP mlp, PetscInt n, const float x[], float y[])
 {
   const PetscInt *w     = mlp->widths;
@@ -248,8 +259,11 @@ PetscErrorCode BasisMLPForward(BasisMLP mlp, PetscInt n, const float x[], float 
   PetscFunctionBeginUser;
   PetscCheck(n >= 0 && n <= mlp->max_batch, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
              "Forward on %d rows; the network was created for at most %d", (int)n, (int)mlp->max_batch);
-  if (n == 0) PetscFunctionReturn(0);
-  PetscCall(ForwardInternal(mlp, n, x, y));
+  for (PetscInt i0 = 0; i0 < n; i0 += mlp->chunk) {
+    const PetscInt rows = PetscMin(mlp->chunk, n - i0);
+    PetscCall(ForwardInternal(mlp, rows, x + (PetscCount)i0 * mlp->widths[0],
+                              y + (PetscCount)i0 * mlp->widths[mlp->L]));
+  }
   PetscFunctionReturn(0);
 }
 
@@ -276,39 +290,46 @@ PetscErrorCode BasisMLPLossBackward(BasisMLP mlp, PetscInt n, const float x[], c
 {
   const PetscInt *w = mlp->widths;
   const PetscInt  L = mlp->L, K = w[L];
-  float          *dZ = mlp->delta[0], *dH = mlp->delta[1];
   const float     scale = (float)(2.0 / n); /* d/dy of (1/n) ||y - t||^2 */
   double          sum   = 0.0;
-  PetscLogDouble  flops = 0.0;
 
   PetscFunctionBeginUser;
   PetscCheck(n >= 1 && n <= mlp->max_batch, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
              "LossBackward on %d rows; the network was created for 1 to %d", (int)n, (int)mlp->max_batch);
-  PetscCall(ForwardInternal(mlp, n, x, dZ));
+  for (PetscInt i0 = 0; i0 < n; i0 += mlp->chunk) {
+    const PetscInt rows = PetscMin(mlp->chunk, n - i0);
+    const float   *xc = x + (PetscCount)i0 * w[0], *tc = target + (PetscCount)i0 * K;
+    const float    beta = i0 ? 1.0f : 0.0f; /* the first pass overwrites the gradient, later ones add */
+    float         *dZ = mlp->delta[0], *dH = mlp->delta[1];
+    PetscLogDouble flops = 0.0;
 
-  PetscCall(PetscLogEventBegin(BASIS_Backward, 0, 0, 0, 0));
-  for (PetscCount i = 0; i < (PetscCount)n * K; i++) {
-    float r = dZ[i] - target[i];
-    sum += (double)r * r;
-    dZ[i] = scale * r;
+    PetscCall(ForwardInternal(mlp, rows, xc, dZ));
+    PetscCall(PetscLogEventBegin(BASIS_Backward, 0, 0, 0, 0));
+    for (PetscCount i = 0; i < (PetscCount)rows * K; i++) {
+      float r = dZ[i] - tc[i];
+      sum += (double)r * r;
+      dZ[i] = scale * r;
+    }
+    for (PetscInt l = L - 1; l >= 0; l--) {
+      const PetscInt in = w[l], out = w[l + 1];
+      const float   *Hin = l ? mlp->H[l] : xc, *W = mlp->params + mlp->offset[l];
+      float         *dW = mlp->grad + mlp->offset[l], *db = dW + (PetscCount)out * in, *tmp;
+
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, rows, 1.0f, dZ, out, Hin, in, beta, dW,
+                  in);
+      cblas_sgemv(CblasRowMajor, CblasTrans, rows, out, 1.0f, dZ, out, mlp->ones, 1, beta, db, 1);
+      flops += 2.0 * rows * in * out + 2.0 * rows * out;
+      if (l == 0) break; /* no gradient with respect to the input */
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, in, out, 1.0f, dZ, out, W, in, 0.0f, dH,
+                  in);
+      flops += 2.0 * rows * in * out;
+      ReluMask((PetscCount)rows * in, Hin, dH);
+      tmp = dZ, dZ = dH, dH = tmp;
+    }
+    PetscCall(PetscLogFlops(flops + 3.0 * rows * K));
+    PetscCall(PetscLogEventEnd(BASIS_Backward, 0, 0, 0, 0));
   }
   *loss = (float)(sum / n);
-  for (PetscInt l = L - 1; l >= 0; l--) {
-    const PetscInt in = w[l], out = w[l + 1];
-    const float   *Hin = l ? mlp->H[l] : x, *W = mlp->params + mlp->offset[l];
-    float         *dW = mlp->grad + mlp->offset[l], *db = dW + (PetscCount)out * in, *tmp;
-
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, n, 1.0f, dZ, out, Hin, in, 0.0f, dW, in);
-    cblas_sgemv(CblasRowMajor, CblasTrans, n, out, 1.0f, dZ, out, mlp->ones, 1, 0.0f, db, 1);
-    flops += 2.0 * n * in * out + 2.0 * n * out;
-    if (l == 0) break; /* no gradient with respect to the input */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out, 1.0f, dZ, out, W, in, 0.0f, dH, in);
-    flops += 2.0 * n * in * out;
-    ReluMask((PetscCount)n * in, Hin, dH);
-    tmp = dZ, dZ = dH, dH = tmp;
-  }
-  PetscCall(PetscLogFlops(flops + 3.0 * n * K));
-  PetscCall(PetscLogEventEnd(BASIS_Backward, 0, 0, 0, 0));
   PetscFunctionReturn(0);
 }
 

@@ -2,7 +2,7 @@
   test_graph - the graph rule against independent references:
     (a) BasisKnnUpdate, block by block in shuffled order, equals a brute-force double
         kNN, exact ties (integer grid, duplicates) and large offsets included, within one
-        tile and across several;
+        tile and across several; so does BasisKnnSelf (the batch graph's symmetric kNN);
     (b) the batch eigensolver equals a dense LAPACK solve of a W built here independently,
         all 3 Laplacians and both scales, eigenvectors with the sign convention;
     (c) two far clusters give two zero eigenvalues and piecewise-constant vectors;
@@ -121,6 +121,21 @@ static PetscErrorCode TestKnn(const char *name, PetscInt n, PetscInt D, const fl
   PetscCall(Check(bad_d2 < 1e-12, "knn %s: squared distances differ from brute force by %g (relative)", name,
                   (double)bad_d2));
   PetscCall(BasisKnnDestroy(&knn));
+  if (q0 == 0 && nq == n) { /* all points: the batch graph's symmetric kNN must agree too */
+    PetscCall(BasisKnnCreate(n, k, &knn));
+    PetscCall(BasisKnnSelf(&knn, D, x));
+    bad_idx = 0, bad_d2 = 0;
+    for (PetscInt i = 0; i < n * k; i++) {
+      if (knn.idx[i] != idx[i]) bad_idx++;
+      bad_d2 = PetscMax(bad_d2, PetscAbsReal(knn.d2[i] - d2[i]) / PetscMax(1e-300, PetscAbsReal(d2[i])));
+      if (d2[i] == 0 && knn.d2[i] != 0) bad_d2 = 1;
+    }
+    PetscCall(
+        Check(bad_idx == 0, "knn self %s: %d neighbour indices differ from brute force", name, (int)bad_idx));
+    PetscCall(Check(bad_d2 < 1e-12, "knn self %s: squared distances differ from brute force by %g (relative)",
+                    name, (double)bad_d2));
+    PetscCall(BasisKnnDestroy(&knn));
+  }
   PetscCall(PetscFree4(idx, d2, cut, order));
   PetscFunctionReturn(0);
 }
@@ -150,7 +165,7 @@ static PetscErrorCode TestKnnAll(void)
   BasisRngSeed(&rng, 11, 0);
   /* random points, many blocks */
   n = 157;
-  PetscCall(PetscMalloc1(3000 * 3, &x));
+  PetscCall(PetscMalloc1(3000 * 6, &x));
   Gaussian(&rng, n, 7, 0.0, x);
   PetscCall(TestKnn("random", n, 7, x, 10, 0, n, 6, &rng));
   PetscCall(TestKnn("random sub-range", n, 7, x, 10, 40, 77, 5, &rng));
@@ -173,6 +188,10 @@ static PetscErrorCode TestKnnAll(void)
   /* ties across tiles: a 14^3 integer grid (2744 points) plus duplicates */
   n = GridWithDuplicates(14, 40, 0, 61, x);
   PetscCall(TestKnn("grid ties, tiles", n, 3, x, 10, 0, n, 3, &rng));
+  /* BasisKnnSelf's last tile holding fewer than k + 1 points (its lists start partial) */
+  n = 2 * 1024 + 4;
+  Gaussian(&rng, n, 6, 100.0, x);
+  PetscCall(TestKnn("small last tile, offset 100", n, 6, x, 10, 0, n, 2, &rng));
   PetscCall(PetscFree(x));
   PetscFunctionReturn(0);
 }

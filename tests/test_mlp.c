@@ -7,7 +7,8 @@
    - LossBackward overwrites the gradient (two calls give the same gradient, not twice it);
    - AdamStep equals a hand-computed update over two steps (bias correction, eps placement);
    - two replicas initialised from the same stream are bitwise identical;
-   - batches larger than max_batch are refused.
+   - batches larger than max_batch are refused;
+   - a batch of more rows than one pass of the network (src/mlp.c) gets the same checks.
   The finite differences run on the reference loss in double with the float parameters
   converted exactly, so their error (~1e-10) is far below the float32 gradient's; the
   reference forward is itself checked against the library's forward.
@@ -282,6 +283,9 @@ int main(int argc, char **argv)
   PetscCall(CheckNetwork(1, w2, 5, 5, 2, &failures));   /* one linear layer, no hidden state */
   PetscCall(CheckNetwork(2, w3, 19, 19, 3, &failures)); /* vector loops with a scalar tail */
   PetscCall(CheckNetwork(4, w4, 9, 12, 4, &failures));  /* deeper, widths around 32 */
+  /* more rows than one pass (BASIS_MLP_CHUNK_ROWS = 1024): three passes, the last partial,
+     whose gradients must add up */
+  PetscCall(CheckNetwork(3, w1, 2500, 2600, 5, &failures));
   PetscCall(CheckAdam(&failures));
   PetscCall(CheckReplicasAndLimits(&failures));
   PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &failures, 1, MPI_INT, MPI_SUM, PETSC_COMM_WORLD));

@@ -40,14 +40,16 @@ void BasisGraphParamsMatched(const BasisGraphParams *p, PetscInt n, PetscInt m, 
 /* Running k-nearest-neighbour lists of nq query points, filled block by block. */
 typedef struct {
   PetscInt   nq, k;
-  PetscInt  *idx;   /* [nq][k] global indices of neighbours, nearest first; -1 = empty */
-  PetscReal *d2;    /* [nq][k] squared distances, ascending; PETSC_MAX_REAL = empty */
-  PetscReal *bound; /* scratch of the merge: lower distance bounds of one tile row, block minima */
+  PetscInt  *idx;    /* [nq][k] global indices of neighbours, nearest first; -1 = empty */
+  PetscReal *d2;     /* [nq][k] squared distances, ascending; PETSC_MAX_REAL = empty */
+  PetscReal *bound;  /* scratch of the merge: lower distance bounds of one tile row, block minima */
+  float     *fbound; /* scratch of the merge's full-list filter: shifted norms of a tile, block minima */
 } BasisKnn;
 
 PetscErrorCode BasisKnnCreate(PetscInt nq, PetscInt k, BasisKnn *knn);
 PetscErrorCode BasisKnnUpdate(BasisKnn *knn, PetscInt D, const float q[], PetscInt qstart, PetscInt np,
                               const float p[], PetscInt pstart);
+PetscErrorCode BasisKnnSelf(BasisKnn *knn, PetscInt D, const float x[]);
 PetscErrorCode BasisKnnDestroy(BasisKnn *knn);
 
 PetscErrorCode BasisGraphSigma(MPI_Comm comm, const BasisGraphParams *p, const BasisKnn *knn,
