@@ -412,7 +412,7 @@ static void MergeTileColumns(BasisKnn *knn, PetscInt D, const float x[], const P
         const PetscInt gj  = j0 + j;
         PetscInt      *idx = knn->idx + (size_t)gj * k;
         PetscReal     *d2  = knn->d2 + (size_t)gj * k, s, d;
-        if (!(pfi + g[j] <= T[j])) continue;
+        if (pfi + g[j] > T[j]) continue;
         s = xni + xn[gj];
         if (s + (PetscReal)g[j] - c * s > d2[k - 1]) continue;
         d = Dist2(D, x + (size_t)gj * D, xi);
@@ -652,6 +652,8 @@ PetscErrorCode BasisKnnUpdate(BasisKnn *knn, PetscInt D, const float q[], PetscI
   BasisKnnUpdate(knn, D, x, 0, m, x, 0) and the same lists, ties included.
 
   Not collective. Allocates one tile of workspace per call (the batch path keeps its own).
+  Lists are kept by insertion, O(k) per candidate: meant for the batch's k (~10); the long
+  lists of density-matched graphs go through BasisKnnUpdate.
 */
 PetscErrorCode BasisKnnSelf(BasisKnn *knn, PetscInt D, const float x[])
 {

@@ -21,8 +21,9 @@
   forward and backward on one pass at a time and accumulates the weight gradients across
   passes (the GEMMs' beta = 1), so the activation buffers hold one pass whatever the batch,
   and the cost per row does not grow with the batch (measured below). All memory is
-  allocated in BasisMLPCreate; Forward, LossBackward and AdamStep allocate nothing. Not collective: every rank
-  owns a replica, and AdamStep is deterministic, so identical gradients give identical weights.
+  allocated in BasisMLPCreate; Forward, LossBackward and AdamStep allocate nothing. Not
+  collective: every rank owns a replica, and AdamStep is deterministic, so identical
+  gradients give identical weights.
 */
 #include <basis/mlp.h>
 #include <cblas.h>
