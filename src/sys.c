@@ -94,22 +94,66 @@ PetscErrorCode BasisFinalize(void)
 }
 
 /*
+  OptionWithValue - PETSc's messages for an option value of the wrong kind name the value,
+  not the option ("Input string abc has no integer value ...", "... has no numeric value",
+  "Unknown logical value: 10"). If mess is one of them, write to names the command-line
+  options that were given that value ("-steps abc", several if several were) and return
+  true. Every rank parses the same command line, so every rank raises the same error.
+*/
+static PetscBool OptionWithValue(const char *mess, char *names, size_t len)
+{
+  const char *in = "Input string ", *logical = "Unknown logical value: ", *end = NULL, *v;
+  char        value[256];
+  int         argc;
+  char      **args;
+
+  names[0] = 0;
+  if (!strncmp(mess, in, strlen(in)) &&
+      (strstr(mess, " has no integer value") || strstr(mess, " has no numeric value")))
+    v = mess + strlen(in), end = strstr(v, " has no ");
+  else if (!strncmp(mess, logical, strlen(logical)))
+    v = mess + strlen(logical), end = v + strlen(v);
+  else
+    return PETSC_FALSE;
+  if (!end || (size_t)(end - v) >= sizeof(value) || PetscGetArgs(&argc, &args)) return PETSC_FALSE;
+  memcpy(value, v, (size_t)(end - v));
+  value[end - v] = 0;
+  for (int i = 2; i < argc; i++) {
+    if (args[i - 1][0] != '-' || strcmp(args[i], value)) continue;
+    if (strlen(names) + strlen(args[i - 1]) + strlen(value) + 4 >= len) break;
+    if (names[0]) strcat(names, ", ");
+    strcat(strcat(strcat(names, args[i - 1]), " "), value);
+  }
+  return names[0] ? PETSC_TRUE : PETSC_FALSE;
+}
+
+/*
   BasisErrorHandler - print the first message of an error as one line, once per
   communicator, and let PetscCall unwind silently.
 
   Not collective. An error raised on a communicator of several ranks is printed by its
   rank 0 only (every rank of it raised the same error); one raised on PETSC_COMM_SELF is
-  printed with the world rank, since only that rank knows it.
+  printed with the world rank, since only that rank knows it. An option value of the wrong
+  kind is raised on PETSC_COMM_SELF by every rank alike: world rank 0 prints it, with the
+  option named.
 */
 PetscErrorCode BasisErrorHandler(MPI_Comm comm, int line, const char *fun, const char *file, PetscErrorCode n,
                                  PetscErrorType p, const char *mess, void *ctx)
 {
   PetscMPIInt size = 1, rank = 0, wrank = 0;
+  char        names[512];
 
   if (p != PETSC_ERROR_INITIAL) return n;
   MPI_Comm_size(comm, &size);
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_rank(MPI_COMM_WORLD, &wrank);
+  if (mess && OptionWithValue(mess, names, sizeof(names))) {
+    if (wrank == 0) {
+      fprintf(stderr, "basis: error: %s: %s; -help lists each option's kind\n", names, mess);
+      fflush(stderr);
+    }
+    return n;
+  }
   if (size > 1 && rank != 0) return n;
   if (n == PETSC_ERR_MEM) mess = "out of memory: use more ranks or a smaller -batch/-chunk";
   if (!mess || !mess[0]) mess = "(no message)";

@@ -60,6 +60,10 @@ bad_args_cases() {
   add "train -knn >= -batch" - "-knn 56 must be smaller than -batch 56" "$T -model $w/out.h5 -knn 56"
   add "train -hidden 0" - "-hidden 0 is malformed" "$T -model $w/out.h5 -hidden 0"
   add "train -hidden ," - "-hidden , is malformed" "$T -model $w/out.h5 -hidden ,"
+  # a value of the wrong kind: PETSc names the value only; basis names the option, once
+  add "train -steps abc" - "-steps abc: Input string abc has no integer value" "$T -model $w/out.h5 -steps abc"
+  add "train -lr x" - "-lr x: Input string x has no numeric value" "$T -model $w/out.h5 -lr x"
+  add "train -train_monitor 10" - "-train_monitor 10: Unknown logical value: 10" "$T -model $w/out.h5 -train_monitor 10"
   add "train -lr 0" - "-lr 0.* must be positive" "$T -model $w/out.h5 -lr 0"
   add "train -lr -1" - "-lr -1.* must be positive" "$T -model $w/out.h5 -lr -1"
   add "train -steps 0" - "-steps 0 must be at least 1" "$T -model $w/out.h5 -steps 0"
@@ -80,6 +84,7 @@ bad_args_cases() {
     "${T/-steps 2/-steps 30} -model $w/ck_step1.h5 -lr 1e6 -checkpoint_every 1"
   # embed
   add "embed model missing" - "model file .*none.h5 does not exist" "$E -model $w/none.h5 -output $w/out.h5"
+  add "embed -chunk 1.5" - "-chunk 1.5: Input string 1.5 has no integer value" "$E -model $w/m.h5 -output $w/out.h5 -chunk 1.5"
   add "embed model corrupt" - "corrupt.h5 is not an HDF5 file" "$E -model $w/corrupt.h5 -output $w/out.h5"
   add "embed model truncated" - "trunc.h5: it is truncated or corrupt" "$E -model $w/trunc.h5 -output $w/out.h5"
   add "embed model other version" - "ver.h5 has format 99; this basis reads format" "$E -model $w/ver.h5 -output $w/out.h5"
