@@ -150,7 +150,7 @@ PetscErrorCode BasisKnnCreate(PetscInt nq, PetscInt k, BasisKnn *knn)
   knn->k  = k;
   PetscCall(PetscMalloc4((size_t)nq * k, &knn->idx, (size_t)nq * k, &knn->d2,
                          BASIS_KNN_TILE_COLS + 2 * BASIS_KNN_BLOCKS, &knn->bound,
-                         BASIS_KNN_TILE_COLS + BASIS_KNN_TILE_ROWS + BASIS_KNN_BLOCKS + 1, &knn->fbound));
+                         BASIS_KNN_TILE_COLS + BASIS_KNN_TILE_ROWS + BASIS_KNN_BLOCKS, &knn->fbound));
   for (size_t i = 0; i < (size_t)nq * k; i++) {
     knn->idx[i] = -1;
     knn->d2[i]  = PETSC_MAX_REAL;
@@ -219,6 +219,32 @@ static inline void ListInsert(PetscInt k, PetscInt idx[], PetscReal d2[], PetscR
   idx[pos] = g;
 }
 
+/* Offer point b (global index g) to the sorted list idx, d2 [k] of point a: its exact
+   distance, merged if it orders before the list's last entry; counted in exact. */
+static inline void Offer(PetscInt D, const float a[], const float b[], PetscInt g, PetscInt k, PetscInt idx[],
+                         PetscReal d2[], PetscLogDouble *exact)
+{
+  const PetscReal d = Dist2(D, a, b);
+
+  *exact += 1;
+  if (Before(d, g, d2[k - 1], idx[k - 1])) ListInsert(k, idx, d2, d, g);
+}
+
+/* The float pre-filter of a full list (MergeTile): a point j can enter the list of point i
+   only if FilterNorm(pn_j) + g_ij <= FilterThreshold(d2_i[k], qn_i), both sides in float. */
+static inline float FilterNorm(PetscReal xn, PetscReal c2)
+{
+  return (float)((1 - c2) * xn);
+}
+
+static inline float FilterThreshold(PetscReal d2k, PetscReal xn, PetscReal c2)
+{
+  const PetscReal thr = d2k - (1 - c2) * xn;
+  const float     T   = (float)thr;
+
+  return (PetscReal)T < thr ? nextafterf(T, FLT_MAX) : T; /* rounded up */
+}
+
 static void SquaredNorms(PetscInt n, PetscInt D, const float x[], PetscReal nrm[])
 {
   for (PetscInt i = 0; i < n; i++) {
@@ -268,7 +294,7 @@ static void MergeTile(BasisKnn *knn, PetscInt D, const float q[], PetscInt qstar
 
   /* the pre-filter's shifted norms; it is skipped where float could overflow */
   for (PetscInt j = 0; j < cols; j++) {
-    pf[j] = (float)((1 - c2) * pnj[j]);
+    pf[j] = FilterNorm(pnj[j], c2);
     pnmax = PetscMax(pnmax, pnj[j]);
   }
   for (PetscInt r = 0; r < rows; r++) {
@@ -279,11 +305,8 @@ static void MergeTile(BasisKnn *knn, PetscInt D, const float q[], PetscInt qstar
     PetscReal      *d2 = knn->d2 + (size_t)i * k, tau;
 
     if (d2[k - 1] < PETSC_MAX_REAL && qni < 1e30 && pnmax < 1e30) {
-      const PetscReal thr = d2[k - 1] - (1 - c2) * qni;
-      float           T   = (float)thr;
+      const float T = FilterThreshold(d2[k - 1], qni, c2);
 
-      if ((PetscReal)T < thr) T = nextafterf(T, FLT_MAX);
-      tau = d2[k - 1];
       /* minima of the filter value over strided blocks, as below: one vectorised pass */
       for (PetscInt b = 0; b < nb; b++) fm[b] = FLT_MAX;
       for (PetscInt t = 0; t < B; t++) {
@@ -294,18 +317,9 @@ static void MergeTile(BasisKnn *knn, PetscInt D, const float q[], PetscInt qstar
       for (PetscInt b = 0; b < nb; b++) {
         if (fm[b] > T) continue;
         for (PetscInt j = b; j < cols; j += nb) {
-          PetscReal s, d;
-          PetscInt  gj;
-          if (pf[j] + g[j] > T || j == self) continue;
-          s = qni + pnj[j];
-          if (s + (PetscReal)g[j] - c * s > tau) continue;
-          gj = pstart + j0 + j;
-          d  = Dist2(D, qi, p + (size_t)(j0 + j) * D);
-          *exact += 1;
-          if (Before(d, gj, d2[k - 1], idx[k - 1])) {
-            ListInsert(k, idx, d2, d, gj);
-            tau = d2[k - 1];
-          }
+          const PetscReal s = qni + pnj[j];
+          if (pf[j] + g[j] > T || j == self || s + (PetscReal)g[j] - c * s > d2[k - 1]) continue;
+          Offer(D, qi, p + (size_t)(j0 + j) * D, pstart + j0 + j, k, idx, d2, exact);
         }
       }
       continue;
@@ -347,16 +361,9 @@ static void MergeTile(BasisKnn *knn, PetscInt D, const float q[], PetscInt qstar
     for (PetscInt b = 0; b < nb; b++) {
       if (bl[b] > tau) continue;
       for (PetscInt j = b; j < cols; j += nb) {
-        PetscReal d;
-        PetscInt  gj;
         if (lo[j] > tau || j == self) continue;
-        gj = pstart + j0 + j;
-        d  = Dist2(D, qi, p + (size_t)(j0 + j) * D);
-        *exact += 1;
-        if (Before(d, gj, d2[k - 1], idx[k - 1])) {
-          ListInsert(k, idx, d2, d, gj);
-          tau = PetscMin(tau, d2[k - 1]);
-        }
+        Offer(D, qi, p + (size_t)(j0 + j) * D, pstart + j0 + j, k, idx, d2, exact);
+        tau = PetscMin(tau, d2[k - 1]);
       }
     }
   }
@@ -384,15 +391,10 @@ static void MergeTileColumns(BasisKnn *knn, PetscInt D, const float x[], const P
   float *restrict T = knn->fbound, *restrict pf = T + cols, *restrict fm = pf + rows;
 
   for (PetscInt j = 0; j < cols; j++) {
-    const PetscReal *d2 = knn->d2 + (size_t)(j0 + j) * k, xnj = xn[j0 + j];
-    if (d2[k - 1] < PETSC_MAX_REAL && xnj < 1e30) {
-      const PetscReal thr = d2[k - 1] - (1 - c2) * xnj;
-      T[j]                = (float)thr;
-      if ((PetscReal)T[j] < thr) T[j] = nextafterf(T[j], FLT_MAX);
-    } else
-      T[j] = INFINITY;
+    const PetscReal d2k = knn->d2[(size_t)(j0 + j) * k + k - 1], xnj = xn[j0 + j];
+    T[j] = d2k < PETSC_MAX_REAL && xnj < 1e30 ? FilterThreshold(d2k, xnj, c2) : INFINITY;
   }
-  for (PetscInt i = 0; i < rows; i++) pf[i] = xn[i0 + i] < 1e30 ? (float)((1 - c2) * xn[i0 + i]) : -INFINITY;
+  for (PetscInt i = 0; i < rows; i++) pf[i] = xn[i0 + i] < 1e30 ? FilterNorm(xn[i0 + i], c2) : -INFINITY;
   for (PetscInt i = 0; i < rows; i++) {
     const float    *g = G + (size_t)i * cols, pfi = pf[i], *xi = x + (size_t)(i0 + i) * D;
     const PetscInt  gi  = i0 + i;
@@ -409,15 +411,11 @@ static void MergeTileColumns(BasisKnn *knn, PetscInt D, const float x[], const P
     for (PetscInt b = 0; b < nb; b++) {
       if (fm[b] > 0) continue;
       for (PetscInt j = b; j < cols; j += nb) {
-        const PetscInt gj  = j0 + j;
-        PetscInt      *idx = knn->idx + (size_t)gj * k;
-        PetscReal     *d2  = knn->d2 + (size_t)gj * k, s, d;
-        if (pfi + g[j] > T[j]) continue;
-        s = xni + xn[gj];
-        if (s + (PetscReal)g[j] - c * s > d2[k - 1]) continue;
-        d = Dist2(D, x + (size_t)gj * D, xi);
-        *exact += 1;
-        if (Before(d, gi, d2[k - 1], idx[k - 1])) ListInsert(k, idx, d2, d, gi);
+        const PetscInt  gj = j0 + j;
+        const PetscReal s  = xni + xn[gj];
+        PetscReal      *d2 = knn->d2 + (size_t)gj * k;
+        if (pfi + g[j] > T[j] || s + (PetscReal)g[j] - c * s > d2[k - 1]) continue;
+        Offer(D, x + (size_t)gj * D, xi, gi, k, knn->idx + (size_t)gj * k, d2, exact);
       }
     }
   }

@@ -81,6 +81,31 @@ static PetscErrorCode BruteKnn(PetscInt n, PetscInt D, const float x[], PetscInt
   PetscFunctionReturn(0);
 }
 
+/* The lists of knn (queries q0 .. q0 + knn->nq) against the brute-force lists idx, d2 of all
+   points: same indices, distances to 1e-12 relative (zero exactly). */
+static PetscErrorCode CheckLists(const char *what, const char *name, const BasisKnn *knn, PetscInt q0,
+                                 const PetscInt idx[], const PetscReal d2[])
+{
+  const PetscInt k       = knn->k;
+  PetscInt       bad_idx = 0;
+  PetscReal      bad_d2  = 0;
+
+  PetscFunctionBeginUser;
+  for (PetscInt i = 0; i < knn->nq; i++)
+    for (PetscInt t = 0; t < k; t++) {
+      PetscInt  a = knn->idx[i * k + t], b = idx[(q0 + i) * k + t];
+      PetscReal da = knn->d2[i * k + t], db = d2[(q0 + i) * k + t];
+      if (a != b) bad_idx++;
+      bad_d2 = PetscMax(bad_d2, PetscAbsReal(da - db) / PetscMax(1e-300, PetscAbsReal(db)));
+      if (db == 0 && da != 0) bad_d2 = 1;
+    }
+  PetscCall(
+      Check(bad_idx == 0, "%s %s: %d neighbour indices differ from brute force", what, name, (int)bad_idx));
+  PetscCall(Check(bad_d2 < 1e-12, "%s %s: squared distances differ from brute force by %g (relative)", what,
+                  name, (double)bad_d2));
+  PetscFunctionReturn(0);
+}
+
 /*
   (a) queries [q0, q0 + nq) of x against all n points, merged in nblocks blocks of uneven
   sizes in a shuffled order; compared with BruteKnn.
@@ -89,8 +114,8 @@ static PetscErrorCode TestKnn(const char *name, PetscInt n, PetscInt D, const fl
                               PetscInt q0, PetscInt nq, PetscInt nblocks, BasisRng *rng)
 {
   BasisKnn   knn;
-  PetscInt  *idx, *cut, *order, bad_idx = 0;
-  PetscReal *d2, bad_d2 = 0;
+  PetscInt  *idx, *cut, *order;
+  PetscReal *d2;
 
   PetscFunctionBeginUser;
   PetscCall(PetscMalloc4((size_t)n * k, &idx, (size_t)n * k, &d2, nblocks + 1, &cut, nblocks, &order));
@@ -109,31 +134,12 @@ static PetscErrorCode TestKnn(const char *name, PetscInt n, PetscInt D, const fl
     PetscInt s = cut[order[b]], e = cut[order[b] + 1];
     PetscCall(BasisKnnUpdate(&knn, D, x + (size_t)q0 * D, q0, e - s, x + (size_t)s * D, s));
   }
-  for (PetscInt i = 0; i < nq; i++)
-    for (PetscInt t = 0; t < k; t++) {
-      PetscInt  a = knn.idx[i * k + t], b = idx[(q0 + i) * k + t];
-      PetscReal da = knn.d2[i * k + t], db = d2[(q0 + i) * k + t];
-      if (a != b) bad_idx++;
-      bad_d2 = PetscMax(bad_d2, PetscAbsReal(da - db) / PetscMax(1e-300, PetscAbsReal(db)));
-      if (db == 0 && da != 0) bad_d2 = 1;
-    }
-  PetscCall(Check(bad_idx == 0, "knn %s: %d neighbour indices differ from brute force", name, (int)bad_idx));
-  PetscCall(Check(bad_d2 < 1e-12, "knn %s: squared distances differ from brute force by %g (relative)", name,
-                  (double)bad_d2));
+  PetscCall(CheckLists("knn", name, &knn, q0, idx, d2));
   PetscCall(BasisKnnDestroy(&knn));
   if (q0 == 0 && nq == n) { /* all points: the batch graph's symmetric kNN must agree too */
     PetscCall(BasisKnnCreate(n, k, &knn));
     PetscCall(BasisKnnSelf(&knn, D, x));
-    bad_idx = 0, bad_d2 = 0;
-    for (PetscInt i = 0; i < n * k; i++) {
-      if (knn.idx[i] != idx[i]) bad_idx++;
-      bad_d2 = PetscMax(bad_d2, PetscAbsReal(knn.d2[i] - d2[i]) / PetscMax(1e-300, PetscAbsReal(d2[i])));
-      if (d2[i] == 0 && knn.d2[i] != 0) bad_d2 = 1;
-    }
-    PetscCall(
-        Check(bad_idx == 0, "knn self %s: %d neighbour indices differ from brute force", name, (int)bad_idx));
-    PetscCall(Check(bad_d2 < 1e-12, "knn self %s: squared distances differ from brute force by %g (relative)",
-                    name, (double)bad_d2));
+    PetscCall(CheckLists("knn self", name, &knn, 0, idx, d2));
     PetscCall(BasisKnnDestroy(&knn));
   }
   PetscCall(PetscFree4(idx, d2, cut, order));

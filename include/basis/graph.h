@@ -43,7 +43,7 @@ typedef struct {
   PetscInt  *idx;    /* [nq][k] global indices of neighbours, nearest first; -1 = empty */
   PetscReal *d2;     /* [nq][k] squared distances, ascending; PETSC_MAX_REAL = empty */
   PetscReal *bound;  /* scratch of the merge: lower distance bounds of one tile row, block minima */
-  float     *fbound; /* scratch of the merge's full-list filter: shifted norms of a tile, block minima */
+  float     *fbound; /* scratch of the full-list float filter: shifted norms, thresholds, block minima */
 } BasisKnn;
 
 PetscErrorCode BasisKnnCreate(PetscInt nq, PetscInt k, BasisKnn *knn);
