@@ -22,6 +22,7 @@
 #include <cblas.h>
 #include <float.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <slepceps.h>
@@ -38,17 +39,18 @@ extern void dsyevr_(const char *jobz, const char *range, const char *uplo, const
                     PetscReal *work, const PetscBLASInt *lwork, PetscBLASInt *iwork,
                     const PetscBLASInt *liwork, PetscBLASInt *info);
 
-/* GEMM tile: at most 1024 query rows x 2048 points = 8 MiB of float, whatever nq and np;
-   2048 columns keep the per-row candidate scan long enough to amortise its setup. */
+/* BasisKnnUpdate's GEMM tile: at most 1024 query rows x 2048 points = 8 MiB of float,
+   whatever nq and np. */
 #define BASIS_KNN_TILE_ROWS 1024
 #define BASIS_KNN_TILE_COLS 2048
-/* Columns per block of the candidate pre-selection in MergeTile: blocks whose smallest
-   lower bound already exceeds the threshold are skipped whole, so the per-column scalar
-   work (branches, ~5 ns per pair before) is done for ~k blocks of a row, not all of it.
-   16 doubles are two AVX-512 registers. */
-#define BASIS_KNN_BLOCK 16
-/* Blocks of the widest tile: the size of BasisKnn.bound's block minima. */
-#define BASIS_KNN_BLOCKS ((BASIS_KNN_TILE_COLS + BASIS_KNN_BLOCK - 1) / BASIS_KNN_BLOCK)
+/* Columns per block when a list is seeded (SeedRow): the column of smallest filter value
+   of each of the k best blocks is a seed. */
+#define BASIS_KNN_SEED_BLOCK 16
+/* KnnSelf (the batch kNN): points per block of the symmetric Gram matrix, and rows per
+   GEMM strip: a strip of 128 x 1024 floats (512 KiB) stays in the L2 cache between the
+   GEMM that writes it and the filter that reads it. */
+#define BASIS_KNN_SELF_BLOCK 1024
+#define BASIS_KNN_STRIP      128
 
 /* WarnComponents keeps a row of the zero eigenvectors on the stack; larger -dim skip it. */
 #define BASIS_MAX_ZERO_COMPONENTS 64
@@ -148,9 +150,10 @@ PetscErrorCode BasisKnnCreate(PetscInt nq, PetscInt k, BasisKnn *knn)
   PetscCheck(k >= 1, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "-knn %d must be at least 1", (int)k);
   knn->nq = nq;
   knn->k  = k;
-  PetscCall(PetscMalloc4((size_t)nq * k, &knn->idx, (size_t)nq * k, &knn->d2,
-                         BASIS_KNN_TILE_COLS + 2 * BASIS_KNN_BLOCKS, &knn->bound,
-                         BASIS_KNN_TILE_COLS + BASIS_KNN_TILE_ROWS + BASIS_KNN_BLOCKS, &knn->fbound));
+  PetscCall(PetscMalloc6((size_t)nq * k, &knn->idx, (size_t)nq * k, &knn->d2,
+                         2 * PetscMax(BASIS_KNN_TILE_COLS, BASIS_KNN_SELF_BLOCK) + k, &knn->fwork, nq,
+                         &knn->fnorm, PetscMax(BASIS_KNN_TILE_COLS, BASIS_KNN_SELF_BLOCK) + k, &knn->iwork,
+                         PetscMax(BASIS_KNN_TILE_COLS, BASIS_KNN_SELF_BLOCK), &knn->mark));
   for (size_t i = 0; i < (size_t)nq * k; i++) {
     knn->idx[i] = -1;
     knn->d2[i]  = PETSC_MAX_REAL;
@@ -164,7 +167,7 @@ PetscErrorCode BasisKnnCreate(PetscInt nq, PetscInt k, BasisKnn *knn)
 PetscErrorCode BasisKnnDestroy(BasisKnn *knn)
 {
   PetscFunctionBeginUser;
-  PetscCall(PetscFree4(knn->idx, knn->d2, knn->bound, knn->fbound));
+  PetscCall(PetscFree6(knn->idx, knn->d2, knn->fwork, knn->fnorm, knn->iwork, knn->mark));
   knn->nq = knn->k = 0;
   PetscFunctionReturn(0);
 }
@@ -230,19 +233,31 @@ static inline void Offer(PetscInt D, const float a[], const float b[], PetscInt 
   if (Before(d, g, d2[k - 1], idx[k - 1])) ListInsert(k, idx, d2, d, g);
 }
 
-/* The float pre-filter of a full list (MergeTile): a point j can enter the list of point i
-   only if FilterNorm(pn_j) + g_ij <= FilterThreshold(d2_i[k], qn_i), both sides in float. */
-static inline float FilterNorm(PetscReal xn, PetscReal c2)
+/* The margins of the candidate bound below: c for the double bound, c2 for the float filter. */
+static inline PetscReal BoundMargin(PetscInt D)
 {
-  return (float)((1 - c2) * xn);
+  return (PetscReal)(D + 2) * FLT_EPSILON;
 }
 
-static inline float FilterThreshold(PetscReal d2k, PetscReal xn, PetscReal c2)
+static inline PetscReal FilterMargin(PetscInt D)
 {
-  const PetscReal thr = d2k - (1 - c2) * xn;
+  return BoundMargin(D) + 4 * FLT_EPSILON;
+}
+
+/* The float pre-filter: with a threshold tau that k points are known to meet (the list's
+   k-th exact distance, once full), a point j can enter the list of point i only if
+   FilterNorm(pn_j) + g_ij <= FilterThreshold(tau, qn_i), both sides in float. */
+static inline float FilterNorm(PetscReal xn, PetscReal c2)
+{
+  return xn < 1e30 ? (float)((1 - c2) * xn) : -INFINITY; /* the filter is off there anyway */
+}
+
+static inline float FilterThreshold(PetscReal tau, PetscReal xn, PetscReal c2)
+{
+  const PetscReal thr = tau - (1 - c2) * xn;
   const float     T   = (float)thr;
 
-  return (PetscReal)T < thr ? nextafterf(T, FLT_MAX) : T; /* rounded up */
+  return (PetscReal)T < thr ? nextafterf(T, FLT_MAX) : T; /* rounded up; a list not full: inf */
 }
 
 static void SquaredNorms(PetscInt n, PetscInt D, const float x[], PetscReal nrm[])
@@ -255,167 +270,203 @@ static void SquaredNorms(PetscInt n, PetscInt D, const float x[], PetscReal nrm[
   }
 }
 
+/* mark [j] = (pf [j] + g [j] <= T) for a tile row, as bytes: one vector pass. */
+static inline void MarkRow(PetscInt cols, const float pf[], const float g[], float T, unsigned char mark[])
+{
+#pragma omp simd
+  for (PetscInt j = 0; j < cols; j++) mark[j] = pf[j] + g[j] <= T;
+}
+
+/* The next marked column at or after j, or cols: eight marks per test. */
+static inline PetscInt NextMark(PetscInt j, PetscInt cols, const unsigned char mark[])
+{
+  for (; j + 8 <= cols; j += 8) {
+    uint64_t w;
+    memcpy(&w, mark + j, 8);
+    if (w) break;
+  }
+  for (; j < cols; j++)
+    if (mark[j]) return j;
+  return cols;
+}
+
+static inline PetscBool InList(PetscInt k, const PetscInt idx[], PetscInt g)
+{
+  for (PetscInt t = 0; t < k; t++)
+    if (idx[t] == g) return PETSC_TRUE;
+  return PETSC_FALSE;
+}
+
+/*
+  The candidate bound, shared by every kNN routine below. From GEMM, a_j = qn + pn_j +
+  g_j with g_j = -2 q.p_j in float differs from the exact d2_j by at most margin_j = c (qn
+  + pn_j), c = (D + 2) FLT_EPSILON (the float dot-product error bound gamma_D ||q|| ||p||
+  <= D u (qn + pn_j)/2, doubled by the factor 2, plus the final rounding; FLT_EPSILON = 2u
+  leaves another factor 2 of safety). A point whose lower bound a_j - margin_j exceeds a
+  threshold tau that k other points are known to meet cannot enter the list; every other
+  one is recomputed exactly (Dist2) and merged. Ties are kept (<=), so the lists are those
+  of a double-precision brute force. The double bound is computed only for the survivors
+  of a float pre-filter, ((1 - c2) pn_j + g_j <= tau - (1 - c2) qn in float, c2 = c + 4
+  FLT_EPSILON): the wider margin covers the filter's own three roundings of at most u (qn
+  + pn_j) each. The filter marks a whole tile row in one vector pass (a byte per column)
+  and the marks are scanned eight at a time, so with a good threshold the per-column
+  scalar work is done for a few columns of a row. Norms of 1e30 or more (float could
+  overflow) switch the filter off: every column gets the double bound.
+*/
+
+/*
+  FilterRow - offer to the list idx, d2 [k] of query q_i (global index gi, squared norm
+  qni) the columns of one tile row g [cols] that may enter it: points p [cols][D], global
+  indices g0 + j, squared norms pn [cols], FilterNorm values pf [cols]. The threshold is
+  the list's k-th distance (every column is examined while it is not full) and tightens
+  with every insertion; the float filter marks the columns against the threshold at the
+  start (mark [cols] scratch), the double bound uses the current one. seeded: the list
+  holds seeds from this tile row (SeedRow), which are not offered twice.
+*/
+static void FilterRow(PetscInt D, const float qi[], PetscInt gi, PetscReal qni, const float p[], PetscInt g0,
+                      const PetscReal pn[], const float pf[], const float g[], PetscInt cols,
+                      PetscBool filter, PetscBool seeded, PetscInt k, PetscInt idx[], PetscReal d2[],
+                      unsigned char mark[], PetscLogDouble *exact)
+{
+  const PetscReal c = BoundMargin(D), c2 = FilterMargin(D);
+  PetscReal       tau = d2[k - 1];
+
+  if (filter)
+    MarkRow(cols, pf, g, FilterThreshold(tau, qni, c2), mark);
+  else
+    memset(mark, 1, (size_t)cols);
+  for (PetscInt j = NextMark(0, cols, mark); j < cols; j = NextMark(j + 1, cols, mark)) {
+    const PetscReal s = qni + pn[j];
+
+    if (g0 + j == gi || s + (PetscReal)g[j] - c * s > tau) continue;
+    if (seeded && InList(k, idx, g0 + j)) continue;
+    Offer(D, qi, p + (size_t)j * D, g0 + j, k, idx, d2, exact);
+    tau = d2[k - 1];
+  }
+}
+
+/*
+  SeedRow - the first tile row of a list that is not full: offer it k good columns, so that
+  FilterRow starts from a threshold near the final one instead of examining every column.
+  The columns are dealt into nb blocks, k + 1 or more if the row is that long (block b:
+  columns b, b + nb, ..., so that
+  the minima of all blocks and where they are come from one vertical vector pass); the
+  column of smallest filter value in each of the k blocks of smallest minimum is offered
+  (the query itself excluded). Scratch: fm [nb], fa [nb], best [k], bestv [k].
+*/
+static void SeedRow(PetscInt D, const float qi[], PetscInt gi, const float p[], PetscInt g0, const float pf[],
+                    const float g[], PetscInt cols, PetscInt k, PetscInt idx[], PetscReal d2[], float fm[],
+                    PetscInt fa[], PetscInt best[], float bestv[], PetscLogDouble *exact)
+{
+  const PetscInt nb = PetscMin(cols, PetscMax(k + 1, cols / BASIS_KNN_SEED_BLOCK)), self = gi - g0;
+  PetscInt       nbest = 0;
+
+  for (PetscInt b = 0; b < nb; b++) {
+    fm[b] = FLT_MAX;
+    fa[b] = -1;
+  }
+  for (PetscInt jt = 0; jt < cols; jt += nb) {
+    const PetscInt nbt = PetscMin(nb, cols - jt);
+#pragma omp simd
+    for (PetscInt b = 0; b < nbt; b++) {
+      const float v = pf[jt + b] + g[jt + b];
+      fa[b]         = v < fm[b] && jt + b != self ? jt + b : fa[b];
+      fm[b]         = v < fm[b] && jt + b != self ? v : fm[b];
+    }
+  }
+  for (PetscInt b = 0; b < nb; b++) { /* the k smallest block minima, ascending */
+    const float v = fm[b];
+    PetscInt    pos;
+
+    if (fa[b] < 0 || (nbest == k && !(v < bestv[k - 1]))) continue;
+    pos = nbest < k ? nbest++ : k - 1;
+    for (; pos > 0 && bestv[pos - 1] > v; pos--) {
+      bestv[pos] = bestv[pos - 1];
+      best[pos]  = best[pos - 1];
+    }
+    bestv[pos] = v;
+    best[pos]  = fa[b];
+  }
+  for (PetscInt s = 0; s < nbest; s++) Offer(D, qi, p + (size_t)best[s] * D, g0 + best[s], k, idx, d2, exact);
+}
+
 /*
   MergeTile - merge the candidates of one GEMM tile into the lists of its query rows.
 
   Rows i0 .. i0 + rows of q against points j0 .. j0 + cols of p; G [rows][cols] holds
-  -2 q_i.p_j in float; qn [nq], pn [np] are squared norms in double; ub [k] workspace.
-
-  Candidate selection: a_j = qn + pn_j - 2 q.p_j from GEMM differs from the exact d2_j by at
-  most margin_j = c (qn + pn_j), c = (D + 2) FLT_EPSILON (the float dot-product error bound
-  gamma_D ||q|| ||p|| <= D u (qn + pn_j)/2, doubled by the factor 2, plus the final
-  rounding; FLT_EPSILON = 2u leaves another factor 2 of safety). A point whose lower bound
-  a_j - margin_j exceeds a threshold tau that k other points are known to meet cannot enter
-  the list; every other one is recomputed exactly and merged. Ties are kept (<=), so the
-  result is exact. Two ways to a threshold, per row:
-
-  - the list is full (an earlier tile filled it): tau is its k-th exact distance, and a
-    float pre-filter of the whole row, ((1 - c2) pn_j + g_j <= tau - (1 - c2) qn in float
-    with c2 = c + 4 FLT_EPSILON, which covers the float rounding of the filter itself:
-    three roundings of at most u (qn + pn_j) each, against the 8u the wider margin adds),
-    rejects almost every column in one vectorised pass; only its survivors get the double
-    bound. After the first tile of a row this is the common case: the k-th distance over
-    the points seen so far admits ~k (m / columns seen) points of the next tile.
-  - otherwise, tau is the smaller of the list's k-th distance and U, the k-th smallest of
-    the per-block minima of the upper bounds a_j + margin_j (at least k points of the tile
-    lie within U), from a pass over the tile in double.
+  -2 q_i.p_j in float; qn [nq], pn [np] are squared norms in double. A row whose list is
+  not full yet (its first tile) is seeded first (SeedRow), then filtered (FilterRow).
 */
 static void MergeTile(BasisKnn *knn, PetscInt D, const float q[], PetscInt qstart, const PetscReal qn[],
                       PetscInt i0, PetscInt rows, const float p[], PetscInt pstart, const PetscReal pn[],
-                      PetscInt j0, PetscInt cols, const float G[], PetscReal ub[], PetscLogDouble *exact)
+                      PetscInt j0, PetscInt cols, const float G[], PetscLogDouble *exact)
 {
-  const PetscInt   k = knn->k, B = BASIS_KNN_BLOCK, nb = (cols + B - 1) / B;
-  const PetscReal  c = (PetscReal)(D + 2) * FLT_EPSILON, c2 = c + 4 * FLT_EPSILON;
+  const PetscInt   k = knn->k, g0 = pstart + j0;
+  const PetscReal  c2  = FilterMargin(D);
   const PetscReal *pnj = pn + j0;
-  /* scratch (BasisKnnCreate): lo [cols], bu, bl [nb]; pf [cols], fm [nb] */
-  PetscReal *restrict lo = knn->bound, *restrict bu = lo + cols, *restrict bl = bu + nb;
-  float *restrict pf = knn->fbound, *restrict fm = pf + cols;
+  const float     *pj  = p + (size_t)j0 * D;
+  /* scratch (BasisKnnCreate): pf [cols], fm [cols], bestv [k]; fa [cols], best [k]; mark [cols] */
+  float *restrict pf = knn->fwork, *restrict fm = pf + cols, *restrict bestv = fm + cols;
+  PetscInt *restrict fa = knn->iwork, *restrict best = fa + cols;
   PetscReal pnmax = 0;
 
-  /* the pre-filter's shifted norms; it is skipped where float could overflow */
   for (PetscInt j = 0; j < cols; j++) {
     pf[j] = FilterNorm(pnj[j], c2);
     pnmax = PetscMax(pnmax, pnj[j]);
   }
   for (PetscInt r = 0; r < rows; r++) {
-    const PetscInt  i = i0 + r, gi = qstart + i, self = gi - (pstart + j0);
+    const PetscInt  i = i0 + r, gi = qstart + i;
     const float    *g = G + (size_t)r * cols, *qi = q + (size_t)i * D;
-    const PetscReal qni = qn[i];
-    PetscInt       *idx = knn->idx + (size_t)i * k, nub = 0;
-    PetscReal      *d2 = knn->d2 + (size_t)i * k, tau;
+    PetscInt       *idx    = knn->idx + (size_t)i * k;
+    PetscReal      *d2     = knn->d2 + (size_t)i * k;
+    const PetscBool seeded = d2[k - 1] == PETSC_MAX_REAL ? PETSC_TRUE : PETSC_FALSE;
 
-    if (d2[k - 1] < PETSC_MAX_REAL && qni < 1e30 && pnmax < 1e30) {
-      const float T = FilterThreshold(d2[k - 1], qni, c2);
-
-      /* minima of the filter value over strided blocks, as below: one vectorised pass */
-      for (PetscInt b = 0; b < nb; b++) fm[b] = FLT_MAX;
-      for (PetscInt t = 0; t < B; t++) {
-        const PetscInt jt = t * nb, nbt = PetscMin(nb, cols - jt);
-#pragma omp simd
-        for (PetscInt b = 0; b < nbt; b++) fm[b] = PetscMin(fm[b], pf[jt + b] + g[jt + b]);
-      }
-      for (PetscInt b = 0; b < nb; b++) {
-        if (fm[b] > T) continue;
-        for (PetscInt j = b; j < cols; j += nb) {
-          const PetscReal s = qni + pnj[j];
-          if (pf[j] + g[j] > T || j == self || s + (PetscReal)g[j] - c * s > d2[k - 1]) continue;
-          Offer(D, qi, p + (size_t)(j0 + j) * D, pstart + j0 + j, k, idx, d2, exact);
-        }
-      }
-      continue;
-    }
-
-    /* the lower bound of every column and the minima of both bounds over the nb blocks,
-       block b being the columns b, b + nb, b + 2 nb, ...: with strided blocks the minima
-       are vertical, so the whole pass is one branch-free loop the compiler vectorises. The
-       query itself gets bounds no list can accept. */
-    for (PetscInt b = 0; b < nb; b++) bu[b] = bl[b] = PETSC_MAX_REAL;
-    for (PetscInt t = 0; t < B; t++) {
-      const PetscInt jt = t * nb, nbt = PetscMin(nb, cols - jt);
-#pragma omp simd
-      for (PetscInt b = 0; b < nbt; b++) {
-        const PetscInt j = jt + b;
-        PetscReal      s = qni + pnj[j], a = s + (PetscReal)g[j];
-        PetscReal      u = j == self ? PETSC_MAX_REAL : a + c * s, l = j == self ? PETSC_MAX_REAL : a - c * s;
-        lo[j] = l;
-        bu[b] = PetscMin(bu[b], u);
-        bl[b] = PetscMin(bl[b], l);
-      }
-    }
-    /* tau: the k-th smallest block minimum of the upper bounds. The k blocks at or below
-       it hold k distinct points whose exact distance is <= tau, so a point whose lower
-       bound exceeds tau (or the list's current k-th distance) cannot enter the list. */
-    for (PetscInt b = 0; b < nb; b++) {
-      PetscReal u = bu[b];
-      if (nub < k || u < ub[k - 1]) {
-        PetscInt pos = nub < k ? nub++ : k - 1;
-        while (pos > 0 && ub[pos - 1] > u) {
-          ub[pos] = ub[pos - 1];
-          pos--;
-        }
-        ub[pos] = u;
-      }
-    }
-    tau = nub == k ? PetscMin(ub[k - 1], d2[k - 1]) : d2[k - 1];
-    /* exact distances for the candidates, visiting only blocks that may hold one */
-    for (PetscInt b = 0; b < nb; b++) {
-      if (bl[b] > tau) continue;
-      for (PetscInt j = b; j < cols; j += nb) {
-        if (lo[j] > tau || j == self) continue;
-        Offer(D, qi, p + (size_t)(j0 + j) * D, pstart + j0 + j, k, idx, d2, exact);
-        tau = PetscMin(tau, d2[k - 1]);
-      }
-    }
+    if (seeded) SeedRow(D, qi, gi, pj, g0, pf, g, cols, k, idx, d2, fm, fa, best, bestv, exact);
+    FilterRow(D, qi, gi, qn[i], pj, g0, pnj, pf, g, cols, (PetscBool)(pnmax < 1e30 && qn[i] < 1e30), seeded,
+              k, idx, d2, knn->mark, exact);
   }
 }
 
 /*
-  MergeTileColumns - the pairs of one tile of a point set against itself, seen from the
-  columns: the lists of points j0 .. j0 + cols get the candidates i0 .. i0 + rows, from the
-  same G [rows][cols] = -2 x_i.x_j that MergeTile read by rows, so a GEMM serves both
-  lists of every pair. Global index = position in x (the batch: qstart = pstart = 0).
-
-  Same bound as MergeTile's full-list filter, with a threshold per column instead of per
-  row: T_j = d2_j[k] - (1 - c2) xn_j, rounded up to float; a column whose list is not full
-  yet (a tile of fewer than k + 1 points) or whose norms could overflow float admits every
-  row. Along each row of G, the filter's minima over strided blocks of columns (as in
-  MergeTile) come from one vectorised pass; only blocks at or below 0 are visited.
+  FilterPairs - one strip of an off-diagonal block of KnnSelf: rows i0 .. i0 + rows of x
+  against columns j0 .. j0 + cols, G [rows][cols] = -2 x_i.x_j, every list full. Each row
+  of G is read once for both lists of its pairs: mark bit 1, row i's list (threshold from
+  its k-th distance), bit 2, column j's (threshold T [j], kept current as j's list
+  improves). pf [m]: FilterNorm of every point; filter: no norm of 1e30 or more.
 */
-static void MergeTileColumns(BasisKnn *knn, PetscInt D, const float x[], const PetscReal xn[], PetscInt i0,
-                             PetscInt rows, PetscInt j0, PetscInt cols, const float G[],
-                             PetscLogDouble *exact)
+static void FilterPairs(BasisKnn *knn, PetscInt D, const float x[], const PetscReal xn[], const float pf[],
+                        PetscInt i0, PetscInt rows, PetscInt j0, PetscInt cols, const float G[], float T[],
+                        PetscBool filter, PetscLogDouble *exact)
 {
-  const PetscInt  k = knn->k, B = BASIS_KNN_BLOCK, nb = (cols + B - 1) / B;
-  const PetscReal c = (PetscReal)(D + 2) * FLT_EPSILON, c2 = c + 4 * FLT_EPSILON;
-  /* scratch (BasisKnnCreate): T [cols], pf [rows], fm [nb] */
-  float *restrict T = knn->fbound, *restrict pf = T + cols, *restrict fm = pf + rows;
+  const PetscInt  k = knn->k;
+  const PetscReal c = BoundMargin(D), c2 = FilterMargin(D);
+  unsigned char  *mark = knn->mark;
+  const float    *pfj  = pf + j0;
 
-  for (PetscInt j = 0; j < cols; j++) {
-    const PetscReal d2k = knn->d2[(size_t)(j0 + j) * k + k - 1], xnj = xn[j0 + j];
-    T[j] = d2k < PETSC_MAX_REAL && xnj < 1e30 ? FilterThreshold(d2k, xnj, c2) : INFINITY;
-  }
-  for (PetscInt i = 0; i < rows; i++) pf[i] = xn[i0 + i] < 1e30 ? FilterNorm(xn[i0 + i], c2) : -INFINITY;
-  for (PetscInt i = 0; i < rows; i++) {
-    const float    *g = G + (size_t)i * cols, pfi = pf[i], *xi = x + (size_t)(i0 + i) * D;
-    const PetscInt  gi  = i0 + i;
-    const PetscReal xni = xn[gi];
+  for (PetscInt j = 0; j < cols; j++)
+    T[j] = FilterThreshold(knn->d2[(size_t)(j0 + j) * k + k - 1], xn[j0 + j], c2);
+  for (PetscInt r = 0; r < rows; r++) {
+    const PetscInt  i = i0 + r;
+    const float    *g = G + (size_t)r * cols, *xi = x + (size_t)i * D, pfi = pf[i];
+    const PetscReal xni = xn[i];
+    PetscInt       *idx = knn->idx + (size_t)i * k;
+    PetscReal      *d2  = knn->d2 + (size_t)i * k;
+    const float     TR  = FilterThreshold(d2[k - 1], xni, c2);
 
-    /* (pf_i + g_j) - T_j <= 0 exactly when pf_i + g_j <= T_j (a float difference is 0 only
-       for equal operands), infinities included */
-    for (PetscInt b = 0; b < nb; b++) fm[b] = FLT_MAX;
-    for (PetscInt t = 0; t < B; t++) {
-      const PetscInt jt = t * nb, nbt = PetscMin(nb, cols - jt);
+    if (filter) {
 #pragma omp simd
-      for (PetscInt b = 0; b < nbt; b++) fm[b] = PetscMin(fm[b], (pfi + g[jt + b]) - T[jt + b]);
-    }
-    for (PetscInt b = 0; b < nb; b++) {
-      if (fm[b] > 0) continue;
-      for (PetscInt j = b; j < cols; j += nb) {
-        const PetscInt  gj = j0 + j;
-        const PetscReal s  = xni + xn[gj];
-        PetscReal      *d2 = knn->d2 + (size_t)gj * k;
-        if (pfi + g[j] > T[j] || s + (PetscReal)g[j] - c * s > d2[k - 1]) continue;
-        Offer(D, x + (size_t)gj * D, xi, gi, k, knn->idx + (size_t)gj * k, d2, exact);
+      for (PetscInt j = 0; j < cols; j++) mark[j] = (pfj[j] + g[j] <= TR) | (pfi + g[j] <= T[j]) << 1;
+    } else
+      memset(mark, 3, (size_t)cols);
+    for (PetscInt j = NextMark(0, cols, mark); j < cols; j = NextMark(j + 1, cols, mark)) {
+      const PetscReal s = xni + xn[j0 + j], a = s + (PetscReal)g[j] - c * s;
+      PetscReal      *d2j = knn->d2 + (size_t)(j0 + j) * k;
+
+      if ((mark[j] & 1) && !(a > d2[k - 1]))
+        Offer(D, xi, x + (size_t)(j0 + j) * D, j0 + j, k, idx, d2, exact);
+      if ((mark[j] & 2) && !(a > d2j[k - 1])) {
+        Offer(D, x + (size_t)(j0 + j) * D, xi, i, k, knn->idx + (size_t)(j0 + j) * k, d2j, exact);
+        T[j] = FilterThreshold(d2j[k - 1], xn[j0 + j], c2);
       }
     }
   }
@@ -435,38 +486,46 @@ static void MirrorLower(PetscInt n, float G[])
 }
 
 /*
-  KnnSelf - the kNN lists of m points among themselves (the batch graph), with G [T][T]
-  workspace, T = BASIS_KNN_TILE_ROWS, and xn [m] the squared norms.
+  KnnSelf - the kNN lists of m points among themselves (the batch graph), from empty lists;
+  xn [m] the squared norms, G [n][n] workspace, n = min(m, BASIS_KNN_SELF_BLOCK).
 
-  The Gram matrix is symmetric, so only the tiles on and above the diagonal are computed:
-  first every diagonal tile (SYRK, half the flops of a GEMM, mirrored), which fills each
-  list from its own tile; then each tile above the diagonal, one GEMM read twice, by rows
-  (MergeTile) for the lists of its rows and by columns (MergeTileColumns) for those of its
-  columns. The lists are full by then, so both reads are the cheap float filter. Same lists
+  The points are cut into blocks of BASIS_KNN_SELF_BLOCK. First each block against itself
+  (SYRK, half the flops of a GEMM, mirrored), which seeds and fills every list from its
+  own block (MergeTile); then each pair of blocks once, in strips of BASIS_KNN_STRIP rows
+  (FilterPairs), each strip of G read once for both lists of every pair in it. Same lists
   as BasisKnnUpdate of x against itself, ties included.
 */
-static void KnnSelf(BasisKnn *knn, PetscInt D, const float x[], const PetscReal xn[], float G[],
-                    PetscReal ub[])
+static void KnnSelf(BasisKnn *knn, PetscInt D, const float x[], const PetscReal xn[], float G[])
 {
-  const PetscInt m = knn->nq, T = BASIS_KNN_TILE_ROWS;
+  const PetscInt  m = knn->nq, B = BASIS_KNN_SELF_BLOCK, S = BASIS_KNN_STRIP;
+  const PetscReal c2 = FilterMargin(D);
+  /* scratch (BasisKnnCreate): pf [m], T [B] */
+  float         *pf = knn->fnorm, *T = knn->fwork;
+  PetscBool      filter = PETSC_TRUE;
   PetscLogDouble exact = 0, flops = 0;
 
-  for (PetscInt i0 = 0; i0 < m; i0 += T) {
-    const PetscInt n = PetscMin(T, m - i0);
-    cblas_ssyrk(CblasRowMajor, CblasLower, CblasNoTrans, (int)n, (int)D, -2.0f, x + (size_t)i0 * D, (int)D,
+  for (PetscInt i = 0; i < m; i++) {
+    pf[i] = FilterNorm(xn[i], c2);
+    if (!(xn[i] < 1e30)) filter = PETSC_FALSE;
+  }
+  for (PetscInt b0 = 0; b0 < m; b0 += B) {
+    const PetscInt n = PetscMin(B, m - b0);
+    cblas_ssyrk(CblasRowMajor, CblasLower, CblasNoTrans, (int)n, (int)D, -2.0f, x + (size_t)b0 * D, (int)D,
                 0.0f, G, (int)n);
     MirrorLower(n, G);
-    MergeTile(knn, D, x, 0, xn, i0, n, x, 0, xn, i0, n, G, ub, &exact);
+    MergeTile(knn, D, x, 0, xn, b0, n, x, 0, xn, b0, n, G, &exact);
     flops += (PetscLogDouble)n * (n + 1) * D;
   }
-  for (PetscInt i0 = 0; i0 < m; i0 += T)
-    for (PetscInt j0 = i0 + T; j0 < m; j0 += T) {
-      const PetscInt rows = PetscMin(T, m - i0), cols = PetscMin(T, m - j0);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)cols, (int)D, -2.0f,
-                  x + (size_t)i0 * D, (int)D, x + (size_t)j0 * D, (int)D, 0.0f, G, (int)cols);
-      MergeTile(knn, D, x, 0, xn, i0, rows, x, 0, xn, j0, cols, G, ub, &exact);
-      MergeTileColumns(knn, D, x, xn, i0, rows, j0, cols, G, &exact);
-      flops += 2.0 * rows * cols * D;
+  for (PetscInt b0 = 0; b0 < m; b0 += B)
+    for (PetscInt c0 = b0 + B; c0 < m; c0 += B) {
+      const PetscInt cols = PetscMin(B, m - c0);
+      for (PetscInt i0 = b0; i0 < b0 + B; i0 += S) { /* block b0 is full: c0 follows it */
+        const PetscInt rows = PetscMin(S, b0 + B - i0);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)cols, (int)D, -2.0f,
+                    x + (size_t)i0 * D, (int)D, x + (size_t)c0 * D, (int)D, 0.0f, G, (int)cols);
+        FilterPairs(knn, D, x, xn, pf, i0, rows, c0, cols, G, T, filter, &exact);
+        flops += 2.0 * rows * cols * D;
+      }
     }
   (void)PetscLogFlops(flops + 3.0 * D * exact);
 }
@@ -534,7 +593,7 @@ static void MergeTileLargeK(BasisKnn *knn, PetscInt D, const float q[], PetscInt
                             PetscLogDouble *exact)
 {
   const PetscInt  k = knn->k;
-  const PetscReal c = (PetscReal)(D + 2) * FLT_EPSILON;
+  const PetscReal c = BoundMargin(D);
 
   for (PetscInt r = 0; r < rows; r++) {
     const PetscInt  i = i0 + r, gi = qstart + i;
@@ -572,11 +631,11 @@ static void MergeTileLargeK(BasisKnn *knn, PetscInt D, const float q[], PetscInt
 /*
   KnnMerge - the kernel of BasisKnnUpdate with caller-provided workspace: qn [nq], pn [np]
   squared norms (double); G a tile of min(nq, BASIS_KNN_TILE_ROWS) x min(np,
-  BASIS_KNN_TILE_COLS) floats; ub [k].
+  BASIS_KNN_TILE_COLS) floats.
 */
 static PetscErrorCode KnnMerge(BasisKnn *knn, PetscInt D, const float q[], PetscInt qstart,
                                const PetscReal qn[], PetscInt np, const float p[], PetscInt pstart,
-                               const PetscReal pn[], float G[], PetscReal ub[], LargeKWork *lw)
+                               const PetscReal pn[], float G[], LargeKWork *lw)
 {
   PetscLogDouble exact = 0;
 
@@ -593,7 +652,7 @@ static PetscErrorCode KnnMerge(BasisKnn *knn, PetscInt D, const float q[], Petsc
       if (lw)
         MergeTileLargeK(knn, D, q, qstart, qn, i0, rows, p, pstart, pn, j0, cols, G, lw, &exact);
       else
-        MergeTile(knn, D, q, qstart, qn, i0, rows, p, pstart, pn, j0, cols, G, ub, &exact);
+        MergeTile(knn, D, q, qstart, qn, i0, rows, p, pstart, pn, j0, cols, G, &exact);
     }
   }
   PetscCall(PetscLogFlops(3.0 * D * exact));
@@ -621,7 +680,7 @@ static PetscErrorCode KnnMerge(BasisKnn *knn, PetscInt D, const float q[], Petsc
 PetscErrorCode BasisKnnUpdate(BasisKnn *knn, PetscInt D, const float q[], PetscInt qstart, PetscInt np,
                               const float p[], PetscInt pstart)
 {
-  PetscReal *qn, *pn, *ub;
+  PetscReal *qn, *pn;
   float     *G;
   PetscInt   rows = PetscMin(BASIS_KNN_TILE_ROWS, knn->nq), cols = PetscMin(BASIS_KNN_TILE_COLS, np);
 
@@ -630,17 +689,17 @@ PetscErrorCode BasisKnnUpdate(BasisKnn *knn, PetscInt D, const float q[], PetscI
              (int)D);
   PetscCheck(np >= 0, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "number of points %d is negative", (int)np);
   if (np == 0 || knn->nq == 0) PetscFunctionReturn(0);
-  PetscCall(PetscMalloc4(knn->nq, &qn, np, &pn, (size_t)rows * cols, &G, knn->k, &ub));
+  PetscCall(PetscMalloc3(knn->nq, &qn, np, &pn, (size_t)rows * cols, &G));
   SquaredNorms(knn->nq, D, q, qn);
   SquaredNorms(np, D, p, pn);
   if (knn->k > BASIS_KNN_SMALL_K) {
     LargeKWork lw;
     PetscCall(PetscMalloc3(cols, &lw.u, cols, &lw.cand, knn->k, &lw.merged));
-    PetscCall(KnnMerge(knn, D, q, qstart, qn, np, p, pstart, pn, G, ub, &lw));
+    PetscCall(KnnMerge(knn, D, q, qstart, qn, np, p, pstart, pn, G, &lw));
     PetscCall(PetscFree3(lw.u, lw.cand, lw.merged));
   } else
-    PetscCall(KnnMerge(knn, D, q, qstart, qn, np, p, pstart, pn, G, ub, NULL));
-  PetscCall(PetscFree4(qn, pn, G, ub));
+    PetscCall(KnnMerge(knn, D, q, qstart, qn, np, p, pstart, pn, G, NULL));
+  PetscCall(PetscFree3(qn, pn, G));
   PetscFunctionReturn(0);
 }
 
@@ -655,19 +714,18 @@ PetscErrorCode BasisKnnUpdate(BasisKnn *knn, PetscInt D, const float q[], PetscI
 */
 PetscErrorCode BasisKnnSelf(BasisKnn *knn, PetscInt D, const float x[])
 {
-  const PetscInt T = PetscMin(BASIS_KNN_TILE_ROWS, knn->nq);
-  PetscReal     *xn, *ub;
-  float         *G;
+  PetscReal *xn;
+  float     *G;
 
   PetscFunctionBeginUser;
   PetscCheck(D >= 1, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "dimension D = %d must be at least 1",
              (int)D);
   if (knn->nq == 0) PetscFunctionReturn(0);
-  PetscCall(PetscMalloc3(knn->nq, &xn, (size_t)T * T, &G, knn->k, &ub));
+  PetscCall(PetscMalloc2(knn->nq, &xn, (size_t)PetscSqr(PetscMin(BASIS_KNN_SELF_BLOCK, knn->nq)), &G));
   KnnReset(knn);
   SquaredNorms(knn->nq, D, x, xn);
-  KnnSelf(knn, D, x, xn, G, ub);
-  PetscCall(PetscFree3(xn, G, ub));
+  KnnSelf(knn, D, x, xn, G);
+  PetscCall(PetscFree2(xn, G));
   PetscFunctionReturn(0);
 }
 
@@ -801,8 +859,7 @@ struct _p_BasisBatchGraph {
   PetscInt         m, D;
   BasisKnn         knn;
   PetscReal       *norm;   /* [m] squared norms of the points */
-  float           *G;      /* GEMM tile */
-  PetscReal       *ub;     /* [k] upper bounds, KnnMerge */
+  float           *G;      /* KnnSelf's Gram block */
   PetscReal       *sigma;  /* [m] */
   PetscReal       *sorted; /* [m] median workspace */
   PetscReal       *A;      /* [m][m] W, then the Laplacian (destroyed by dsyevr) */
@@ -827,7 +884,7 @@ struct _p_BasisBatchGraph {
 PetscErrorCode BasisBatchGraphCreate(const BasisGraphParams *p, PetscInt m, PetscInt D, BasisBatchGraph *bg)
 {
   BasisBatchGraph b;
-  PetscInt        T = PetscMin(BASIS_KNN_TILE_ROWS, m), K = p->K; /* KnnSelf's tile: T x T */
+  PetscInt        K = p->K;
   PetscBLASInt    n, il = 1, iu, nfound, info, lwq = -1, liwq = -1, iwopt;
   PetscReal       wopt, zero = 0, dummy = 0;
 
@@ -849,7 +906,8 @@ PetscErrorCode BasisBatchGraphCreate(const BasisGraphParams *p, PetscInt m, Pets
   b->m = m;
   b->D = D;
   PetscCall(BasisKnnCreate(m, p->knn, &b->knn));
-  PetscCall(PetscMalloc4(m, &b->norm, (size_t)T * T, &b->G, p->knn, &b->ub, m, &b->sigma));
+  PetscCall(
+      PetscMalloc3(m, &b->norm, (size_t)PetscSqr(PetscMin(BASIS_KNN_SELF_BLOCK, m)), &b->G, m, &b->sigma));
   b->krylov = (PetscBool)(p->batch_solver == BASIS_BATCH_KRYLOV ||
                           (p->batch_solver == BASIS_BATCH_AUTO && m > BASIS_BATCH_DENSE_MAX));
   PetscCall(PetscMalloc1(K, &b->residual));
@@ -907,7 +965,7 @@ PetscErrorCode BasisBatchGraphEmbed(BasisBatchGraph bg, const float x[], PetscRe
   PetscCall(PetscLogEventBegin(BASIS_BatchGraph, 0, 0, 0, 0));
   KnnReset(&bg->knn);
   SquaredNorms(m, D, x, bg->norm);
-  KnnSelf(&bg->knn, D, x, bg->norm, bg->G, bg->ub);
+  KnnSelf(&bg->knn, D, x, bg->norm, bg->G);
   if (bg->krylov) { /* the distributed route on one rank: sparse W, SLEPc with prefix batch_ */
     Mat W;
     PetscCall(BasisGraphAssemble(PETSC_COMM_SELF, &bg->p, knn, 0, m, &W));
@@ -1000,7 +1058,7 @@ PetscErrorCode BasisBatchGraphDestroy(BasisBatchGraph *bg)
   if (!bg || !*bg) PetscFunctionReturn(0);
   b = *bg;
   PetscCall(BasisKnnDestroy(&b->knn));
-  PetscCall(PetscFree4(b->norm, b->G, b->ub, b->sigma));
+  PetscCall(PetscFree3(b->norm, b->G, b->sigma));
   PetscCall(PetscFree(b->residual));
   if (!b->krylov) PetscCall(PetscFree5(b->sorted, b->A, b->dinv, b->w, b->Z));
   PetscCall(PetscFree(b->isuppz));
@@ -1425,6 +1483,13 @@ PetscErrorCode BasisGraphSolve(MPI_Comm comm, const char *prefix, const BasisGra
     PetscCall(MatDiagonalScale(A, dinv, dinv));
   }
   PetscCall(MatSetOption(A, MAT_SYMMETRIC, PETSC_TRUE));
+  {
+    /* on one process (the batch graphs), the upper triangle only: half the matrix entries
+       stream through each MatMult, ~15% off the solve at m = 1024 and 4096 (docs/performance.md) */
+    PetscMPIInt size;
+    PetscCallMPI(MPI_Comm_size(comm, &size));
+    if (size == 1) PetscCall(MatConvert(A, MATSEQSBAIJ, MAT_INPLACE_MATRIX, &A));
+  }
 
   PetscCall(EPSCreate(comm, &eps));
   PetscCall(EPSSetOptionsPrefix(eps, prefix));

@@ -1,8 +1,9 @@
 /*
   test_graph - the graph rule against independent references:
     (a) BasisKnnUpdate, block by block in shuffled order, equals a brute-force double
-        kNN, exact ties (integer grid, duplicates) and large offsets included, within one
-        tile and across several; so does BasisKnnSelf (the batch graph's symmetric kNN);
+        kNN, exact ties (integer grid, duplicates), large offsets and norms too large for
+        the float filter included, within one tile and across several; so does
+        BasisKnnSelf (the batch graph's symmetric kNN), over up to three blocks;
     (b) the batch eigensolver equals a dense LAPACK solve of a W built here independently,
         all 3 Laplacians and both scales, eigenvectors with the sign convention;
     (c) two far clusters give two zero eigenvalues and piecewise-constant vectors;
@@ -198,6 +199,14 @@ static PetscErrorCode TestKnnAll(void)
   n = 2 * 1024 + 4;
   Gaussian(&rng, n, 6, 100.0, x);
   PetscCall(TestKnn("small last tile, offset 100", n, 6, x, 10, 0, n, 2, &rng));
+  /* three blocks of BasisKnnSelf (pairs of blocks read from both sides) */
+  n = 3000;
+  Gaussian(&rng, n, 5, 0.0, x);
+  PetscCall(TestKnn("three blocks", n, 5, x, 10, 0, n, 2, &rng));
+  /* squared norms above 1e30: the float filter is off, every pair gets the double bound */
+  n = 300;
+  for (PetscInt i = 0; i < n * 4; i++) x[i] = (float)(1e15 * BasisRngNormal(&rng));
+  PetscCall(TestKnn("norms above 1e30", n, 4, x, 10, 0, n, 2, &rng));
   PetscCall(PetscFree(x));
   PetscFunctionReturn(0);
 }

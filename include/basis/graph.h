@@ -39,11 +39,13 @@ void BasisGraphParamsMatched(const BasisGraphParams *p, PetscInt n, PetscInt m, 
 
 /* Running k-nearest-neighbour lists of nq query points, filled block by block. */
 typedef struct {
-  PetscInt   nq, k;
-  PetscInt  *idx;    /* [nq][k] global indices of neighbours, nearest first; -1 = empty */
-  PetscReal *d2;     /* [nq][k] squared distances, ascending; PETSC_MAX_REAL = empty */
-  PetscReal *bound;  /* scratch of the merge: lower distance bounds of one tile row, block minima */
-  float     *fbound; /* scratch of the full-list float filter: shifted norms, thresholds, block minima */
+  PetscInt       nq, k;
+  PetscInt      *idx;   /* [nq][k] global indices of neighbours, nearest first; -1 = empty */
+  PetscReal     *d2;    /* [nq][k] squared distances, ascending; PETSC_MAX_REAL = empty */
+  float         *fwork; /* scratch of the merge: float filter values, thresholds, chunk minima */
+  float         *fnorm; /* [nq] scratch of BasisKnnSelf: the float filter's norms */
+  PetscInt      *iwork; /* [k] scratch of the merge: seed blocks */
+  unsigned char *mark;  /* scratch of the merge: the float filter's verdict per column of a tile row */
 } BasisKnn;
 
 PetscErrorCode BasisKnnCreate(PetscInt nq, PetscInt k, BasisKnn *knn);
