@@ -137,6 +137,14 @@ void BasisGraphParamsMatched(const BasisGraphParams *p, PetscInt n, PetscInt m, 
   *matched = q;
 }
 
+static inline void KnnReset(BasisKnn *knn)
+{
+  for (size_t i = 0; i < (size_t)knn->nq * knn->k; i++) {
+    knn->idx[i] = -1;
+    knn->d2[i]  = PETSC_MAX_REAL;
+  }
+}
+
 /*
   BasisKnnCreate - empty neighbour lists for nq query points, k per point.
 
@@ -150,14 +158,11 @@ PetscErrorCode BasisKnnCreate(PetscInt nq, PetscInt k, BasisKnn *knn)
   PetscCheck(k >= 1, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "-knn %d must be at least 1", (int)k);
   knn->nq = nq;
   knn->k  = k;
-  PetscCall(PetscMalloc6((size_t)nq * k, &knn->idx, (size_t)nq * k, &knn->d2,
-                         2 * PetscMax(BASIS_KNN_TILE_COLS, BASIS_KNN_SELF_BLOCK) + k, &knn->fwork, nq,
-                         &knn->fnorm, PetscMax(BASIS_KNN_TILE_COLS, BASIS_KNN_SELF_BLOCK) + k, &knn->iwork,
+  PetscCall(PetscMalloc5((size_t)nq * k, &knn->idx, (size_t)nq * k, &knn->d2,
+                         2 * PetscMax(BASIS_KNN_TILE_COLS, BASIS_KNN_SELF_BLOCK) + k, &knn->fwork,
+                         PetscMax(BASIS_KNN_TILE_COLS, BASIS_KNN_SELF_BLOCK) + k, &knn->iwork,
                          PetscMax(BASIS_KNN_TILE_COLS, BASIS_KNN_SELF_BLOCK), &knn->mark));
-  for (size_t i = 0; i < (size_t)nq * k; i++) {
-    knn->idx[i] = -1;
-    knn->d2[i]  = PETSC_MAX_REAL;
-  }
+  KnnReset(knn);
   PetscFunctionReturn(0);
 }
 
@@ -167,17 +172,9 @@ PetscErrorCode BasisKnnCreate(PetscInt nq, PetscInt k, BasisKnn *knn)
 PetscErrorCode BasisKnnDestroy(BasisKnn *knn)
 {
   PetscFunctionBeginUser;
-  PetscCall(PetscFree6(knn->idx, knn->d2, knn->fwork, knn->fnorm, knn->iwork, knn->mark));
+  PetscCall(PetscFree5(knn->idx, knn->d2, knn->fwork, knn->iwork, knn->mark));
   knn->nq = knn->k = 0;
   PetscFunctionReturn(0);
-}
-
-static inline void KnnReset(BasisKnn *knn)
-{
-  for (size_t i = 0; i < (size_t)knn->nq * knn->k; i++) {
-    knn->idx[i] = -1;
-    knn->d2[i]  = PETSC_MAX_REAL;
-  }
 }
 
 /* Exact squared distance in double. Four partial sums for speed; symmetric in (a, b) because
@@ -349,10 +346,10 @@ static void FilterRow(PetscInt D, const float qi[], PetscInt gi, PetscReal qni, 
   SeedRow - the first tile row of a list that is not full: offer it k good columns, so that
   FilterRow starts from a threshold near the final one instead of examining every column.
   The columns are dealt into nb blocks, k + 1 or more if the row is that long (block b:
-  columns b, b + nb, ..., so that
-  the minima of all blocks and where they are come from one vertical vector pass); the
-  column of smallest filter value in each of the k blocks of smallest minimum is offered
-  (the query itself excluded). Scratch: fm [nb], fa [nb], best [k], bestv [k].
+  columns b, b + nb, ..., so that the minima of all blocks and where they are come from
+  one vertical vector pass); the column of smallest filter value in each of the k blocks
+  of smallest minimum is offered (the query itself excluded). Scratch: fm [nb], fa [nb],
+  best [k], bestv [k].
 */
 static void SeedRow(PetscInt D, const float qi[], PetscInt gi, const float p[], PetscInt g0, const float pf[],
                     const float g[], PetscInt cols, PetscInt k, PetscInt idx[], PetscReal d2[], float fm[],
@@ -431,8 +428,9 @@ static void MergeTile(BasisKnn *knn, PetscInt D, const float q[], PetscInt qstar
   FilterPairs - one strip of an off-diagonal block of KnnSelf: rows i0 .. i0 + rows of x
   against columns j0 .. j0 + cols, G [rows][cols] = -2 x_i.x_j, every list full. Each row
   of G is read once for both lists of its pairs: mark bit 1, row i's list (threshold from
-  its k-th distance), bit 2, column j's (threshold T [j], kept current as j's list
-  improves). pf [m]: FilterNorm of every point; filter: no norm of 1e30 or more.
+  its k-th distance), bit 2, column j's (threshold T [j], set by the caller for the block
+  of columns and kept current here as j's list improves). pf [m]: FilterNorm of every
+  point; filter: no norm of 1e30 or more.
 */
 static void FilterPairs(BasisKnn *knn, PetscInt D, const float x[], const PetscReal xn[], const float pf[],
                         PetscInt i0, PetscInt rows, PetscInt j0, PetscInt cols, const float G[], float T[],
@@ -443,8 +441,6 @@ static void FilterPairs(BasisKnn *knn, PetscInt D, const float x[], const PetscR
   unsigned char  *mark = knn->mark;
   const float    *pfj  = pf + j0;
 
-  for (PetscInt j = 0; j < cols; j++)
-    T[j] = FilterThreshold(knn->d2[(size_t)(j0 + j) * k + k - 1], xn[j0 + j], c2);
   for (PetscInt r = 0; r < rows; r++) {
     const PetscInt  i = i0 + r;
     const float    *g = G + (size_t)r * cols, *xi = x + (size_t)i * D, pfi = pf[i];
@@ -486,8 +482,9 @@ static void MirrorLower(PetscInt n, float G[])
 }
 
 /*
-  KnnSelf - the kNN lists of m points among themselves (the batch graph), from empty lists;
-  xn [m] the squared norms, G [n][n] workspace, n = min(m, BASIS_KNN_SELF_BLOCK).
+  KnnSelf - the kNN lists of m points among themselves (the batch graph), with workspace
+  xn [m] (squared norms), pf [m] (their FilterNorm) and G [n][n], n = min(m,
+  BASIS_KNN_SELF_BLOCK).
 
   The points are cut into blocks of BASIS_KNN_SELF_BLOCK. First each block against itself
   (SYRK, half the flops of a GEMM, mirrored), which seeds and fills every list from its
@@ -495,15 +492,16 @@ static void MirrorLower(PetscInt n, float G[])
   (FilterPairs), each strip of G read once for both lists of every pair in it. Same lists
   as BasisKnnUpdate of x against itself, ties included.
 */
-static void KnnSelf(BasisKnn *knn, PetscInt D, const float x[], const PetscReal xn[], float G[])
+static void KnnSelf(BasisKnn *knn, PetscInt D, const float x[], PetscReal xn[], float pf[], float G[])
 {
   const PetscInt  m = knn->nq, B = BASIS_KNN_SELF_BLOCK, S = BASIS_KNN_STRIP;
-  const PetscReal c2 = FilterMargin(D);
-  /* scratch (BasisKnnCreate): pf [m], T [B] */
-  float         *pf = knn->fnorm, *T = knn->fwork;
-  PetscBool      filter = PETSC_TRUE;
-  PetscLogDouble exact = 0, flops = 0;
+  const PetscReal c2     = FilterMargin(D);
+  float          *T      = knn->fwork; /* [B]: FilterPairs' column thresholds */
+  PetscBool       filter = PETSC_TRUE;
+  PetscLogDouble  exact = 0, flops = 0;
 
+  KnnReset(knn);
+  SquaredNorms(m, D, x, xn);
   for (PetscInt i = 0; i < m; i++) {
     pf[i] = FilterNorm(xn[i], c2);
     if (!(xn[i] < 1e30)) filter = PETSC_FALSE;
@@ -519,6 +517,8 @@ static void KnnSelf(BasisKnn *knn, PetscInt D, const float x[], const PetscReal 
   for (PetscInt b0 = 0; b0 < m; b0 += B)
     for (PetscInt c0 = b0 + B; c0 < m; c0 += B) {
       const PetscInt cols = PetscMin(B, m - c0);
+      for (PetscInt j = 0; j < cols; j++)
+        T[j] = FilterThreshold(knn->d2[(size_t)(c0 + j) * knn->k + knn->k - 1], xn[c0 + j], c2);
       for (PetscInt i0 = b0; i0 < b0 + B; i0 += S) { /* block b0 is full: c0 follows it */
         const PetscInt rows = PetscMin(S, b0 + B - i0);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)cols, (int)D, -2.0f,
@@ -708,24 +708,24 @@ PetscErrorCode BasisKnnUpdate(BasisKnn *knn, PetscInt D, const float q[], PetscI
   row of x), from empty lists: the batch graph's kNN, half the GEMM flops of
   BasisKnnUpdate(knn, D, x, 0, m, x, 0) and the same lists, ties included.
 
-  Not collective. Allocates one tile of workspace per call (the batch path keeps its own).
+  Not collective. Allocates its workspace (norms, one Gram block) per call; the batch path
+  keeps its own.
   Lists are kept by insertion, O(k) per candidate: meant for the batch's k (~10); the long
   lists of density-matched graphs go through BasisKnnUpdate.
 */
 PetscErrorCode BasisKnnSelf(BasisKnn *knn, PetscInt D, const float x[])
 {
   PetscReal *xn;
-  float     *G;
+  float     *pf, *G;
 
   PetscFunctionBeginUser;
   PetscCheck(D >= 1, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "dimension D = %d must be at least 1",
              (int)D);
   if (knn->nq == 0) PetscFunctionReturn(0);
-  PetscCall(PetscMalloc2(knn->nq, &xn, (size_t)PetscSqr(PetscMin(BASIS_KNN_SELF_BLOCK, knn->nq)), &G));
-  KnnReset(knn);
-  SquaredNorms(knn->nq, D, x, xn);
-  KnnSelf(knn, D, x, xn, G);
-  PetscCall(PetscFree2(xn, G));
+  PetscCall(PetscMalloc3(knn->nq, &xn, knn->nq, &pf,
+                         (size_t)PetscSqr(PetscMin(BASIS_KNN_SELF_BLOCK, knn->nq)), &G));
+  KnnSelf(knn, D, x, xn, pf, G);
+  PetscCall(PetscFree3(xn, pf, G));
   PetscFunctionReturn(0);
 }
 
@@ -859,6 +859,7 @@ struct _p_BasisBatchGraph {
   PetscInt         m, D;
   BasisKnn         knn;
   PetscReal       *norm;   /* [m] squared norms of the points */
+  float           *fnorm;  /* [m] their float filter values (KnnSelf) */
   float           *G;      /* KnnSelf's Gram block */
   PetscReal       *sigma;  /* [m] */
   PetscReal       *sorted; /* [m] median workspace */
@@ -906,8 +907,8 @@ PetscErrorCode BasisBatchGraphCreate(const BasisGraphParams *p, PetscInt m, Pets
   b->m = m;
   b->D = D;
   PetscCall(BasisKnnCreate(m, p->knn, &b->knn));
-  PetscCall(
-      PetscMalloc3(m, &b->norm, (size_t)PetscSqr(PetscMin(BASIS_KNN_SELF_BLOCK, m)), &b->G, m, &b->sigma));
+  PetscCall(PetscMalloc4(m, &b->norm, m, &b->fnorm, (size_t)PetscSqr(PetscMin(BASIS_KNN_SELF_BLOCK, m)),
+                         &b->G, m, &b->sigma));
   b->krylov = (PetscBool)(p->batch_solver == BASIS_BATCH_KRYLOV ||
                           (p->batch_solver == BASIS_BATCH_AUTO && m > BASIS_BATCH_DENSE_MAX));
   PetscCall(PetscMalloc1(K, &b->residual));
@@ -963,9 +964,7 @@ PetscErrorCode BasisBatchGraphEmbed(BasisBatchGraph bg, const float x[], PetscRe
 
   PetscFunctionBeginUser;
   PetscCall(PetscLogEventBegin(BASIS_BatchGraph, 0, 0, 0, 0));
-  KnnReset(&bg->knn);
-  SquaredNorms(m, D, x, bg->norm);
-  KnnSelf(&bg->knn, D, x, bg->norm, bg->G);
+  KnnSelf(&bg->knn, D, x, bg->norm, bg->fnorm, bg->G);
   if (bg->krylov) { /* the distributed route on one rank: sparse W, SLEPc with prefix batch_ */
     Mat W;
     PetscCall(BasisGraphAssemble(PETSC_COMM_SELF, &bg->p, knn, 0, m, &W));
@@ -1058,7 +1057,7 @@ PetscErrorCode BasisBatchGraphDestroy(BasisBatchGraph *bg)
   if (!bg || !*bg) PetscFunctionReturn(0);
   b = *bg;
   PetscCall(BasisKnnDestroy(&b->knn));
-  PetscCall(PetscFree3(b->norm, b->G, b->sigma));
+  PetscCall(PetscFree4(b->norm, b->fnorm, b->G, b->sigma));
   PetscCall(PetscFree(b->residual));
   if (!b->krylov) PetscCall(PetscFree5(b->sorted, b->A, b->dinv, b->w, b->Z));
   PetscCall(PetscFree(b->isuppz));
@@ -1446,7 +1445,7 @@ PetscErrorCode BasisGraphSolve(MPI_Comm comm, const char *prefix, const BasisGra
   PetscInt        N, nlocal, rstart, nconv, maxit;
   PetscReal       tol, max_residual = -1, scale = 1, dmax;
   PetscBool       isscalapack, set, recover     = PETSC_TRUE;
-  PetscMPIInt     rank;
+  PetscMPIInt     rank, size;
   struct {
     double val;
     int    idx;
@@ -1457,6 +1456,7 @@ PetscErrorCode BasisGraphSolve(MPI_Comm comm, const char *prefix, const BasisGra
 
   PetscFunctionBeginUser;
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  PetscCallMPI(MPI_Comm_size(comm, &size));
   PetscCall(MatGetSize(W, &N, NULL));
   PetscCall(MatGetLocalSize(W, &nlocal, NULL));
   PetscCall(MatGetOwnershipRange(W, &rstart, NULL));
@@ -1483,13 +1483,6 @@ PetscErrorCode BasisGraphSolve(MPI_Comm comm, const char *prefix, const BasisGra
     PetscCall(MatDiagonalScale(A, dinv, dinv));
   }
   PetscCall(MatSetOption(A, MAT_SYMMETRIC, PETSC_TRUE));
-  {
-    /* on one process (the batch graphs), the upper triangle only: half the matrix entries
-       stream through each MatMult, ~15% off the solve at m = 1024 and 4096 (docs/performance.md) */
-    PetscMPIInt size;
-    PetscCallMPI(MPI_Comm_size(comm, &size));
-    if (size == 1) PetscCall(MatConvert(A, MATSEQSBAIJ, MAT_INPLACE_MATRIX, &A));
-  }
 
   PetscCall(EPSCreate(comm, &eps));
   PetscCall(EPSSetOptionsPrefix(eps, prefix));
@@ -1503,15 +1496,17 @@ PetscErrorCode BasisGraphSolve(MPI_Comm comm, const char *prefix, const BasisGra
   if (p->eps_tol > 0) PetscCall(EPSSetTolerances(eps, p->eps_tol, PETSC_DEFAULT));
   PetscCall(EPSSetFromOptions(eps));
   PetscCall(PetscObjectTypeCompare((PetscObject)eps, EPSSCALAPACK, &isscalapack));
-  if (isscalapack) {
+  /* the solver's copy of A: dense for ScaLAPACK; on one process (the batch graphs) the upper
+     triangle only, so that each MatMult streams half the entries (~15% off the solve at
+     m = 1024 and 4096, docs/performance.md) */
+  if (isscalapack)
     PetscCall(MatConvert(A, MATSCALAPACK, MAT_INITIAL_MATRIX, &As));
-    PetscCall(EPSSetOperators(eps, As, NULL));
-  }
+  else if (size == 1)
+    PetscCall(MatConvert(A, MATSEQSBAIJ, MAT_INITIAL_MATRIX, &As));
+  if (As) PetscCall(EPSSetOperators(eps, As, NULL));
   PetscOptionsBegin(comm, prefix, "Graph eigensolver", NULL);
   {
-    PetscMPIInt size;
-    PetscBool   rset;
-    PetscCallMPI(MPI_Comm_size(comm, &size));
+    PetscBool rset;
     PetscCall(
         PetscOptionsBool("-recover_missed",
                          "Search once more in the complement of the K pairs found, for a copy of a repeated "

@@ -42,9 +42,8 @@ typedef struct {
   PetscInt       nq, k;
   PetscInt      *idx;   /* [nq][k] global indices of neighbours, nearest first; -1 = empty */
   PetscReal     *d2;    /* [nq][k] squared distances, ascending; PETSC_MAX_REAL = empty */
-  float         *fwork; /* scratch of the merge: float filter values, thresholds, chunk minima */
-  float         *fnorm; /* [nq] scratch of BasisKnnSelf: the float filter's norms */
-  PetscInt      *iwork; /* [k] scratch of the merge: seed blocks */
+  float         *fwork; /* scratch of the merge: filter norms and seed minima of a tile row, thresholds */
+  PetscInt      *iwork; /* scratch of the merge: where the seed minima are, the chosen seeds */
   unsigned char *mark;  /* scratch of the merge: the float filter's verdict per column of a tile row */
 } BasisKnn;
 
