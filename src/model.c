@@ -3,7 +3,7 @@
 
   Layout (HDF5, all written by rank 0; a few MB for the default network):
     /            attrs basis_format, basis_version, basis_complete, and every scalar
-                 parameter (N, D, K, l, m, R, seed, step, steps, knn, ...)
+                 parameter (N, D, K, l, m, R, seed, step, steps, knn, ..., sample)
     /network/widths [nlayers+1] int64, /network/params [nparams] float32
     /optimizer/adam_m, /optimizer/adam_v [nparams] float32
     /input/mean [D] float32                 (the network sees (x - mean) / scale)
@@ -23,6 +23,8 @@
 #include <basis/model.h>
 #include <basis/h5io.h>
 #include <string.h>
+
+const char *const BasisSampleTypes[] = {"global", "shard", "BasisSampleType", "BASIS_SAMPLE_", NULL};
 
 PetscErrorCode BasisModelAllocate(BasisModel *mo)
 {
@@ -137,6 +139,7 @@ static PetscErrorCode ModelWriteSerial(const char *path, PetscBool force, const 
   PetscCall(BasisH5AttrWriteString(f, "scale", BasisScaleTypes[mo->graph.scale]));
   PetscCall(BasisH5AttrWriteString(f, "laplacian", BasisLaplacianTypes[mo->graph.laplacian]));
   PetscCall(BasisH5AttrWriteString(f, "align", BasisAlignTypes[mo->align.type]));
+  PetscCall(BasisH5AttrWriteString(f, "sample", BasisSampleTypes[mo->sample]));
   PetscCall(WriteInt64(f, "network/widths", mo->nlayers + 1, mo->widths));
   dims[0] = (hsize_t)mo->nparams;
   PetscCall(WriteArray(f, "network/params", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, dims, mo->params));
@@ -338,6 +341,12 @@ static PetscErrorCode ModelReadSerial(const char *path, BasisModel *mo)
   mo->graph.laplacian = (BasisLaplacianType)e;
   PetscCall(ReadEnumAttr(f, path, "align", BasisAlignTypes, &e));
   mo->align.type = (BasisAlignType)e;
+  /* files written before global sampling existed drew from the shards */
+  mo->sample = BASIS_SAMPLE_SHARD;
+  if (H5Aexists(f, "sample") > 0) {
+    PetscCall(ReadEnumAttr(f, path, "sample", BasisSampleTypes, &e));
+    mo->sample = (BasisSampleType)e;
+  }
 
   /* network shape: the number of layers is the length of /network/widths */
   PetscCheck(H5Lexists(f, "network", H5P_DEFAULT) > 0 && H5Lexists(f, "network/widths", H5P_DEFAULT) > 0,
@@ -476,9 +485,11 @@ PetscErrorCode BasisModelView(const BasisModel *mo, MPI_Comm comm)
       (int)mo->steps, (int)mo->nranks));
   PetscCall(PetscPrintf(
       comm,
-      "       l = %d anchors, batch m = %d, reference R = %d, knn %d, %s scale, %s Laplacian, %s alignment\n",
-      (int)mo->l, (int)mo->m, (int)mo->R, (int)mo->graph.knn, BasisScaleTypes[mo->graph.scale],
-      BasisLaplacianTypes[mo->graph.laplacian], BasisAlignTypes[mo->align.type]));
+      "       l = %d anchors, batch m = %d (%s sampling), reference R = %d, knn %d, %s scale, %s Laplacian, "
+      "%s alignment\n",
+      (int)mo->l, (int)mo->m, BasisSampleTypes[mo->sample], (int)mo->R, (int)mo->graph.knn,
+      BasisScaleTypes[mo->graph.scale], BasisLaplacianTypes[mo->graph.laplacian],
+      BasisAlignTypes[mo->align.type]));
   PetscFunctionReturn(0);
 }
 

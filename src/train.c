@@ -5,12 +5,16 @@
   means and one global scale, by allreduce), the reference set and anchors (ref.c), and
   the reference eigenspace Phi_ref by SLEPc -- or all of it from a checkpoint (-resume).
 
-  Every step, on every rank independently: batch = the l anchors (first rows) + (m - l)
-  rows drawn without replacement from this rank's non-anchor rows with the rank's own
-  random stream; the batch graph's K eigenvectors (graph.c); the affine map T fitted on
-  the anchors to Phi_ref (align.c); targets Y = [Phi_B, 1] T^T, standardised column by
-  column (ComputeOutputMap); MSE loss
-  and backward (mlp.c). Then the only communication of the step: ONE MPI_Allreduce of a
+  Every step, on every rank: batch = the l anchors (first rows) + (m - l) rows drawn
+  without replacement, with the rank's own random stream, from the non-anchor rows of the
+  whole data set and fetched from the ranks that hold them (one MPI_Alltoall of counts and
+  two MPI_Alltoallv, of row numbers and of rows: SampleGlobal), or with -sample shard from
+  this rank's own rows only (DESIGN.md step 3 as written, no communication; on a data set
+  whose shards are not much larger than a batch it makes the result depend on the rank
+  count: docs/quality.md). Then, independently: the batch graph's K eigenvectors
+  (graph.c); the affine map T fitted on the anchors to Phi_ref (align.c); targets Y =
+  [Phi_B, 1] T^T, standardised column by column (ComputeOutputMap); MSE loss and
+  backward (mlp.c). Then the step's one reduction: ONE MPI_Allreduce of a
   single buffer holding the flattened gradient followed by a small tail of diagnostics
   (loss, residual, condition number, inliers, stop flag), so the step's statistics and
   the "stop on signal" decision ride along for free. Adam then runs identically on every
@@ -73,14 +77,20 @@ struct _p_BasisTrainer {
   BasisMLP        mlp;
   BasisBatchGraph bg;
   BasisRng        rng;  /* this rank's batch stream */
-  PetscInt       *pool; /* [npool] local rows that may be sampled (not anchors) */
+  PetscInt       *pool; /* -sample shard: [npool] local rows that may be sampled (not anchors) */
   PetscInt        npool;
-  PetscInt       *pick;                 /* [m - l] positions in pool */
-  float          *xraw, *xn, *yb;       /* [m][D] batch as read, [m][D] normalised, [m][K] targets */
-  PetscReal      *phi_b, *lambda_b, *T; /* [m][K], [K], [K][K+1] */
-  float          *reduce;               /* [nparams + TAIL_SIZE] gradient + diagnostics */
-  double          phase[NPHASES];
-  PetscBool       setup;
+  PetscInt       *pick; /* [m - l] this step's draw: positions in pool, or global rows */
+  /* -sample global, in rows: counts and displacements of the rows this rank asks of each
+     rank and gives to each; the rows it serves (grown when a step asks for more) */
+  PetscMPIInt *ask, *askat, *give, *giveat; /* [size] each */
+  PetscInt    *serve, nserve_max;           /* [nserve_max] global rows asked of this rank */
+  float       *served;                      /* [nserve_max][D] their features */
+  MPI_Datatype row;                         /* D floats */
+  float       *xraw, *xn, *yb;              /* [m][D] batch as read, [m][D] normalised, [m][K] targets */
+  PetscReal   *phi_b, *lambda_b, *T;        /* [m][K], [K], [K][K+1] */
+  float       *reduce;                      /* [nparams + TAIL_SIZE] gradient + diagnostics */
+  double       phase[NPHASES];
+  PetscBool    setup;
 };
 
 /*
@@ -106,14 +116,18 @@ PetscErrorCode BasisTrainerCreate(MPI_Comm comm, BasisTrainer *tr)
   t->monitor_every    = 50;
   t->checkpoint_every = 200;
   t->checkpoint_step  = -1;
+  t->row              = MPI_DATATYPE_NULL;
   t->nhidden          = 4;
   t->hidden[0] = 256, t->hidden[1] = 512, t->hidden[2] = 512, t->hidden[3] = 256;
   BasisGraphParamsDefault(&t->model.graph);
   BasisAlignParamsDefault(&t->model.align);
-  t->model.l     = 250;
-  t->model.m     = 1024; /* authors: 512; 1024 measured better per second (docs/quality.md) */
-  t->model.R     = 0;    /* 0: min(N, 16 m), decided when N is known (docs/quality.md) */
-  t->model.steps = 1000;
+  /* DESIGN.md: from the rank's shard; from the whole data set measured better at 4 ranks
+     on MNIST-10k (d_G 0.20 -> 0.13, docs/quality.md) */
+  t->model.sample = BASIS_SAMPLE_GLOBAL;
+  t->model.l      = 250;
+  t->model.m      = 1024; /* authors: 512; 1024 measured better per second (docs/quality.md) */
+  t->model.R      = 0;    /* 0: min(N, 16 m), decided when N is known (docs/quality.md) */
+  t->model.steps  = 1000;
   /* authors: constant 1e-4. A cosine decay from 1e-3 to 0 cut d_G on MNIST-10k from
      0.40 to 0.24 and on Fashion-MNIST-10k from 0.62 to 0.22 at the same cost */
   t->model.lr       = 1e-3;
@@ -126,7 +140,7 @@ PetscErrorCode BasisTrainerCreate(MPI_Comm comm, BasisTrainer *tr)
 /*
   BasisTrainerSetFromOptions - read the options database (the command line wins).
 
-  Collective. Options: -input -model -force -resume -anchors -batch -reference_size
+  Collective. Options: -input -model -force -resume -anchors -batch -sample -reference_size
   -steps -lr -hidden -seed -checkpoint_every -train_monitor -monitor_every, the graph
   options (-dim -knn -scale_neighbor -scale -laplacian) and the alignment options.
 */
@@ -146,6 +160,11 @@ PetscErrorCode BasisTrainerSetFromOptions(BasisTrainer t)
                              t->resume, &t->resume, NULL));
   PetscCall(PetscOptionsInt("-anchors", "Number of anchors l", NULL, mo->l, &mo->l, NULL));
   PetscCall(PetscOptionsInt("-batch", "Batch size m, anchors included", NULL, mo->m, &mo->m, NULL));
+  PetscCall(BasisOptionsCheckEnum(t->comm, "-sample", BasisSampleTypes));
+  PetscCall(PetscOptionsEnum("-sample",
+                             "Where a rank draws its batch: global (all ranks' rows, fetched every step) or "
+                             "shard (its own rows, no communication)",
+                             NULL, BasisSampleTypes, (PetscEnum)mo->sample, (PetscEnum *)&mo->sample, NULL));
   PetscCall(PetscOptionsInt("-reference_size", "Reference set size R (0: min(N, 16 x -batch))", NULL, mo->R,
                             &mo->R, NULL));
   PetscCall(PetscOptionsInt("-steps", "Training steps", NULL, mo->steps, &mo->steps, NULL));
@@ -330,7 +349,7 @@ static PetscErrorCode AdoptCheckpointParameters(BasisTrainer t, const BasisModel
     mo->graph                   = ck->graph;
     mo->graph.batch_solver      = solver;
   }
-  mo->l = ck->l, mo->m = ck->m, mo->R = ck->R, mo->align = ck->align;
+  mo->l = ck->l, mo->m = ck->m, mo->R = ck->R, mo->align = ck->align, mo->sample = ck->sample;
   mo->lr = ck->lr, mo->lr_final = ck->lr_final, mo->seed = ck->seed, mo->scale = ck->scale,
   mo->target_scale = ck->target_scale;
   mo->steps        = PetscMax(mo->steps, ck->steps);
@@ -432,22 +451,28 @@ PetscErrorCode BasisTrainerSetUp(BasisTrainer t)
   } else
     PetscCall(StartFresh(t));
 
-  /* The sampling pool: this rank's rows that are not anchors (a point must not appear
-     twice in a batch: duplicate points would collapse its graph). */
-  PetscCall(PetscMalloc1(PetscMax(t->shard.n, 1), &t->pool));
-  t->npool = 0;
-  for (PetscInt i = 0, a = 0; i < t->shard.n; i++) {
-    PetscInt g = t->shard.rstart + i;
-    while (a < mo->l && mo->anchors[a] < g) a++;
-    if (a < mo->l && mo->anchors[a] == g) continue;
-    t->pool[t->npool++] = i;
+  /* What a batch is drawn from: the anchors never (a point must not appear twice in a
+     batch: duplicate points would collapse its graph). Global: all N - l other rows (N >= m
+     was checked); shard: this rank's, listed in pool. */
+  if (mo->sample == BASIS_SAMPLE_GLOBAL) {
+    PetscCall(PetscMalloc4(t->size, &t->ask, t->size, &t->askat, t->size, &t->give, t->size, &t->giveat));
+    PetscCallMPI(MPI_Type_contiguous((int)mo->D, MPI_FLOAT, &t->row));
+    PetscCallMPI(MPI_Type_commit(&t->row));
+  } else {
+    PetscCall(PetscMalloc1(PetscMax(t->shard.n, 1), &t->pool));
+    t->npool = 0;
+    for (PetscInt i = 0, a = 0; i < t->shard.n; i++) {
+      PetscInt g = t->shard.rstart + i;
+      while (a < mo->l && mo->anchors[a] < g) a++;
+      if (a < mo->l && mo->anchors[a] == g) continue;
+      t->pool[t->npool++] = i;
+    }
+    PetscCallMPI(MPI_Allreduce(&t->npool, &min_pool, 1, MPIU_INT, MPI_MIN, t->comm));
+    PetscCheck(min_pool >= mo->m - mo->l, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
+               "a rank holds only %d non-anchor points but each batch draws -batch - -anchors = %d from its "
+               "shard (-sample shard); use -sample global, fewer ranks or a smaller -batch",
+               (int)min_pool, (int)(mo->m - mo->l));
   }
-  PetscCallMPI(MPI_Allreduce(&t->npool, &min_pool, 1, MPIU_INT, MPI_MIN, t->comm));
-  PetscCheck(min_pool >= mo->m - mo->l, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
-             "a rank holds only %d non-anchor points but each batch draws -batch - -anchors = %d from its "
-             "shard; use fewer "
-             "ranks or a smaller -batch",
-             (int)min_pool, (int)(mo->m - mo->l));
 
   PetscCall(BasisBatchGraphCreate(&mo->graph, mo->m, mo->D, &t->bg));
   PetscCall(PetscMalloc7(mo->m - mo->l, &t->pick, (size_t)mo->m * mo->D, &t->xraw, (size_t)mo->m * mo->D,
@@ -516,6 +541,67 @@ static PetscReal LearningRate(const BasisModel *mo, PetscInt s)
   return mo->lr_final + 0.5 * (mo->lr - mo->lr_final) * (1.0 + PetscCosReal(PETSC_PI * frac));
 }
 
+/* The p-th (0-based) row of the data set that is not an anchor (anchors [l] sorted): p
+   plus the number of anchors before it, i.e. of a with anchors [a] - a <= p (a prefix). */
+static PetscInt NonAnchorRow(PetscInt l, const PetscInt anchors[], PetscInt p)
+{
+  PetscInt lo = 0, hi = l;
+
+  while (lo < hi) {
+    PetscInt mid = lo + (hi - lo) / 2;
+    if (anchors[mid] - mid <= p)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return p + lo;
+}
+
+/*
+  SampleGlobal - rows l .. m of the batch: m - l distinct non-anchor rows of the whole data
+  set, drawn with this rank's stream and fetched from the ranks that hold them.
+
+  Collective. The draw is sorted, so the rows asked of each rank are contiguous in it and
+  arrive in its order: counts (MPI_Alltoall), row numbers (MPI_Alltoallv), then the rows
+  straight into the batch (MPI_Alltoallv with a D-float datatype). A rank serves m - l
+  rows per step on average; its buffer grows when a step asks for more.
+*/
+static PetscErrorCode SampleGlobal(BasisTrainer t)
+{
+  const BasisModel *mo = &t->model;
+  const PetscInt    l = mo->l, n = mo->m - l, D = mo->D;
+  PetscInt          nserve = 0;
+
+  PetscFunctionBeginUser;
+  PetscCall(BasisRngSample(&t->rng, mo->N - l, n, t->pick));
+  for (PetscInt i = 0; i < n; i++) t->pick[i] = NonAnchorRow(l, mo->anchors, t->pick[i]);
+  for (PetscMPIInt r = 0; r < t->size; r++) { /* rank r holds rows [rs, rs + nr) */
+    PetscInt rs, nr, i = r ? t->askat[r - 1] + t->ask[r - 1] : 0, c = 0;
+    BasisBlockRange(mo->N, t->size, r, &rs, &nr);
+    while (i + c < n && t->pick[i + c] < rs + nr) c++;
+    t->askat[r] = (PetscMPIInt)i;
+    t->ask[r]   = (PetscMPIInt)c;
+  }
+  PetscCallMPI(MPI_Alltoall(t->ask, 1, MPI_INT, t->give, 1, MPI_INT, t->comm));
+  for (PetscMPIInt r = 0; r < t->size; r++) {
+    t->giveat[r] = (PetscMPIInt)nserve;
+    nserve += t->give[r];
+  }
+  if (nserve > t->nserve_max) {
+    t->nserve_max = PetscMax(nserve, 2 * n);
+    PetscCall(PetscFree2(t->serve, t->served));
+    PetscCall(PetscMalloc2(t->nserve_max, &t->serve, (size_t)t->nserve_max * D, &t->served));
+  }
+  PetscCallMPI(
+      MPI_Alltoallv(t->pick, t->ask, t->askat, MPIU_INT, t->serve, t->give, t->giveat, MPIU_INT, t->comm));
+  for (PetscInt i = 0; i < nserve; i++)
+    PetscCall(PetscArraycpy(t->served + (size_t)i * D,
+                            t->shard.x + (size_t)(t->serve[i] - t->shard.rstart) * D, D));
+  PetscCallMPI(MPI_Alltoallv(t->served, t->give, t->giveat, t->row, t->xraw + (size_t)l * D, t->ask, t->askat,
+                             t->row, t->comm));
+  PetscFunctionReturn(0);
+}
+
 /* One training step; on return t->reduce holds the mean gradient and diagnostics. */
 static PetscErrorCode Step(BasisTrainer t)
 {
@@ -527,10 +613,15 @@ static PetscErrorCode Step(BasisTrainer t)
   PetscErrorCode  ierr;
 
   PetscFunctionBeginUser;
-  /* 1. batch: anchors (rows [0, l), filled at set-up) + m - l fresh rows of this shard */
-  PetscCall(BasisRngSample(&t->rng, t->npool, m - l, t->pick));
-  for (PetscInt i = 0; i < m - l; i++)
-    PetscCall(PetscArraycpy(t->xraw + (size_t)(l + i) * D, t->shard.x + (size_t)t->pool[t->pick[i]] * D, D));
+  /* 1. batch: anchors (rows [0, l), filled at set-up) + m - l fresh rows */
+  if (mo->sample == BASIS_SAMPLE_GLOBAL)
+    PetscCall(SampleGlobal(t));
+  else {
+    PetscCall(BasisRngSample(&t->rng, t->npool, m - l, t->pick));
+    for (PetscInt i = 0; i < m - l; i++)
+      PetscCall(
+          PetscArraycpy(t->xraw + (size_t)(l + i) * D, t->shard.x + (size_t)t->pool[t->pick[i]] * D, D));
+  }
   Normalise(mo, m - l, t->xraw + (size_t)l * D, t->xn + (size_t)l * D);
   t1 = MPI_Wtime(), t->phase[PHASE_SAMPLE] += t1 - t0, t0 = t1;
   /* 2-4 can fail on one rank only (a batch whose graph is degenerate, an alignment
@@ -672,6 +763,9 @@ PetscErrorCode BasisTrainerDestroy(BasisTrainer *tr)
   if (t->setup) PetscCall(PetscFree7(t->pick, t->xraw, t->xn, t->yb, t->phi_b, t->lambda_b, t->T));
   PetscCall(PetscFree(t->reduce));
   PetscCall(PetscFree(t->pool));
+  PetscCall(PetscFree4(t->ask, t->askat, t->give, t->giveat));
+  PetscCall(PetscFree2(t->serve, t->served));
+  if (t->row != MPI_DATATYPE_NULL) PetscCallMPI(MPI_Type_free(&t->row));
   PetscCall(BasisBatchGraphDestroy(&t->bg));
   PetscCall(BasisMLPDestroy(&t->mlp));
   PetscCall(BasisShardDestroy(&t->shard));

@@ -68,6 +68,7 @@ bad_args_cases() {
   add "train -lr -1" - "-lr -1.* must be positive" "$T -model $w/out.h5 -lr -1"
   add "train -steps 0" - "-steps 0 must be at least 1" "$T -model $w/out.h5 -steps 0"
   add "train -laplacian foo" - "Unknown option foo for -laplacian; choose one of: sym" "$T -model $w/out.h5 -laplacian foo"
+  add "train -sample foo" - "Unknown option foo for -sample; choose one of: global" "$T -model $w/out.h5 -sample foo"
   add "train input missing" - "input file .*/none.h5 does not exist" "${T/d.h5/none.h5} -model $w/out.h5"
   add "train -model = -input" - "is also an input; choose another -model" "$T -model $w/d.h5 -force"
   add "train -model exists, no -force" - "m.h5 exists; pass -force" "$T -model $w/m.h5"
