@@ -39,8 +39,9 @@ Inputs
                  (dist/mnist.js is a browserify bundle of the same data; not used.)
                  Writes mnist-10k.h5 (10000 x 784). Row order: the package groups digits
                  by label (0.json, then 1.json, ...); basis shards rows in contiguous
-                 blocks and each rank samples its batches from its own block, so sorted
-                 rows would give every rank only some digits. The rows are therefore put
+                 blocks (and with train -sample shard each rank samples its batches from
+                 its own block), so sorted rows would give every rank only some digits,
+                 and sorted files are rarely what a user means. The rows are therefore put
                  in a fixed random order: numpy's PCG64 generator seeded with 0 permutes
                  the concatenation 0.json..9.json (the same file on every machine).
 
