@@ -22,7 +22,7 @@
 
 PetscLogEvent BASIS_ReadShard, BASIS_WriteRows, BASIS_Generate, BASIS_BatchGraph, BASIS_BatchEig,
     BASIS_RefGraph, BASIS_RefSolve, BASIS_Align, BASIS_Forward, BASIS_Backward, BASIS_GradReduce, BASIS_Adam,
-    BASIS_Embed, BASIS_Checkpoint, BASIS_ExactKnn, BASIS_ExactSolve, BASIS_Metrics;
+    BASIS_Embed, BASIS_Checkpoint, BASIS_ExactKnn, BASIS_ExactSolve, BASIS_Metrics, BASIS_Sample;
 PetscLogStage BASIS_StageRef, BASIS_StageTrain, BASIS_StageEmbed;
 
 /* Whether BasisInitialize pushed BasisErrorHandler (BasisFinalize pops it). */
@@ -61,6 +61,7 @@ PetscErrorCode BasisInitialize(void)
   PetscCall(PetscLogEventRegister("BasisReadShard", cls, &BASIS_ReadShard));
   PetscCall(PetscLogEventRegister("BasisWriteRows", cls, &BASIS_WriteRows));
   PetscCall(PetscLogEventRegister("BasisGenerate", cls, &BASIS_Generate));
+  PetscCall(PetscLogEventRegister("BasisSample", cls, &BASIS_Sample));
   PetscCall(PetscLogEventRegister("BasisBatchGraph", cls, &BASIS_BatchGraph));
   PetscCall(PetscLogEventRegister("BasisBatchEig", cls, &BASIS_BatchEig));
   PetscCall(PetscLogEventRegister("BasisRefGraph", cls, &BASIS_RefGraph));

@@ -614,6 +614,7 @@ static PetscErrorCode Step(BasisTrainer t)
 
   PetscFunctionBeginUser;
   /* 1. batch: anchors (rows [0, l), filled at set-up) + m - l fresh rows */
+  PetscCall(PetscLogEventBegin(BASIS_Sample, 0, 0, 0, 0));
   if (mo->sample == BASIS_SAMPLE_GLOBAL)
     PetscCall(SampleGlobal(t));
   else {
@@ -623,6 +624,7 @@ static PetscErrorCode Step(BasisTrainer t)
           PetscArraycpy(t->xraw + (size_t)(l + i) * D, t->shard.x + (size_t)t->pool[t->pick[i]] * D, D));
   }
   Normalise(mo, m - l, t->xraw + (size_t)l * D, t->xn + (size_t)l * D);
+  PetscCall(PetscLogEventEnd(BASIS_Sample, 0, 0, 0, 0));
   t1 = MPI_Wtime(), t->phase[PHASE_SAMPLE] += t1 - t0, t0 = t1;
   /* 2-4 can fail on one rank only (a batch whose graph is degenerate, an alignment
      refused as ill-conditioned): that rank prints its reason, contributes a zero

@@ -36,7 +36,7 @@
 /* Log events (log.c registers them in BasisInitialize). Names <= 16 characters. */
 extern PetscLogEvent BASIS_ReadShard, BASIS_WriteRows, BASIS_Generate, BASIS_BatchGraph, BASIS_BatchEig,
     BASIS_RefGraph, BASIS_RefSolve, BASIS_Align, BASIS_Forward, BASIS_Backward, BASIS_GradReduce, BASIS_Adam,
-    BASIS_Embed, BASIS_Checkpoint, BASIS_ExactKnn, BASIS_ExactSolve, BASIS_Metrics;
+    BASIS_Embed, BASIS_Checkpoint, BASIS_ExactKnn, BASIS_ExactSolve, BASIS_Metrics, BASIS_Sample;
 extern PetscLogStage BASIS_StageRef, BASIS_StageTrain, BASIS_StageEmbed;
 
 PetscErrorCode BasisInitialize(void);
