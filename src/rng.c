@@ -123,3 +123,22 @@ PetscErrorCode BasisRngSample(BasisRng *rng, PetscInt n, PetscInt k, PetscInt id
   qsort(idx, (size_t)k, sizeof(PetscInt), CompareInt);
   PetscFunctionReturn(0);
 }
+
+/*
+  BasisNthNotIn - the p-th (0-based) non-negative integer that is not in skip [n] (sorted,
+  distinct, >= 0): p plus the number of entries below it, i.e. of s with skip [s] - s <= p
+  (a prefix of skip, found by bisection). Increasing in p. Not collective.
+*/
+PetscInt BasisNthNotIn(PetscInt n, const PetscInt skip[], PetscInt p)
+{
+  PetscInt lo = 0, hi = n;
+
+  while (lo < hi) {
+    PetscInt mid = lo + (hi - lo) / 2;
+    if (skip[mid] - mid <= p)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return p + lo;
+}

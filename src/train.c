@@ -8,7 +8,7 @@
   Every step, on every rank: batch = the l anchors (first rows) + (m - l) rows drawn
   without replacement, with the rank's own random stream, from the non-anchor rows of the
   whole data set and fetched from the ranks that hold them (one MPI_Alltoall of counts and
-  two MPI_Alltoallv, of row numbers and of rows: SampleGlobal), or with -sample shard from
+  two MPI_Alltoallv, of row numbers and of rows: FetchRows), or with -sample shard from
   this rank's own rows only (DESIGN.md step 3 as written, no communication; on a data set
   whose shards are not much larger than a batch it makes the result depend on the rank
   count: docs/quality.md). Then, independently: the batch graph's K eigenvectors
@@ -76,10 +76,11 @@ struct _p_BasisTrainer {
   BasisShard      shard;
   BasisMLP        mlp;
   BasisBatchGraph bg;
-  BasisRng        rng;  /* this rank's batch stream */
-  PetscInt       *pool; /* -sample shard: [npool] local rows that may be sampled (not anchors) */
-  PetscInt        npool;
-  PetscInt       *pick; /* [m - l] this step's draw: positions in pool, or global rows */
+  BasisRng        rng; /* this rank's batch stream */
+  /* a batch draws from the non-anchor rows numbered draw0 .. draw0 + ndraw - 1 among all
+     non-anchor rows: all of them (-sample global) or this shard's (-sample shard) */
+  PetscInt  draw0, ndraw;
+  PetscInt *pick; /* [m - l] this step's draw, as global rows (sorted) */
   /* -sample global, in rows: counts and displacements of the rows this rank asks of each
      rank and gives to each; the rows it serves (grown when a step asks for more) */
   PetscMPIInt *ask, *askat, *give, *giveat; /* [size] each */
@@ -395,7 +396,7 @@ PetscErrorCode BasisTrainerSetUp(BasisTrainer t)
 {
   BasisModel *mo = &t->model;
   BasisInput  in;
-  PetscInt    K = mo->graph.K, min_pool;
+  PetscInt    K = mo->graph.K, min_draw;
   BasisModel  ck;
   PetscBool   have_checkpoint = PETSC_FALSE;
   const char *inputs[]        = {t->input, NULL};
@@ -453,25 +454,23 @@ PetscErrorCode BasisTrainerSetUp(BasisTrainer t)
 
   /* What a batch is drawn from: the anchors never (a point must not appear twice in a
      batch: duplicate points would collapse its graph). Global: all N - l other rows (N >= m
-     was checked); shard: this rank's, listed in pool. */
+     was checked); shard: this rank's, which are the non-anchor rows numbered from
+     rstart - a0 on (a0 anchors lie before the shard). */
   if (mo->sample == BASIS_SAMPLE_GLOBAL) {
+    t->draw0 = 0, t->ndraw = mo->N - mo->l;
     PetscCall(PetscMalloc4(t->size, &t->ask, t->size, &t->askat, t->size, &t->give, t->size, &t->giveat));
     PetscCallMPI(MPI_Type_contiguous((int)mo->D, MPI_FLOAT, &t->row));
     PetscCallMPI(MPI_Type_commit(&t->row));
   } else {
-    PetscCall(PetscMalloc1(PetscMax(t->shard.n, 1), &t->pool));
-    t->npool = 0;
-    for (PetscInt i = 0, a = 0; i < t->shard.n; i++) {
-      PetscInt g = t->shard.rstart + i;
-      while (a < mo->l && mo->anchors[a] < g) a++;
-      if (a < mo->l && mo->anchors[a] == g) continue;
-      t->pool[t->npool++] = i;
-    }
-    PetscCallMPI(MPI_Allreduce(&t->npool, &min_pool, 1, MPIU_INT, MPI_MIN, t->comm));
-    PetscCheck(min_pool >= mo->m - mo->l, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
+    PetscInt a0 = 0, a1; /* anchors before the shard, before its end */
+    while (a0 < mo->l && mo->anchors[a0] < t->shard.rstart) a0++;
+    for (a1 = a0; a1 < mo->l && mo->anchors[a1] < t->shard.rstart + t->shard.n;) a1++;
+    t->draw0 = t->shard.rstart - a0, t->ndraw = t->shard.n - (a1 - a0);
+    PetscCallMPI(MPI_Allreduce(&t->ndraw, &min_draw, 1, MPIU_INT, MPI_MIN, t->comm));
+    PetscCheck(min_draw >= mo->m - mo->l, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
                "a rank holds only %d non-anchor points but each batch draws -batch - -anchors = %d from its "
                "shard (-sample shard); use -sample global, fewer ranks or a smaller -batch",
-               (int)min_pool, (int)(mo->m - mo->l));
+               (int)min_draw, (int)(mo->m - mo->l));
   }
 
   PetscCall(BasisBatchGraphCreate(&mo->graph, mo->m, mo->D, &t->bg));
@@ -541,40 +540,22 @@ static PetscReal LearningRate(const BasisModel *mo, PetscInt s)
   return mo->lr_final + 0.5 * (mo->lr - mo->lr_final) * (1.0 + PetscCosReal(PETSC_PI * frac));
 }
 
-/* The p-th (0-based) row of the data set that is not an anchor (anchors [l] sorted): p
-   plus the number of anchors before it, i.e. of a with anchors [a] - a <= p (a prefix). */
-static PetscInt NonAnchorRow(PetscInt l, const PetscInt anchors[], PetscInt p)
-{
-  PetscInt lo = 0, hi = l;
-
-  while (lo < hi) {
-    PetscInt mid = lo + (hi - lo) / 2;
-    if (anchors[mid] - mid <= p)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  return p + lo;
-}
-
 /*
-  SampleGlobal - rows l .. m of the batch: m - l distinct non-anchor rows of the whole data
-  set, drawn with this rank's stream and fetched from the ranks that hold them.
+  FetchRows - rows l .. m of the batch: the global rows pick [m - l] (sorted), from the
+  ranks that hold them (-sample global).
 
-  Collective. The draw is sorted, so the rows asked of each rank are contiguous in it and
-  arrive in its order: counts (MPI_Alltoall), row numbers (MPI_Alltoallv), then the rows
-  straight into the batch (MPI_Alltoallv with a D-float datatype). A rank serves m - l
-  rows per step on average; its buffer grows when a step asks for more.
+  Collective. The rows asked of each rank are contiguous in pick and arrive in its order:
+  counts (MPI_Alltoall), row numbers (MPI_Alltoallv), then the rows straight into the
+  batch (MPI_Alltoallv with a D-float datatype). A rank serves m - l rows per step on
+  average; its buffer grows when a step asks for more.
 */
-static PetscErrorCode SampleGlobal(BasisTrainer t)
+static PetscErrorCode FetchRows(BasisTrainer t)
 {
   const BasisModel *mo = &t->model;
   const PetscInt    l = mo->l, n = mo->m - l, D = mo->D;
   PetscInt          nserve = 0;
 
   PetscFunctionBeginUser;
-  PetscCall(BasisRngSample(&t->rng, mo->N - l, n, t->pick));
-  for (PetscInt i = 0; i < n; i++) t->pick[i] = NonAnchorRow(l, mo->anchors, t->pick[i]);
   for (PetscMPIInt r = 0; r < t->size; r++) { /* rank r holds rows [rs, rs + nr) */
     PetscInt rs, nr, i = r ? t->askat[r - 1] + t->ask[r - 1] : 0, c = 0;
     BasisBlockRange(mo->N, t->size, r, &rs, &nr);
@@ -615,14 +596,14 @@ static PetscErrorCode Step(BasisTrainer t)
   PetscFunctionBeginUser;
   /* 1. batch: anchors (rows [0, l), filled at set-up) + m - l fresh rows */
   PetscCall(PetscLogEventBegin(BASIS_Sample, 0, 0, 0, 0));
+  PetscCall(BasisRngSample(&t->rng, t->ndraw, m - l, t->pick));
+  for (PetscInt i = 0; i < m - l; i++) t->pick[i] = BasisNthNotIn(l, mo->anchors, t->draw0 + t->pick[i]);
   if (mo->sample == BASIS_SAMPLE_GLOBAL)
-    PetscCall(SampleGlobal(t));
-  else {
-    PetscCall(BasisRngSample(&t->rng, t->npool, m - l, t->pick));
+    PetscCall(FetchRows(t));
+  else
     for (PetscInt i = 0; i < m - l; i++)
-      PetscCall(
-          PetscArraycpy(t->xraw + (size_t)(l + i) * D, t->shard.x + (size_t)t->pool[t->pick[i]] * D, D));
-  }
+      PetscCall(PetscArraycpy(t->xraw + (size_t)(l + i) * D,
+                              t->shard.x + (size_t)(t->pick[i] - t->shard.rstart) * D, D));
   Normalise(mo, m - l, t->xraw + (size_t)l * D, t->xn + (size_t)l * D);
   PetscCall(PetscLogEventEnd(BASIS_Sample, 0, 0, 0, 0));
   t1 = MPI_Wtime(), t->phase[PHASE_SAMPLE] += t1 - t0, t0 = t1;
@@ -764,7 +745,6 @@ PetscErrorCode BasisTrainerDestroy(BasisTrainer *tr)
   if (!t) PetscFunctionReturn(0);
   if (t->setup) PetscCall(PetscFree7(t->pick, t->xraw, t->xn, t->yb, t->phi_b, t->lambda_b, t->T));
   PetscCall(PetscFree(t->reduce));
-  PetscCall(PetscFree(t->pool));
   PetscCall(PetscFree4(t->ask, t->askat, t->give, t->giveat));
   PetscCall(PetscFree2(t->serve, t->served));
   if (t->row != MPI_DATATYPE_NULL) PetscCallMPI(MPI_Type_free(&t->row));

@@ -11,7 +11,8 @@
       by their first feature (each rank's shard is one stretch of the manifold) d_G stays
       below DG_THRESHOLD_SORTED. At 1 rank the two samplings must give bitwise identical
       weights.
-  Run at 1, 2 and 4 ranks. Silent on success.
+  Also BasisNthNotIn (which numbers the rows a batch may draw: all but the anchors) against
+  a count. Run at 1, 2 and 4 ranks. Silent on success.
 */
 #include <basis/generate.h>
 #include <basis/h5io.h>
@@ -130,6 +131,37 @@ static PetscErrorCode WriteSortedData(MPI_Comm comm, const float all_x[], const 
   PetscFunctionReturn(0);
 }
 
+/* 1 (and a message naming what, with a hint) when d_G exceeds limit; d_G when verbose. */
+static int CheckDistance(MPI_Comm comm, const char *what, const char *hint, PetscReal dG, PetscReal limit)
+{
+  int fail = !(dG <= limit);
+
+  if (fail) (void)PetscPrintf(comm, "FAIL: d_G%s is %.3f > %.2f%s\n", what, (double)dG, (double)limit, hint);
+  if (PetscDefined(USE_DEBUG) || getenv("BASIS_TEST_VERBOSE"))
+    (void)PetscPrintf(comm, "d_G%s = %.4f\n", what, (double)dG);
+  return fail;
+}
+
+/* BasisNthNotIn against counting, on random sorted skip lists (with runs and a leading 0). */
+static int CheckNthNotIn(MPI_Comm comm)
+{
+  BasisRng rng;
+  PetscInt skip[40], fails = 0;
+
+  BasisRngSeed(&rng, 5, 0);
+  for (int trial = 0; trial < 50; trial++) {
+    PetscInt n = BasisRngInt(&rng, 41), top = n + BasisRngInt(&rng, 60);
+    if (BasisRngSample(&rng, top, n, skip)) return 1;
+    for (PetscInt p = 0, g = 0; p < top - n + 5; p++, g++) { /* g: the p-th integer not in skip */
+      for (PetscInt s = 0; s < n; s++)
+        if (skip[s] == g) g++;
+      if (BasisNthNotIn(n, skip, p) != g) fails++;
+    }
+  }
+  if (fails) (void)PetscPrintf(comm, "FAIL: BasisNthNotIn differs from counting in %d cases\n", (int)fails);
+  return fails > 0;
+}
+
 /* Train with the options set now and embed this rank's rows with the result. */
 static PetscErrorCode TrainAndEmbed(MPI_Comm comm, const BasisShard *shard, BasisTrainer *tr, PetscReal Y[])
 {
@@ -169,6 +201,7 @@ int main(int argc, char **argv)
   PetscCall(PetscSNPrintf(data, sizeof(data), "test_train_np%d_data.h5", size));
   PetscCall(PetscSNPrintf(model, sizeof(model), "test_train_np%d_model.h5", size));
   PetscCall(WriteData(comm, data));
+  failures += CheckNthNotIn(comm);
 
   /* train: small network, batches of 200 with 60 anchors; 2-4 ranks see more data per
      step, so fewer steps per rank would do, but the same count keeps the test simple */
@@ -232,14 +265,8 @@ int main(int argc, char **argv)
     PetscCall(PetscFree2(counts, displs));
   }
   PetscCall(DistanceToExact(comm, mo, all_x, &shard, Y, &dG));
-  if (!(dG <= DG_THRESHOLD)) {
-    PetscCall(PetscPrintf(comm,
-                          "FAIL: d_G of the trained embedding to the exact eigenvectors is %.3f > %.2f\n",
-                          (double)dG, DG_THRESHOLD));
-    failures++;
-  }
-  if (PetscDefined(USE_DEBUG) || getenv("BASIS_TEST_VERBOSE"))
-    PetscCall(PetscPrintf(comm, "d_G = %.4f\n", (double)dG));
+  failures +=
+      CheckDistance(comm, "", " (trained embedding against the exact eigenvectors)", dG, DG_THRESHOLD);
 
   /* 4. the sym Laplacian, the default: the same data and options otherwise */
   PetscCall(PetscSNPrintf(model, sizeof(model), "test_train_np%d_model_sym.h5", size));
@@ -251,13 +278,7 @@ int main(int argc, char **argv)
     PetscCall(BasisTrainerGetModel(tr_sym, &mo_sym));
     PetscCall(DistanceToExact(comm, mo_sym, all_x, &shard, Y, &dG));
   }
-  if (!(dG <= DG_THRESHOLD_SYM)) {
-    PetscCall(
-        PetscPrintf(comm, "FAIL: d_G with the sym Laplacian is %.3f > %.2f\n", (double)dG, DG_THRESHOLD_SYM));
-    failures++;
-  }
-  if (PetscDefined(USE_DEBUG) || getenv("BASIS_TEST_VERBOSE"))
-    PetscCall(PetscPrintf(comm, "d_G (sym) = %.4f\n", (double)dG));
+  failures += CheckDistance(comm, " (sym)", "", dG, DG_THRESHOLD_SYM);
   PetscCall(BasisTrainerDestroy(&tr_sym));
 
   /* 5. the data sorted by their first feature: rank r's shard is one stretch of it */
@@ -273,14 +294,8 @@ int main(int argc, char **argv)
   PetscCall(TrainAndEmbed(comm, &sorted, &tr_sorted, Y));
   PetscCall(BasisTrainerGetModel(tr_sorted, &mo));
   PetscCall(DistanceToExact(comm, mo, sorted_x, &sorted, Y, &dG));
-  if (!(dG <= DG_THRESHOLD_SORTED)) {
-    PetscCall(PetscPrintf(comm,
-                          "FAIL: d_G on the sorted data is %.3f > %.2f (batches drawn from one shard?)\n",
-                          (double)dG, DG_THRESHOLD_SORTED));
-    failures++;
-  }
-  if (PetscDefined(USE_DEBUG) || getenv("BASIS_TEST_VERBOSE"))
-    PetscCall(PetscPrintf(comm, "d_G (sorted data) = %.4f\n", (double)dG));
+  failures +=
+      CheckDistance(comm, " (sorted data)", " (batches drawn from one shard?)", dG, DG_THRESHOLD_SORTED);
   if (size == 1) { /* one shard: the global draw must pick the very rows the shard draw does */
     BasisTrainer      tr_shard;
     const BasisModel *mo_shard;

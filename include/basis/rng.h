@@ -16,6 +16,7 @@ double         BasisRngUniform(BasisRng *rng);
 double         BasisRngNormal(BasisRng *rng);
 PetscInt       BasisRngInt(BasisRng *rng, PetscInt n);
 PetscErrorCode BasisRngSample(BasisRng *rng, PetscInt n, PetscInt k, PetscInt idx[]);
+PetscInt       BasisNthNotIn(PetscInt n, const PetscInt skip[], PetscInt p);
 
 /* Stream numbers: each use of randomness has its own stream of the run's seed, so adding
    a draw in one place never shifts another. */
