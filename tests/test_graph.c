@@ -172,7 +172,7 @@ static PetscErrorCode TestKnnAll(void)
   BasisRngSeed(&rng, 11, 0);
   /* random points, many blocks */
   n = 157;
-  PetscCall(PetscMalloc1(3000 * 6, &x));
+  PetscCall(PetscMalloc1(1100 * 131, &x)); /* the largest n x D below */
   Gaussian(&rng, n, 7, 0.0, x);
   PetscCall(TestKnn("random", n, 7, x, 10, 0, n, 6, &rng));
   PetscCall(TestKnn("random sub-range", n, 7, x, 10, 40, 77, 5, &rng));
@@ -207,6 +207,15 @@ static PetscErrorCode TestKnnAll(void)
   n = 300;
   for (PetscInt i = 0; i < n * 4; i++) x[i] = (float)(1e15 * BasisRngNormal(&rng));
   PetscCall(TestKnn("norms above 1e30", n, 4, x, 10, 0, n, 2, &rng));
+  /* D >= BASIS_DIST2_WIDE (128): the exact distances in eight lanes, D mod 8 = 3 left over;
+     two blocks of BasisKnnSelf, far from the origin */
+  n = 1100;
+  Gaussian(&rng, n, 131, 100.0, x);
+  PetscCall(TestKnn("D=131, offset 100", n, 131, x, 10, 0, n, 2, &rng));
+  /* and exact ties there: coordinates in {0, 1, 2}, integer squared distances */
+  n = 400;
+  for (PetscInt i = 0; i < n * 131; i++) x[i] = (float)(BasisRngUniform(&rng) < 0.5 ? 0 : 1 + (i % 2));
+  PetscCall(TestKnn("D=131, integer ties", n, 131, x, 10, 0, n, 3, &rng));
   PetscCall(PetscFree(x));
   PetscFunctionReturn(0);
 }
