@@ -543,8 +543,8 @@ PetscErrorCode BasisEvalMain(MPI_Comm comm)
     if (i == 0) {
       N = Ni;
       PetscCheck(N >= size, comm, PETSC_ERR_ARG_SIZ,
-                 "%s has %d rows but the run has %d ranks; use at most %d ranks", input_list[0], (int)N,
-                 (int)size, (int)N);
+                 "%s has %d row%s but the run has %d ranks; use at most %d rank%s", input_list[0], (int)N,
+                 N == 1 ? "" : "s", (int)size, (int)N, N == 1 ? "" : "s");
       BasisBlockRange(N, size, rank, &rstart, &n);
       PetscCall(PetscMalloc3(PetscMax(n, 1), &labels, PetscMax(n, 1), &assign, PetscMax(n, 1), &gidx));
       for (PetscInt r = 0; r < n; r++) gidx[r] = rstart + r;

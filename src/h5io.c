@@ -109,8 +109,8 @@ PetscErrorCode BasisInputOpen(MPI_Comm comm, const char *path, BasisInput *in)
   in->D = (PetscInt)dims[1];
   PetscCallMPI(MPI_Comm_size(comm, &size));
   PetscCheck(in->N >= size, comm, PETSC_ERR_ARG_SIZ,
-             "input %s has %d points but the run has %d ranks; use at most %d ranks", path, (int)in->N,
-             (int)size, (int)in->N);
+             "input %s has %d point%s but the run has %d ranks; use at most %d rank%s", path, (int)in->N,
+             in->N == 1 ? "" : "s", (int)size, (int)in->N, in->N == 1 ? "" : "s");
 
   if (H5Lexists(in->file, "labels", H5P_DEFAULT) > 0) {
     in->labels = H5Dopen2(in->file, "labels", H5P_DEFAULT);

@@ -141,13 +141,14 @@ static PetscBool OptionWithValue(const char *mess, char *names, size_t len)
 PetscErrorCode BasisErrorHandler(MPI_Comm comm, int line, const char *fun, const char *file, PetscErrorCode n,
                                  PetscErrorType p, const char *mess, void *ctx)
 {
-  PetscMPIInt size = 1, rank = 0, wrank = 0;
+  PetscMPIInt size = 1, rank = 0, wrank = 0, wsize = 1;
   char        names[512];
 
   if (p != PETSC_ERROR_INITIAL) return n;
   MPI_Comm_size(comm, &size);
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_rank(MPI_COMM_WORLD, &wrank);
+  MPI_Comm_size(MPI_COMM_WORLD, &wsize);
   if (mess && OptionWithValue(mess, names, sizeof(names))) {
     if (wrank == 0) {
       fprintf(stderr, "basis: error: %s: %s; -help lists each option's kind\n", names, mess);
@@ -158,7 +159,7 @@ PetscErrorCode BasisErrorHandler(MPI_Comm comm, int line, const char *fun, const
   if (size > 1 && rank != 0) return n;
   if (n == PETSC_ERR_MEM) mess = "out of memory: use more ranks or a smaller -batch/-chunk";
   if (!mess || !mess[0]) mess = "(no message)";
-  if (size > 1)
+  if (size > 1 || wsize == 1)
     fprintf(stderr, "basis: error: %s\n", mess);
   else
     fprintf(stderr, "basis: error [rank %d]: %s\n", wrank, mess);

@@ -411,10 +411,13 @@ PetscErrorCode BasisTrainerSetUp(BasisTrainer t)
      MNIST-10k it cut d_G from 0.87 (R = m) to 0.69 for ~1 s of set-up (docs/quality.md);
      its kNN costs O(R^2 D), so it is capped rather than the whole data set. */
   if (mo->R == 0) mo->R = PetscMax(PetscMin(mo->N, 16 * mo->m), mo->l);
-  PetscCheck(
-      mo->N >= mo->R && mo->N >= mo->m, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
-      "input %s has %d points, fewer than -batch %d or -reference_size %d; use a smaller -batch/-anchors",
-      t->input, (int)mo->N, (int)mo->m, (int)mo->R);
+  PetscCheck(mo->N >= mo->m, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "input %s has %d points, fewer than -batch %d (a batch holds -batch distinct points); use "
+             "-batch %d or less",
+             t->input, (int)mo->N, (int)mo->m, (int)mo->N);
+  PetscCheck(mo->N >= mo->R, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "input %s has %d points, fewer than -reference_size %d; use -reference_size %d or less",
+             t->input, (int)mo->N, (int)mo->R, (int)mo->N);
   if (t->resume) {
     int exists = 0;
     if (t->rank == 0) exists = access(t->model_path, F_OK) == 0;

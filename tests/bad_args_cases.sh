@@ -56,6 +56,9 @@ bad_args_cases() {
   # train: options
   add "train -dim >= -anchors" - "-anchors 20 must be at least -dim \+ 1 = 21" "$T -model $w/out.h5 -dim 20"
   add "train -anchors > N" - "-anchors 300 exceeds the 200 points" "$T -model $w/out.h5 -anchors 300 -batch 400"
+  add "train -batch > N" - "fewer than -batch 300 .*use -batch 200 or less" "$T -model $w/out.h5 -batch 300"
+  add "train -reference_size > N" - "fewer than -reference_size 300; use -reference_size 200 or less" \
+    "$T -model $w/out.h5 -reference_size 300"
   add "train -batch <= -anchors" - "-batch 20 must be larger than -anchors 20" "$T -model $w/out.h5 -batch 20"
   add "train -knn >= -batch" - "-knn 56 must be smaller than -batch 56" "$T -model $w/out.h5 -knn 56"
   add "train -hidden 0" - "-hidden 0 is malformed" "$T -model $w/out.h5 -hidden 0"

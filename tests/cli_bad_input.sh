@@ -35,7 +35,7 @@ for np in 2 4; do
   expect $np "needs at least one point and one feature" info -input "$work/zero_cols.h5"
   expect $np "/labels has 39 entries but /features has 40 rows" info -input "$work/labels_short.h5"
   expect $np "2 non-finite values .* the first in row 7" info -input "$work/nan.h5"
-  expect $np "has 1 points but the run has $np ranks" info -input "$work/one_row.h5"
+  expect $np "has 1 point but the run has $np ranks; use at most 1 rank$" info -input "$work/one_row.h5"
   expect $np "directory .* is missing" generate -n 10 -d 2 -output "$work/no/such/dir/out.h5"
   expect $np "exists; pass -force" generate -n 10 -d 2 -output "$work/good.h5"
   expect $np "no output file given" generate -n 10 -d 2 -output ""
