@@ -14,11 +14,14 @@
   count: docs/quality.md). Then, independently: the batch graph's K eigenvectors
   (graph.c); the affine map T fitted on the anchors to Phi_ref (align.c); targets Y =
   [Phi_B, 1] T^T, standardised column by column (ComputeOutputMap); MSE loss and
-  backward (mlp.c). Then the step's one reduction: ONE MPI_Allreduce of a
+  backward (mlp.c). Then the step's one reduction: ONE MPI_Iallreduce of a
   single buffer holding the flattened gradient followed by a small tail of diagnostics
   (loss, residual, condition number, inliers, stop flag), so the step's statistics and
-  the "stop on signal" decision ride along for free. Adam then runs identically on every
-  rank, so all replicas hold bitwise identical weights (tested).
+  the "stop on signal" decision ride along for free. While it is in flight the rank
+  prepares the next step's batch (draw, fetch, graph, eigenvectors, targets: none of it
+  depends on the weights), calling MPI_Test between those phases so that Open MPI moves
+  the reduction on; then it waits for it. Adam then runs identically on every rank, so
+  all replicas hold bitwise identical weights (tested).
 
   The embedding is the network's output mapped back to the aligned eigenvectors' units
   (times sqrt(R), so entries are O(1)): BasisModelOutput. d_G sees no affine map; d_perp
@@ -77,6 +80,13 @@ struct _p_BasisTrainer {
   BasisMLP        mlp;
   BasisBatchGraph bg;
   BasisRng        rng; /* this rank's batch stream */
+  /* the prepared batch (PrepareBatch): drawn, its targets in yb, waiting for the weights
+     of its step; rng_before is the stream as it was before its draws, which is what a
+     checkpoint keeps while a batch is prepared, so that -resume draws it again */
+  PetscBool       prepared;
+  BasisRng        rng_before;
+  PetscErrorCode  prep_err; /* non-zero: its graph or alignment failed on this rank */
+  BasisAlignStats prep_stats;
   /* a batch draws from the non-anchor rows numbered draw0 .. draw0 + ndraw - 1 among all
      non-anchor rows: all of them (-sample global) or this shard's (-sample shard) */
   PetscInt  draw0, ndraw;
@@ -501,16 +511,28 @@ static PetscErrorCode WriteCheckpoint(BasisTrainer t)
   PetscCall(PetscArraycpy(mo->params, params, mo->nparams));
   PetscCall(PetscArraycpy(mo->adam_m, am, mo->nparams));
   PetscCall(PetscArraycpy(mo->adam_v, av, mo->nparams));
-  PetscCallMPI(MPI_Gather(t->rng.s, 4, MPI_UINT64_T, mo->rng, 4, MPI_UINT64_T, 0, t->comm));
+  PetscCallMPI(MPI_Gather(t->prepared ? t->rng_before.s : t->rng.s, 4, MPI_UINT64_T, mo->rng, 4, MPI_UINT64_T,
+                          0, t->comm));
   PetscCall(BasisModelWrite(t->comm, t->model_path, PETSC_TRUE, inputs, mo));
   t->checkpoint_step = mo->step;
   t->phase[PHASE_CHECKPOINT] += MPI_Wtime() - t0;
   PetscFunctionReturn(0);
 }
 
-/* Steps 2-4 of one training step, on this rank alone: batch eigenvectors, alignment,
-   targets, loss and gradient. Errors are returned, not raised on the communicator. */
-static PetscErrorCode LocalStep(BasisTrainer t, BasisAlignStats *stats, float *loss)
+/* Let a reduction in flight progress (Open MPI moves non-blocking collectives on only
+   inside MPI calls). */
+static PetscErrorCode Progress(MPI_Request *req)
+{
+  int done;
+
+  PetscFunctionBeginUser;
+  if (req && *req != MPI_REQUEST_NULL) PetscCallMPI(MPI_Test(req, &done, MPI_STATUS_IGNORE));
+  PetscFunctionReturn(0);
+}
+
+/* Steps 2-3 of a training step, on this rank alone: batch eigenvectors, alignment and
+   targets. Errors are returned, not raised on the communicator. */
+static PetscErrorCode LocalTargets(BasisTrainer t, MPI_Request *req, BasisAlignStats *stats)
 {
   BasisModel *mo = &t->model;
   PetscInt    l = mo->l, m = mo->m, K = mo->graph.K;
@@ -520,6 +542,7 @@ static PetscErrorCode LocalStep(BasisTrainer t, BasisAlignStats *stats, float *l
   /* the batch graph's eigenvectors, on the features as given (the graph rule is defined
      on the data, not on the network's normalised input) */
   PetscCall(BasisBatchGraphEmbed(t->bg, t->xraw, t->phi_b, t->lambda_b));
+  PetscCall(Progress(req));
   t1 = MPI_Wtime(), t->phase[PHASE_GRAPH] += t1 - t0, t0 = t1;
   /* align to the reference on the anchors, targets for the whole batch */
   PetscCall(BasisAlignFit(&mo->align, l, K, mo->phi_ref, t->phi_b, &t->rng, t->T, stats));
@@ -527,10 +550,7 @@ static PetscErrorCode LocalStep(BasisTrainer t, BasisAlignStats *stats, float *l
   for (PetscInt i = 0; i < m; i++) /* the network's targets: the embedding before BasisModelOutput */
     for (PetscInt j = 0; j < K; j++)
       t->yb[i * K + j] = (float)((t->yb[i * K + j] * mo->target_scale - mo->out_shift[j]) / mo->out_scale[j]);
-  t1 = MPI_Wtime(), t->phase[PHASE_ALIGN] += t1 - t0, t0 = t1;
-  /* loss and gradient on the normalised batch */
-  PetscCall(BasisMLPLossBackward(t->mlp, m, t->xn, t->yb, loss));
-  t1 = MPI_Wtime(), t->phase[PHASE_MLP] += t1 - t0;
+  t1 = MPI_Wtime(), t->phase[PHASE_ALIGN] += t1 - t0;
   PetscFunctionReturn(0);
 }
 
@@ -586,17 +606,21 @@ static PetscErrorCode FetchRows(BasisTrainer t)
   PetscFunctionReturn(0);
 }
 
-/* One training step; on return t->reduce holds the mean gradient and diagnostics. */
-static PetscErrorCode Step(BasisTrainer t)
+/*
+  PrepareBatch - step 1-3 of the next training step: draw and fetch its batch, then (on
+  this rank alone) its eigenvectors and targets. Collective (the fetch). Nothing here
+  depends on the weights, so it runs while the previous step's reduction req (or
+  MPI_REQUEST_NULL / NULL) is in flight, testing it between phases. A failure of the
+  graph or the alignment is kept in prep_err for the step to report, not raised.
+*/
+static PetscErrorCode PrepareBatch(BasisTrainer t, MPI_Request *req)
 {
-  BasisModel     *mo = &t->model;
-  PetscInt        l = mo->l, m = mo->m, D = mo->D;
-  BasisAlignStats stats;
-  float          *params, *grad, *am, *av, loss;
-  double          t0 = MPI_Wtime(), t1;
-  PetscErrorCode  ierr;
+  BasisModel *mo = &t->model;
+  PetscInt    l = mo->l, m = mo->m, D = mo->D;
+  double      t0 = MPI_Wtime();
 
   PetscFunctionBeginUser;
+  t->rng_before = t->rng;
   /* 1. batch: anchors (rows [0, l), filled at set-up) + m - l fresh rows */
   PetscCall(PetscLogEventBegin(BASIS_Sample, 0, 0, 0, 0));
   PetscCall(BasisRngSample(&t->rng, t->ndraw, m - l, t->pick));
@@ -608,21 +632,43 @@ static PetscErrorCode Step(BasisTrainer t)
       PetscCall(PetscArraycpy(t->xraw + (size_t)(l + i) * D,
                               t->shard.x + (size_t)(t->pick[i] - t->shard.rstart) * D, D));
   Normalise(mo, m - l, t->xraw + (size_t)l * D, t->xn + (size_t)l * D);
+  PetscCall(Progress(req));
   PetscCall(PetscLogEventEnd(BASIS_Sample, 0, 0, 0, 0));
-  t1 = MPI_Wtime(), t->phase[PHASE_SAMPLE] += t1 - t0, t0 = t1;
-  /* 2-4 can fail on one rank only (a batch whose graph is degenerate, an alignment
+  t->phase[PHASE_SAMPLE] += MPI_Wtime() - t0;
+  /* 2-3 can fail on one rank only (a batch whose graph is degenerate, an alignment
      refused as ill-conditioned): that rank prints its reason, contributes a zero
      gradient and raises a flag that rides in the allreduce, so every rank stops with
      the same error instead of waiting in the collective. */
-  ierr = LocalStep(t, &stats, &loss);
+  t->prep_err = LocalTargets(t, req, &t->prep_stats);
+  t->prepared = PETSC_TRUE;
+  PetscFunctionReturn(0);
+}
+
+/* One training step on the prepared batch; prepares the next one while the gradient is
+   reduced. On return t->reduce holds the mean gradient and diagnostics. */
+static PetscErrorCode Step(BasisTrainer t)
+{
+  BasisModel     *mo = &t->model;
+  BasisAlignStats stats;
+  float          *params, *grad, *am, *av, loss = 0;
+  double          t0 = MPI_Wtime(), t1;
+  PetscErrorCode  ierr;
+  MPI_Request     req;
+
+  PetscFunctionBeginUser;
+  PetscCheck(t->prepared, PETSC_COMM_SELF, PETSC_ERR_PLIB, "no batch prepared for step %d",
+             (int)mo->step + 1);
+  t->prepared = PETSC_FALSE;
+  stats       = t->prep_stats;
+  /* 4. loss and gradient on the normalised batch */
+  ierr = t->prep_err ? t->prep_err : BasisMLPLossBackward(t->mlp, mo->m, t->xn, t->yb, &loss);
+  t1 = MPI_Wtime(), t->phase[PHASE_MLP] += t1 - t0, t0 = t1;
+  PetscCall(BasisMLPGetArrays(t->mlp, &params, &grad, &am, &av));
   if (ierr) {
-    PetscCall(BasisMLPGetArrays(t->mlp, &params, &grad, &am, &av));
     PetscCall(PetscArrayzero(grad, mo->nparams));
     loss = 0, stats.residual = stats.cond = 0, stats.inliers = 0;
   }
-  t0 = MPI_Wtime();
-  /* 5. the step's one allreduce: gradient + diagnostics */
-  PetscCall(BasisMLPGetArrays(t->mlp, &params, &grad, &am, &av));
+  /* 5. the step's one allreduce: gradient + diagnostics, overlapped with the next batch */
   PetscCall(PetscArraycpy(t->reduce, grad, mo->nparams));
   t->reduce[mo->nparams + TAIL_LOSS]     = loss;
   t->reduce[mo->nparams + TAIL_RESIDUAL] = (float)stats.residual;
@@ -630,9 +676,13 @@ static PetscErrorCode Step(BasisTrainer t)
   t->reduce[mo->nparams + TAIL_INLIERS]  = (float)stats.inliers;
   t->reduce[mo->nparams + TAIL_STOP]     = stop_requested ? 1.0f : 0.0f;
   t->reduce[mo->nparams + TAIL_FAILED]   = ierr ? 1.0f : 0.0f;
+  PetscCallMPI(MPI_Iallreduce(MPI_IN_PLACE, t->reduce, (int)(mo->nparams + TAIL_SIZE), MPI_FLOAT, MPI_SUM,
+                              t->comm, &req));
+  t->phase[PHASE_REDUCE] += MPI_Wtime() - t0;
+  if (mo->step + 1 < mo->steps) PetscCall(PrepareBatch(t, &req));
+  t0 = MPI_Wtime();
   PetscCall(PetscLogEventBegin(BASIS_GradReduce, 0, 0, 0, 0));
-  PetscCallMPI(
-      MPI_Allreduce(MPI_IN_PLACE, t->reduce, (int)(mo->nparams + TAIL_SIZE), MPI_FLOAT, MPI_SUM, t->comm));
+  PetscCallMPI(MPI_Wait(&req, MPI_STATUS_IGNORE));
   PetscCall(PetscLogEventEnd(BASIS_GradReduce, 0, 0, 0, 0));
   {
     const float inv   = 1.0f / (float)t->size;
@@ -692,6 +742,7 @@ PetscErrorCode BasisTrainerRun(BasisTrainer t)
                         (int)(mo->steps - mo->step), (int)mo->m, (int)mo->l, t->size, (int)mo->widths[0]));
   for (PetscInt i = 1; i <= mo->nlayers; i++) PetscCall(PetscPrintf(t->comm, "-%d", (int)mo->widths[i]));
   PetscCall(PetscPrintf(t->comm, " (%lld parameters)\n", (long long)mo->nparams));
+  if (mo->step < mo->steps) PetscCall(PrepareBatch(t, NULL));
   while (mo->step < mo->steps) {
     PetscBool stop;
     PetscCall(Step(t));
