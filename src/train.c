@@ -692,22 +692,24 @@ static PetscErrorCode Step(BasisTrainer t)
       sumsq += (double)grad[i] * grad[i];
     }
     t1 = MPI_Wtime(), t->phase[PHASE_REDUCE] += t1 - t0, t0 = t1;
-    PetscCheck(t->reduce[mo->nparams + TAIL_FAILED] == 0, t->comm, PETSC_ERR_NOT_CONVERGED,
-               "training step %d failed on %d rank(s) (reason printed above by each); the last good "
-               "checkpoint is %s",
-               (int)mo->step + 1, (int)t->reduce[mo->nparams + TAIL_FAILED], t->model_path);
     /* the reduced data are the same everywhere, so every rank reaches the same verdict.
-       The checkpoint keeps its -lr on -resume, so the advice is to retrain. */
-    if (!isfinite(sumsq) || !isfinite(t->reduce[mo->nparams + TAIL_LOSS])) {
-      char kept[PETSC_MAX_PATH_LEN + 64] = "no checkpoint was written; lower -lr and retrain";
+       A -resume would meet the same batch again (or, after divergence, keep the
+       checkpoint's -lr), so the advice is to retrain. */
+    if (t->reduce[mo->nparams + TAIL_FAILED] != 0 || !isfinite(sumsq) ||
+        !isfinite(t->reduce[mo->nparams + TAIL_LOSS])) {
+      char kept[PETSC_MAX_PATH_LEN + 64] = "no checkpoint was written";
       if (t->checkpoint_step >= 0)
-        PetscCall(PetscSNPrintf(
-            kept, sizeof(kept),
-            "the last good checkpoint (step %d) is kept in %s; lower -lr and retrain with -force",
-            (int)t->checkpoint_step, t->model_path));
+        PetscCall(PetscSNPrintf(kept, sizeof(kept), "the last good checkpoint (step %d) is kept in %s",
+                                (int)t->checkpoint_step, t->model_path));
+      PetscCheck(t->reduce[mo->nparams + TAIL_FAILED] == 0, t->comm, PETSC_ERR_NOT_CONVERGED,
+                 "training step %d failed on %d rank(s) (the reason is printed above by each); %s; fix what "
+                 "the reason names and retrain%s",
+                 (int)mo->step + 1, (int)t->reduce[mo->nparams + TAIL_FAILED], kept,
+                 t->checkpoint_step >= 0 ? " with -force" : "");
       SETERRQ(t->comm, PETSC_ERR_FP,
-              "training diverged at step %d (non-finite loss or gradient) with -lr %g; %s", (int)mo->step + 1,
-              (double)mo->lr, kept);
+              "training diverged at step %d (non-finite loss or gradient) with -lr %g; %s; lower -lr and "
+              "retrain%s",
+              (int)mo->step + 1, (double)mo->lr, kept, t->checkpoint_step >= 0 ? " with -force" : "");
     }
   }
   /* 6. identical Adam update on every rank */

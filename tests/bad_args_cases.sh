@@ -4,8 +4,9 @@
 #
 #   bad_args_setup BASIS WORK   make the tiny inputs in WORK (1 rank, ~10 s): data d.h5
 #                               (200 x 5, labels), d7.h5 (200 x 7), same.h5 (200 identical
-#                               points), models m.h5/m7.h5 (2 steps), embedding e.h5, exact
-#                               x.h5, and damaged copies (corrupt, truncated, other format
+#                               points), dupbatch.h5 (2000 x 6, 101 copies of one point),
+#                               models m.h5/m7.h5 (2 steps), embedding e.h5, exact x.h5,
+#                               and damaged copies (corrupt, truncated, other format
 #                               version, labels out of range) made with h5py.
 #   bad_args_cases WORK         fill the arrays case_name, case_keep, case_pattern, case_args.
 #
@@ -37,6 +38,10 @@ with h5py.File(w + "ver.h5", "r+") as f:
     a = f.attrs[name]; a[0] = 99; f.attrs[name] = a
 with h5py.File(w + "same.h5", "w") as f:                     # all points identical: sigma = 0
     f["features"] = np.ones((200, 5), np.float32)
+x = np.random.default_rng(5).normal(size=(2000, 6)).astype(np.float32)
+x[1900:] = x[0]                                              # 101 copies of one point: the reference
+with h5py.File(w + "dupbatch.h5", "w") as f:                 # copes (k_R large), some batch does not
+    f["features"] = x
 for name, bad in (("neglabel", -3), ("hugelabel", 2000000000)):  # labels out of range
     shutil.copy(w + "e.h5", w + name + ".h5")
     with h5py.File(w + name + ".h5", "r+") as f:
@@ -80,6 +85,10 @@ bad_args_cases() {
   add "train -resume truncated" - "ck_trunc.h5: it is truncated or corrupt" "$T -model $w/ck_trunc.h5 -resume"
   add "train -resume other version" - "ck_ver.h5 has format 99; this basis reads format" "$T -model $w/ck_ver.h5 -resume"
   add "train -resume other D" - "ck_d7.h5 was trained on 200 x 7 data but -input .* is 200 x 5" "$T -model $w/ck_d7.h5 -resume"
+  # one rank's batch fails (8+ copies of a point: zero scale); every rank stops, no output
+  add "train batch fails on one rank" - \
+    "training step [0-9]+ failed on 1 rank\(s\) .*no checkpoint was written; fix what the reason names and retrain$" \
+    "train -input $w/dupbatch.h5 -batch 128 -anchors 40 -hidden 16,16 -dim 4 -steps 200 -train_monitor 0 -checkpoint_every 0 -model $w/out.h5"
   # divergence: -lr 1e6 makes the first Adam step huge, the loss of step 2 is Inf
   add "train non-finite loss" - "diverged at step 2 .*no checkpoint was written; lower -lr" \
     "${T/-steps 2/-steps 30} -model $w/out.h5 -lr 1e6 -checkpoint_every 0"
