@@ -786,10 +786,11 @@ PetscErrorCode BasisKnnSelf(BasisKnn *knn, PetscInt D, const float x[])
 
 /*
   SigmaCompute - BasisGraphSigma with an optional workspace work [knn->nq] for the median
-  on one rank (the batch path allocates nothing per step).
+  on one rank (the batch path allocates nothing per step); what names a row in the
+  messages ("point", or "batch row" for a training batch, whose rows are not data rows).
 */
 static PetscErrorCode SigmaCompute(MPI_Comm comm, const BasisGraphParams *p, const BasisKnn *knn,
-                                   PetscReal sigma[], PetscReal work[])
+                                   const char *what, PetscReal sigma[], PetscReal work[])
 {
   const PetscInt s = p->scale_neighbor, k = knn->k, nq = knn->nq;
   PetscInt       rstart = 0, nq_sum = 0, count[2] = {0, 0}, first[2] = {PETSC_MAX_INT, PETSC_MAX_INT};
@@ -823,14 +824,14 @@ static PetscErrorCode SigmaCompute(MPI_Comm comm, const BasisGraphParams *p, con
   PetscCallMPI(MPI_Allreduce(&nq, &nq_sum, 1, MPIU_INT, MPI_SUM, comm));
   PetscCheck(
       count[0] == 0, comm, PETSC_ERR_ARG_OUTOFRANGE,
-      "%d points have fewer than -scale_neighbor %d neighbours (first: point %d of a set of %d points); the "
+      "%d points have fewer than -scale_neighbor %d neighbours (first: %s %d of a set of %d points); the "
       "set is too small for this -scale_neighbor",
-      (int)count[0], (int)s, (int)first[0], (int)nq_sum);
+      (int)count[0], (int)s, what, (int)first[0], (int)nq_sum);
   PetscCheck(
       count[1] == 0, comm, PETSC_ERR_ARG_WRONG,
-      "%d points have a zero scale (at least %d duplicates of point %d); remove duplicate points or raise "
+      "%d points have a zero scale (at least %d duplicates of %s %d); remove duplicate points or raise "
       "-scale_neighbor",
-      (int)count[1], (int)s, (int)first[1]);
+      (int)count[1], (int)s, what, (int)first[1]);
   if (p->scale == BASIS_SCALE_MEDIAN) {
     PetscReal    med = 0, *all = NULL;
     PetscInt     n      = nq_sum;
@@ -888,7 +889,7 @@ PetscErrorCode BasisGraphSigma(MPI_Comm comm, const BasisGraphParams *p, const B
                                PetscReal sigma[])
 {
   PetscFunctionBeginUser;
-  PetscCall(SigmaCompute(comm, p, knn, sigma, NULL));
+  PetscCall(SigmaCompute(comm, p, knn, "point", sigma, NULL));
   PetscFunctionReturn(0);
 }
 
@@ -1029,7 +1030,7 @@ PetscErrorCode BasisBatchGraphEmbed(BasisBatchGraph bg, const float x[], PetscRe
     PetscCall(PetscLogEventEnd(BASIS_BatchEig, 0, 0, 0, 0));
     PetscFunctionReturn(0);
   }
-  PetscCall(SigmaCompute(PETSC_COMM_SELF, &bg->p, knn, bg->sigma, bg->sorted));
+  PetscCall(SigmaCompute(PETSC_COMM_SELF, &bg->p, knn, "batch row", bg->sigma, bg->sorted));
   PetscCall(PetscArrayzero(A, (size_t)m * m));
   for (PetscInt i = 0; i < m; i++) {
     PetscReal s2 = bg->sigma[i] * bg->sigma[i];
