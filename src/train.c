@@ -70,7 +70,7 @@ struct _p_BasisTrainer {
   PetscMPIInt size, rank;
   /* options */
   char      input[PETSC_MAX_PATH_LEN], model_path[PETSC_MAX_PATH_LEN];
-  PetscBool force, resume, monitor, standardize;
+  PetscBool force, resume, monitor, standardize, overlap;
   PetscInt  monitor_every, checkpoint_every;
   PetscInt  checkpoint_step; /* step of the last checkpoint in model_path, -1: none yet */
   PetscInt  hidden[BASIS_MAX_LAYERS], nhidden;
@@ -124,6 +124,7 @@ PetscErrorCode BasisTrainerCreate(MPI_Comm comm, BasisTrainer *tr)
   PetscCall(PetscStrncpy(t->model_path, "model.h5", sizeof(t->model_path)));
   t->monitor          = PETSC_TRUE;
   t->standardize      = PETSC_TRUE;
+  t->overlap          = PETSC_TRUE;
   t->monitor_every    = 50;
   t->checkpoint_every = 200;
   t->checkpoint_step  = -1;
@@ -198,6 +199,10 @@ PetscErrorCode BasisTrainerSetFromOptions(BasisTrainer t)
       PetscOptionsBool("-train_monitor", "Print progress on rank 0", NULL, t->monitor, &t->monitor, NULL));
   PetscCall(PetscOptionsInt("-monitor_every", "Steps between progress lines", NULL, t->monitor_every,
                             &t->monitor_every, NULL));
+  PetscCall(PetscOptionsBool("-train_overlap",
+                             "Prepare the next batch while the gradient allreduce is in flight (the weights "
+                             "are the same either way)",
+                             NULL, t->overlap, &t->overlap, NULL));
   PetscCall(BasisGraphParamsSetFromOptions(t->comm, &mo->graph));
   PetscCall(BasisAlignParamsSetFromOptions(t->comm, &mo->align));
   PetscOptionsEnd();
@@ -679,7 +684,7 @@ static PetscErrorCode Step(BasisTrainer t)
   PetscCallMPI(MPI_Iallreduce(MPI_IN_PLACE, t->reduce, (int)(mo->nparams + TAIL_SIZE), MPI_FLOAT, MPI_SUM,
                               t->comm, &req));
   t->phase[PHASE_REDUCE] += MPI_Wtime() - t0;
-  if (mo->step + 1 < mo->steps) PetscCall(PrepareBatch(t, &req));
+  if (t->overlap && mo->step + 1 < mo->steps) PetscCall(PrepareBatch(t, &req));
   t0 = MPI_Wtime();
   PetscCall(PetscLogEventBegin(BASIS_GradReduce, 0, 0, 0, 0));
   PetscCallMPI(MPI_Wait(&req, MPI_STATUS_IGNORE));
@@ -720,6 +725,7 @@ static PetscErrorCode Step(BasisTrainer t)
     for (int f = 0; f < BASIS_HISTORY_FIELDS; f++) h[f] = t->reduce[mo->nparams + f] / t->size;
   }
   mo->step++;
+  if (!t->overlap && mo->step < mo->steps) PetscCall(PrepareBatch(t, NULL));
   PetscFunctionReturn(0);
 }
 

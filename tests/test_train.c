@@ -2,6 +2,8 @@
   test_train - integration tests of the BASiS trainer (DESIGN.md steps 1-6):
    1. after training, every rank's weights are bitwise identical (replicas never drift);
    2. a model written and read back embeds bitwise identically to the trained network;
+      and -train_overlap 0 (the next batch prepared after the allreduce, not during it)
+      trains bitwise the same weights;
    3. on a small generated data set, the trained embedding is within a d_G threshold of
       the exact eigenvectors of the density-matched graph, computed here by dense
       LAPACK (the batch graph path run on all N points);
@@ -249,6 +251,29 @@ int main(int argc, char **argv)
           PetscPrintf(comm, "FAIL: embedding from the saved model differs from the trained network's\n"));
       failures++;
     }
+  }
+
+  /* 2b. the next batch prepared while the allreduce is in flight (the default) or after
+     it (-train_overlap 0): the same draws in the same order, so bitwise the same weights */
+  {
+    BasisTrainer      tr_serial;
+    const BasisModel *mo_serial;
+    int               differ;
+
+    PetscCall(PetscSNPrintf(model, sizeof(model), "test_train_np%d_model_serial.h5", size));
+    PetscCall(PetscOptionsSetValue(NULL, "-model", model));
+    PetscCall(PetscOptionsSetValue(NULL, "-train_overlap", "0"));
+    PetscCall(TrainAndEmbed(comm, &shard, &tr_serial, Y_back));
+    PetscCall(BasisTrainerGetModel(tr_serial, &mo_serial));
+    differ = memcmp(mo->params, mo_serial->params, sizeof(float) * (size_t)mo->nparams) != 0;
+    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &differ, 1, MPI_INT, MPI_SUM, comm));
+    if (differ) {
+      PetscCall(
+          PetscPrintf(comm, "FAIL: -train_overlap 0 trained different weights on %d rank(s)\n", differ));
+      failures++;
+    }
+    PetscCall(BasisTrainerDestroy(&tr_serial));
+    PetscCall(PetscOptionsClearValue(NULL, "-train_overlap"));
   }
 
   /* 3. d_G against the exact eigenvectors of the density-matched graph on all N points */
