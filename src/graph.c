@@ -58,7 +58,7 @@ extern void dsyevr_(const char *jobz, const char *range, const char *uplo, const
 /* Dist2 sums in 8 lanes from this many coordinates on, in 4 below. */
 #define BASIS_DIST2_WIDE 128
 
-/* Offer and Dist2Wide, called per exact distance from every kNN routine, stay inlined
+/* Offer and Dist2Lanes, called per exact distance from every kNN routine, stay inlined
    there: with Dist2's two paths GCC moved them out of line and the batch kNN at D = 50
    became 3-7% slower. */
 #if PetscHasAttribute(always_inline)
@@ -192,47 +192,27 @@ PetscErrorCode BasisKnnDestroy(BasisKnn *knn)
   PetscFunctionReturn(0);
 }
 
-/* Squared distance in double in four partial sums (the last D mod 4 coordinates to the
-   first), summed as (s0 + s1) + (s2 + s3). */
-static inline PetscReal Dist2Narrow(PetscInt D, const float a[], const float b[])
-{
-  PetscReal s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-  PetscInt  d = 0;
-
-  for (; d + 4 <= D; d += 4) {
-    PetscReal t0 = (PetscReal)a[d] - b[d], t1 = (PetscReal)a[d + 1] - b[d + 1];
-    PetscReal t2 = (PetscReal)a[d + 2] - b[d + 2], t3 = (PetscReal)a[d + 3] - b[d + 3];
-    s0 += t0 * t0;
-    s1 += t1 * t1;
-    s2 += t2 * t2;
-    s3 += t3 * t3;
-  }
-  for (; d < D; d++) {
-    PetscReal t = (PetscReal)a[d] - b[d];
-    s0 += t * t;
-  }
-  return (s0 + s1) + (s2 + s3);
-}
-
-/* Squared distance in double in eight partial sums: lane l adds the coordinates d = l mod 8
-   in order (the last D mod 8 to lanes 0, 1, ...), then the lanes are summed pairwise. The
-   lanes fill a vector register; the order is fixed whatever width the compiler picks. */
-BASIS_ALWAYS_INLINE static inline PetscReal Dist2Wide(PetscInt D, const float a[], const float b[])
+/* Squared distance in double in L (4 or 8) partial sums: lane l adds the coordinates d = l
+   mod L of the first L * floor(D / L) in order, lane 0 then the rest, and the lanes are
+   summed in adjacent pairs ((s0 + s1) + (s2 + s3) for L = 4). A fixed order for given L,
+   whatever vector width the compiler picks and wherever a and b sit in memory. */
+BASIS_ALWAYS_INLINE static inline PetscReal Dist2Lanes(PetscInt D, const float a[], const float b[],
+                                                       const PetscInt L)
 {
   PetscReal s[8] = {0};
   PetscInt  d    = 0;
 
-  for (; d + 8 <= D; d += 8)
-    for (PetscInt l = 0; l < 8; l++) {
+  for (; d + L <= D; d += L)
+    for (PetscInt l = 0; l < L; l++) {
       const PetscReal t = (PetscReal)a[d + l] - b[d + l];
       s[l] += t * t;
     }
-  for (PetscInt l = 0; d < D; d++, l++) {
+  for (; d < D; d++) {
     const PetscReal t = (PetscReal)a[d] - b[d];
-    s[l] += t * t;
+    s[0] += t * t;
   }
-  for (PetscInt w = 4; w > 0; w /= 2)
-    for (PetscInt l = 0; l < w; l++) s[l] += s[l + w];
+  for (PetscInt w = L; w > 1; w /= 2)
+    for (PetscInt l = 0; l < w / 2; l++) s[l] = s[2 * l] + s[2 * l + 1];
   return s[0];
 }
 
@@ -243,7 +223,7 @@ BASIS_ALWAYS_INLINE static inline PetscReal Dist2Wide(PetscInt D, const float a[
    docs/performance.md. */
 static inline PetscReal Dist2(PetscInt D, const float a[], const float b[])
 {
-  return D >= BASIS_DIST2_WIDE ? Dist2Wide(D, a, b) : Dist2Narrow(D, a, b);
+  return D >= BASIS_DIST2_WIDE ? Dist2Lanes(D, a, b, 8) : Dist2Lanes(D, a, b, 4);
 }
 
 /* (d, g) orders before (e, h): smaller distance, then smaller global index. */
