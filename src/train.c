@@ -702,19 +702,19 @@ static PetscErrorCode Step(BasisTrainer t)
        checkpoint's -lr), so the advice is to retrain. */
     if (t->reduce[mo->nparams + TAIL_FAILED] != 0 || !isfinite(sumsq) ||
         !isfinite(t->reduce[mo->nparams + TAIL_LOSS])) {
-      char kept[PETSC_MAX_PATH_LEN + 64] = "no checkpoint was written";
+      const char *force                         = t->checkpoint_step >= 0 ? " with -force" : "";
+      char        kept[PETSC_MAX_PATH_LEN + 64] = "no checkpoint was written";
       if (t->checkpoint_step >= 0)
         PetscCall(PetscSNPrintf(kept, sizeof(kept), "the last good checkpoint (step %d) is kept in %s",
                                 (int)t->checkpoint_step, t->model_path));
       PetscCheck(t->reduce[mo->nparams + TAIL_FAILED] == 0, t->comm, PETSC_ERR_NOT_CONVERGED,
                  "training step %d failed on %d rank(s) (the reason is printed above by each); %s; fix what "
                  "the reason names and retrain%s",
-                 (int)mo->step + 1, (int)t->reduce[mo->nparams + TAIL_FAILED], kept,
-                 t->checkpoint_step >= 0 ? " with -force" : "");
+                 (int)mo->step + 1, (int)t->reduce[mo->nparams + TAIL_FAILED], kept, force);
       SETERRQ(t->comm, PETSC_ERR_FP,
               "training diverged at step %d (non-finite loss or gradient) with -lr %g; %s; lower -lr and "
               "retrain%s",
-              (int)mo->step + 1, (double)mo->lr, kept, t->checkpoint_step >= 0 ? " with -force" : "");
+              (int)mo->step + 1, (double)mo->lr, kept, force);
     }
   }
   /* 6. identical Adam update on every rank */
