@@ -28,6 +28,8 @@
   Not collective: every rank aligns its own batch. Errors are raised on PETSC_COMM_SELF.
 */
 #include <basis/align.h>
+#include <basis/log.h>
+#include <basis/options.h>
 #include <petscblaslapack.h>
 #include <cblas.h>
 

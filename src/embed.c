@@ -15,6 +15,9 @@
   Collective on comm.
 */
 #include <basis/model.h>
+#include <basis/log.h>
+#include <basis/options.h>
+#include <basis/output.h>
 #include <basis/h5io.h>
 #include <basis/mlp.h>
 #include <petscblaslapack.h>

@@ -18,6 +18,8 @@
   Collective on comm.
 */
 #include <basis/exact.h>
+#include <basis/options.h>
+#include <basis/output.h>
 #include <basis/metrics.h>
 #include <basis/model.h>
 #include <errno.h>

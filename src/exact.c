@@ -29,6 +29,9 @@
   Collective on comm throughout.
 */
 #include <basis/exact.h>
+#include <basis/log.h>
+#include <basis/options.h>
+#include <basis/output.h>
 
 /* Points of a visiting block merged per BasisKnnUpdate call: large enough that the query
    norms recomputed per call cost < 0.1% of the GEMM, small enough to test the pending

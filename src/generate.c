@@ -16,6 +16,9 @@
   them with collective hyperslab writes, so 10^6 x 784 never sits on one rank.
 */
 #include <basis/generate.h>
+#include <basis/log.h>
+#include <basis/options.h>
+#include <basis/output.h>
 #include <basis/h5io.h>
 #include <basis/rng.h>
 #include <math.h>

@@ -19,6 +19,8 @@
   Both paths apply the same rw transform and sign convention, so they agree entry by entry.
 */
 #include <basis/graph.h>
+#include <basis/log.h>
+#include <basis/options.h>
 #include <cblas.h>
 #include <float.h>
 #include <math.h>

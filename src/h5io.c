@@ -13,7 +13,9 @@
   counted and the first bad row reported, agreed by reductions.
 */
 #include <basis/h5io.h>
+#include <basis/log.h>
 #include <math.h>
+#include <string.h>
 #include <unistd.h>
 
 /* 64 MiB per collective call: far under MPI-IO's 2 GiB, few calls for large shards. */
@@ -308,5 +310,61 @@ PetscErrorCode BasisH5CreateMatrix(hid_t file, const char *name, PetscInt rows, 
   BasisCallH5(*dset);
   BasisCallH5(H5Pclose(lcpl));
   BasisCallH5(H5Sclose(space));
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode AttrWrite(hid_t obj, const char *name, hid_t type, hid_t space, const void *buf)
+{
+  hid_t attr;
+
+  PetscFunctionBeginUser;
+  if (H5Aexists(obj, name) > 0) BasisCallH5(H5Adelete(obj, name));
+  attr = H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+  BasisCallH5(attr);
+  BasisCallH5(H5Awrite(attr, type, buf));
+  BasisCallH5(H5Aclose(attr));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode BasisH5AttrWriteString(hid_t obj, const char *name, const char *value)
+{
+  hid_t type, space;
+
+  PetscFunctionBeginUser;
+  type = H5Tcopy(H5T_C_S1);
+  BasisCallH5(type);
+  BasisCallH5(H5Tset_size(type, strlen(value) + 1));
+  space = H5Screate(H5S_SCALAR);
+  PetscCall(AttrWrite(obj, name, type, space, value));
+  BasisCallH5(H5Sclose(space));
+  BasisCallH5(H5Tclose(type));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode BasisH5AttrWriteDouble(hid_t obj, const char *name, PetscInt n, const double v[])
+{
+  hsize_t dim = (hsize_t)n;
+  hid_t   space;
+
+  PetscFunctionBeginUser;
+  space = H5Screate_simple(1, &dim, NULL);
+  PetscCall(AttrWrite(obj, name, H5T_NATIVE_DOUBLE, space, v));
+  BasisCallH5(H5Sclose(space));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode BasisH5AttrWriteInt(hid_t obj, const char *name, PetscInt n, const PetscInt v[])
+{
+  hsize_t    dim = (hsize_t)n;
+  hid_t      space;
+  long long *w;
+
+  PetscFunctionBeginUser;
+  PetscCall(PetscMalloc1(n, &w));
+  for (PetscInt i = 0; i < n; i++) w[i] = v[i];
+  space = H5Screate_simple(1, &dim, NULL);
+  PetscCall(AttrWrite(obj, name, H5T_NATIVE_LLONG, space, w));
+  BasisCallH5(H5Sclose(space));
+  PetscCall(PetscFree(w));
   PetscFunctionReturn(0);
 }

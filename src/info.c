@@ -5,6 +5,7 @@
   Collective on comm.
 */
 #include <basis/h5io.h>
+#include <basis/options.h>
 
 PetscErrorCode BasisInfoMain(MPI_Comm comm)
 {

@@ -7,7 +7,8 @@
   rank-local failure), the job is aborted so nothing hangs.
 */
 #include <slepcsys.h>
-#include <basis/sys.h>
+#include <basis/error.h>
+#include <basis/output.h>
 #include <basis/generate.h>
 #include <basis/h5io.h>
 #include <basis/train.h>

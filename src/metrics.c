@@ -25,6 +25,7 @@
   onto one-hot targets, a closed form that needs one allreduce.
 */
 #include <basis/metrics.h>
+#include <basis/log.h>
 #include <petscblaslapack.h>
 #include <cblas.h>
 #include <math.h>

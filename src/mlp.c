@@ -26,6 +26,7 @@
   gradients give identical weights.
 */
 #include <basis/mlp.h>
+#include <basis/log.h>
 #include <cblas.h>
 #include <math.h>
 

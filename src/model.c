@@ -21,6 +21,8 @@
   reading, the contents), so every rank returns the same error.
 */
 #include <basis/model.h>
+#include <basis/log.h>
+#include <basis/output.h>
 #include <basis/h5io.h>
 #include <string.h>
 

@@ -17,6 +17,7 @@
   Collective on comm.
 */
 #include <basis/ref.h>
+#include <basis/log.h>
 #include <basis/rng.h>
 
 /*

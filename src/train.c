@@ -33,6 +33,9 @@
   status BASIS_EXIT_CHECKPOINTED (jobs/ requeue on it).
 */
 #include <basis/train.h>
+#include <basis/log.h>
+#include <basis/options.h>
+#include <basis/output.h>
 #include <basis/ref.h>
 #include <math.h>
 #include <signal.h>

@@ -15,6 +15,7 @@
   printed once by rank 0.
 */
 #include <basis/graph.h>
+#include <basis/h5io.h>
 #include <basis/rng.h>
 #include <petscblaslapack.h>
 #include <slepcsys.h>

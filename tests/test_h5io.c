@@ -4,6 +4,7 @@
   as the same values; a generated file does not depend on the number of writers.
 */
 #include <basis/generate.h>
+#include <basis/output.h>
 #include <basis/h5io.h>
 #include <slepcsys.h>
 #include <stdio.h>

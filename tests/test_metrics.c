@@ -8,6 +8,7 @@
   Rows are generated from their global index, so every rank count sees the same data.
 */
 #include <basis/metrics.h>
+#include <basis/h5io.h>
 #include <slepcsys.h>
 
 /* Agreement between computed and exact values: rounding of sums of a few hundred rows

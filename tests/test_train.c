@@ -17,6 +17,7 @@
   a count. Run at 1, 2 and 4 ranks. Silent on success.
 */
 #include <basis/generate.h>
+#include <basis/output.h>
 #include <basis/h5io.h>
 #include <basis/metrics.h>
 #include <basis/train.h>

@@ -4,7 +4,7 @@
   least squares (-align lsq) or RANSAC then least squares on the inliers (-align ransac).
 */
 #pragma once
-#include <basis/sys.h>
+#include <basis/error.h>
 #include <basis/rng.h>
 
 typedef enum { BASIS_ALIGN_LSQ, BASIS_ALIGN_RANSAC } BasisAlignType;

@@ -2,7 +2,7 @@
   generate.h - synthetic labelled data sets written in parallel (`basis generate`).
 */
 #pragma once
-#include <basis/sys.h>
+#include <basis/error.h>
 
 typedef enum { BASIS_GENERATE_MANIFOLD, BASIS_GENERATE_CIRCLES, BASIS_GENERATE_MOONS } BasisGenerateType;
 extern const char *const BasisGenerateTypes[];

@@ -7,7 +7,7 @@
   (trivial one included), sign: entry of largest magnitude positive.
 */
 #pragma once
-#include <basis/sys.h>
+#include <basis/error.h>
 #include <petscmat.h>
 
 typedef enum { BASIS_SCALE_LOCAL, BASIS_SCALE_MEDIAN } BasisScaleType;

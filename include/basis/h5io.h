@@ -4,7 +4,23 @@
   float32 in memory), optional /labels of length N (integer).
 */
 #pragma once
-#include <basis/sys.h>
+#include <basis/error.h>
+#include <hdf5.h>
+
+/* Partition of N rows into size contiguous blocks: rank r owns [start, start + n). */
+static inline void BasisBlockRange(PetscInt N, PetscMPIInt size, PetscMPIInt rank, PetscInt *start,
+                                   PetscInt *n)
+{
+  PetscInt q = N / size, r = N % size;
+  *n     = q + (rank < r ? 1 : 0);
+  *start = rank * q + PetscMin((PetscInt)rank, r);
+}
+
+/* Attributes on the root group or a dataset. Collective only in the HDF5 sense (call on
+   every rank that has the file open, with the same values). */
+PetscErrorCode BasisH5AttrWriteString(hid_t obj, const char *name, const char *value);
+PetscErrorCode BasisH5AttrWriteDouble(hid_t obj, const char *name, PetscInt n, const double v[]);
+PetscErrorCode BasisH5AttrWriteInt(hid_t obj, const char *name, PetscInt n, const PetscInt v[]);
 
 typedef struct {
   MPI_Comm  comm;

@@ -4,7 +4,7 @@
   ACC (Hungarian matching) against labels, and a linear probe.
 */
 #pragma once
-#include <basis/sys.h>
+#include <basis/error.h>
 #include <basis/rng.h>
 
 PetscErrorCode BasisMetricGrassmann(MPI_Comm comm, PetscInt n, PetscInt KY, const PetscReal Y[], PetscInt KV,

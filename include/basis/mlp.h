@@ -4,7 +4,7 @@
   and backward on BLAS GEMM, mean-squared-error loss and Adam.
 */
 #pragma once
-#include <basis/sys.h>
+#include <basis/error.h>
 #include <basis/rng.h>
 
 typedef struct _p_BasisMLP *BasisMLP;
