@@ -368,3 +368,128 @@ PetscErrorCode BasisH5AttrWriteInt(hid_t obj, const char *name, PetscInt n, cons
   PetscCall(PetscFree(w));
   PetscFunctionReturn(0);
 }
+
+/* Open attribute name of obj if it exists; *attr < 0 when it does not. */
+static PetscErrorCode AttrOpen(hid_t obj, const char *name, hid_t *attr)
+{
+  htri_t exists;
+
+  PetscFunctionBeginUser;
+  *attr  = -1;
+  exists = H5Aexists(obj, name);
+  BasisCallH5(exists);
+  if (exists) {
+    *attr = H5Aopen(obj, name, H5P_DEFAULT);
+    BasisCallH5(*attr);
+  }
+  PetscFunctionReturn(0);
+}
+
+/* Read a numeric attribute of at most *n values as memtype into buf; see BasisH5AttrReadInt. */
+static PetscErrorCode AttrReadNumbers(hid_t obj, const char *name, H5T_class_t want, hid_t memtype,
+                                      PetscInt *n, void *buf)
+{
+  hid_t       attr, space, type;
+  hssize_t    npoints;
+  H5T_class_t cls;
+
+  PetscFunctionBeginUser;
+  PetscCall(AttrOpen(obj, name, &attr));
+  if (attr < 0) {
+    *n = 0;
+    PetscFunctionReturn(0);
+  }
+  space = H5Aget_space(attr);
+  BasisCallH5(space);
+  npoints = H5Sget_simple_extent_npoints(space);
+  BasisCallH5(H5Sclose(space));
+  type = H5Aget_type(attr);
+  BasisCallH5(type);
+  cls = H5Tget_class(type);
+  BasisCallH5(H5Tclose(type));
+  PetscCheck(cls == H5T_INTEGER || (want == H5T_FLOAT && cls == H5T_FLOAT), PETSC_COMM_SELF,
+             PETSC_ERR_FILE_UNEXPECTED, "attribute %s is not %s", name,
+             want == H5T_INTEGER ? "an integer" : "numeric");
+  PetscCheck(npoints >= 1 && npoints <= *n, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
+             "attribute %s holds %lld values; expected 1 to %lld", name, (long long)npoints, (long long)*n);
+  BasisCallH5(H5Aread(attr, memtype, buf));
+  BasisCallH5(H5Aclose(attr));
+  *n = (PetscInt)npoints;
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisH5AttrReadInt - read an integer attribute by name (see h5io.h for *n).
+
+  Not collective.
+*/
+PetscErrorCode BasisH5AttrReadInt(hid_t obj, const char *name, PetscInt *n, PetscInt v[])
+{
+  long long *w;
+  PetscInt   cap = *n;
+
+  PetscFunctionBeginUser;
+  PetscCall(PetscMalloc1(PetscMax(cap, 1), &w));
+  PetscCall(AttrReadNumbers(obj, name, H5T_INTEGER, H5T_NATIVE_LLONG, n, w));
+  for (PetscInt i = 0; i < *n; i++) {
+    PetscCheck(w[i] >= PETSC_MIN_INT && w[i] <= PETSC_MAX_INT, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
+               "attribute %s holds %lld, out of range", name, w[i]);
+    v[i] = (PetscInt)w[i];
+  }
+  PetscCall(PetscFree(w));
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisH5AttrReadDouble - read a numeric attribute by name as double (see h5io.h for *n).
+
+  Not collective.
+*/
+PetscErrorCode BasisH5AttrReadDouble(hid_t obj, const char *name, PetscInt *n, double v[])
+{
+  PetscFunctionBeginUser;
+  PetscCall(AttrReadNumbers(obj, name, H5T_FLOAT, H5T_NATIVE_DOUBLE, n, v));
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisH5AttrReadString - read a string attribute (fixed or variable length) into buf[len].
+
+  Not collective. A string longer than len - 1 characters is an error naming the attribute.
+*/
+PetscErrorCode BasisH5AttrReadString(hid_t obj, const char *name, size_t len, char buf[], PetscBool *found)
+{
+  hid_t attr, type, memtype;
+
+  PetscFunctionBeginUser;
+  *found = PETSC_FALSE;
+  PetscCall(AttrOpen(obj, name, &attr));
+  if (attr < 0) PetscFunctionReturn(0);
+  type = H5Aget_type(attr);
+  BasisCallH5(type);
+  PetscCheck(H5Tget_class(type) == H5T_STRING, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
+             "attribute %s is not a string", name);
+  if (H5Tis_variable_str(type) > 0) {
+    char *s = NULL;
+    memtype = H5Tcopy(H5T_C_S1);
+    BasisCallH5(memtype);
+    BasisCallH5(H5Tset_size(memtype, H5T_VARIABLE));
+    BasisCallH5(H5Aread(attr, memtype, &s));
+    PetscCheck(s && strlen(s) < len, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "attribute %s is too long",
+               name);
+    memcpy(buf, s, strlen(s) + 1);
+    H5free_memory(s);
+  } else {
+    size_t size = H5Tget_size(type);
+    PetscCheck(size < len, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "attribute %s is too long", name);
+    memtype = H5Tcopy(type);
+    BasisCallH5(memtype);
+    BasisCallH5(H5Aread(attr, memtype, buf));
+    buf[size] = 0;
+  }
+  BasisCallH5(H5Tclose(memtype));
+  BasisCallH5(H5Tclose(type));
+  BasisCallH5(H5Aclose(attr));
+  *found = PETSC_TRUE;
+  PetscFunctionReturn(0);
+}

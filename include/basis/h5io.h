@@ -22,6 +22,15 @@ PetscErrorCode BasisH5AttrWriteString(hid_t obj, const char *name, const char *v
 PetscErrorCode BasisH5AttrWriteDouble(hid_t obj, const char *name, PetscInt n, const double v[]);
 PetscErrorCode BasisH5AttrWriteInt(hid_t obj, const char *name, PetscInt n, const PetscInt v[]);
 
+/* Read an attribute by name. *n is the capacity of v on entry and the number of values
+   read on exit (0 when the attribute is absent). An attribute that exists but holds more
+   than the capacity or the wrong class (not integer / not numeric) is an error naming it.
+   Not collective in the MPI sense: HDF5 metadata reads, the same on every rank. */
+PetscErrorCode BasisH5AttrReadInt(hid_t obj, const char *name, PetscInt *n, PetscInt v[]);
+PetscErrorCode BasisH5AttrReadDouble(hid_t obj, const char *name, PetscInt *n, double v[]);
+/* A fixed- or variable-length string attribute into buf[len]; *found false when absent. */
+PetscErrorCode BasisH5AttrReadString(hid_t obj, const char *name, size_t len, char buf[], PetscBool *found);
+
 typedef struct {
   MPI_Comm  comm;
   char      path[PETSC_MAX_PATH_LEN];
