@@ -37,6 +37,7 @@
 #include <basis/options.h>
 #include <basis/output.h>
 #include <basis/ref.h>
+#include <basis/sample.h>
 #include <math.h>
 #include <signal.h>
 #include <string.h>
@@ -54,19 +55,17 @@ static void                  OnStopSignal(int sig)
 /* Tail of the reduced buffer: per-step diagnostics, summed over ranks. */
 enum { TAIL_LOSS, TAIL_RESIDUAL, TAIL_COND, TAIL_INLIERS, TAIL_STOP, TAIL_FAILED, TAIL_SIZE };
 
-/* Seconds spent per phase, this rank; printed at the end. */
-enum {
-  PHASE_SAMPLE,
-  PHASE_GRAPH,
-  PHASE_ALIGN,
-  PHASE_MLP,
-  PHASE_REDUCE,
-  PHASE_ADAM,
-  PHASE_CHECKPOINT,
-  NPHASES
+/* The summary's phases: the training stage's log events behind each (-log_view has them
+   all; BasisInitialize turns PETSc's logging on, so they are timed in every run). */
+static const struct {
+  const char    *name;
+  PetscLogEvent *events[2];
+} phases[] = {
+    {"sample", {&BASIS_Sample, NULL}},         {"graph+eig", {&BASIS_BatchGraph, &BASIS_BatchEig}},
+    {"align", {&BASIS_Align, NULL}},           {"fwd+bwd", {&BASIS_Forward, &BASIS_Backward}},
+    {"allreduce", {&BASIS_GradReduce, NULL}},  {"adam", {&BASIS_Adam, NULL}},
+    {"checkpoint", {&BASIS_Checkpoint, NULL}},
 };
-static const char *const phase_names[] = {"sample",    "graph+eig", "align",     "fwd+bwd",
-                                          "allreduce", "adam",      "checkpoint"};
 
 struct _p_BasisTrainer {
   MPI_Comm    comm;
@@ -82,7 +81,8 @@ struct _p_BasisTrainer {
   BasisShard      shard;
   BasisMLP        mlp;
   BasisBatchGraph bg;
-  BasisRng        rng; /* this rank's batch stream */
+  BasisSampler    sampler; /* draws and fetches the batch's m - l new rows */
+  BasisRng        rng;     /* this rank's batch stream */
   /* the prepared batch (PrepareBatch): drawn, its targets in yb, waiting for the weights
      of its step; rng_before is the stream as it was before its draws, which is what a
      checkpoint keeps while a batch is prepared, so that -resume draws it again */
@@ -90,21 +90,10 @@ struct _p_BasisTrainer {
   BasisRng        rng_before;
   PetscErrorCode  prep_err; /* non-zero: its graph or alignment failed on this rank */
   BasisAlignStats prep_stats;
-  /* a batch draws from the non-anchor rows numbered draw0 .. draw0 + ndraw - 1 among all
-     non-anchor rows: all of them (-sample global) or this shard's (-sample shard) */
-  PetscInt  draw0, ndraw;
-  PetscInt *pick; /* [m - l] this step's draw, as global rows (sorted) */
-  /* -sample global, in rows: counts and displacements of the rows this rank asks of each
-     rank and gives to each; the rows it serves (grown when a step asks for more) */
-  PetscMPIInt *ask, *askat, *give, *giveat; /* [size] each */
-  PetscInt    *serve, nserve_max;           /* [nserve_max] global rows asked of this rank */
-  float       *served;                      /* [nserve_max][D] their features */
-  MPI_Datatype row;                         /* D floats */
-  float       *xraw, *xn, *yb;              /* [m][D] batch as read, [m][D] normalised, [m][K] targets */
-  PetscReal   *phi_b, *lambda_b, *T;        /* [m][K], [K], [K][K+1] */
-  float       *reduce;                      /* [nparams + TAIL_SIZE] gradient + diagnostics */
-  double       phase[NPHASES];
-  PetscBool    setup;
+  float          *xraw, *xn, *yb;       /* [m][D] batch as read, [m][D] normalised, [m][K] targets */
+  PetscReal      *phi_b, *lambda_b, *T; /* [m][K], [K], [K][K+1] */
+  float          *reduce;               /* [nparams + TAIL_SIZE] gradient + diagnostics */
+  PetscBool       setup;
 };
 
 /*
@@ -131,7 +120,6 @@ PetscErrorCode BasisTrainerCreate(MPI_Comm comm, BasisTrainer *tr)
   t->monitor_every    = 50;
   t->checkpoint_every = 200;
   t->checkpoint_step  = -1;
-  t->row              = MPI_DATATYPE_NULL;
   t->nhidden          = 4;
   t->hidden[0] = 256, t->hidden[1] = 512, t->hidden[2] = 512, t->hidden[3] = 256;
   BasisGraphParamsDefault(&t->model.graph);
@@ -297,14 +285,6 @@ static PetscErrorCode ComputeNormalisation(BasisTrainer t)
   PetscFunctionReturn(0);
 }
 
-static void Normalise(const BasisModel *mo, PetscInt n, const float x[], float xn[])
-{
-  const float inv = (float)(1.0 / mo->scale);
-  for (PetscInt i = 0; i < n; i++)
-    for (PetscInt j = 0; j < mo->D; j++)
-      xn[(size_t)i * mo->D + j] = (x[(size_t)i * mo->D + j] - mo->mean[j]) * inv;
-}
-
 /* Fresh start: reference eigenspace, network initialisation, random streams. */
 static PetscErrorCode StartFresh(BasisTrainer t)
 {
@@ -414,7 +394,7 @@ PetscErrorCode BasisTrainerSetUp(BasisTrainer t)
 {
   BasisModel *mo = &t->model;
   BasisInput  in;
-  PetscInt    K = mo->graph.K, min_draw;
+  PetscInt    K = mo->graph.K;
   BasisModel  ck;
   PetscBool   have_checkpoint = PETSC_FALSE;
   const char *inputs[]        = {t->input, NULL};
@@ -473,35 +453,14 @@ PetscErrorCode BasisTrainerSetUp(BasisTrainer t)
   } else
     PetscCall(StartFresh(t));
 
-  /* What a batch is drawn from: the anchors never (a point must not appear twice in a
-     batch: duplicate points would collapse its graph). Global: all N - l other rows (N >= m
-     was checked); shard: this rank's, which are the non-anchor rows numbered from
-     rstart - a0 on (a0 anchors lie before the shard). */
-  if (mo->sample == BASIS_SAMPLE_GLOBAL) {
-    t->draw0 = 0, t->ndraw = mo->N - mo->l;
-    PetscCall(PetscMalloc4(t->size, &t->ask, t->size, &t->askat, t->size, &t->give, t->size, &t->giveat));
-    PetscCallMPI(MPI_Type_contiguous((int)mo->D, MPI_FLOAT, &t->row));
-    PetscCallMPI(MPI_Type_commit(&t->row));
-  } else {
-    PetscInt a0 = 0, a1; /* anchors before the shard, before its end */
-    while (a0 < mo->l && mo->anchors[a0] < t->shard.rstart) a0++;
-    for (a1 = a0; a1 < mo->l && mo->anchors[a1] < t->shard.rstart + t->shard.n;) a1++;
-    t->draw0 = t->shard.rstart - a0, t->ndraw = t->shard.n - (a1 - a0);
-    PetscCallMPI(MPI_Allreduce(&t->ndraw, &min_draw, 1, MPIU_INT, MPI_MIN, t->comm));
-    PetscCheck(min_draw >= mo->m - mo->l, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
-               "a rank holds only %d non-anchor points but each batch draws -batch - -anchors = %d from its "
-               "shard (-sample shard); use -sample global, fewer ranks or a smaller -batch",
-               (int)min_draw, (int)(mo->m - mo->l));
-  }
-
+  PetscCall(BasisSamplerCreate(t->comm, mo->sample, &t->shard, mo->l, mo->anchors, mo->m, &t->sampler));
   PetscCall(BasisBatchGraphCreate(&mo->graph, mo->m, mo->D, &t->bg));
-  PetscCall(PetscMalloc7(mo->m - mo->l, &t->pick, (size_t)mo->m * mo->D, &t->xraw, (size_t)mo->m * mo->D,
-                         &t->xn, (size_t)mo->m * K, &t->yb, (size_t)mo->m * K, &t->phi_b, K, &t->lambda_b,
-                         K * (K + 1), &t->T));
+  PetscCall(PetscMalloc6((size_t)mo->m * mo->D, &t->xraw, (size_t)mo->m * mo->D, &t->xn, (size_t)mo->m * K,
+                         &t->yb, (size_t)mo->m * K, &t->phi_b, K, &t->lambda_b, K * (K + 1), &t->T));
   PetscCall(PetscMalloc1(mo->nparams + TAIL_SIZE, &t->reduce));
   /* the anchors are the first l rows of every batch */
   PetscCall(PetscArraycpy(t->xraw, mo->anchor_x, (size_t)mo->l * mo->D));
-  Normalise(mo, mo->l, mo->anchor_x, t->xn);
+  BasisModelNormaliseInput(mo, mo->l, mo->anchor_x, t->xn);
   t->setup = PETSC_TRUE;
   PetscFunctionReturn(0);
 }
@@ -512,7 +471,6 @@ static PetscErrorCode WriteCheckpoint(BasisTrainer t)
   BasisModel *mo = &t->model;
   float      *params, *grad, *am, *av;
   const char *inputs[] = {t->input, NULL};
-  double      t0       = MPI_Wtime();
 
   PetscFunctionBeginUser;
   PetscCall(BasisMLPGetArrays(t->mlp, &params, &grad, &am, &av));
@@ -523,7 +481,6 @@ static PetscErrorCode WriteCheckpoint(BasisTrainer t)
                           0, t->comm));
   PetscCall(BasisModelWrite(t->comm, t->model_path, PETSC_TRUE, inputs, mo));
   t->checkpoint_step = mo->step;
-  t->phase[PHASE_CHECKPOINT] += MPI_Wtime() - t0;
   PetscFunctionReturn(0);
 }
 
@@ -544,21 +501,18 @@ static PetscErrorCode LocalTargets(BasisTrainer t, MPI_Request *req, BasisAlignS
 {
   BasisModel *mo = &t->model;
   PetscInt    l = mo->l, m = mo->m, K = mo->graph.K;
-  double      t0 = MPI_Wtime(), t1;
 
   PetscFunctionBeginUser;
   /* the batch graph's eigenvectors, on the features as given (the graph rule is defined
      on the data, not on the network's normalised input) */
   PetscCall(BasisBatchGraphEmbed(t->bg, t->xraw, t->phi_b, t->lambda_b));
   PetscCall(Progress(req));
-  t1 = MPI_Wtime(), t->phase[PHASE_GRAPH] += t1 - t0, t0 = t1;
   /* align to the reference on the anchors, targets for the whole batch */
   PetscCall(BasisAlignFit(&mo->align, l, K, mo->phi_ref, t->phi_b, &t->rng, t->T, stats));
   PetscCall(BasisAlignApply(m, K, t->T, t->phi_b, t->yb));
   for (PetscInt i = 0; i < m; i++) /* the network's targets: the embedding before BasisModelOutput */
     for (PetscInt j = 0; j < K; j++)
       t->yb[i * K + j] = (float)((t->yb[i * K + j] * mo->target_scale - mo->out_shift[j]) / mo->out_scale[j]);
-  t1 = MPI_Wtime(), t->phase[PHASE_ALIGN] += t1 - t0;
   PetscFunctionReturn(0);
 }
 
@@ -572,49 +526,6 @@ static PetscReal LearningRate(const BasisModel *mo, PetscInt s)
 }
 
 /*
-  FetchRows - rows l .. m of the batch: the global rows pick [m - l] (sorted), from the
-  ranks that hold them (-sample global).
-
-  Collective. The rows asked of each rank are contiguous in pick and arrive in its order:
-  counts (MPI_Alltoall), row numbers (MPI_Alltoallv), then the rows straight into the
-  batch (MPI_Alltoallv with a D-float datatype). A rank serves m - l rows per step on
-  average; its buffer grows when a step asks for more.
-*/
-static PetscErrorCode FetchRows(BasisTrainer t)
-{
-  const BasisModel *mo = &t->model;
-  const PetscInt    l = mo->l, n = mo->m - l, D = mo->D;
-  PetscInt          nserve = 0;
-
-  PetscFunctionBeginUser;
-  for (PetscMPIInt r = 0; r < t->size; r++) { /* rank r holds rows [rs, rs + nr) */
-    PetscInt rs, nr, i = r ? t->askat[r - 1] + t->ask[r - 1] : 0, c = 0;
-    BasisBlockRange(mo->N, t->size, r, &rs, &nr);
-    while (i + c < n && t->pick[i + c] < rs + nr) c++;
-    t->askat[r] = (PetscMPIInt)i;
-    t->ask[r]   = (PetscMPIInt)c;
-  }
-  PetscCallMPI(MPI_Alltoall(t->ask, 1, MPI_INT, t->give, 1, MPI_INT, t->comm));
-  for (PetscMPIInt r = 0; r < t->size; r++) {
-    t->giveat[r] = (PetscMPIInt)nserve;
-    nserve += t->give[r];
-  }
-  if (nserve > t->nserve_max) {
-    t->nserve_max = PetscMax(nserve, 2 * n);
-    PetscCall(PetscFree2(t->serve, t->served));
-    PetscCall(PetscMalloc2(t->nserve_max, &t->serve, (size_t)t->nserve_max * D, &t->served));
-  }
-  PetscCallMPI(
-      MPI_Alltoallv(t->pick, t->ask, t->askat, MPIU_INT, t->serve, t->give, t->giveat, MPIU_INT, t->comm));
-  for (PetscInt i = 0; i < nserve; i++)
-    PetscCall(PetscArraycpy(t->served + (size_t)i * D,
-                            t->shard.x + (size_t)(t->serve[i] - t->shard.rstart) * D, D));
-  PetscCallMPI(MPI_Alltoallv(t->served, t->give, t->giveat, t->row, t->xraw + (size_t)l * D, t->ask, t->askat,
-                             t->row, t->comm));
-  PetscFunctionReturn(0);
-}
-
-/*
   PrepareBatch - step 1-3 of the next training step: draw and fetch its batch, then (on
   this rank alone) its eigenvectors and targets. Collective (the fetch). Nothing here
   depends on the weights, so it runs while the previous step's reduction req (or
@@ -625,24 +536,15 @@ static PetscErrorCode PrepareBatch(BasisTrainer t, MPI_Request *req)
 {
   BasisModel *mo = &t->model;
   PetscInt    l = mo->l, m = mo->m, D = mo->D;
-  double      t0 = MPI_Wtime();
 
   PetscFunctionBeginUser;
   t->rng_before = t->rng;
   /* 1. batch: anchors (rows [0, l), filled at set-up) + m - l fresh rows */
   PetscCall(PetscLogEventBegin(BASIS_Sample, 0, 0, 0, 0));
-  PetscCall(BasisRngSample(&t->rng, t->ndraw, m - l, t->pick));
-  for (PetscInt i = 0; i < m - l; i++) t->pick[i] = BasisNthNotIn(l, mo->anchors, t->draw0 + t->pick[i]);
-  if (mo->sample == BASIS_SAMPLE_GLOBAL)
-    PetscCall(FetchRows(t));
-  else
-    for (PetscInt i = 0; i < m - l; i++)
-      PetscCall(PetscArraycpy(t->xraw + (size_t)(l + i) * D,
-                              t->shard.x + (size_t)(t->pick[i] - t->shard.rstart) * D, D));
-  Normalise(mo, m - l, t->xraw + (size_t)l * D, t->xn + (size_t)l * D);
+  PetscCall(BasisSamplerDraw(t->sampler, &t->rng, t->xraw + (size_t)l * D));
+  BasisModelNormaliseInput(mo, m - l, t->xraw + (size_t)l * D, t->xn + (size_t)l * D);
   PetscCall(Progress(req));
   PetscCall(PetscLogEventEnd(BASIS_Sample, 0, 0, 0, 0));
-  t->phase[PHASE_SAMPLE] += MPI_Wtime() - t0;
   /* 2-3 can fail on one rank only (a batch whose graph is degenerate, an alignment
      refused as ill-conditioned): that rank prints its reason, contributes a zero
      gradient and raises a flag that rides in the allreduce, so every rank stops with
@@ -659,7 +561,6 @@ static PetscErrorCode Step(BasisTrainer t)
   BasisModel     *mo = &t->model;
   BasisAlignStats stats;
   float          *params, *grad, *am, *av, loss = 0;
-  double          t0 = MPI_Wtime(), t1;
   PetscErrorCode  ierr;
   MPI_Request     req;
 
@@ -670,7 +571,6 @@ static PetscErrorCode Step(BasisTrainer t)
   stats       = t->prep_stats;
   /* 4. loss and gradient on the normalised batch */
   ierr = t->prep_err ? t->prep_err : BasisMLPLossBackward(t->mlp, mo->m, t->xn, t->yb, &loss);
-  t1 = MPI_Wtime(), t->phase[PHASE_MLP] += t1 - t0, t0 = t1;
   PetscCall(BasisMLPGetArrays(t->mlp, &params, &grad, &am, &av));
   if (ierr) {
     PetscCall(PetscArrayzero(grad, mo->nparams));
@@ -686,9 +586,7 @@ static PetscErrorCode Step(BasisTrainer t)
   t->reduce[mo->nparams + TAIL_FAILED]   = ierr ? 1.0f : 0.0f;
   PetscCallMPI(MPI_Iallreduce(MPI_IN_PLACE, t->reduce, (int)(mo->nparams + TAIL_SIZE), MPI_FLOAT, MPI_SUM,
                               t->comm, &req));
-  t->phase[PHASE_REDUCE] += MPI_Wtime() - t0;
   if (t->overlap && mo->step + 1 < mo->steps) PetscCall(PrepareBatch(t, &req));
-  t0 = MPI_Wtime();
   PetscCall(PetscLogEventBegin(BASIS_GradReduce, 0, 0, 0, 0));
   PetscCallMPI(MPI_Wait(&req, MPI_STATUS_IGNORE));
   PetscCall(PetscLogEventEnd(BASIS_GradReduce, 0, 0, 0, 0));
@@ -699,7 +597,6 @@ static PetscErrorCode Step(BasisTrainer t)
       grad[i] = t->reduce[i] * inv;
       sumsq += (double)grad[i] * grad[i];
     }
-    t1 = MPI_Wtime(), t->phase[PHASE_REDUCE] += t1 - t0, t0 = t1;
     /* the reduced data are the same everywhere, so every rank reaches the same verdict.
        A -resume would meet the same batch again (or, after divergence, keep the
        checkpoint's -lr), so the advice is to retrain. */
@@ -722,7 +619,6 @@ static PetscErrorCode Step(BasisTrainer t)
   }
   /* 6. identical Adam update on every rank */
   PetscCall(BasisMLPAdamStep(t->mlp, LearningRate(mo, mo->step), mo->step + 1));
-  t1 = MPI_Wtime(), t->phase[PHASE_ADAM] += t1 - t0;
   {
     PetscReal *h = mo->history + (size_t)mo->step * BASIS_HISTORY_FIELDS;
     for (int f = 0; f < BASIS_HISTORY_FIELDS; f++) h[f] = t->reduce[mo->nparams + f] / t->size;
@@ -779,16 +675,21 @@ PetscErrorCode BasisTrainerRun(BasisTrainer t)
   if (mo->step == mo->steps) PetscCall(WriteCheckpoint(t));
   PetscCall(PetscLogStagePop());
   {
-    double   total = MPI_Wtime() - start, sum = 0;
-    PetscInt done = mo->step - first;
+    double   total = MPI_Wtime() - start;
+    PetscInt done  = mo->step - first;
     PetscCall(PetscPrintf(
         t->comm,
         "train: %d steps in %.1f s (%.3f s/step, %.0f new points/s over all ranks); per step:", (int)done,
         total, done ? total / done : 0.0, done ? done * (double)(mo->m - mo->l) * t->size / total : 0.0));
-    for (int p = 0; p < NPHASES; p++) {
-      sum += t->phase[p];
-      PetscCall(PetscPrintf(t->comm, " %s %.1f ms%s", phase_names[p], done ? 1e3 * t->phase[p] / done : 0.0,
-                            p + 1 < NPHASES ? "," : "\n"));
+    for (size_t p = 0; p < sizeof(phases) / sizeof(phases[0]); p++) {
+      double secs = 0;
+      for (int e = 0; e < 2 && phases[p].events[e]; e++) {
+        PetscEventPerfInfo info;
+        PetscCall(PetscLogEventGetPerfInfo(BASIS_StageTrain, *phases[p].events[e], &info));
+        secs += info.time;
+      }
+      PetscCall(PetscPrintf(t->comm, " %s %.1f ms%s", phases[p].name, done ? 1e3 * secs / done : 0.0,
+                            p + 1 < sizeof(phases) / sizeof(phases[0]) ? "," : "\n"));
     }
     if (mo->step == mo->steps) PetscCall(PetscPrintf(t->comm, "train: model written to %s\n", t->model_path));
   }
@@ -808,11 +709,9 @@ PetscErrorCode BasisTrainerDestroy(BasisTrainer *tr)
 
   PetscFunctionBeginUser;
   if (!t) PetscFunctionReturn(0);
-  if (t->setup) PetscCall(PetscFree7(t->pick, t->xraw, t->xn, t->yb, t->phi_b, t->lambda_b, t->T));
+  if (t->setup) PetscCall(PetscFree6(t->xraw, t->xn, t->yb, t->phi_b, t->lambda_b, t->T));
   PetscCall(PetscFree(t->reduce));
-  PetscCall(PetscFree4(t->ask, t->askat, t->give, t->giveat));
-  PetscCall(PetscFree2(t->serve, t->served));
-  if (t->row != MPI_DATATYPE_NULL) PetscCallMPI(MPI_Type_free(&t->row));
+  PetscCall(BasisSamplerDestroy(&t->sampler));
   PetscCall(BasisBatchGraphDestroy(&t->bg));
   PetscCall(BasisMLPDestroy(&t->mlp));
   PetscCall(BasisShardDestroy(&t->shard));

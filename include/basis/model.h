@@ -9,15 +9,10 @@
 #include <basis/graph.h>
 #include <basis/align.h>
 #include <basis/rng.h>
+#include <basis/sample.h>
 
 #define BASIS_MODEL_FORMAT 1 /* bump when the layout changes; readers refuse others */
 #define BASIS_MAX_LAYERS   16
-
-/* Where each rank draws its batch's m - l new points: from the non-anchor rows of the
-   whole data set, fetched from the ranks that hold them (global, the default), or from
-   its own shard only (shard, DESIGN.md step 3 as written; no communication). */
-typedef enum { BASIS_SAMPLE_GLOBAL, BASIS_SAMPLE_SHARD } BasisSampleType;
-extern const char *const BasisSampleTypes[];
 
 typedef struct {
   /* network */
