@@ -117,8 +117,7 @@ static PetscErrorCode FetchRows(BasisSampler s, float x[])
   PetscCallMPI(
       MPI_Alltoallv(s->pick, s->ask, s->askat, MPIU_INT, s->serve, s->give, s->giveat, MPIU_INT, s->comm));
   for (PetscInt i = 0; i < nserve; i++)
-    PetscCall(
-        PetscArraycpy(s->served + (size_t)i * D, sh->x + (size_t)(s->serve[i] - sh->rstart) * D, D));
+    PetscCall(PetscArraycpy(s->served + (size_t)i * D, sh->x + (size_t)(s->serve[i] - sh->rstart) * D, D));
   PetscCallMPI(MPI_Alltoallv(s->served, s->give, s->giveat, s->row, x, s->ask, s->askat, s->row, s->comm));
   PetscFunctionReturn(0);
 }
@@ -142,7 +141,8 @@ PetscErrorCode BasisSamplerDraw(BasisSampler s, BasisRng *rng, float x[])
   PetscFunctionBeginUser;
   PetscCall(BasisRngSample(rng, s->ndraw, n, s->pick));
   for (PetscInt i = 0; i < n; i++) s->pick[i] = BasisNthNotIn(s->l, s->anchors, s->draw0 + s->pick[i]);
-  if (s->type == BASIS_SAMPLE_GLOBAL) PetscCall(FetchRows(s, x));
+  if (s->type == BASIS_SAMPLE_GLOBAL)
+    PetscCall(FetchRows(s, x));
   else
     for (PetscInt i = 0; i < n; i++)
       PetscCall(PetscArraycpy(x + (size_t)i * D, sh->x + (size_t)(s->pick[i] - sh->rstart) * D, D));
