@@ -43,7 +43,8 @@ PetscErrorCode BasisTestCheckSame(MPI_Comm comm, const char *what, double v)
   PetscFunctionBeginUser;
   PetscCallMPI(MPI_Allreduce(&v, &lo, 1, MPI_DOUBLE, MPI_MIN, comm));
   PetscCallMPI(MPI_Allreduce(&v, &hi, 1, MPI_DOUBLE, MPI_MAX, comm));
-  PetscCall(BasisTestCheck(comm, (PetscBool)(lo == hi), "%s differs between ranks: %.17g to %.17g", what, lo, hi));
+  PetscCall(
+      BasisTestCheck(comm, (PetscBool)(lo == hi), "%s differs between ranks: %.17g to %.17g", what, lo, hi));
   PetscFunctionReturn(0);
 }
 

@@ -11,6 +11,7 @@
    - BasisAlignApply equals the map evaluated in double, rounded to float32.
 */
 #include <basis/align.h>
+#include "check.h"
 #include <math.h>
 
 #define L_ANCHORS 50
@@ -41,14 +42,6 @@ static PetscReal MaxDiff(PetscInt n, const PetscReal a[], const PetscReal b[])
   return d;
 }
 
-static PetscErrorCode Fail(int *failures, const char *msg, double value)
-{
-  PetscFunctionBeginUser;
-  PetscCall(PetscPrintf(PETSC_COMM_WORLD, "FAIL %s (%g)\n", msg, value));
-  (*failures)++;
-  PetscFunctionReturn(0);
-}
-
 /* BasisAlignFit is expected to refuse; returns whether it did. */
 static PetscErrorCode ExpectRefusal(const BasisAlignParams *p, PetscInt l, const PetscReal phi_ref[],
                                     const PetscReal phi_b[], BasisRng *rng, PetscBool *refused)
@@ -74,7 +67,6 @@ int main(int argc, char **argv)
   PetscReal        bad[L_ANCHORS * K_DIM], sumsq = 0.0, expect;
   float            y[L_ANCHORS * K_DIM];
   PetscBool        refused;
-  int              failures = 0;
 
   PetscCall(PetscInitialize(&argc, &argv, NULL, NULL));
   PetscCall(BasisInitialize());
@@ -85,20 +77,30 @@ int main(int argc, char **argv)
   /* least squares on exact data */
   BasisAlignParamsDefault(&p);
   PetscCall(BasisAlignFit(&p, L_ANCHORS, K_DIM, phi_ref, phi_b, &draws, T, &stats));
-  if (!(MaxDiff(K_DIM * KP1, T, T_true) < TOL_EXACT))
-    PetscCall(Fail(&failures, "lsq: T differs from the known map", MaxDiff(K_DIM * KP1, T, T_true)));
-  if (!(stats.residual < TOL_EXACT))
-    PetscCall(Fail(&failures, "lsq: residual on exact data", stats.residual));
-  if (stats.inliers != L_ANCHORS || stats.ransac_fallback)
-    PetscCall(Fail(&failures, "lsq: inliers is not l", stats.inliers));
-  if (!(stats.cond >= 1.0 && stats.cond < 1e3))
-    PetscCall(Fail(&failures, "lsq: implausible condition number", stats.cond));
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, (PetscBool)(MaxDiff(K_DIM * KP1, T, T_true) < TOL_EXACT),
+                           "lsq: T differs from the known map"
+                           " (%g)",
+                           (double)(MaxDiff(K_DIM * KP1, T, T_true))));
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, (PetscBool)(stats.residual < TOL_EXACT),
+                           "lsq: residual on exact data"
+                           " (%g)",
+                           (double)(stats.residual)));
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD,
+                           (PetscBool)(!(stats.inliers != L_ANCHORS || stats.ransac_fallback)),
+                           "lsq: inliers is not l"
+                           " (%g)",
+                           (double)(stats.inliers)));
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, (PetscBool)(stats.cond >= 1.0 && stats.cond < 1e3),
+                           "lsq: implausible condition number"
+                           " (%g)",
+                           (double)(stats.cond)));
 
   /* targets: Apply equals the map in double, rounded once to float32 */
   PetscCall(BasisAlignApply(L_ANCHORS, K_DIM, T_true, phi_b, y));
   for (PetscInt i = 0; i < L_ANCHORS * K_DIM; i++)
     if (y[i] != (float)phi_ref[i] && !(fabs(y[i] - phi_ref[i]) <= 1e-7 * fabs(phi_ref[i]))) {
-      PetscCall(Fail(&failures, "apply: target differs from T [phi, 1]", fabs(y[i] - phi_ref[i])));
+      PetscCall(BasisTestCheck(PETSC_COMM_WORLD, PETSC_FALSE, "apply: target differs from T [phi, 1] (%g)",
+                               fabs(y[i] - phi_ref[i])));
       break;
     }
 
@@ -116,27 +118,39 @@ int main(int argc, char **argv)
   p.type          = BASIS_ALIGN_RANSAC;
   p.ransac_points = K_DIM + 2; /* small subsets: P(clean) = 0.08 each, so 100 draws find one */
   PetscCall(BasisAlignFit(&p, L_ANCHORS, K_DIM, bad, phi_b, &draws, T, &stats));
-  if (!(MaxDiff(K_DIM * KP1, T, T_true) < TOL_RANSAC))
-    PetscCall(Fail(&failures, "ransac: T differs from the known map", MaxDiff(K_DIM * KP1, T, T_true)));
-  if (stats.inliers != 35 || stats.ransac_fallback)
-    PetscCall(Fail(&failures, "ransac: inliers should be 35 of 50", stats.inliers));
-  if (!(fabs(stats.residual - expect) < 1e-8 * expect))
-    PetscCall(Fail(&failures, "ransac: RMS residual is not that of the offsets", stats.residual - expect));
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, (PetscBool)(MaxDiff(K_DIM * KP1, T, T_true) < TOL_RANSAC),
+                           "ransac: T differs from the known map"
+                           " (%g)",
+                           (double)(MaxDiff(K_DIM * KP1, T, T_true))));
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, (PetscBool)(!(stats.inliers != 35 || stats.ransac_fallback)),
+                           "ransac: inliers should be 35 of 50"
+                           " (%g)",
+                           (double)(stats.inliers)));
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, (PetscBool)(fabs(stats.residual - expect) < 1e-8 * expect),
+                           "ransac: RMS residual is not that of the offsets"
+                           " (%g)",
+                           (double)(stats.residual - expect)));
   /* plain least squares is pulled away by the same outliers: the test data do need RANSAC */
   p.type = BASIS_ALIGN_LSQ;
   PetscCall(BasisAlignFit(&p, L_ANCHORS, K_DIM, bad, phi_b, &draws, T, &stats));
-  if (!(MaxDiff(K_DIM * KP1, T, T_true) > 1e-2))
-    PetscCall(Fail(&failures, "lsq with outliers unexpectedly exact", MaxDiff(K_DIM * KP1, T, T_true)));
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, (PetscBool)(MaxDiff(K_DIM * KP1, T, T_true) > 1e-2),
+                           "lsq with outliers unexpectedly exact"
+                           " (%g)",
+                           (double)(MaxDiff(K_DIM * KP1, T, T_true))));
 
   /* RANSAC without consensus: no anchor fits to 1e-30, so the final fit uses all */
   p.type       = BASIS_ALIGN_RANSAC;
   p.ransac_tol = 1e-30;
   PetscCall(BasisAlignFit(&p, L_ANCHORS, K_DIM, phi_ref, phi_b, &draws, T, &stats));
-  if (!stats.ransac_fallback || stats.inliers != L_ANCHORS)
-    PetscCall(Fail(&failures, "ransac: no fallback to all anchors", stats.inliers));
-  if (!(MaxDiff(K_DIM * KP1, T, T_true) < TOL_EXACT))
-    PetscCall(
-        Fail(&failures, "ransac fallback: T differs from the known map", MaxDiff(K_DIM * KP1, T, T_true)));
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD,
+                           (PetscBool)(!(!stats.ransac_fallback || stats.inliers != L_ANCHORS)),
+                           "ransac: no fallback to all anchors"
+                           " (%g)",
+                           (double)(stats.inliers)));
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, (PetscBool)(MaxDiff(K_DIM * KP1, T, T_true) < TOL_EXACT),
+                           "ransac fallback: T differs from the known map"
+                           " (%g)",
+                           (double)(MaxDiff(K_DIM * KP1, T, T_true))));
   BasisAlignParamsDefault(&p);
 
   /* a constant column (the trivial eigenvector of rw/unnormalized): the ones vector is in
@@ -156,11 +170,14 @@ int main(int argc, char **argv)
     for (PetscInt k = 0; k < K_DIM; k++)
       Tc[k * KP1 + 2] += Tc[k * KP1 + K_DIM] / 0.3, Tc[k * KP1 + K_DIM] = 0.0;
     PetscCall(BasisAlignFit(&p, L_ANCHORS, K_DIM, rc, pc, &draws, T, &stats));
-    if (!(MaxDiff(K_DIM * KP1, T, Tc) < TOL_EXACT))
-      PetscCall(Fail(&failures, "constant column: T is not the map with the column folded into the bias",
-                     MaxDiff(K_DIM * KP1, T, Tc)));
-    if (!(stats.residual < TOL_EXACT && stats.cond < 1e3))
-      PetscCall(Fail(&failures, "constant column: residual or cond", stats.cond));
+    PetscCall(BasisTestCheck(PETSC_COMM_WORLD, (PetscBool)(MaxDiff(K_DIM * KP1, T, Tc) < TOL_EXACT),
+                             "constant column: T is not the map with the column folded into the bias"
+                             " (%g)",
+                             (double)(MaxDiff(K_DIM * KP1, T, Tc))));
+    PetscCall(BasisTestCheck(PETSC_COMM_WORLD, (PetscBool)(stats.residual < TOL_EXACT && stats.cond < 1e3),
+                             "constant column: residual or cond"
+                             " (%g)",
+                             (double)(stats.cond)));
     /* the constant mixed over two columns (near-degenerate eigenvalues at 0 in a batch
        graph with two loosely connected pieces): [phi_b, 1] is singular, phi_b is not */
     for (PetscInt i = 0; i < L_ANCHORS; i++) {
@@ -174,8 +191,10 @@ int main(int argc, char **argv)
         rc[i * K_DIM + k] = s;
       }
     PetscCall(BasisAlignFit(&p, L_ANCHORS, K_DIM, rc, pc, &draws, T, &stats));
-    if (!(stats.residual < TOL_EXACT && stats.cond < 1e3))
-      PetscCall(Fail(&failures, "constant mixed over two columns: not fitted exactly (cond)", stats.cond));
+    PetscCall(BasisTestCheck(PETSC_COMM_WORLD, (PetscBool)(stats.residual < TOL_EXACT && stats.cond < 1e3),
+                             "constant mixed over two columns: not fitted exactly (cond)"
+                             " (%g)",
+                             (double)(stats.cond)));
   }
 
   /* refusals: identical columns (lsq and ransac), too few anchors, too small subsets */
@@ -184,19 +203,30 @@ int main(int argc, char **argv)
     PetscCall(PetscArraycpy(dup, phi_b, L_ANCHORS * K_DIM));
     for (PetscInt i = 0; i < L_ANCHORS; i++) dup[i * K_DIM + 3] = dup[i * K_DIM + 1];
     PetscCall(ExpectRefusal(&p, L_ANCHORS, phi_ref, dup, &draws, &refused));
-    if (!refused) PetscCall(Fail(&failures, "lsq accepted a design with two identical columns", 0));
+    PetscCall(BasisTestCheck(PETSC_COMM_WORLD, (PetscBool)(!(!refused)),
+                             "lsq accepted a design with two identical columns"
+                             " (%g)",
+                             (double)(0)));
     p.type = BASIS_ALIGN_RANSAC;
     PetscCall(ExpectRefusal(&p, L_ANCHORS, phi_ref, dup, &draws, &refused));
-    if (!refused) PetscCall(Fail(&failures, "ransac accepted a design with two identical columns", 0));
+    PetscCall(BasisTestCheck(PETSC_COMM_WORLD, (PetscBool)(!(!refused)),
+                             "ransac accepted a design with two identical columns"
+                             " (%g)",
+                             (double)(0)));
     p.ransac_points = K_DIM;
     PetscCall(ExpectRefusal(&p, L_ANCHORS, phi_ref, phi_b, &draws, &refused));
-    if (!refused) PetscCall(Fail(&failures, "ransac accepted -ransac_points K", K_DIM));
+    PetscCall(BasisTestCheck(PETSC_COMM_WORLD, (PetscBool)(!(!refused)),
+                             "ransac accepted -ransac_points K"
+                             " (%g)",
+                             (double)(K_DIM)));
     BasisAlignParamsDefault(&p);
     PetscCall(ExpectRefusal(&p, K_DIM, phi_ref, phi_b, &draws, &refused));
-    if (!refused) PetscCall(Fail(&failures, "lsq accepted l = K anchors", K_DIM));
+    PetscCall(BasisTestCheck(PETSC_COMM_WORLD, (PetscBool)(!(!refused)),
+                             "lsq accepted l = K anchors"
+                             " (%g)",
+                             (double)(K_DIM)));
   }
 
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &failures, 1, MPI_INT, MPI_SUM, PETSC_COMM_WORLD));
   PetscCall(PetscFinalize());
-  return failures ? 1 : 0;
+  return BasisTestFailures() ? 1 : 0;
 }
