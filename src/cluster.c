@@ -49,7 +49,6 @@ static PetscErrorCode GlobalRows(MPI_Comm comm, PetscInt n, PetscInt64 *N, Petsc
   PetscFunctionReturn(0);
 }
 
-
 /* State of one k-means run over this rank's rows. */
 typedef struct {
   MPI_Comm         comm;
