@@ -2,9 +2,13 @@
   test_metrics - the embedding metrics (DESIGN.md "Metrics") against values known by
   construction or computed by hand, each rank holding a different block of rows
   (BasisBlockRange): d_G = 0 for affine images, d_G and the angles of subspaces built with
-  known principal angles, d_perp of orthogonal and hand-made columns, NMI and ACC of a
+  known principal angles, the sin^2 of every angle, d_G over the non-trivial directions
+  and the published tables' d_G (0 on affine images, a known rotation recovered, equal to
+  a run on one rank, the published one equal to its recipe computed directly), d_perp of
+  orthogonal and hand-made columns (all in metrics.c), NMI and ACC of a
   relabelling and of a hand-computed contingency table, k-means recovering separated blobs
-  and equal to a serial run on the same rows, and a linear probe on separable classes.
+  and equal to a serial run on the same rows, and a linear probe on separable classes
+  (cluster.c).
   Rows are generated from their global index, so every rank count sees the same data.
 */
 #include <basis/metrics.h>
