@@ -447,7 +447,7 @@ PetscErrorCode BasisMetricGrassmannPublished(MPI_Comm comm, PetscInt n, PetscInt
     PetscCheck(!PetscIsInfOrNanReal(stats[KV + j]), comm, PETSC_ERR_FP,
                "V contains Inf or NaN; the published d_G is undefined");
     PetscCheck(stats[KV + j] > 0, comm, PETSC_ERR_ARG_WRONG,
-               "column %d of V is zero: the published d_G needs unit-norm columns", (int)j);
+               "column %d of V is zero: the published d_G scales every column to unit norm", (int)j);
   }
 
   /* C = Yhat^T V = B^T B + m m^T N (m = stats / N), then M = diag(1/||Yhat||) C diag(1/||V||) in C */
