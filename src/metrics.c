@@ -1,11 +1,14 @@
 /*
-  metrics.c - quality of an embedding (DESIGN.md "Metrics", used by `basis eval`).
+  metrics.c - subspace quality of an embedding (DESIGN.md "Metrics", used by `basis eval`):
+  the Grassmann distance d_G with every principal angle, d_G over the non-trivial
+  directions, d_G as the published tables compute it, and the orthogonality d_perp.
+  The clustering scores (k-means, NMI, ACC, linear probe) live in cluster.c.
 
   Every function takes this rank's rows of a row-major matrix and returns the same result
-  on every rank. Communication is a few small allreduces: column sums, K x K Gram
-  matrices, k-means centre sums, contingency tables, normal equations. Small dense
-  factorisations (eigen, SVD, Cholesky) run on rank 0 and are broadcast, so every rank
-  uses bitwise identical factors even if OpenBLAS picks other kernels on other nodes.
+  on every rank. Communication is a few small allreduces: column sums and K x K Gram
+  matrices. Small dense factorisations (eigen, SVD) run on rank 0 and are broadcast, so
+  every rank uses bitwise identical factors even if OpenBLAS picks other kernels on
+  other nodes.
 
   d_G: principal angles between span(centre(Y)) and span(centre(V)). Each span gets an
   orthonormal basis from its allreduced Gram matrix (eigen-decomposition, then a second
@@ -17,12 +20,9 @@
   r_V there are min(r_Y, r_V) angles (the distance between subspaces of different
   dimensions of Ye & Lim, SIAM J. Matrix Anal. Appl. 37, 2016). Comparing centred spans
   is comparing span([Y 1]) with span([V 1]), which share the constant: that is why d_G
-  is 0 for any affine image of V.
-
-  Clustering: Lloyd's k-means with greedy k-means++ seeding and several restarts, NMI
-  with arithmetic-mean normalisation and ACC by Hungarian matching (scikit-learn's
-  defaults, so numbers compare with the literature). Linear probe: ridge least squares
-  onto one-hot targets, a closed form that needs one allreduce.
+  is 0 for any affine image of V. The non-trivial d_G is the same computation with V's
+  first column left out; the published formula reuses the basis of Y (see
+  BasisMetricGrassmannPublished for the reference code it follows).
 */
 #include <basis/metrics.h>
 #include <basis/log.h>
@@ -39,35 +39,11 @@
    below this fraction of the largest do not count. The Gram route resolves singular
    values down to sqrt(eps) ~ 1.5e-8 of the largest; 1e-6 stays clear of that noise. */
 #define BASIS_RANK_RTOL 1e-6
-/* Lloyd iterations per restart and the centre-shift tolerance relative to the mean
-   variance of the data: scikit-learn's defaults (max_iter=300, tol=1e-4). */
-#define BASIS_KMEANS_MAX_IT 300
-#define BASIS_KMEANS_TOL    1e-4
-/* Largest contingency table (labels x clusters) the clustering metrics build, 80 MB of
-   counts per rank: far above any real class count, it refuses label columns that are
-   really row identifiers. */
-#define BASIS_MAX_CONTINGENCY 10000000
-/* Ridge of the linear probe relative to the unit variance of a standardised column: it
-   only matters for collinear columns (a collapsed embedding), where it keeps the normal
-   equations positive definite, and moves a well-posed fit by ~1e-6 relative. */
-#define BASIS_PROBE_RIDGE 1e-6
-
-/* Total rows over comm and the global index of this rank's first row (ranks hold
-   consecutive blocks in rank order). */
-static PetscErrorCode GlobalRows(MPI_Comm comm, PetscInt n, PetscInt64 *N, PetscInt64 *start)
-{
-  PetscInt64  nl = n, s = 0;
-  PetscMPIInt rank;
-
-  PetscFunctionBeginUser;
-  PetscCallMPI(MPI_Comm_rank(comm, &rank));
-  PetscCallMPI(MPI_Allreduce(&nl, N, 1, MPIU_INT64, MPI_SUM, comm));
-  if (start) {
-    PetscCallMPI(MPI_Exscan(&nl, &s, 1, MPIU_INT64, MPI_SUM, comm));
-    *start = rank == 0 ? 0 : s; /* MPI_Exscan leaves rank 0's result undefined */
-  }
-  PetscFunctionReturn(0);
-}
+/* The published d_G: a column of V whose projection onto span([Y 1]) keeps less than this
+   fraction of its norm is taken as orthogonal to it. The Gram route computes the squared
+   projected norm to ~eps ||V_j||^2, so above 1e-6 the normalised row of the product is
+   accurate to ~1e-10; below, it would be the direction of rounding noise. */
+#define BASIS_PROJ_RTOL 1e-6
 
 /* C [m][p] = A^T B summed over comm, with A [n][m] and B [n][p] this rank's rows. */
 static PetscErrorCode GlobalAtB(MPI_Comm comm, PetscInt n, PetscInt m, const PetscReal A[], PetscInt p,
@@ -130,7 +106,7 @@ static PetscErrorCode SymEig(MPI_Comm comm, PetscInt k, PetscReal A[], PetscReal
   Collective on comm.
 
   Input:
-    X    - [n][K] this rank's rows
+    X    - [n][K] this rank's rows, row i at X + i ldx (ldx >= K: a block of columns)
     name - how errors name X ("Y", "V")
   Output:
     r - numerical rank of centre(X), 1 <= r <= K
@@ -143,24 +119,24 @@ static PetscErrorCode SymEig(MPI_Comm comm, PetscInt k, PetscReal A[], PetscReal
     times the largest. That Q is orthonormal to ~eps cond^2; a second pass on Q's own Gram
     matrix brings it to rounding (as CholeskyQR2 does).
 */
-static PetscErrorCode CentredBasis(MPI_Comm comm, PetscInt n, PetscInt K, const PetscReal X[],
+static PetscErrorCode CentredBasis(MPI_Comm comm, PetscInt n, PetscInt K, const PetscReal X[], PetscInt ldx,
                                    const char *name, PetscInt *r, PetscReal **Q)
 {
-  PetscInt64 N;
+  PetscInt64 N, nl = n;
   PetscReal *mean, *G, *Gs, *w, *T, *Xc, *Q1, *scale;
   PetscInt  *kept, nk = 0, rk = 0;
 
   PetscFunctionBeginUser;
-  PetscCall(GlobalRows(comm, n, &N, NULL));
+  PetscCallMPI(MPI_Allreduce(&nl, &N, 1, MPIU_INT64, MPI_SUM, comm));
   PetscCall(PetscCalloc1(K, &mean));
   PetscCall(PetscMalloc6(K * K, &G, K * K, &Gs, K, &w, K * K, &T, K, &scale, K, &kept));
   PetscCall(PetscMalloc1((size_t)n * K, &Xc));
   for (PetscInt i = 0; i < n; i++)
-    for (PetscInt j = 0; j < K; j++) mean[j] += X[(size_t)i * K + j];
+    for (PetscInt j = 0; j < K; j++) mean[j] += X[(size_t)i * ldx + j];
   PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, mean, (int)K, MPIU_REAL, MPIU_SUM, comm));
   for (PetscInt j = 0; j < K; j++) mean[j] /= (PetscReal)N;
   for (PetscInt i = 0; i < n; i++)
-    for (PetscInt j = 0; j < K; j++) Xc[(size_t)i * K + j] = X[(size_t)i * K + j] - mean[j];
+    for (PetscInt j = 0; j < K; j++) Xc[(size_t)i * K + j] = X[(size_t)i * ldx + j] - mean[j];
   PetscCall(GlobalAtB(comm, n, K, Xc, K, Xc, G));
   for (PetscInt j = 0; j < K * K; j++)
     PetscCheck(!PetscIsInfOrNanReal(G[j]), comm, PETSC_ERR_FP, "%s contains Inf or NaN; d_G is undefined",
@@ -213,8 +189,83 @@ static PetscErrorCode CentredBasis(MPI_Comm comm, PetscInt n, PetscInt K, const 
 }
 
 /*
-  BasisMetricGrassmannRanks - d_G and principal angles between span(centre(Y)) and
-  span(centre(V)), with the numerical ranks of both.
+  SingularValues - singular values, descending, of a small matrix that is identical on
+  every rank. Computed on rank 0 and broadcast. Collective on comm.
+
+  Input:  M [m][p] row-major (destroyed); what - how an error names M
+  Output: s [min(m, p)]
+*/
+static PetscErrorCode SingularValues(MPI_Comm comm, PetscInt m, PetscInt p, PetscReal M[], const char *what,
+                                     PetscReal s[])
+{
+  PetscMPIInt  rank;
+  PetscBLASInt bm, bn, lwork, info = 0, one = 1;
+
+  PetscFunctionBeginUser;
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  if (rank == 0) {
+    PetscReal *work, dummy;
+    /* row-major M [m][p] is column-major M^T [p][m]: same singular values */
+    PetscCall(PetscBLASIntCast(p, &bm));
+    PetscCall(PetscBLASIntCast(m, &bn));
+    lwork = 5 * (bm + bn); /* LAPACK needs max(3 min + max, 5 min) */
+    PetscCall(PetscMalloc1(lwork, &work));
+    PetscCallBLAS("LAPACKgesvd", LAPACKgesvd_("N", "N", &bm, &bn, M, &bm, s, &dummy, &one, &dummy, &one, work,
+                                              &lwork, &info));
+    PetscCall(PetscFree(work));
+  }
+  PetscCallMPI(MPI_Bcast(&info, 1, MPI_INT, 0, comm));
+  PetscCheck(info == 0, comm, PETSC_ERR_LIB, "LAPACK dgesvd failed with info = %d on %s", (int)info, what);
+  PetscCallMPI(MPI_Bcast(s, (int)PetscMin(m, p), MPIU_REAL, 0, comm));
+  PetscFunctionReturn(0);
+}
+
+/*
+  Grassmann - principal angles between span(centre(Y)) and span(centre(X)): the body of
+  BasisMetricGrassmannAngles, where X is V, and of BasisMetricGrassmannNontrivial, where X
+  is V without its first column. Collective on comm.
+
+  Input:  Y [n][KY]; X [n][KX] with row stride ldx
+  Output: as BasisMetricGrassmannAngles, with min(KY, KX) entries in theta and sin2
+*/
+static PetscErrorCode Grassmann(MPI_Comm comm, PetscInt n, PetscInt KY, const PetscReal Y[], PetscInt KX,
+                                const PetscReal X[], PetscInt ldx, PetscReal *dG, PetscReal theta[],
+                                PetscReal sin2[], PetscInt *rank_y, PetscInt *rank_x)
+{
+  PetscInt   rY, rX, r, p = PetscMin(KY, KX);
+  PetscReal *QY, *QX, *M, *s, sum = 0.0;
+
+  PetscFunctionBeginUser;
+  PetscCall(PetscLogEventBegin(BASIS_Metrics, 0, 0, 0, 0));
+  PetscCall(CentredBasis(comm, n, KY, Y, KY, "Y", &rY, &QY));
+  PetscCall(CentredBasis(comm, n, KX, X, ldx, "V", &rX, &QX));
+  r = PetscMin(rY, rX);
+  PetscCall(PetscMalloc2(rY * rX, &M, r, &s));
+  PetscCall(GlobalAtB(comm, n, rY, QY, rX, QX, M));
+  PetscCall(SingularValues(comm, rY, rX, M, "Q_Y^T Q_V", s));
+  for (PetscInt i = 0; i < r; i++) {                               /* cosines descending: angles ascending */
+    PetscReal c = PetscMin(s[i], 1.0), sc = (1.0 - c) * (1.0 + c); /* rounding can put c a few eps above 1 */
+    sum += sc;
+    if (theta) theta[i] = PetscAcosReal(c);
+    if (sin2) sin2[i] = sc;
+  }
+  for (PetscInt i = r; i < p; i++) {
+    if (theta) theta[i] = 0.0;
+    if (sin2) sin2[i] = 0.0;
+  }
+  *dG = sum;
+  if (rank_y) *rank_y = rY;
+  if (rank_x) *rank_x = rX;
+  PetscCall(PetscFree2(M, s));
+  PetscCall(PetscFree(QY));
+  PetscCall(PetscFree(QX));
+  PetscCall(PetscLogEventEnd(BASIS_Metrics, 0, 0, 0, 0));
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisMetricGrassmannAngles - d_G and every principal angle between span(centre(Y)) and
+  span(centre(V)), as angles and as sin^2, with the numerical ranks of both.
 
   Collective on comm.
 
@@ -223,9 +274,10 @@ static PetscErrorCode CentredBasis(MPI_Comm comm, PetscInt n, PetscInt K, const 
     KY - columns of Y;  Y [n][KY] row-major
     KV - columns of V;  V [n][KV] row-major
   Output:
-    dG     - sum_i sin^2(theta_i) = sum_i (1 - s_i^2), s_i the cosines
-    theta  - [min(KY, KV)] principal angles in radians, ascending (may be NULL); entries
-             past min(rank_y, rank_v) are 0 (see Notes)
+    dG     - sum_i sin2[i], the d_G of DESIGN.md
+    theta  - [min(KY, KV)] principal angles in radians, ascending (may be NULL)
+    sin2   - [min(KY, KV)] sin^2 of the same angles, ascending, computed as (1 - c)(1 + c)
+             from the cosine c (may be NULL); they are the terms of dG, summed in order
     rank_y - numerical rank of centre(Y) (may be NULL)
     rank_v - numerical rank of centre(V) (may be NULL)
 
@@ -234,58 +286,35 @@ static PetscErrorCode CentredBasis(MPI_Comm comm, PetscInt n, PetscInt K, const 
     trivial eigenvector of the unnormalised or random-walk Laplacian) is dropped, and
     directions of the centred span with a relative singular value below 1e-6 do not count,
     so rank_y can be less than KY. The angles are the min(rank_y, rank_v) principal angles
-    of the two centred spans; the remaining slots of theta do not exist as angles and are
-    set to 0 so that d_G = sum_i sin^2(theta_i) holds over all entries. A rank below
+    of the two centred spans; the remaining slots of theta and sin2 do not exist as angles
+    and are set to 0 so that d_G = sum_i sin2[i] holds over all entries. A rank below
     KY - 1 on an embedding usually means collapsed columns: callers should report it.
-    Angles below ~1e-8 are not resolved (cosines near 1 lose them); d_G is accurate to
-    ~1e-15 absolute.
+    Angles below ~1e-8 are not resolved (cosines near 1 lose them); d_G and sin2 are
+    accurate to ~1e-15 absolute.
+*/
+PetscErrorCode BasisMetricGrassmannAngles(MPI_Comm comm, PetscInt n, PetscInt KY, const PetscReal Y[],
+                                          PetscInt KV, const PetscReal V[], PetscReal *dG, PetscReal theta[],
+                                          PetscReal sin2[], PetscInt *rank_y, PetscInt *rank_v)
+{
+  PetscFunctionBeginUser;
+  PetscCheck(KY > 0 && KV > 0, comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "d_G needs at least one column (got %d and %d)", (int)KY, (int)KV);
+  PetscCall(Grassmann(comm, n, KY, Y, KV, V, KV, dG, theta, sin2, rank_y, rank_v));
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisMetricGrassmannRanks - d_G, the principal angles and the numerical ranks:
+  BasisMetricGrassmannAngles without the sin^2.
+
+  Collective on comm.
 */
 PetscErrorCode BasisMetricGrassmannRanks(MPI_Comm comm, PetscInt n, PetscInt KY, const PetscReal Y[],
                                          PetscInt KV, const PetscReal V[], PetscReal *dG, PetscReal theta[],
                                          PetscInt *rank_y, PetscInt *rank_v)
 {
-  PetscInt     rY, rV, r, p = PetscMin(KY, KV);
-  PetscReal   *QY, *QV, *M, *s, sum = 0.0;
-  PetscMPIInt  mpirank;
-  PetscBLASInt bm, bn, lwork, info = 0, one = 1;
-
   PetscFunctionBeginUser;
-  PetscCheck(KY > 0 && KV > 0, comm, PETSC_ERR_ARG_OUTOFRANGE,
-             "d_G needs at least one column (got %d and %d)", (int)KY, (int)KV);
-  PetscCall(PetscLogEventBegin(BASIS_Metrics, 0, 0, 0, 0));
-  PetscCall(CentredBasis(comm, n, KY, Y, "Y", &rY, &QY));
-  PetscCall(CentredBasis(comm, n, KV, V, "V", &rV, &QV));
-  r = PetscMin(rY, rV);
-  PetscCall(PetscMalloc2(rY * rV, &M, r, &s));
-  PetscCall(GlobalAtB(comm, n, rY, QY, rV, QV, M));
-  PetscCallMPI(MPI_Comm_rank(comm, &mpirank));
-  if (mpirank == 0) {
-    PetscReal *work, dummy;
-    /* row-major M [rY][rV] is column-major M^T [rV][rY]: same singular values */
-    PetscCall(PetscBLASIntCast(rV, &bm));
-    PetscCall(PetscBLASIntCast(rY, &bn));
-    lwork = 5 * (bm + bn); /* LAPACK needs max(3 min + max, 5 min) */
-    PetscCall(PetscMalloc1(lwork, &work));
-    PetscCallBLAS("LAPACKgesvd", LAPACKgesvd_("N", "N", &bm, &bn, M, &bm, s, &dummy, &one, &dummy, &one, work,
-                                              &lwork, &info));
-    PetscCall(PetscFree(work));
-  }
-  PetscCallMPI(MPI_Bcast(&info, 1, MPI_INT, 0, comm));
-  PetscCheck(info == 0, comm, PETSC_ERR_LIB, "LAPACK dgesvd failed with info = %d on Q_Y^T Q_V", (int)info);
-  PetscCallMPI(MPI_Bcast(s, (int)r, MPIU_REAL, 0, comm));
-  for (PetscInt i = 0; i < r; i++) {
-    PetscReal c = PetscMin(s[i], 1.0); /* rounding can put a cosine a few eps above 1 */
-    sum += (1.0 - c) * (1.0 + c);
-    if (theta) theta[i] = PetscAcosReal(c);
-  }
-  for (PetscInt i = r; theta && i < p; i++) theta[i] = 0.0;
-  *dG = sum;
-  if (rank_y) *rank_y = rY;
-  if (rank_v) *rank_v = rV;
-  PetscCall(PetscFree2(M, s));
-  PetscCall(PetscFree(QY));
-  PetscCall(PetscFree(QV));
-  PetscCall(PetscLogEventEnd(BASIS_Metrics, 0, 0, 0, 0));
+  PetscCall(BasisMetricGrassmannAngles(comm, n, KY, Y, KV, V, dG, theta, NULL, rank_y, rank_v));
   PetscFunctionReturn(0);
 }
 
@@ -302,13 +331,145 @@ PetscErrorCode BasisMetricGrassmannRanks(MPI_Comm comm, PetscInt n, PetscInt KY,
     theta - [min(KY, KV)] principal angles in radians, ascending (may be NULL)
 
   Notes:
-    See BasisMetricGrassmannRanks for constant columns and rank-deficient spans.
+    See BasisMetricGrassmannAngles for constant columns and rank-deficient spans.
 */
 PetscErrorCode BasisMetricGrassmann(MPI_Comm comm, PetscInt n, PetscInt KY, const PetscReal Y[], PetscInt KV,
                                     const PetscReal V[], PetscReal *dG, PetscReal theta[])
 {
   PetscFunctionBeginUser;
-  PetscCall(BasisMetricGrassmannRanks(comm, n, KY, Y, KV, V, dG, theta, NULL, NULL));
+  PetscCall(BasisMetricGrassmannAngles(comm, n, KY, Y, KV, V, dG, theta, NULL, NULL, NULL));
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisMetricGrassmannNontrivial - d_G over the non-trivial directions: the sum of sin^2
+  of the principal angles between span(centre(V without its first column)) and
+  span(centre(Y)) (DESIGN.md "Metrics").
+
+  Collective on comm.
+
+  Input:
+    n  - rows on this rank;  Y [n][KY] row-major
+    KV - columns of V, at least 2;  V [n][KV] row-major, the eigenvectors in ascending
+         order of their eigenvalues, so column 0 is the trivial one (D^1/2 1 for the sym
+         Laplacian, the constant for the others)
+  Output:
+    dG     - sum_i sin2[i]; 0 when span(centre(Y)) contains centre(V_1 .. V_{KV-1}), whatever
+             else Y spans (in particular for any affine image of V)
+    theta  - [min(KY, KV - 1)] angles in radians, ascending (may be NULL)
+    sin2   - [min(KY, KV - 1)] their sin^2, ascending (may be NULL)
+    rank_y - numerical rank of centre(Y) (may be NULL)
+    rank_v - numerical rank of centre(V without column 0) (may be NULL)
+
+  Notes:
+    The two subspaces have different dimensions (KV - 1 against KY = KV, typically): the
+    min(rank_y, rank_v) angles are those of the smaller subspace against the larger one, so
+    the extra direction of Y is free, and a learned trivial direction, whatever it is,
+    costs nothing. Rank handling and accuracy as BasisMetricGrassmannAngles.
+*/
+PetscErrorCode BasisMetricGrassmannNontrivial(MPI_Comm comm, PetscInt n, PetscInt KY, const PetscReal Y[],
+                                              PetscInt KV, const PetscReal V[], PetscReal *dG,
+                                              PetscReal theta[], PetscReal sin2[], PetscInt *rank_y,
+                                              PetscInt *rank_v)
+{
+  PetscFunctionBeginUser;
+  PetscCheck(KY > 0 && KV > 1, comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "d_G over the non-trivial directions needs an embedding column and at least two reference "
+             "columns (got %d and %d)",
+             (int)KY, (int)KV);
+  PetscCall(Grassmann(comm, n, KY, Y, KV - 1, V + 1, KV, dG, theta, sin2, rank_y, rank_v));
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisMetricGrassmannPublished - d_G as the published tables compute it: Y mapped onto V
+  by the best affine least-squares map, every column scaled to unit norm, and the sum of
+  (1 - s^2) over the singular values s of the KV x KV product (DESIGN.md "Metrics").
+
+  Collective on comm.
+
+  Input:
+    n - rows on this rank;  Y [n][KY], V [n][KV] row-major, the same rows in both
+  Output:
+    dG - sum_i (1 - s_i^2) over the KV singular values of Yhat_n^T V_n, where
+         Yhat = [Y 1] W, W = argmin ||[Y 1] W - V||_F, and _n scales each column to unit
+         norm (over all rows, no centring)
+
+  Notes:
+    Followed (read, not copied): the BASiS authors' code, github.com/orrShtr/BASiS,
+    spectral_analysis.py grassmann() (each column of both matrices divided by its norm,
+    M = A^T B, sum of 1 - s^2 over the singular values of M) and MNIST/utils_BASiS.py
+    calculateM()/AffineU()/modelEvaluataion() (the affine map is a least-squares fit on
+    [points, 1], so it includes the constant column); SpectralNet,
+    github.com/shaham-lab/SpectralNet, src/spectralnet/_utils.py get_grassman_distance()
+    (the same sum, on inputs that are already orthonormal). The BASiS code maps the exact
+    vectors onto the network's frame, with the fit taken on anchor points by RANSAC; here
+    all rows are shared, so the fit is plain least squares over all of them, and Y is
+    mapped onto V (DESIGN.md): then the measure is 0 for any affine image of V when V's
+    columns are orthonormal, as exact eigenvectors are. Calling with (V, Y) gives the
+    BASiS direction, which also counts the non-orthogonality of Y's columns (even an
+    exact affine image of V scores sum(1 - s^2) over Y's normalised Gram matrix).
+    Unlike d_G this is not a sum of sin^2 of angles: the normalised columns are not
+    orthonormal, so an s can exceed 1 and a term go negative; the terms are summed as the
+    reference code sums them, without clamping.
+    Computed without forming Yhat: P = Q_Y Q_Y^T + 1 1^T / N projects onto span([Y 1])
+    (Q_Y the basis of span(centre(Y)) at its numerical rank, as in d_G; a least-squares
+    solver would cut at eps rather than 1e-6 relative, which differs only for nearly
+    collinear columns of Y), Yhat^T V = V^T P V = B^T B + N m m^T with B = Q_Y^T V and m
+    V's column means, and ||Yhat_j||^2 is its diagonal. A column of V orthogonal to
+    span([Y 1]) (||Yhat_j|| below 1e-6 ||V_j||, where the reference code divides by ~0)
+    gets a zero row: it counts 1, a full angle.
+*/
+PetscErrorCode BasisMetricGrassmannPublished(MPI_Comm comm, PetscInt n, PetscInt KY, const PetscReal Y[],
+                                             PetscInt KV, const PetscReal V[], PetscReal *dG)
+{
+  PetscInt64 N, nl = n;
+  PetscInt   rY;
+  PetscReal *QY, *B, *C, *stats, *s, *d, sum = 0.0;
+
+  PetscFunctionBeginUser;
+  PetscCheck(KY > 0 && KV > 0, comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "the published d_G needs at least one column (got %d and %d)", (int)KY, (int)KV);
+  PetscCall(PetscLogEventBegin(BASIS_Metrics, 0, 0, 0, 0));
+  PetscCall(CentredBasis(comm, n, KY, Y, KY, "Y", &rY, &QY));
+  PetscCallMPI(MPI_Allreduce(&nl, &N, 1, MPIU_INT64, MPI_SUM, comm));
+  PetscCall(PetscMalloc5(rY * KV, &B, KV * KV, &C, 2 * KV, &stats, KV, &s, KV, &d));
+
+  /* column sums and sums of squares of V: one allreduce */
+  PetscCall(PetscArrayzero(stats, 2 * KV));
+  for (PetscInt i = 0; i < n; i++)
+    for (PetscInt j = 0; j < KV; j++) {
+      PetscReal v = V[(size_t)i * KV + j];
+      stats[j] += v, stats[KV + j] += v * v;
+    }
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, stats, (int)(2 * KV), MPIU_REAL, MPIU_SUM, comm));
+  for (PetscInt j = 0; j < KV; j++) {
+    PetscCheck(!PetscIsInfOrNanReal(stats[KV + j]), comm, PETSC_ERR_FP,
+               "V contains Inf or NaN; the published d_G is undefined");
+    PetscCheck(stats[KV + j] > 0, comm, PETSC_ERR_ARG_WRONG,
+               "column %d of V is zero: the published d_G scales every column to unit norm", (int)j);
+  }
+
+  /* C = Yhat^T V = B^T B + m m^T N (m = stats / N), then M = diag(1/||Yhat||) C diag(1/||V||) in C */
+  PetscCall(GlobalAtB(comm, n, rY, QY, KV, V, B));
+  for (PetscInt a = 0; a < KV; a++)
+    for (PetscInt b = 0; b < KV; b++) {
+      PetscReal c = stats[a] * stats[b] / (PetscReal)N;
+      for (PetscInt k = 0; k < rY; k++) c += B[k * KV + a] * B[k * KV + b];
+      C[a * KV + b] = c;
+    }
+  for (PetscInt a = 0; a < KV; a++)
+    d[a] = C[a * KV + a] > BASIS_PROJ_RTOL * BASIS_PROJ_RTOL * stats[KV + a]
+               ? 1.0 / PetscSqrtReal(C[a * KV + a])
+               : 0.0;
+  for (PetscInt a = 0; a < KV; a++)
+    for (PetscInt b = 0; b < KV; b++) C[a * KV + b] *= d[a] / PetscSqrtReal(stats[KV + b]);
+  PetscCall(SingularValues(comm, KV, KV, C, "the published d_G's K x K product", s));
+  for (PetscInt i = 0; i < KV; i++) sum += 1.0 - s[i] * s[i];
+  *dG = sum;
+  PetscCall(PetscFree5(B, C, stats, s, d));
+  PetscCall(PetscFree(QY));
+  PetscCall(PetscLogEventEnd(BASIS_Metrics, 0, 0, 0, 0));
   PetscFunctionReturn(0);
 }
 
@@ -348,651 +509,6 @@ PetscErrorCode BasisMetricOrthogonality(MPI_Comm comm, PetscInt n, PetscInt K, c
       if (i != j) sum += G[i * K + j] * G[i * K + j] / (G[i * K + i] * G[j * K + j]);
   *dperp = PetscSqrtReal(sum);
   PetscCall(PetscFree(G));
-  PetscCall(PetscLogEventEnd(BASIS_Metrics, 0, 0, 0, 0));
-  PetscFunctionReturn(0);
-}
-
-/* State of one k-means run over this rank's rows. */
-typedef struct {
-  MPI_Comm         comm;
-  PetscInt         n, dim, k;
-  PetscInt64       N, rstart;
-  const PetscReal *Y;       /* [n][dim] */
-  PetscReal       *centres; /* [k][dim], identical on every rank */
-  PetscReal       *d2;      /* [n] squared distance to the nearest centre */
-  int             *label;   /* [n] nearest centre */
-} KMeans;
-
-static inline PetscReal Dist2(PetscInt dim, const PetscReal x[], const PetscReal c[])
-{
-  PetscReal s = 0.0;
-
-  for (PetscInt d = 0; d < dim; d++) s += (x[d] - c[d]) * (x[d] - c[d]);
-  return s;
-}
-
-/* Copy the rows with global indices g [m] to rows [m][dim] on every rank: the owner
-   contributes the row, the others zeros, and a sum (exact: one non-zero term) spreads it. */
-static PetscErrorCode FetchRows(KMeans *km, PetscInt m, const PetscInt64 g[], PetscReal rows[])
-{
-  PetscFunctionBeginUser;
-  PetscCall(PetscArrayzero(rows, m * km->dim));
-  for (PetscInt l = 0; l < m; l++)
-    if (g[l] >= km->rstart && g[l] < km->rstart + km->n)
-      PetscCall(PetscArraycpy(rows + l * km->dim, km->Y + (size_t)(g[l] - km->rstart) * km->dim, km->dim));
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, rows, (int)(m * km->dim), MPIU_REAL, MPIU_SUM, km->comm));
-  PetscFunctionReturn(0);
-}
-
-/*
-  KMeansPlusPlus - greedy k-means++ seeding (Arthur & Vassilvitskii 2007; scikit-learn's
-  variant): the first centre is a uniform draw; each next one is the best, by the
-  potential sum_x D(x)^2 it leaves, of 2 + ln k candidates drawn with probability
-  proportional to D(x)^2 over all ranks.
-
-  Collective. A draw u is shared by all ranks (same stream); the target t = u sum D^2 falls
-  in one rank's range of the prefix sums (MPI_Exscan in rank order = global row order),
-  and that rank names the point. The choice is therefore that of a serial run on the
-  concatenated rows, up to the rounding of prefix sums at a rank boundary.
-*/
-static PetscErrorCode KMeansPlusPlus(KMeans *km, BasisRng *rng)
-{
-  PetscInt    dim = km->dim, ntrials = 2 + (PetscInt)PetscLogReal((PetscReal)km->k);
-  PetscInt64 *cand;
-  PetscReal  *cum, *rows, *pot, *u;
-
-  PetscFunctionBeginUser;
-  PetscCall(PetscMalloc5(ntrials + 1, &cand, km->n, &cum, ntrials * dim, &rows, ntrials, &pot, ntrials, &u));
-  cand[0] = PetscMin((PetscInt64)(BasisRngUniform(rng) * (PetscReal)km->N), km->N - 1);
-  PetscCall(FetchRows(km, 1, cand, km->centres));
-  for (PetscInt i = 0; i < km->n; i++) km->d2[i] = Dist2(dim, km->Y + (size_t)i * dim, km->centres);
-  for (PetscInt c = 1; c < km->k; c++) {
-    PetscReal local = 0.0, prefix = 0.0, total;
-    PetscInt  best = 0;
-
-    for (PetscInt i = 0; i < km->n; i++) cum[i] = (local += km->d2[i]);
-    PetscCallMPI(MPI_Exscan(&local, &prefix, 1, MPIU_REAL, MPIU_SUM, km->comm));
-    if (km->rstart == 0) prefix = 0.0; /* undefined on rank 0 (and on leading empty ranks: 0 anyway) */
-    PetscCallMPI(MPI_Allreduce(&local, &total, 1, MPIU_REAL, MPIU_SUM, km->comm));
-    for (PetscInt l = 0; l < ntrials; l++) u[l] = BasisRngUniform(rng);
-    for (PetscInt l = 0; l < ntrials; l++) {
-      PetscReal t = u[l] * total - prefix; /* target within this rank's range */
-
-      cand[l] = INT64_MAX;
-      if (!(total > 0))
-        cand[l] = PetscMin((PetscInt64)(u[l] * (PetscReal)km->N), km->N - 1); /* all points are centres */
-      else if (km->n > 0 && t >= 0 && t < cum[km->n - 1]) {
-        PetscInt lo = 0, hi = km->n - 1; /* first i with cum[i] > t: never a point with D = 0 */
-        while (lo < hi) {
-          PetscInt mid = (lo + hi) / 2;
-          if (cum[mid] > t)
-            hi = mid;
-          else
-            lo = mid + 1;
-        }
-        cand[l] = km->rstart + lo;
-      }
-    }
-    /* fallback when rounding at a rank boundary leaves t unclaimed: the last point with D > 0 */
-    cand[ntrials] = INT64_MAX;
-    for (PetscInt i = km->n - 1; i >= 0; i--)
-      if (km->d2[i] > 0) {
-        cand[ntrials] = -(km->rstart + i);
-        break;
-      }
-    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, cand, (int)(ntrials + 1), MPIU_INT64, MPI_MIN, km->comm));
-    for (PetscInt l = 0; l < ntrials; l++)
-      if (cand[l] == INT64_MAX) cand[l] = -cand[ntrials];
-    PetscCall(FetchRows(km, ntrials, cand, rows));
-    for (PetscInt l = 0; l < ntrials; l++) {
-      pot[l] = 0.0;
-      for (PetscInt i = 0; i < km->n; i++)
-        pot[l] += PetscMin(km->d2[i], Dist2(dim, km->Y + (size_t)i * dim, rows + l * dim));
-    }
-    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, pot, (int)ntrials, MPIU_REAL, MPIU_SUM, km->comm));
-    for (PetscInt l = 1; l < ntrials; l++)
-      if (pot[l] < pot[best]) best = l;
-    PetscCall(PetscArraycpy(km->centres + c * dim, rows + best * dim, dim));
-    for (PetscInt i = 0; i < km->n; i++)
-      km->d2[i] = PetscMin(km->d2[i], Dist2(dim, km->Y + (size_t)i * dim, km->centres + c * dim));
-  }
-  PetscCall(PetscFree5(cand, cum, rows, pot, u));
-  PetscFunctionReturn(0);
-}
-
-/* E-step: label each row with its nearest centre (lowest index on ties). Collective:
-   returns the global number of changed labels and the inertia. */
-static PetscErrorCode KMeansAssign(KMeans *km, PetscInt64 *changes, PetscReal *inertia)
-{
-  PetscReal buf[2] = {0.0, 0.0}; /* changes (exact in a double below 2^53), inertia */
-
-  PetscFunctionBeginUser;
-  for (PetscInt i = 0; i < km->n; i++) {
-    const PetscReal *x    = km->Y + (size_t)i * km->dim;
-    int              best = 0;
-    PetscReal        bd   = Dist2(km->dim, x, km->centres);
-
-    for (PetscInt c = 1; c < km->k; c++) {
-      PetscReal d = Dist2(km->dim, x, km->centres + c * km->dim);
-      if (d < bd) bd = d, best = (int)c;
-    }
-    if (km->label[i] != best) buf[0] += 1.0;
-    km->label[i] = best;
-    km->d2[i]    = bd;
-    buf[1] += bd;
-  }
-  PetscCall(PetscLogFlops(3.0 * km->n * km->k * km->dim));
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, buf, 2, MPIU_REAL, MPIU_SUM, km->comm));
-  *changes = (PetscInt64)buf[0];
-  *inertia = buf[1];
-  PetscFunctionReturn(0);
-}
-
-/* M-step: centres = means of their rows (one allreduce of sums and counts). A centre
-   left without rows moves to the row farthest from its centre (scikit-learn's rule),
-   chosen over all ranks, lowest global index on ties. Collective: returns the sum of
-   squared centre moves. */
-static PetscErrorCode KMeansUpdate(KMeans *km, PetscReal *shift)
-{
-  PetscInt   k = km->k, dim = km->dim;
-  PetscReal *buf, *row, move = 0.0;
-
-  PetscFunctionBeginUser;
-  PetscCall(PetscCalloc1(k * (dim + 1), &buf));
-  PetscCall(PetscMalloc1(dim, &row));
-  for (PetscInt i = 0; i < km->n; i++) {
-    PetscReal *sum = buf + km->label[i] * dim;
-    for (PetscInt d = 0; d < dim; d++) sum[d] += km->Y[(size_t)i * dim + d];
-    buf[k * dim + km->label[i]] += 1.0; /* counts exact in a double below 2^53 */
-  }
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, buf, (int)(k * (dim + 1)), MPIU_REAL, MPIU_SUM, km->comm));
-  for (PetscInt c = 0; c < k; c++) {
-    PetscReal count = buf[k * dim + c];
-
-    if (count > 0) {
-      for (PetscInt d = 0; d < dim; d++) row[d] = buf[c * dim + d] / count;
-    } else {
-      PetscReal  far = -1.0;
-      PetscInt64 g   = INT64_MAX;
-
-      for (PetscInt i = 0; i < km->n; i++) far = PetscMax(far, km->d2[i]);
-      PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &far, 1, MPIU_REAL, MPIU_MAX, km->comm));
-      for (PetscInt i = 0; i < km->n && g == INT64_MAX; i++)
-        if (km->d2[i] == far) g = km->rstart + i;
-      PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &g, 1, MPIU_INT64, MPI_MIN, km->comm));
-      PetscCall(FetchRows(km, 1, &g, row));
-      if (g >= km->rstart && g < km->rstart + km->n) km->d2[g - km->rstart] = -1.0; /* not taken twice */
-    }
-    move += Dist2(dim, row, km->centres + c * dim);
-    PetscCall(PetscArraycpy(km->centres + c * dim, row, dim));
-  }
-  *shift = move;
-  PetscCall(PetscFree(buf));
-  PetscCall(PetscFree(row));
-  PetscFunctionReturn(0);
-}
-
-/*
-  BasisKMeans - k-means clustering of the rows of Y (Lloyd's algorithm, greedy k-means++
-  seeding, best of several restarts).
-
-  Collective on comm.
-
-  Input:
-    n         - rows on this rank; ranks hold consecutive blocks of rows in rank order
-    dim       - columns;  Y [n][dim] row-major
-    nclusters - k, at most the total number of rows
-    restarts  - independent seedings; the run of lowest inertia wins (earliest on ties)
-    seed      - the run's seed; draws come from stream BASIS_STREAM_KMEANS
-  Output:
-    assign  - [n] cluster of each local row, 0 .. nclusters-1
-    inertia - sum over all rows of the squared distance to the assigned centre
-
-  Notes:
-    Each restart runs at most 300 Lloyd iterations and stops when no label changes or the
-    centres move (sum of squared moves) less than 1e-4 of the mean per-column variance,
-    scikit-learn's defaults. Every decision is taken on allreduced values, so all ranks
-    follow the same path; the result equals a serial run on the concatenated rows up to
-    the rounding of the global sums (inertia to ~1e-15 relative).
-*/
-PetscErrorCode BasisKMeans(MPI_Comm comm, PetscInt n, PetscInt dim, const PetscReal Y[], PetscInt nclusters,
-                           PetscInt restarts, PetscInt seed, int assign[], PetscReal *inertia)
-{
-  KMeans     km;
-  BasisRng   rng;
-  PetscReal *stats, tol = 0.0, best = PETSC_MAX_REAL;
-
-  PetscFunctionBeginUser;
-  PetscCheck(dim > 0 && nclusters > 0 && restarts > 0, comm, PETSC_ERR_ARG_OUTOFRANGE,
-             "k-means needs dim, clusters and restarts of at least 1 (got %d, %d, %d)", (int)dim,
-             (int)nclusters, (int)restarts);
-  PetscCall(PetscLogEventBegin(BASIS_Metrics, 0, 0, 0, 0));
-  km.comm = comm, km.n = n, km.dim = dim, km.k = nclusters, km.Y = Y;
-  PetscCall(GlobalRows(comm, n, &km.N, &km.rstart));
-  PetscCheck(km.N >= nclusters, comm, PETSC_ERR_ARG_OUTOFRANGE,
-             "k-means with %d clusters needs at least %d rows, got %lld", (int)nclusters, (int)nclusters,
-             (long long)km.N);
-
-  /* tolerance: BASIS_KMEANS_TOL times the mean over columns of the variance */
-  PetscCall(PetscCalloc1(2 * dim, &stats));
-  for (PetscInt i = 0; i < n; i++)
-    for (PetscInt d = 0; d < dim; d++) stats[d] += Y[(size_t)i * dim + d];
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, stats, (int)dim, MPIU_REAL, MPIU_SUM, comm));
-  for (PetscInt d = 0; d < dim; d++) stats[d] /= (PetscReal)km.N;
-  for (PetscInt i = 0; i < n; i++)
-    for (PetscInt d = 0; d < dim; d++) {
-      PetscReal e = Y[(size_t)i * dim + d] - stats[d];
-      stats[dim + d] += e * e;
-    }
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, stats + dim, (int)dim, MPIU_REAL, MPIU_SUM, comm));
-  for (PetscInt d = 0; d < dim; d++) tol += stats[dim + d] / (PetscReal)km.N;
-  tol *= BASIS_KMEANS_TOL / (PetscReal)dim;
-  PetscCall(PetscFree(stats));
-  PetscCheck(!PetscIsInfOrNanReal(tol), comm, PETSC_ERR_FP, "the data to cluster contain Inf or NaN");
-
-  PetscCall(PetscMalloc3(nclusters * dim, &km.centres, n, &km.d2, n, &km.label));
-  BasisRngSeed(&rng, (uint64_t)seed, BASIS_STREAM_KMEANS);
-  for (PetscInt r = 0; r < restarts; r++) {
-    PetscInt64 changes;
-    PetscReal  energy, shift = 0.0;
-
-    PetscCall(KMeansPlusPlus(&km, &rng));
-    for (PetscInt i = 0; i < n; i++) km.label[i] = -1;
-    PetscCall(KMeansAssign(&km, &changes, &energy));
-    for (PetscInt it = 0; it < BASIS_KMEANS_MAX_IT; it++) {
-      PetscCall(KMeansUpdate(&km, &shift));
-      PetscCall(KMeansAssign(&km, &changes, &energy));
-      if (changes == 0 || shift <= tol) break;
-    }
-    if (energy < best) {
-      best = energy;
-      for (PetscInt i = 0; i < n; i++) assign[i] = km.label[i];
-    }
-  }
-  *inertia = best;
-  PetscCall(PetscFree3(km.centres, km.d2, km.label));
-  PetscCall(PetscLogEventEnd(BASIS_Metrics, 0, 0, 0, 0));
-  PetscFunctionReturn(0);
-}
-
-/*
-  CheckLabels - refuse negative labels or cluster numbers, and an empty row set.
-
-  Collective on comm; one allreduce, so every rank raises the same error. Called before
-  the log event begins, like PETSc's argument checks.
-  Input: labels [n], assign [n] (may be NULL)
-*/
-static PetscErrorCode CheckLabels(MPI_Comm comm, PetscInt n, const int labels[], const int assign[])
-{
-  int buf[3] = {INT32_MAX, INT32_MAX, n > 0 ? -1 : 0}; /* min label, min cluster, -(any rows) */
-
-  PetscFunctionBeginUser;
-  for (PetscInt i = 0; i < n; i++) buf[0] = PetscMin(buf[0], labels[i]);
-  for (PetscInt i = 0; assign && i < n; i++) buf[1] = PetscMin(buf[1], assign[i]);
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, buf, 3, MPI_INT, MPI_MIN, comm));
-  PetscCheck(buf[2] < 0, comm, PETSC_ERR_ARG_SIZ, "no rows to compare labels on");
-  PetscCheck(buf[0] >= 0, comm, PETSC_ERR_ARG_OUTOFRANGE,
-             "labels contain the negative value %d; class labels must be non-negative integers", buf[0]);
-  PetscCheck(buf[1] >= 0, comm, PETSC_ERR_ARG_OUTOFRANGE,
-             "cluster assignments contain the negative value %d; clusters must be numbered from 0", buf[1]);
-  PetscFunctionReturn(0);
-}
-
-/*
-  GlobalValues - the distinct values of v over all ranks, ascending.
-
-  Collective on comm. Output: values - [nvalues] newly allocated (PetscFree)
-*/
-static PetscErrorCode GlobalValues(MPI_Comm comm, PetscInt n, const int v[], const char *name,
-                                   PetscInt *nvalues, PetscInt **values)
-{
-  PetscInt    nl = n, *local, *all;
-  int         nloc;
-  PetscMPIInt size, *counts, *displs;
-
-  PetscFunctionBeginUser;
-  PetscCall(PetscMalloc1(n, &local));
-  for (PetscInt i = 0; i < n; i++) local[i] = v[i];
-  PetscCall(PetscSortRemoveDupsInt(&nl, local));
-  PetscCallMPI(MPI_Comm_size(comm, &size));
-  PetscCall(PetscMalloc2(size, &counts, size + 1, &displs));
-  nloc = (int)nl;
-  PetscCallMPI(MPI_Allgather(&nloc, 1, MPI_INT, counts, 1, MPI_INT, comm));
-  displs[0] = 0;
-  for (PetscMPIInt r = 0; r < size; r++) {
-    PetscCheck(counts[r] <= INT32_MAX - displs[r], comm, PETSC_ERR_ARG_OUTOFRANGE,
-               "%s take too many distinct values to count", name);
-    displs[r + 1] = displs[r] + counts[r];
-  }
-  PetscCall(PetscMalloc1(displs[size], &all));
-  PetscCallMPI(MPI_Allgatherv(local, nloc, MPIU_INT, all, counts, displs, MPIU_INT, comm));
-  *nvalues = displs[size];
-  PetscCall(PetscSortRemoveDupsInt(nvalues, all));
-  *values = all;
-  PetscCall(PetscFree(local));
-  PetscCall(PetscFree2(counts, displs));
-  PetscFunctionReturn(0);
-}
-
-/*
-  Contingency - table [nr][nc] of counts of (label value, assign value) pairs over all
-  ranks, rows and columns in ascending order of the distinct values.
-
-  Collective on comm. Output: table newly allocated (PetscFree), N the number of rows.
-*/
-static PetscErrorCode Contingency(MPI_Comm comm, PetscInt n, const int labels[], const int assign[],
-                                  PetscInt *nr, PetscInt *nc, PetscInt64 **table, PetscInt64 *N)
-{
-  PetscInt *lv, *av;
-
-  PetscFunctionBeginUser;
-  PetscCall(GlobalRows(comm, n, N, NULL));
-  PetscCall(GlobalValues(comm, n, labels, "labels", nr, &lv));
-  PetscCall(GlobalValues(comm, n, assign, "cluster assignments", nc, &av));
-  PetscCheck((double)*nr * (double)*nc <= BASIS_MAX_CONTINGENCY, comm, PETSC_ERR_ARG_OUTOFRANGE,
-             "labels take %d distinct values and clusters %d: a %g-entry contingency table is too large; "
-             "are /labels class labels?",
-             (int)*nr, (int)*nc, (double)*nr * (double)*nc);
-  PetscCall(PetscCalloc1(*nr * *nc, table));
-  for (PetscInt i = 0; i < n; i++) {
-    PetscInt a, b;
-    PetscCall(PetscFindInt(labels[i], *nr, lv, &a));
-    PetscCall(PetscFindInt(assign[i], *nc, av, &b));
-    (*table)[a * *nc + b]++;
-  }
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, *table, (int)(*nr * *nc), MPIU_INT64, MPI_SUM, comm));
-  PetscCall(PetscFree(lv));
-  PetscCall(PetscFree(av));
-  PetscFunctionReturn(0);
-}
-
-/*
-  BasisMetricNMI - normalised mutual information between class labels and a clustering,
-  NMI = I(U;V) / ((H(U) + H(V)) / 2) (arithmetic mean, scikit-learn's default).
-
-  Collective on comm.
-
-  Input:
-    n      - rows on this rank
-    labels - [n] class of each row, any non-negative integers (need not be consecutive)
-    assign - [n] cluster of each row, any non-negative integers
-  Output:
-    nmi - in [0, 1], identical on every rank
-
-  Notes:
-    Natural logarithms (NMI does not depend on the base). Degenerate cases as scikit-learn:
-    both labellings a single class -> 1 (identical partitions); otherwise I = 0 -> 0 (this
-    covers one side being a single class while the other is not).
-*/
-PetscErrorCode BasisMetricNMI(MPI_Comm comm, PetscInt n, const int labels[], const int assign[],
-                              PetscReal *nmi)
-{
-  PetscInt    nr, nc;
-  PetscInt64 *table, N;
-  PetscReal  *a, *b, hu = 0.0, hv = 0.0, mi = 0.0, result;
-
-  PetscFunctionBeginUser;
-  PetscCall(CheckLabels(comm, n, labels, assign));
-  PetscCall(PetscLogEventBegin(BASIS_Metrics, 0, 0, 0, 0));
-  PetscCall(Contingency(comm, n, labels, assign, &nr, &nc, &table, &N));
-  PetscCall(PetscCalloc2(nr, &a, nc, &b));
-  for (PetscInt i = 0; i < nr; i++)
-    for (PetscInt j = 0; j < nc; j++)
-      a[i] += (PetscReal)table[i * nc + j], b[j] += (PetscReal)table[i * nc + j];
-  for (PetscInt i = 0; i < nr; i++) hu -= a[i] / N * PetscLogReal(a[i] / N);
-  for (PetscInt j = 0; j < nc; j++) hv -= b[j] / N * PetscLogReal(b[j] / N);
-  for (PetscInt i = 0; i < nr; i++)
-    for (PetscInt j = 0; j < nc; j++) {
-      PetscReal nij = (PetscReal)table[i * nc + j];
-      if (nij > 0) mi += nij / N * PetscLogReal((PetscReal)N * nij / (a[i] * b[j]));
-    }
-  mi = PetscMax(mi, 0.0); /* rounding can leave -eps for independent labellings */
-  if (nr == 1 && nc == 1)
-    result = 1.0;
-  else if (mi == 0.0)
-    result = 0.0;
-  else
-    result = mi / (0.5 * (hu + hv));
-  /* logarithms may round differently on different nodes: rank 0's value is the result */
-  PetscCallMPI(MPI_Bcast(&result, 1, MPIU_REAL, 0, comm));
-  *nmi = result;
-  PetscCall(PetscFree2(a, b));
-  PetscCall(PetscFree(table));
-  PetscCall(PetscLogEventEnd(BASIS_Metrics, 0, 0, 0, 0));
-  PetscFunctionReturn(0);
-}
-
-/*
-  MaxWeightMatching - Hungarian algorithm (Kuhn-Munkres with potentials, O(nr^2 nc)):
-  the largest total weight of a matching of each of the nr <= nc rows of w [nr][nc] to a
-  distinct column. Not collective; integer arithmetic, so every rank gets the same answer.
-*/
-static PetscErrorCode MaxWeightMatching(PetscInt nr, PetscInt nc, const PetscInt64 w[], PetscInt64 *total)
-{
-  const PetscInt64 inf = INT64_MAX / 4; /* above any cost or potential: |w| <= N < 2^31 */
-  PetscInt64      *u, *v, *minv;
-  PetscInt        *p, *way;
-  PetscBool       *used;
-
-  PetscFunctionBeginUser;
-  PetscCall(PetscCalloc6(nr + 1, &u, nc + 1, &v, nc + 1, &minv, nc + 1, &p, nc + 1, &way, nc + 1, &used));
-  /* minimise the cost -w; 1-based rows and columns, column 0 is a sentinel */
-  for (PetscInt i = 1; i <= nr; i++) {
-    PetscInt j0 = 0;
-
-    p[0] = i;
-    for (PetscInt j = 0; j <= nc; j++) minv[j] = inf, used[j] = PETSC_FALSE;
-    do {
-      PetscInt   i0 = p[j0], j1 = 0;
-      PetscInt64 delta = inf;
-
-      used[j0] = PETSC_TRUE;
-      for (PetscInt j = 1; j <= nc; j++) {
-        if (used[j]) continue;
-        PetscInt64 cur = -w[(i0 - 1) * nc + (j - 1)] - u[i0] - v[j];
-        if (cur < minv[j]) minv[j] = cur, way[j] = j0;
-        if (minv[j] < delta) delta = minv[j], j1 = j;
-      }
-      for (PetscInt j = 0; j <= nc; j++) {
-        if (used[j])
-          u[p[j]] += delta, v[j] -= delta;
-        else
-          minv[j] -= delta;
-      }
-      j0 = j1;
-    } while (p[j0] != 0);
-    do { /* augment along the alternating path */
-      PetscInt j1 = way[j0];
-      p[j0]       = p[j1];
-      j0          = j1;
-    } while (j0);
-  }
-  *total = 0;
-  for (PetscInt j = 1; j <= nc; j++)
-    if (p[j]) *total += w[(p[j] - 1) * nc + (j - 1)];
-  PetscCall(PetscFree6(u, v, minv, p, way, used));
-  PetscFunctionReturn(0);
-}
-
-/*
-  BasisMetricACC - clustering accuracy: the fraction of rows whose cluster is matched to
-  their class by the best one-to-one matching of clusters to classes.
-
-  Collective on comm.
-
-  Input:
-    n      - rows on this rank
-    labels - [n] class of each row, any non-negative integers
-    assign - [n] cluster of each row, any non-negative integers
-  Output:
-    acc - matched / total, identical on every rank
-
-  Notes:
-    The matching maximises the matched count over the allreduced contingency table with
-    the Hungarian algorithm; the numbers of classes and clusters may differ (rows left
-    unmatched count as errors).
-*/
-PetscErrorCode BasisMetricACC(MPI_Comm comm, PetscInt n, const int labels[], const int assign[],
-                              PetscReal *acc)
-{
-  PetscInt    nr, nc;
-  PetscInt64 *table, *wt, N, matched;
-
-  PetscFunctionBeginUser;
-  PetscCall(CheckLabels(comm, n, labels, assign));
-  PetscCall(PetscLogEventBegin(BASIS_Metrics, 0, 0, 0, 0));
-  PetscCall(Contingency(comm, n, labels, assign, &nr, &nc, &table, &N));
-  if (nr <= nc)
-    PetscCall(MaxWeightMatching(nr, nc, table, &matched));
-  else {
-    PetscCall(PetscMalloc1(nr * nc, &wt));
-    for (PetscInt i = 0; i < nr; i++)
-      for (PetscInt j = 0; j < nc; j++) wt[j * nr + i] = table[i * nc + j];
-    PetscCall(MaxWeightMatching(nc, nr, wt, &matched));
-    PetscCall(PetscFree(wt));
-  }
-  *acc = (PetscReal)matched / (PetscReal)N;
-  PetscCall(PetscFree(table));
-  PetscCall(PetscLogEventEnd(BASIS_Metrics, 0, 0, 0, 0));
-  PetscFunctionReturn(0);
-}
-
-/* Uniform in [0, 1) from a global row index (splitmix64's finaliser): the train/test
-   split of the linear probe, the same for every rank count and every run. */
-static PetscReal SplitUniform(PetscInt g)
-{
-  uint64_t z = (uint64_t)(int64_t)g + 0x9e3779b97f4a7c15ULL;
-
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  z ^= z >> 31;
-  return (PetscReal)(z >> 11) * 0x1.0p-53;
-}
-
-/*
-  BasisLinearProbe - accuracy of a linear classifier of the labels from the embedding,
-  trained on one split of the rows and scored on the other.
-
-  Collective on comm.
-
-  Input:
-    n             - rows on this rank
-    dim           - columns;  Y [n][dim] row-major
-    labels        - [n] class of each row, any non-negative integers
-    gidx          - [n] global index of each row: decides the split
-    test_fraction - in (0, 1): a row is a test row when a hash of its global index, uniform
-                    in [0, 1), is below test_fraction
-  Output:
-    accuracy - fraction of test rows whose class is predicted, identical on every rank
-
-  Notes:
-    The classifier is multinomial least squares onto one-hot targets with a small ridge:
-    columns are standardised with the train split's mean and deviation (a column of zero
-    variance becomes 0), W = argmin ||[Z 1] W - T||^2 + 1e-6 n_train ||W_Z||^2 (the bias
-    row is not penalised), solved in closed form from the allreduced (dim+1) x (dim+1)
-    normal equations by Cholesky on rank 0. A test row is given the class of its largest
-    score (lowest class on ties). Least squares is not a maximum-margin classifier, but
-    it separates well-separated classes, needs no iterations or learning rate, and its
-    result does not depend on the rank count.
-*/
-PetscErrorCode BasisLinearProbe(MPI_Comm comm, PetscInt n, PetscInt dim, const PetscReal Y[],
-                                const int labels[], const PetscInt gidx[], PetscReal test_fraction,
-                                PetscReal *accuracy)
-{
-  PetscInt     nclass, *classes, d1 = dim + 1;
-  PetscInt64   counts[3] = {0, 0, 0}; /* train rows, test rows, correct test rows */
-  PetscReal   *mu, *sd, *A, *z;
-  PetscBool   *test;
-  PetscMPIInt  rank;
-  PetscBLASInt bd, bc, info = 0;
-
-  PetscFunctionBeginUser;
-  PetscCheck(test_fraction > 0 && test_fraction < 1, comm, PETSC_ERR_ARG_OUTOFRANGE,
-             "linear probe test fraction %g must lie in (0, 1)", (double)test_fraction);
-  PetscCheck(dim > 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "linear probe needs at least one column (got %d)",
-             (int)dim);
-  PetscCall(CheckLabels(comm, n, labels, NULL));
-  for (PetscInt i = 0; i < n; i++) counts[SplitUniform(gidx[i]) < test_fraction ? 1 : 0]++;
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, counts, 2, MPIU_INT64, MPI_SUM, comm));
-  PetscCheck(counts[0] > 0 && counts[1] > 0, comm, PETSC_ERR_ARG_OUTOFRANGE,
-             "linear probe: test fraction %g splits %lld rows into %lld train and %lld test rows; both must "
-             "be non-empty",
-             (double)test_fraction, (long long)(counts[0] + counts[1]), (long long)counts[0],
-             (long long)counts[1]);
-
-  PetscCall(PetscLogEventBegin(BASIS_Metrics, 0, 0, 0, 0));
-  PetscCall(GlobalValues(comm, n, labels, "labels", &nclass, &classes));
-  PetscCall(PetscCalloc4(2 * dim, &mu, dim, &sd, d1 * (d1 + nclass), &A, d1, &z));
-  PetscCall(PetscMalloc1(n, &test));
-  for (PetscInt i = 0; i < n; i++) test[i] = SplitUniform(gidx[i]) < test_fraction ? PETSC_TRUE : PETSC_FALSE;
-
-  /* standardisation from the train split: means, then centred sums of squares */
-  for (PetscInt i = 0; i < n; i++)
-    if (!test[i])
-      for (PetscInt d = 0; d < dim; d++) mu[d] += Y[(size_t)i * dim + d];
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, mu, (int)dim, MPIU_REAL, MPIU_SUM, comm));
-  for (PetscInt d = 0; d < dim; d++) mu[d] /= (PetscReal)counts[0];
-  for (PetscInt i = 0; i < n; i++)
-    if (!test[i])
-      for (PetscInt d = 0; d < dim; d++) {
-        PetscReal e = Y[(size_t)i * dim + d] - mu[d];
-        mu[dim + d] += e * e;
-      }
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, mu + dim, (int)dim, MPIU_REAL, MPIU_SUM, comm));
-  for (PetscInt d = 0; d < dim; d++) {
-    PetscCheck(!PetscIsInfOrNanReal(mu[dim + d]), comm, PETSC_ERR_FP,
-               "linear probe: the embedding contains Inf or NaN");
-    sd[d] = mu[dim + d] > 0 ? PetscSqrtReal(mu[dim + d] / (PetscReal)counts[0]) : 1.0;
-  }
-
-  /* normal equations, column-major: A [d1][d1] = sum z z^T, then B [d1][nclass] = sum z e_class^T */
-  for (PetscInt i = 0; i < n; i++) {
-    PetscInt c;
-    if (test[i]) continue;
-    for (PetscInt d = 0; d < dim; d++) z[d] = (Y[(size_t)i * dim + d] - mu[d]) / sd[d];
-    z[dim] = 1.0;
-    for (PetscInt a = 0; a < d1; a++)
-      for (PetscInt b = 0; b <= a; b++) A[b * d1 + a] += z[a] * z[b]; /* lower triangle */
-    PetscCall(PetscFindInt(labels[i], nclass, classes, &c));
-    for (PetscInt a = 0; a < d1; a++) A[d1 * d1 + c * d1 + a] += z[a];
-  }
-  PetscCall(PetscLogFlops((PetscReal)counts[0] * d1 * d1));
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, A, (int)(d1 * (d1 + nclass)), MPIU_REAL, MPIU_SUM, comm));
-  for (PetscInt d = 0; d < dim; d++) A[d * d1 + d] += BASIS_PROBE_RIDGE * (PetscReal)counts[0];
-  PetscCallMPI(MPI_Comm_rank(comm, &rank));
-  if (rank == 0) {
-    PetscCall(PetscBLASIntCast(d1, &bd));
-    PetscCall(PetscBLASIntCast(nclass, &bc));
-    PetscCallBLAS("LAPACKpotrf", LAPACKpotrf_("L", &bd, A, &bd, &info));
-    if (!info) PetscCallBLAS("LAPACKpotrs", LAPACKpotrs_("L", &bd, &bc, A, &bd, A + d1 * d1, &bd, &info));
-  }
-  PetscCallMPI(MPI_Bcast(&info, 1, MPI_INT, 0, comm));
-  PetscCheck(info == 0, comm, PETSC_ERR_LIB,
-             "linear probe: LAPACK Cholesky of the normal equations failed (info = %d)", (int)info);
-  PetscCallMPI(MPI_Bcast(A + d1 * d1, (int)(d1 * nclass), MPIU_REAL, 0, comm));
-
-  /* score the test rows: W [d1][nclass] column-major follows A */
-  for (PetscInt i = 0; i < n; i++) {
-    const PetscReal *W          = A + d1 * d1;
-    PetscInt         best       = 0, c;
-    PetscReal        best_score = -PETSC_MAX_REAL;
-
-    if (!test[i]) continue;
-    for (PetscInt d = 0; d < dim; d++) z[d] = (Y[(size_t)i * dim + d] - mu[d]) / sd[d];
-    z[dim] = 1.0;
-    for (PetscInt k = 0; k < nclass; k++) {
-      PetscReal score = 0.0;
-      for (PetscInt a = 0; a < d1; a++) score += z[a] * W[k * d1 + a];
-      if (score > best_score) best_score = score, best = k;
-    }
-    PetscCall(PetscFindInt(labels[i], nclass, classes, &c));
-    if (c == best) counts[2]++;
-  }
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, counts + 2, 1, MPIU_INT64, MPI_SUM, comm));
-  *accuracy = (PetscReal)counts[2] / (PetscReal)counts[1];
-  PetscCall(PetscFree4(mu, sd, A, z));
-  PetscCall(PetscFree(test));
-  PetscCall(PetscFree(classes));
   PetscCall(PetscLogEventEnd(BASIS_Metrics, 0, 0, 0, 0));
   PetscFunctionReturn(0);
 }

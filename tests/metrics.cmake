@@ -1,2 +1,3 @@
-# Embedding metrics (src/metrics.c): d_G, d_perp, k-means, NMI, ACC, linear probe.
+# Embedding metrics (src/metrics.c: d_G and its variants, d_perp) and clustering scores
+# (src/cluster.c: k-means, NMI, ACC, linear probe).
 basis_add_mpi_test(test_metrics test_metrics.c)

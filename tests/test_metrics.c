@@ -2,12 +2,18 @@
   test_metrics - the embedding metrics (DESIGN.md "Metrics") against values known by
   construction or computed by hand, each rank holding a different block of rows
   (BasisBlockRange): d_G = 0 for affine images, d_G and the angles of subspaces built with
-  known principal angles, d_perp of orthogonal and hand-made columns, NMI and ACC of a
+  known principal angles, the sin^2 of every angle, d_G over the non-trivial directions
+  and the published tables' d_G (0 on affine images, a known rotation recovered, equal to
+  a run on one rank, the published one equal to its recipe computed directly), d_perp of
+  orthogonal and hand-made columns (all in metrics.c), NMI and ACC of a
   relabelling and of a hand-computed contingency table, k-means recovering separated blobs
-  and equal to a serial run on the same rows, and a linear probe on separable classes.
+  and equal to a serial run on the same rows, and a linear probe on separable classes
+  (cluster.c).
   Rows are generated from their global index, so every rank count sees the same data.
 */
 #include <basis/metrics.h>
+#include <basis/cluster.h>
+#include <petscblaslapack.h>
 #include <basis/h5io.h>
 #include <slepcsys.h>
 
@@ -478,6 +484,235 @@ static PetscErrorCode TestFewRows(MPI_Comm comm)
   PetscFunctionReturn(0);
 }
 
+/* A reference with orthonormal columns, as exact eigenvectors have, row g of N: V_0 =
+   (1 + 0.3 e_F) / ||.|| is a trivial eigenvector that is not constant (like D^1/2 1 of the
+   sym Laplacian; with constant, V_0 = 1 / sqrt N, that of the other Laplacians), V_j =
+   e_{j-1} / ||e_{j-1}|| for j >= 1, e_f the Fourier columns. w = e_{F+1} / ||.|| is a unit
+   direction orthogonal to all of them and to the constant. ||e_f||^2 = N/2, so
+   ||1 + 0.3 e_F||^2 = N (1 + 0.045). */
+#define GV_K 5
+#define GV_F (2 * GV_K) /* Fourier index of e_F, past those of V_1 .. V_{K-1} */
+static void OrthonormalRow(PetscInt g, PetscInt N, PetscBool constant, PetscReal v[], PetscReal *w)
+{
+  PetscReal h = PetscSqrtReal(2.0 / (PetscReal)N);
+
+  v[0] = constant ? 1.0 / PetscSqrtReal((PetscReal)N)
+                  : (1.0 + 0.3 * Fourier(GV_F, g, N)) / PetscSqrtReal(1.045 * (PetscReal)N);
+  for (PetscInt j = 1; j < GV_K; j++) v[j] = h * Fourier(j - 1, g, N);
+  *w = h * Fourier(GV_F + 1, g, N);
+}
+
+/* The published d_G by its recipe, on all rows at once (rank 0 only; a test's reference,
+   independent of the Gram route of BasisMetricGrassmannPublished): W = argmin ||[Y 1] W -
+   V|| by LAPACK's QR least squares, Yhat = [Y 1] W, both scaled to unit columns, sum of
+   1 - s^2 over the singular values of Yhat^T V. Y, V [N][K] row-major. */
+static PetscErrorCode DirectPublished(PetscInt N, PetscInt K, const PetscReal Y[], const PetscReal V[],
+                                      PetscReal *dG)
+{
+  PetscBLASInt bN, bK1, bK, lwork = 64 * (GV_K + 1) + 8 * N, info, one = 1;
+  PetscReal   *A, *B, *Yhat, *work, M[GV_K * GV_K], s[GV_K], ny[GV_K], nv[GV_K], dummy, sum = 0.0;
+
+  PetscFunctionBeginUser;
+  PetscCall(PetscBLASIntCast(N, &bN));
+  PetscCall(PetscBLASIntCast(K + 1, &bK1));
+  PetscCall(PetscBLASIntCast(K, &bK));
+  PetscCall(PetscMalloc4(N * (K + 1), &A, N * K, &B, N * K, &Yhat, lwork, &work));
+  for (PetscInt g = 0; g < N; g++) { /* column-major [Y 1] and V */
+    for (PetscInt j = 0; j < K; j++) A[j * N + g] = Y[g * K + j], B[j * N + g] = V[g * K + j];
+    A[K * N + g] = 1.0;
+  }
+  PetscCallBLAS("LAPACKgels", LAPACKgels_("N", &bN, &bK1, &bK, A, &bN, B, &bN, work, &lwork, &info));
+  PetscCheck(info == 0, PETSC_COMM_SELF, PETSC_ERR_LIB, "dgels info %d", (int)info);
+  for (PetscInt j = 0; j < K; j++) {
+    ny[j] = nv[j] = 0.0;
+    for (PetscInt g = 0; g < N; g++) {
+      PetscReal y = B[j * N + K]; /* row K of W: the constant's coefficient */
+      for (PetscInt l = 0; l < K; l++) y += Y[g * K + l] * B[j * N + l];
+      Yhat[g * K + j] = y;
+      ny[j] += y * y, nv[j] += V[g * K + j] * V[g * K + j];
+    }
+  }
+  for (PetscInt a = 0; a < K; a++)
+    for (PetscInt b = 0; b < K; b++) {
+      PetscReal c = 0.0;
+      for (PetscInt g = 0; g < N; g++) c += Yhat[g * K + a] * V[g * K + b];
+      M[b * K + a] = c / PetscSqrtReal(ny[a] * nv[b]);
+    }
+  PetscCallBLAS("LAPACKgesvd",
+                LAPACKgesvd_("N", "N", &bK, &bK, M, &bK, s, &dummy, &one, &dummy, &one, work, &lwork, &info));
+  PetscCheck(info == 0, PETSC_COMM_SELF, PETSC_ERR_LIB, "dgesvd info %d", (int)info);
+  for (PetscInt i = 0; i < K; i++) sum += 1.0 - s[i] * s[i];
+  *dG = sum;
+  PetscCall(PetscFree4(A, B, Yhat, work));
+  PetscFunctionReturn(0);
+}
+
+/* The three Grassmann measures of Y [N][K] against V [N][K] on this rank's rows, all
+   checked against expected values (want_* < 0: not checked); the sin^2 must sum to
+   their d_G. Returns the values for further checks. */
+typedef struct {
+  PetscReal dG, sin2[GV_K], dG_nt, sin2_nt[GV_K], dG_pub;
+  PetscInt  rank_y, rank_v;
+} GV;
+
+static PetscErrorCode AllMeasures(MPI_Comm comm, PetscInt n, const PetscReal Y[], const PetscReal V[], GV *r)
+{
+  PetscReal sum = 0.0, sum_nt = 0.0;
+  PetscInt  ry, rv;
+
+  PetscFunctionBeginUser;
+  PetscCall(
+      BasisMetricGrassmannAngles(comm, n, GV_K, Y, GV_K, V, &r->dG, NULL, r->sin2, &r->rank_y, &r->rank_v));
+  PetscCall(BasisMetricGrassmannNontrivial(comm, n, GV_K, Y, GV_K, V, &r->dG_nt, NULL, r->sin2_nt, &ry, &rv));
+  PetscCall(BasisMetricGrassmannPublished(comm, n, GV_K, Y, GV_K, V, &r->dG_pub));
+  for (PetscInt i = 0; i < GV_K; i++) sum += r->sin2[i];
+  for (PetscInt i = 0; i < GV_K - 1; i++) sum_nt += r->sin2_nt[i];
+  /* the same terms in the same order: equal up to the last bit or two */
+  PetscCall(ExpectNear(comm, "the sin^2 sum to d_G", sum, r->dG, 1e-15));
+  PetscCall(ExpectNear(comm, "the non-trivial sin^2 sum to their d_G", sum_nt, r->dG_nt, 1e-15));
+  for (PetscInt i = 1; i < PetscMin(r->rank_y, r->rank_v); i++)
+    PetscCall(Expect(comm, r->sin2[i] >= r->sin2[i - 1] ? PETSC_TRUE : PETSC_FALSE, "sin^2 ascending",
+                     r->sin2[i], r->sin2[i - 1]));
+  PetscCall(ExpectSame(comm, "d_G", r->dG));
+  PetscCall(ExpectSame(comm, "non-trivial d_G", r->dG_nt));
+  PetscCall(ExpectSame(comm, "published d_G", r->dG_pub));
+  PetscFunctionReturn(0);
+}
+
+/* Affine images (every measure 0), Y spanning V's non-trivial columns plus another
+   direction (the non-trivial d_G 0, d_G not), and one column rotated by a known angle
+   out of span(V), towards w: each measure recovers sin^2 of it where it should. With
+   and without a constant trivial column. */
+static PetscErrorCode TestGrassmannVariants(MPI_Comm comm, PetscInt N)
+{
+  const PetscInt  K = GV_K, j = 2;
+  const PetscReal th = 0.4, s2 = PetscSqr(PetscSinReal(th));
+  PetscMPIInt     size, rank;
+  PetscInt        start, n;
+  PetscReal      *V, *w, *Yr, *Y, A[GV_K * GV_K];
+  GV              r;
+
+  PetscFunctionBeginUser;
+  PetscCallMPI(MPI_Comm_size(comm, &size));
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  BasisBlockRange(N, size, rank, &start, &n);
+  PetscCall(PetscMalloc4(n * K, &V, n, &w, n * K, &Yr, n * K, &Y));
+  RandomInvertible(K, 41, A);
+  for (int constant = 0; constant < 2; constant++) {
+    PetscInt nang = K - constant; /* a constant column is dropped by centring */
+
+    for (PetscInt i = 0; i < n; i++)
+      OrthonormalRow(start + i, N, constant ? PETSC_TRUE : PETSC_FALSE, V + i * K, &w[i]);
+    Affine(n, K, V, A, 43, Y);
+    PetscCall(AllMeasures(comm, n, Y, V, &r));
+    PetscCall(ExpectNear(comm, "affine image: d_G", r.dG, 0.0, TOL));
+    for (PetscInt i = 0; i < K; i++) PetscCall(ExpectNear(comm, "affine image: sin^2", r.sin2[i], 0.0, TOL));
+    PetscCall(ExpectNear(comm, "affine image: non-trivial d_G", r.dG_nt, 0.0, TOL));
+    PetscCall(ExpectNear(comm, "affine image: published d_G", r.dG_pub, 0.0, TOL));
+
+    /* column 0 replaced by w plus noise: V's non-trivial columns plus another direction */
+    PetscCall(PetscArraycpy(Yr, V, n * K));
+    for (PetscInt i = 0; i < n; i++) {
+      BasisRng rng;
+      BasisRngSeed(&rng, 47, (uint64_t)(start + i));
+      Yr[i * K] = w[i] + 0.1 * BasisRngNormal(&rng);
+    }
+    Affine(n, K, Yr, A, 45, Y);
+    PetscCall(AllMeasures(comm, n, Y, V, &r));
+    PetscCall(ExpectNear(comm, "non-trivial columns plus another: non-trivial d_G", r.dG_nt, 0.0, TOL));
+    if (!constant) /* the trivial direction is lost, and d_G says so */
+      PetscCall(
+          Expect(comm, r.dG > 0.5 ? PETSC_TRUE : PETSC_FALSE, "trivial direction lost: d_G", r.dG, 1.0));
+
+    /* column j rotated by th towards w */
+    PetscCall(PetscArraycpy(Yr, V, n * K));
+    for (PetscInt i = 0; i < n; i++)
+      Yr[i * K + j] = PetscCosReal(th) * V[i * K + j] + PetscSinReal(th) * w[i];
+    Affine(n, K, Yr, A, 45, Y);
+    PetscCall(AllMeasures(comm, n, Y, V, &r));
+    PetscCall(ExpectNear(comm, "one column rotated: d_G", r.dG, s2, TOL));
+    PetscCall(ExpectNear(comm, "one column rotated: largest sin^2", r.sin2[nang - 1], s2, TOL));
+    for (PetscInt i = 0; i < K; i++)
+      if (i != nang - 1) PetscCall(ExpectNear(comm, "one column rotated: other sin^2", r.sin2[i], 0.0, TOL));
+    PetscCall(ExpectNear(comm, "one column rotated: non-trivial d_G", r.dG_nt, s2, TOL));
+    PetscCall(ExpectNear(comm, "one column rotated: largest non-trivial sin^2", r.sin2_nt[K - 2], s2, TOL));
+    PetscCall(ExpectNear(comm, "one column rotated: published d_G", r.dG_pub, s2, TOL));
+    PetscCall(Expect(comm, r.rank_y == nang && r.rank_v == nang ? PETSC_TRUE : PETSC_FALSE,
+                     "one column rotated: ranks", r.rank_y, nang));
+  }
+  PetscCall(PetscFree4(V, w, Yr, Y));
+  PetscFunctionReturn(0);
+}
+
+/* On all N rows at every rank: the three measures of Y against V computed over comm and
+   on rank 0 alone agree within 1e-12 (so 1, 2 and 4 ranks agree), and the published d_G
+   equals its recipe computed directly. Cases: the trivial column rotated by th towards w
+   (the non-trivial d_G is 0; d_G is sin^2 of the centred angle, known in closed form) and
+   a random Y against V with columns of other norms than 1. */
+static PetscErrorCode TestGrassmannSerial(MPI_Comm comm, PetscInt N)
+{
+  const PetscInt  K  = GV_K;
+  const PetscReal th = 0.4, a2 = 0.045 / 1.045; /* ||centre(V_0)||^2 */
+  PetscMPIInt     size, rank;
+  PetscInt        start, n;
+  PetscReal      *V, *w, *Y, A[GV_K * GV_K];
+  GV              r, serial;
+  PetscReal       direct = 0.0, phi2;
+
+  PetscFunctionBeginUser;
+  PetscCallMPI(MPI_Comm_size(comm, &size));
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  BasisBlockRange(N, size, rank, &start, &n);
+  PetscCall(PetscMalloc3(N * K, &V, N, &w, N * K, &Y));
+  for (PetscInt g = 0; g < N; g++) OrthonormalRow(g, N, PETSC_FALSE, V + g * K, &w[g]);
+  RandomInvertible(K, 51, A);
+  for (int c = 0; c < 2; c++) {
+    if (c == 0) { /* Y = V with the trivial column rotated towards w, in an affine frame */
+      PetscReal *Yr;
+      PetscCall(PetscMalloc1(N * K, &Yr));
+      PetscCall(PetscArraycpy(Yr, V, N * K));
+      for (PetscInt g = 0; g < N; g++) Yr[g * K] = PetscCosReal(th) * V[g * K] + PetscSinReal(th) * w[g];
+      Affine(N, K, Yr, A, 53, Y);
+      PetscCall(PetscFree(Yr));
+    } else
+      for (PetscInt g = 0; g < N; g++) {
+        BasisRng rng;
+        for (PetscInt l = 0; l < K; l++) V[g * K + l] *= l + 2.0; /* no measure depends on V's scales */
+        BasisRngSeed(&rng, 55, (uint64_t)g);
+        for (PetscInt l = 0; l < K; l++) Y[g * K + l] = BasisRngNormal(&rng) + (l == 0 ? 2.0 : 0.0);
+      }
+    PetscCall(AllMeasures(comm, n, Y + start * K, V + start * K, &r));
+    if (rank == 0) {
+      PetscCall(AllMeasures(PETSC_COMM_SELF, N, Y, V, &serial));
+      PetscCall(DirectPublished(N, K, Y, V, &direct));
+    }
+    PetscCallMPI(MPI_Bcast(&serial, (int)sizeof(GV), MPI_BYTE, 0, comm));
+    PetscCallMPI(MPI_Bcast(&direct, 1, MPI_DOUBLE, 0, comm));
+    PetscCall(ExpectNear(comm, "d_G equals a serial run", r.dG, serial.dG, 1e-12));
+    PetscCall(ExpectNear(comm, "non-trivial d_G equals a serial run", r.dG_nt, serial.dG_nt, 1e-12));
+    PetscCall(ExpectNear(comm, "published d_G equals a serial run", r.dG_pub, serial.dG_pub, 1e-12));
+    for (PetscInt i = 0; i < K; i++) {
+      PetscCall(ExpectNear(comm, "sin^2 equal a serial run", r.sin2[i], serial.sin2[i], 1e-12));
+      if (i < K - 1)
+        PetscCall(
+            ExpectNear(comm, "non-trivial sin^2 equal a serial run", r.sin2_nt[i], serial.sin2_nt[i], 1e-12));
+    }
+    PetscCall(ExpectNear(comm, "published d_G equals its recipe computed directly", r.dG_pub, direct, 1e-12));
+    if (c == 0) {
+      /* centre(Y_0) = cos th centre(V_0) + sin th w, and centre(V_0) lies in centre(V):
+         sin^2 phi = sin^2 th / (cos^2 th a2 + sin^2 th) */
+      phi2 = PetscSqr(PetscSinReal(th)) / (PetscSqr(PetscCosReal(th)) * a2 + PetscSqr(PetscSinReal(th)));
+      PetscCall(ExpectNear(comm, "trivial column rotated: d_G", r.dG, phi2, TOL));
+      PetscCall(ExpectNear(comm, "trivial column rotated: non-trivial d_G", r.dG_nt, 0.0, TOL));
+    } else
+      PetscCall(Expect(comm, r.dG > 0.5 && r.dG_nt > 0.5 && r.dG_pub > 0.5 ? PETSC_TRUE : PETSC_FALSE,
+                       "random Y: every measure far from 0", PetscMin(r.dG, PetscMin(r.dG_nt, r.dG_pub)),
+                       1.0));
+  }
+  PetscCall(PetscFree3(V, w, Y));
+  PetscFunctionReturn(0);
+}
+
 int main(int argc, char **argv)
 {
   MPI_Comm comm;
@@ -487,6 +722,8 @@ int main(int argc, char **argv)
   comm = PETSC_COMM_WORLD;
   PetscCall(TestAffine(comm, 301));
   PetscCall(TestKnownAngles(comm, 256));
+  PetscCall(TestGrassmannVariants(comm, 300));
+  PetscCall(TestGrassmannSerial(comm, 300));
   PetscCall(TestOrthogonalityByHand(comm, 400));
   PetscCall(TestClusterScores(comm));
   PetscCall(TestKMeans(comm));
