@@ -1,20 +1,26 @@
 /*
-  embed.c - `basis embed`: run the trained network over any data set with the model's D
-  (DESIGN.md step 6) and write /embedding (N x K, float32) collectively.
+  embed.c - the embedder (include/basis/embed.h) and `basis embed`, its driver: run the
+  trained network over any data set with the model's D (DESIGN.md step 6) and write
+  /embedding (N x K, float32) collectively.
 
-  Every rank streams its contiguous block of rows in chunks of -chunk rows: collective
-  read, normalisation with the model's mean/scale, forward pass (BLAS GEMM), collective
-  write. Memory per rank is bounded by the chunk, not by N. The training data are not
-  needed: the model file carries everything.
+  BasisEmbedderApply maps rows x [n][D] to y [n][K]: the model's input normalisation, the
+  network's forward pass (BLAS GEMM) in chunks of at most -chunk rows, the model's output
+  map (standardised targets back to the embedding's units) and, with -orthonormalize, the
+  map y <- y R^-1. It is not collective: tests and other commands embed rows in memory.
+
+  The driver streams every rank's contiguous block of rows in chunks: collective read,
+  Apply, collective write. Memory per rank is bounded by the chunk, not by N. The training
+  data are not needed: the model file carries everything.
 
   -orthonormalize compute: the network's raw output is close to, but not exactly,
   orthogonal. This mode holds the rank's K-column output (4 K bytes per point), forms the
   Gram matrix G = Y^T Y by one allreduce, factors G = R^T R (Cholesky) and writes Y R^-1,
   whose columns are orthonormal over the whole data set; R is stored in the model file so
   that `-orthonormalize stored` applies the same map to new data (streaming again).
-  Collective on comm.
+
+  The output's attributes name every parameter (`batch`, `knn`, ...; DESIGN.md "Files").
 */
-#include <basis/model.h>
+#include <basis/embed.h>
 #include <basis/log.h>
 #include <basis/options.h>
 #include <basis/output.h>
@@ -22,9 +28,30 @@
 #include <basis/mlp.h>
 #include <petscblaslapack.h>
 
-typedef enum { BASIS_ORTHO_NONE, BASIS_ORTHO_COMPUTE, BASIS_ORTHO_STORED } BasisOrthoType;
-static const char *const BasisOrthoTypes[] = {"none",           "compute",      "stored",
-                                              "BasisOrthoType", "BASIS_ORTHO_", NULL};
+/* Layout version of the embedding file's attributes: 1 (no attribute) = the positional
+   `model_step_l_m_R_seed_knn_scaleneighbor`; 2 = one named attribute per parameter. */
+#define BASIS_EMBEDDING_FORMAT 2
+
+/* Rows per rank per read/forward/write: 8192 rows of D = 784 are 25 MB of float32, large
+   enough that the GEMMs run near peak, small enough for any node. */
+#define BASIS_EMBED_CHUNK 8192
+
+/* Seconds between progress lines (rank 0). */
+#define BASIS_EMBED_PROGRESS_SECONDS 5.0
+
+const char *const BasisOrthoTypes[] = {"none", "compute", "stored", "BasisOrthoType", "BASIS_ORTHO_", NULL};
+
+struct _p_BasisEmbedder {
+  MPI_Comm          comm;
+  const BasisModel *model; /* borrowed: the caller keeps it alive */
+  char              name[PETSC_MAX_PATH_LEN];
+  PetscInt          D, K, chunk, capacity; /* capacity: rows the MLP and xn hold now */
+  BasisOrthoType    ortho;
+  BasisMLP          mlp;
+  float            *xn; /* [capacity][D] normalised input */
+  PetscReal        *R;  /* [K][K] upper triangular, row-major; NULL: no orthonormalisation */
+  PetscBool         setup;
+};
 
 /* y [n][K] <- y R^-1 with R upper triangular [K][K] row-major: forward substitution on
    each row (solve z R = y). */
@@ -66,25 +93,309 @@ static PetscErrorCode ComputeR(MPI_Comm comm, PetscInt n, PetscInt K, const floa
 }
 
 /*
-  BasisEmbedMain - `basis embed`.
+  BasisEmbedderCreate - an embedder with no model yet (defaults: -chunk 8192,
+  -orthonormalize none).
 
-  Collective on comm. Options: -model -input -output -force -chunk -orthonormalize
+  Collective on comm (keeps comm for the collective BasisEmbedderOrthonormalize).
+*/
+PetscErrorCode BasisEmbedderCreate(MPI_Comm comm, BasisEmbedder *e)
+{
+  PetscFunctionBeginUser;
+  PetscCall(PetscNew(e));
+  (*e)->comm  = comm;
+  (*e)->chunk = BASIS_EMBED_CHUNK;
+  (*e)->ortho = BASIS_ORTHO_NONE;
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisEmbedderSetModel - the model to apply (borrowed: keep it alive until Destroy).
+
+  Not collective. Input: name - how messages name the model (its file), may be NULL.
+*/
+PetscErrorCode BasisEmbedderSetModel(BasisEmbedder e, const BasisModel *model, const char *name)
+{
+  PetscFunctionBeginUser;
+  e->model = model;
+  e->D     = model->D;
+  e->K     = model->widths[model->nlayers];
+  e->setup = PETSC_FALSE;
+  PetscCall(PetscStrncpy(e->name, name ? name : "(in memory)", sizeof(e->name)));
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisEmbedderSetFromOptions - read the embedder's options.
+
+  Collective on the embedder's comm (same options, same verdict on every rank).
+  Options: -chunk n (rows per forward pass, >= 1), -orthonormalize none|compute|stored
+*/
+PetscErrorCode BasisEmbedderSetFromOptions(BasisEmbedder e)
+{
+  PetscFunctionBeginUser;
+  PetscOptionsBegin(e->comm, NULL, "Embedder: the trained network applied to rows", NULL);
+  PetscCall(
+      PetscOptionsInt("-chunk", "Rows per rank per read/forward/write", NULL, e->chunk, &e->chunk, NULL));
+  PetscCall(BasisOptionsCheckEnum(e->comm, "-orthonormalize", BasisOrthoTypes));
+  PetscCall(PetscOptionsEnum("-orthonormalize", "Map the output to orthonormal columns", NULL,
+                             BasisOrthoTypes, (PetscEnum)e->ortho, (PetscEnum *)&e->ortho, NULL));
+  PetscOptionsEnd();
+  PetscCheck(e->chunk >= 1, e->comm, PETSC_ERR_ARG_OUTOFRANGE, "-chunk %d must be at least 1", (int)e->chunk);
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisEmbedderSetUp - check the model and take its stored orthonormalisation if asked.
+
+  Collective on the embedder's comm (the model is the same on every rank). Errors: an
+  untrained model, -orthonormalize stored without a stored R.
+*/
+PetscErrorCode BasisEmbedderSetUp(BasisEmbedder e)
+{
+  const BasisModel *mo = e->model;
+
+  PetscFunctionBeginUser;
+  PetscCheck(mo, e->comm, PETSC_ERR_ORDER, "BasisEmbedderSetModel must come before BasisEmbedderSetUp");
+  PetscCheck(e->ortho != BASIS_ORTHO_STORED || mo->ortho_R, e->comm, PETSC_ERR_ARG_WRONG,
+             "model %s has no stored orthonormalisation; run embed once with -orthonormalize compute",
+             e->name);
+  PetscCheck(mo->step > 0, e->comm, PETSC_ERR_ARG_WRONG, "model %s has not been trained (step 0)", e->name);
+  PetscCall(PetscFree(e->R));
+  if (e->ortho == BASIS_ORTHO_STORED) {
+    PetscCall(PetscMalloc1(e->K * e->K, &e->R));
+    PetscCall(PetscArraycpy(e->R, mo->ortho_R, e->K * e->K));
+  }
+  e->setup = PETSC_TRUE;
+  PetscFunctionReturn(0);
+}
+
+/* BasisEmbedderGetSizes - D (input features), K (output columns), -chunk. Not collective. */
+PetscErrorCode BasisEmbedderGetSizes(BasisEmbedder e, PetscInt *D, PetscInt *K, PetscInt *chunk)
+{
+  PetscFunctionBeginUser;
+  if (D) *D = e->D;
+  if (K) *K = e->K;
+  if (chunk) *chunk = e->chunk;
+  PetscFunctionReturn(0);
+}
+
+/* BasisEmbedderGetOrthoType - the -orthonormalize mode. Not collective. */
+PetscErrorCode BasisEmbedderGetOrthoType(BasisEmbedder e, BasisOrthoType *ortho)
+{
+  PetscFunctionBeginUser;
+  *ortho = e->ortho;
+  PetscFunctionReturn(0);
+}
+
+/* The network and the normalisation buffer for at least `rows` rows (at most -chunk). */
+static PetscErrorCode EnsureCapacity(BasisEmbedder e, PetscInt rows)
+{
+  float *params;
+
+  PetscFunctionBeginUser;
+  if (rows <= e->capacity) PetscFunctionReturn(0);
+  PetscCall(BasisMLPDestroy(&e->mlp));
+  PetscCall(PetscFree(e->xn));
+  PetscCall(BasisMLPCreate(e->model->nlayers, e->model->widths, rows, &e->mlp));
+  PetscCall(BasisMLPGetArrays(e->mlp, &params, NULL, NULL, NULL));
+  PetscCall(PetscArraycpy(params, e->model->params, e->model->nparams));
+  PetscCall(PetscMalloc1((size_t)rows * e->D, &e->xn));
+  e->capacity = rows;
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisEmbedderApply - embed n rows: y = f((x - mean) / scale) * out_scale + out_shift,
+  then y R^-1 when an orthonormalisation is set (-orthonormalize stored, or after
+  BasisEmbedderOrthonormalize).
+
+  Not collective. Input: x [n][D] raw features (n may be 0). Output: y [n][K].
+
+  Notes:
+    Runs in chunks of at most -chunk rows; the network is sized for the first call's
+    min(n, chunk) rows and grows when a later call needs more. Logged as BASIS_Embed.
+*/
+PetscErrorCode BasisEmbedderApply(BasisEmbedder e, PetscInt n, const float x[], float y[])
+{
+  const BasisModel *mo = e->model;
+
+  PetscFunctionBeginUser;
+  PetscCheck(e->setup, PETSC_COMM_SELF, PETSC_ERR_ORDER, "call BasisEmbedderSetUp before BasisEmbedderApply");
+  if (n <= 0) PetscFunctionReturn(0);
+  PetscCall(EnsureCapacity(e, PetscMin(n, e->chunk)));
+  PetscCall(PetscLogEventBegin(BASIS_Embed, 0, 0, 0, 0));
+  for (PetscInt lo = 0; lo < n; lo += e->chunk) {
+    PetscInt cnt = PetscMin(e->chunk, n - lo);
+    float   *yc  = y + (size_t)lo * e->K;
+
+    BasisModelNormaliseInput(mo, cnt, x + (size_t)lo * e->D, e->xn);
+    PetscCall(BasisMLPForward(e->mlp, cnt, e->xn, yc));
+    BasisModelOutput(mo, cnt, yc);
+    if (e->R) ApplyInverseR(cnt, e->K, e->R, yc);
+  }
+  PetscCall(PetscLogEventEnd(BASIS_Embed, 0, 0, 0, 0));
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisEmbedderOrthonormalize - -orthonormalize compute: R with R^T R = Y^T Y over all
+  ranks' rows, and y <- y R^-1 in place; later Apply calls apply the same R.
+
+  Collective on the embedder's comm. Input/Output: y [n][K], this rank's rows of the whole
+  embedding as Apply returned them (without an orthonormalisation).
+*/
+PetscErrorCode BasisEmbedderOrthonormalize(BasisEmbedder e, PetscInt n, float y[])
+{
+  PetscFunctionBeginUser;
+  PetscCheck(!e->R, e->comm, PETSC_ERR_ORDER, "the embedder already applies an orthonormalisation");
+  PetscCall(PetscMalloc1(e->K * e->K, &e->R));
+  PetscCall(ComputeR(e->comm, n, e->K, y, e->R));
+  ApplyInverseR(n, e->K, e->R, y);
+  PetscFunctionReturn(0);
+}
+
+/* BasisEmbedderGetOrthonormalization - R [K][K] applied after the network, or NULL. Not collective. */
+PetscErrorCode BasisEmbedderGetOrthonormalization(BasisEmbedder e, const PetscReal **R)
+{
+  PetscFunctionBeginUser;
+  *R = e->R;
+  PetscFunctionReturn(0);
+}
+
+/* BasisEmbedderDestroy - free the embedder (NULL-tolerant); the model stays the caller's. */
+PetscErrorCode BasisEmbedderDestroy(BasisEmbedder *e)
+{
+  PetscFunctionBeginUser;
+  if (!*e) PetscFunctionReturn(0);
+  PetscCall(BasisMLPDestroy(&(*e)->mlp));
+  PetscCall(PetscFree((*e)->xn));
+  PetscCall(PetscFree((*e)->R));
+  PetscCall(PetscFree(*e));
+  PetscFunctionReturn(0);
+}
+
+/* The model's parameters as named attributes of obj. A stand-in for the model module's
+   stamp of its parameters (branch arch-files), which should replace it when merged. */
+static PetscErrorCode EmbedStampModelParams(hid_t obj, const BasisModel *mo)
+{
+  const struct {
+    const char *name;
+    PetscInt    value;
+  } ints[] = {
+      {"step", mo->step},
+      {"steps", mo->steps},
+      {"D", mo->D},
+      {"dim", mo->widths[mo->nlayers]},
+      {"anchors", mo->l},
+      {"batch", mo->m},
+      {"reference_size", mo->R},
+      {"seed", mo->seed},
+      {"knn", mo->graph.knn},
+      {"scale_neighbor", mo->graph.scale_neighbor},
+  };
+
+  PetscFunctionBeginUser;
+  for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++)
+    PetscCall(BasisH5AttrWriteInt(obj, ints[i].name, 1, &ints[i].value));
+  PetscCall(BasisH5AttrWriteString(obj, "scale", BasisScaleTypes[mo->graph.scale]));
+  PetscCall(BasisH5AttrWriteString(obj, "laplacian", BasisLaplacianTypes[mo->graph.laplacian]));
+  PetscFunctionReturn(0);
+}
+
+/* The attributes of /embedding: what it was computed from and how (DESIGN.md "Files"). */
+static PetscErrorCode WriteEmbeddingAttrs(hid_t dset, BasisEmbedder e, const char *model_path,
+                                          const BasisInput *in)
+{
+  const PetscInt   format = BASIS_EMBEDDING_FORMAT;
+  const PetscReal *R;
+
+  PetscFunctionBeginUser;
+  PetscCall(BasisH5AttrWriteInt(dset, "format_version", 1, &format));
+  PetscCall(BasisH5AttrWriteString(dset, "model", model_path));
+  PetscCall(BasisH5AttrWriteString(dset, "input", in->path));
+  PetscCall(BasisH5AttrWriteInt(dset, "N", 1, &in->N));
+  PetscCall(BasisH5AttrWriteString(dset, "orthonormalize", BasisOrthoTypes[e->ortho]));
+  PetscCall(BasisH5AttrWriteString(dset, "basis_version", BASIS_VERSION));
+  PetscCall(EmbedStampModelParams(dset, e->model));
+  PetscCall(BasisEmbedderGetOrthonormalization(e, &R));
+  if (R) PetscCall(BasisH5AttrWriteDouble(dset, "orthonormalize_R", e->K * e->K, R));
+  PetscFunctionReturn(0);
+}
+
+/* A progress line on rank 0 every BASIS_EMBED_PROGRESS_SECONDS. */
+static PetscErrorCode Progress(MPI_Comm comm, PetscInt done, PetscInt n, double t0, double *tlast)
+{
+  double now = MPI_Wtime(), frac = (double)done / PetscMax(n, 1);
+
+  PetscFunctionBeginUser;
+  if (now - *tlast > BASIS_EMBED_PROGRESS_SECONDS) {
+    PetscCall(PetscPrintf(comm, "embed: %5.1f%% of rank 0's rows, %.0f s elapsed, ~%.0f s left\n", 100 * frac,
+                          now - t0, (now - t0) * (1 - frac) / PetscMax(frac, 1e-9)));
+    *tlast = now;
+  }
+  PetscFunctionReturn(0);
+}
+
+/*
+  EmbedRows - embed this rank's rows [rstart, rstart + n) of the input into dset, chunk by
+  chunk (with -orthonormalize compute: all of them first, then R, then one write).
+  Collective on comm.
+*/
+static PetscErrorCode EmbedRows(MPI_Comm comm, BasisEmbedder e, BasisInput *in, PetscInt rstart, PetscInt n,
+                                hid_t dset)
+{
+  PetscInt       D, K, chunk, nchunks, done = 0;
+  BasisOrthoType ortho;
+  float         *x, *y, *Y = NULL;
+  double         t0 = MPI_Wtime(), tlast = t0;
+
+  PetscFunctionBeginUser;
+  PetscCall(BasisEmbedderGetSizes(e, &D, &K, &chunk));
+  PetscCall(BasisEmbedderGetOrthoType(e, &ortho));
+  chunk = PetscMin(chunk, PetscMax(n, 1));
+  PetscCall(PetscMalloc2((size_t)chunk * D, &x, (size_t)chunk * K, &y));
+  if (ortho == BASIS_ORTHO_COMPUTE) PetscCall(PetscMalloc1((size_t)PetscMax(n, 1) * K, &Y));
+  nchunks = (n + chunk - 1) / chunk;
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &nchunks, 1, MPIU_INT, MPI_MAX, comm));
+  for (PetscInt c = 0; c < nchunks; c++) {
+    PetscInt lo = PetscMin(c * chunk, n), cnt = PetscMin(chunk, n - lo);
+
+    PetscCall(BasisInputRead(in, rstart + lo, cnt, x));
+    PetscCall(BasisEmbedderApply(e, cnt, x, Y ? Y + (size_t)lo * K : y));
+    if (!Y) PetscCall(BasisH5WriteRows(comm, dset, rstart + lo, cnt, K, H5T_NATIVE_FLOAT, y));
+    done += cnt;
+    PetscCall(Progress(comm, done, n, t0, &tlast));
+  }
+  if (Y) {
+    PetscCall(BasisEmbedderOrthonormalize(e, n, Y));
+    PetscCall(BasisH5WriteRows(comm, dset, rstart, n, K, H5T_NATIVE_FLOAT, Y));
+  }
+  PetscCall(PetscFree2(x, y));
+  PetscCall(PetscFree(Y));
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisEmbedMain - `basis embed`: embed -input with -model into -output (/embedding, and
+  /labels copied from the input).
+
+  Collective on comm. Options: -model -input -output -force, and the embedder's -chunk
+  -orthonormalize.
 */
 PetscErrorCode BasisEmbedMain(MPI_Comm comm)
 {
   char model_path[PETSC_MAX_PATH_LEN] = "model.h5", input[PETSC_MAX_PATH_LEN] = "",
        output[PETSC_MAX_PATH_LEN] = "embedding.h5";
   PetscBool      force            = PETSC_FALSE, help;
-  PetscInt       chunk = 8192, K, D, rstart, n, nchunks, done = 0;
-  BasisOrthoType ortho = BASIS_ORTHO_NONE;
+  PetscInt       K, rstart, n;
+  BasisOrthoType ortho;
+  BasisEmbedder  e;
   BasisModel     mo;
   BasisInput     in;
   BasisOutput    out;
-  BasisMLP       mlp;
   PetscMPIInt    size, rank;
-  float         *x, *xn, *y, *Y = NULL, *params, *grad, *am, *av;
   hid_t          dset;
-  double         t0 = MPI_Wtime(), tlast = t0;
+  double         t0 = MPI_Wtime();
   const char    *inputs[3];
 
   PetscFunctionBeginUser;
@@ -96,14 +407,14 @@ PetscErrorCode BasisEmbedMain(MPI_Comm comm)
   PetscCall(PetscOptionsString("-output", "Output HDF5 file (/embedding)", NULL, output, output,
                                sizeof(output), NULL));
   PetscCall(PetscOptionsBool("-force", "Overwrite an existing output", NULL, force, &force, NULL));
-  PetscCall(PetscOptionsInt("-chunk", "Rows per rank per read/forward/write", NULL, chunk, &chunk, NULL));
-  PetscCall(BasisOptionsCheckEnum(comm, "-orthonormalize", BasisOrthoTypes));
-  PetscCall(PetscOptionsEnum("-orthonormalize", "Map the output to orthonormal columns", NULL,
-                             BasisOrthoTypes, (PetscEnum)ortho, (PetscEnum *)&ortho, NULL));
   PetscOptionsEnd();
+  PetscCall(BasisEmbedderCreate(comm, &e));
+  PetscCall(BasisEmbedderSetFromOptions(e));
   PetscCall(BasisHelpRequested(&help));
-  if (help) PetscFunctionReturn(0);
-  PetscCheck(chunk >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-chunk %d must be at least 1", (int)chunk);
+  if (help) {
+    PetscCall(BasisEmbedderDestroy(&e));
+    PetscFunctionReturn(0);
+  }
   PetscCallMPI(MPI_Comm_size(comm, &size));
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
 
@@ -111,85 +422,33 @@ PetscErrorCode BasisEmbedMain(MPI_Comm comm)
   PetscCall(BasisOutputCheckPath(comm, output, force, inputs));
   PetscCall(BasisModelRead(comm, model_path, &mo));
   PetscCall(BasisInputOpen(comm, input, &in));
-  K = mo.widths[mo.nlayers], D = mo.D;
   PetscCheck(
-      in.D == D, comm, PETSC_ERR_ARG_INCOMP,
+      in.D == mo.D, comm, PETSC_ERR_ARG_INCOMP,
       "input %s has D = %d features but model %s was trained on D = %d; embed data with the model's features",
-      input, (int)in.D, model_path, (int)D);
-  PetscCheck(ortho != BASIS_ORTHO_STORED || mo.ortho_R, comm, PETSC_ERR_ARG_WRONG,
-             "model %s has no stored orthonormalisation; run embed once with -orthonormalize compute",
-             model_path);
-  PetscCheck(mo.step > 0, comm, PETSC_ERR_ARG_WRONG, "model %s has not been trained (step 0)", model_path);
+      input, (int)in.D, model_path, (int)mo.D);
+  PetscCall(BasisEmbedderSetModel(e, &mo, model_path));
+  PetscCall(BasisEmbedderSetUp(e));
+  PetscCall(BasisEmbedderGetSizes(e, NULL, &K, NULL));
+  PetscCall(BasisEmbedderGetOrthoType(e, &ortho));
 
   PetscCall(PetscLogStagePush(BASIS_StageEmbed));
   BasisBlockRange(in.N, size, rank, &rstart, &n);
-  chunk = PetscMin(chunk, PetscMax(n, 1));
-  PetscCall(BasisMLPCreate(mo.nlayers, mo.widths, chunk, &mlp));
-  PetscCall(BasisMLPGetArrays(mlp, &params, &grad, &am, &av));
-  PetscCall(PetscArraycpy(params, mo.params, mo.nparams));
-  PetscCall(PetscMalloc3((size_t)chunk * D, &x, (size_t)chunk * D, &xn, (size_t)chunk * K, &y));
-  if (ortho == BASIS_ORTHO_COMPUTE) PetscCall(PetscMalloc1((size_t)PetscMax(n, 1) * K, &Y));
-
   PetscCall(BasisOutputCreate(comm, output, force, inputs, &out));
   PetscCall(BasisH5CreateMatrix(out.file, "embedding", in.N, K, H5T_IEEE_F32LE, &dset));
-  nchunks = (n + chunk - 1) / chunk;
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &nchunks, 1, MPIU_INT, MPI_MAX, comm));
-  for (PetscInt c = 0; c < nchunks; c++) {
-    PetscInt lo = PetscMin(c * chunk, n), cnt = PetscMin(chunk, n - lo);
-    double   now;
-
-    PetscCall(BasisInputRead(&in, rstart + lo, cnt, x));
-    PetscCall(PetscLogEventBegin(BASIS_Embed, 0, 0, 0, 0));
-    BasisModelNormaliseInput(&mo, cnt, x, xn);
-    if (cnt > 0) PetscCall(BasisMLPForward(mlp, cnt, xn, y));
-    BasisModelOutput(&mo, cnt, y);
-    if (ortho == BASIS_ORTHO_STORED) ApplyInverseR(cnt, K, mo.ortho_R, y);
-    PetscCall(PetscLogEventEnd(BASIS_Embed, 0, 0, 0, 0));
-    if (ortho == BASIS_ORTHO_COMPUTE)
-      PetscCall(PetscArraycpy(Y + (size_t)lo * K, y, (size_t)cnt * K));
-    else
-      PetscCall(BasisH5WriteRows(comm, dset, rstart + lo, cnt, K, H5T_NATIVE_FLOAT, y));
-    done += cnt;
-    now = MPI_Wtime();
-    if (now - tlast > 5.0) { /* progress on long runs */
-      double frac = (double)done / PetscMax(n, 1);
-      PetscCall(PetscPrintf(comm, "embed: %5.1f%% of rank 0's rows, %.0f s elapsed, ~%.0f s left\n",
-                            100 * frac, now - t0, (now - t0) * (1 - frac) / PetscMax(frac, 1e-9)));
-      tlast = now;
-    }
-  }
-  if (ortho == BASIS_ORTHO_COMPUTE) {
-    PetscCall(PetscMalloc1(K * K, &mo.ortho_R));
-    PetscCall(ComputeR(comm, n, K, Y, mo.ortho_R));
-    ApplyInverseR(n, K, mo.ortho_R, Y);
-    PetscCall(BasisH5WriteRows(comm, dset, rstart, n, K, H5T_NATIVE_FLOAT, Y));
-  }
-  PetscCall(BasisH5AttrWriteString(dset, "model", model_path));
-  PetscCall(BasisH5AttrWriteString(dset, "input", input));
-  PetscCall(BasisH5AttrWriteString(dset, "orthonormalize", BasisOrthoTypes[ortho]));
-  PetscCall(BasisH5AttrWriteString(dset, "basis_version", BASIS_VERSION));
-  {
-    PetscInt ints[] = {mo.step, mo.l, mo.m, mo.R, mo.seed, mo.graph.knn, mo.graph.scale_neighbor};
-    PetscCall(BasisH5AttrWriteInt(dset, "model_step_l_m_R_seed_knn_scaleneighbor", 7, ints));
-    PetscCall(BasisH5AttrWriteString(dset, "laplacian", BasisLaplacianTypes[mo.graph.laplacian]));
-    if (mo.ortho_R && ortho != BASIS_ORTHO_NONE)
-      PetscCall(BasisH5AttrWriteDouble(dset, "orthonormalize_R", K * K, mo.ortho_R));
-  }
+  PetscCall(EmbedRows(comm, e, &in, rstart, n, dset));
+  PetscCall(WriteEmbeddingAttrs(dset, e, model_path, &in));
   BasisCallH5(H5Dclose(dset));
-  if (in.has_labels) { /* carried along so `basis eval` needs only this file */
-    hid_t lset;
-    int  *labels;
-    PetscCall(PetscMalloc1(PetscMax(n, 1), &labels));
-    PetscCall(BasisInputReadLabels(&in, rstart, n, labels));
-    PetscCall(BasisH5CreateMatrix(out.file, "labels", in.N, 0, H5T_STD_I32LE, &lset));
-    PetscCall(BasisH5WriteRows(comm, lset, rstart, n, 1, H5T_NATIVE_INT, labels));
-    BasisCallH5(H5Dclose(lset));
-    PetscCall(PetscFree(labels));
-  }
+  PetscCall(BasisInputCopyLabels(&in, out.file)); /* so `basis eval` needs only this file */
   PetscCall(BasisOutputCommit(&out));
   PetscCall(PetscLogStagePop());
-  if (ortho == BASIS_ORTHO_COMPUTE) {
-    const char *minputs[] = {input, NULL};
+  if (ortho == BASIS_ORTHO_COMPUTE) { /* store R in the model for -orthonormalize stored */
+    const char      *minputs[] = {input, NULL};
+    const PetscReal *R;
+
+    PetscCall(BasisEmbedderGetOrthonormalization(e, &R));
+    PetscCall(PetscFree(mo.ortho_R));
+    PetscCall(PetscMalloc1(K * K, &mo.ortho_R));
+    PetscCall(PetscArraycpy(mo.ortho_R, R, K * K));
     PetscCall(BasisModelWrite(comm, model_path, PETSC_TRUE, minputs, &mo));
     PetscCall(PetscPrintf(
         comm, "embed: stored the orthonormalisation in %s (-orthonormalize stored reuses it)\n", model_path));
@@ -199,9 +458,7 @@ PetscErrorCode BasisEmbedMain(MPI_Comm comm)
     PetscCall(PetscPrintf(comm, "embed: %d x %d written to %s in %.1f s (%.0f points/s)\n", (int)in.N, (int)K,
                           output, secs, in.N / secs));
   }
-  PetscCall(PetscFree3(x, xn, y));
-  PetscCall(PetscFree(Y));
-  PetscCall(BasisMLPDestroy(&mlp));
+  PetscCall(BasisEmbedderDestroy(&e));
   PetscCall(BasisInputClose(&in));
   PetscCall(BasisModelFree(&mo));
   PetscFunctionReturn(0);

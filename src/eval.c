@@ -1,219 +1,545 @@
 /*
-  eval.c - `basis eval`: score embeddings against exact eigenvectors (DESIGN.md "Metrics").
+  eval.c - the evaluator (include/basis/eval.h) and `basis eval`, its driver: score
+  embeddings against exact eigenvectors (DESIGN.md "Metrics").
 
   Inputs: one or more embeddings (/embedding from `basis embed`, or /exact/vectors so that
   an exact file can itself be scored), all of the same N points in the same order, and the
-  exact eigenvectors either read from a `basis exact` file (-exact) or computed here from
-  the data (-data) with the ring kNN and SLEPc of exact.c. With -data the reference graphs
-  are the density-matched one for the model's batch size m (k N / m neighbours: what a
-  model trained on batches of m learns) and the same-k one; -match_batch picks others.
-  One kNN search with the largest k serves every reference graph (a list of k' > k
-  neighbours holds the k nearest first).
+  exact eigenvectors either read from a `basis exact` file or computed here from the data
+  with the ring kNN and SLEPc of exact.c. Computed, the reference graphs are the
+  density-matched one for the model's batch size m (k N / m neighbours: what a model
+  trained on batches of m learns) and the same-k one; -match_batch picks others. One kNN
+  search with the largest k serves every reference graph (a list of k' > k neighbours
+  holds the k nearest first).
+
+  Data identity: every file records the data it describes (`input`, N, and for embeddings
+  the model's D). A different N or D is an error that names both files. A different input
+  path with the same N and D is a warning only: a user who moved or copied the data gets
+  a note, not a refusal, while a user who mixed up two data sets of the same shape (the
+  MNIST and Fashion-MNIST test sets are both 10000 x 784) is told which files disagree.
 
   Every row (each embedding, then each exact reference) gets: d_G and sqrt(sum theta^2)
   against every reference, d_perp, and, when labels exist, NMI and ACC of k-means and the
   accuracy of a linear probe (metrics.c). Rows are distributed in contiguous blocks; every
-  metric is collective and returns the same value on every rank. Rank 0 prints an aligned
-  table and writes the same numbers as JSON (temporary name, then rename).
-  Collective on comm.
+  metric is collective and returns the same value on every rank. The report (table and
+  JSON) is report.c's. Collective on comm throughout.
 */
+#include <basis/eval.h>
 #include <basis/exact.h>
-#include <basis/options.h>
-#include <basis/output.h>
+#include <basis/log.h>
 #include <basis/metrics.h>
 #include <basis/model.h>
-#include <errno.h>
+#include <basis/options.h>
+#include <basis/output.h>
+#include <limits.h>
 #include <math.h>
-#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-/* At most this many embeddings per run and reference graphs per run: a table that still
-   fits a terminal. */
-#define BASIS_EVAL_MAX_INPUTS 16
-#define BASIS_EVAL_MAX_REFS   4
 /* Class labels are counted with a histogram of this many bins: far above any class count,
    it refuses label columns that are really row identifiers. */
 #define BASIS_EVAL_MAX_LABEL 1000000
 
-/* One scored matrix: an embedding or an exact reference. */
+/* What a file says about the data it describes. */
 typedef struct {
-  char       name[PETSC_MAX_PATH_LEN];
-  PetscBool  exact;
-  PetscInt   K;
-  PetscReal *Y; /* [n][K] this rank's rows */
-  /* results, identical on every rank */
-  PetscReal dG[BASIS_EVAL_MAX_REFS], theta_norm[BASIS_EVAL_MAX_REFS], *theta[BASIS_EVAL_MAX_REFS];
-  PetscInt  rank_y;
-  PetscReal dperp, nmi, acc, probe;
-} EvalRow;
+  char     file[PETSC_MAX_PATH_LEN];  /* the file that records it */
+  char     input[PETSC_MAX_PATH_LEN]; /* the data it was computed from; "" when not recorded */
+  PetscInt N, D;                      /* D < 0 when not recorded */
+} EvalIdentity;
 
-/* An exact reference: which graph, where it came from. */
-typedef struct {
-  char             source[PETSC_MAX_PATH_LEN];
-  PetscBool        computed;                         /* here from -data, else read from -exact */
-  PetscInt         match_batch, knn, scale_neighbor; /* -1 when unknown */
-  char             scale[32], laplacian[32];
-  BasisGraphParams p;
-  PetscReal       *lambda; /* [K], NULL when unknown */
-  PetscReal        max_residual;
-  PetscInt         row; /* its index in the rows */
-} EvalRef;
+struct _p_BasisEvaluator {
+  MPI_Comm    comm;
+  PetscMPIInt size, rank;
+  /* options (BasisEvaluatorSetFromOptions) */
+  PetscInt         clusters, restarts, kmeans_seed, match[BASIS_EVAL_MAX_REFS], nmatch;
+  PetscReal        test_fraction;
+  BasisGraphParams graph; /* base rule of computed references: model's, recorded, or default */
+  /* what the first embedding and the model record */
+  PetscBool    recorded, have_model;
+  PetscInt     m_default, model_D;
+  char         model_path[PETSC_MAX_PATH_LEN];
+  EvalIdentity id; /* of the first embedding */
+  /* the scored rows and the references */
+  PetscInt     N, rstart, n, Kmax, nrows, nrefs, nclasses;
+  BasisEvalRow rows[BASIS_EVAL_MAX_INPUTS + BASIS_EVAL_MAX_REFS];
+  BasisEvalRef refs[BASIS_EVAL_MAX_REFS];
+  int         *labels, *assign;
+  PetscInt    *gidx;
+  PetscBool    have_labels;
+  char         label_source[PETSC_MAX_PATH_LEN];
+};
 
-/* Read an integer attribute of up to nmax values; *n = 0 when absent. Not collective in
-   the MPI sense (HDF5 metadata, the same on every rank). */
-static PetscErrorCode AttrReadInts(hid_t obj, const char *name, PetscInt nmax, PetscInt v[], PetscInt *n)
+/*
+  BasisEvaluatorCreate - an empty evaluator (defaults: -clusters 0 = one per class,
+  -restarts 10, -probe_test_fraction 0.2, -kmeans_seed 0, the default graph rule).
+
+  Collective on comm.
+*/
+PetscErrorCode BasisEvaluatorCreate(MPI_Comm comm, BasisEvaluator *ev)
 {
-  hid_t     attr, space, type;
-  hssize_t  npoints;
-  long long buf[16];
-
   PetscFunctionBeginUser;
-  *n = 0;
-  if (H5Aexists(obj, name) <= 0) PetscFunctionReturn(0);
-  attr = H5Aopen(obj, name, H5P_DEFAULT);
-  BasisCallH5(attr);
-  space = H5Aget_space(attr);
-  type  = H5Aget_type(attr);
-  BasisCallH5(space);
-  BasisCallH5(type);
-  npoints = H5Sget_simple_extent_npoints(space);
-  if (H5Tget_class(type) == H5T_INTEGER && npoints >= 1 && npoints <= 16 && npoints <= nmax) {
-    BasisCallH5(H5Aread(attr, H5T_NATIVE_LLONG, buf));
-    for (hssize_t i = 0; i < npoints; i++) v[i] = (PetscInt)buf[i];
-    *n = (PetscInt)npoints;
-  }
-  BasisCallH5(H5Tclose(type));
-  BasisCallH5(H5Sclose(space));
-  BasisCallH5(H5Aclose(attr));
+  PetscCall(PetscNew(ev));
+  (*ev)->comm          = comm;
+  (*ev)->restarts      = 10;
+  (*ev)->test_fraction = 0.2;
+  (*ev)->N             = -1;
+  BasisGraphParamsDefault(&(*ev)->graph);
+  PetscCallMPI(MPI_Comm_size(comm, &(*ev)->size));
+  PetscCallMPI(MPI_Comm_rank(comm, &(*ev)->rank));
   PetscFunctionReturn(0);
 }
 
-/* Read a fixed-length string attribute; buf unchanged when absent or not a short string. */
-static PetscErrorCode AttrReadString(hid_t obj, const char *name, char buf[], size_t len)
+/* Whether two recorded paths name the same file: the same string, or the same real path
+   (rank 0 looks; every rank gets its verdict). Collective on comm. */
+static PetscErrorCode SameFile(MPI_Comm comm, const char *a, const char *b, PetscBool *same)
 {
-  hid_t attr, type;
+  PetscMPIInt rank;
+  int         s = 0;
 
   PetscFunctionBeginUser;
-  if (H5Aexists(obj, name) <= 0) PetscFunctionReturn(0);
-  attr = H5Aopen(obj, name, H5P_DEFAULT);
-  BasisCallH5(attr);
-  type = H5Aget_type(attr);
-  BasisCallH5(type);
-  if (H5Tget_class(type) == H5T_STRING && H5Tis_variable_str(type) == 0 && H5Tget_size(type) < len) {
-    size_t size = H5Tget_size(type);
-    BasisCallH5(H5Aread(attr, type, buf));
-    buf[size] = 0;
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  if (rank == 0) {
+    char ra[PATH_MAX], rb[PATH_MAX];
+    s = !strcmp(a, b) || (realpath(a, ra) && realpath(b, rb) && !strcmp(ra, rb));
   }
-  BasisCallH5(H5Tclose(type));
-  BasisCallH5(H5Aclose(attr));
+  PetscCallMPI(MPI_Bcast(&s, 1, MPI_INT, 0, comm));
+  *same = s ? PETSC_TRUE : PETSC_FALSE;
   PetscFunctionReturn(0);
-}
-
-static PetscBool H5Has(hid_t file, const char *group, const char *name)
-{
-  if (group && H5Lexists(file, group, H5P_DEFAULT) <= 0) return PETSC_FALSE;
-  return H5Lexists(file, name, H5P_DEFAULT) > 0 ? PETSC_TRUE : PETSC_FALSE;
 }
 
 /*
-  OpenMatrix - open the N x K matrix of an embedding (/embedding, else /exact/vectors) or,
-  with exact_only, of an exact file (/exact/vectors). Collective on comm; errors name the
-  file and what it should contain.
+  CheckIdentity - b must describe the data of the first embedding: the same D (an error
+  naming both files), and the same recorded input (a warning: files get moved). The
+  callers have checked N with their own messages. Collective.
 */
-static PetscErrorCode OpenMatrix(MPI_Comm comm, const char *path, PetscBool exact_only, hid_t *file,
+static PetscErrorCode CheckIdentity(BasisEvaluator ev, const EvalIdentity *b)
+{
+  const EvalIdentity *a = &ev->id;
+  PetscBool           same;
+  char                dims[64] = "";
+
+  PetscFunctionBeginUser;
+  PetscCheck(a->D < 0 || b->D < 0 || a->D == b->D, ev->comm, PETSC_ERR_ARG_INCOMP,
+             "%s describes data with D = %d features but %s data with D = %d; they are not the same data: "
+             "score an embedding against references of the data it was computed from",
+             a->file, (int)a->D, b->file, (int)b->D);
+  if (!a->input[0] || !b->input[0]) PetscFunctionReturn(0);
+  PetscCall(SameFile(ev->comm, a->input, b->input, &same));
+  if (same) PetscFunctionReturn(0);
+  if (a->D >= 0 && b->D >= 0) PetscCall(PetscSNPrintf(dims, sizeof(dims), " and D = %d", (int)a->D));
+  PetscCall(PetscPrintf(ev->comm,
+                        "eval: warning: %s was computed from %s but %s from %s; N = %d%s agree, so this is "
+                        "fine if one is a moved or copied file, otherwise give files of the same data\n",
+                        a->file, a->input, b->file, b->input, (int)b->N, dims));
+  PetscFunctionReturn(0);
+}
+
+/* The identity an embedding or exact file records on its dataset. Not collective. */
+static PetscErrorCode ReadIdentity(hid_t dset, const char *path, PetscInt N, EvalIdentity *id)
+{
+  PetscInt  nv = 1;
+  PetscBool found;
+
+  PetscFunctionBeginUser;
+  PetscCall(PetscStrncpy(id->file, path, sizeof(id->file)));
+  PetscCall(BasisH5AttrReadString(dset, "input", sizeof(id->input), id->input, &found));
+  if (!found) id->input[0] = 0;
+  id->N = N;
+  PetscCall(BasisH5AttrReadInt(dset, "D", &nv, &id->D));
+  if (!nv) id->D = -1;
+  PetscFunctionReturn(0);
+}
+
+/*
+  ReadRecordedGraph - the model's m and graph rule as `basis embed` recorded them on the
+  first embedding: named attributes (format_version 2), else the positional attribute of
+  earlier versions, `model_step_l_m_R_seed_knn_scaleneighbor`. Not collective.
+*/
+static PetscErrorCode ReadRecordedGraph(BasisEvaluator ev, hid_t dset)
+{
+  BasisGraphParams *p = &ev->graph;
+  PetscInt          v[8], nv = 1, nk = 1, ns = 1;
+  char              text[32];
+  PetscBool         found, known;
+  PetscEnum         value;
+
+  PetscFunctionBeginUser;
+  PetscCall(BasisH5AttrReadInt(dset, "batch", &nv, &ev->m_default));
+  if (nv) {
+    PetscCall(BasisH5AttrReadInt(dset, "knn", &nk, &v[5]));
+    PetscCall(BasisH5AttrReadInt(dset, "scale_neighbor", &ns, &v[6]));
+    ev->recorded = nk && ns ? PETSC_TRUE : PETSC_FALSE;
+    PetscCall(BasisH5AttrReadString(dset, "scale", sizeof(text), text, &found));
+    if (found) PetscCall(PetscEnumFind(BasisScaleTypes, text, &value, &known));
+    if (found && known) p->scale = (BasisScaleType)value;
+  } else {
+    nv = 8;
+    PetscCall(BasisH5AttrReadInt(dset, "model_step_l_m_R_seed_knn_scaleneighbor", &nv, v));
+    ev->recorded  = nv >= 7 ? PETSC_TRUE : PETSC_FALSE;
+    ev->m_default = ev->recorded ? v[2] : 0;
+  }
+  if (!ev->recorded) PetscFunctionReturn(0);
+  p->knn            = v[5];
+  p->scale_neighbor = v[6];
+  PetscCall(BasisH5AttrReadString(dset, "laplacian", sizeof(text), text, &found));
+  if (found) PetscCall(PetscEnumFind(BasisLaplacianTypes, text, &value, &known));
+  if (found && known) p->laplacian = (BasisLaplacianType)value;
+  PetscFunctionReturn(0);
+}
+
+/*
+  OpenScored - open the N x K matrix of an embedding (/embedding, else /exact/vectors) or,
+  with exact_only, of an exact file (/exact/vectors). Collective; errors name the file and
+  what it should contain.
+*/
+static PetscErrorCode OpenScored(MPI_Comm comm, const char *path, PetscBool exact_only, hid_t *file,
                                  hid_t *dset, PetscInt *N, PetscInt *K)
 {
   const char *name = NULL;
-  hid_t       space, type;
-  hsize_t     dims[2] = {0, 0};
-  int         ndims;
-  H5T_class_t cls;
 
   PetscFunctionBeginUser;
   PetscCall(BasisH5OpenRead(comm, path, exact_only ? "exact" : "embedding", file));
-  if (!exact_only && H5Has(*file, NULL, "embedding"))
+  if (!exact_only && BasisH5LinkExists(*file, "embedding"))
     name = "embedding";
-  else if (H5Has(*file, "exact", "exact/vectors"))
+  else if (BasisH5LinkExists(*file, "exact/vectors"))
     name = "exact/vectors";
   PetscCheck(name, comm, PETSC_ERR_FILE_UNEXPECTED, "%s has no dataset %s; give a file written by %s", path,
              exact_only ? "/exact/vectors" : "/embedding (or /exact/vectors)",
              exact_only ? "basis exact" : "basis embed (or basis exact)");
-  *dset = H5Dopen2(*file, name, H5P_DEFAULT);
-  BasisCheckAll(comm, *dset >= 0, PETSC_ERR_FILE_UNEXPECTED, "%s: /%s is not a dataset", path, name);
-  space = H5Dget_space(*dset);
-  BasisCallH5(space);
-  ndims = H5Sget_simple_extent_ndims(space);
-  if (ndims == 2) BasisCallH5(H5Sget_simple_extent_dims(space, dims, NULL));
-  BasisCallH5(H5Sclose(space));
-  type = H5Dget_type(*dset);
-  BasisCallH5(type);
-  cls = H5Tget_class(type);
-  BasisCallH5(H5Tclose(type));
-  PetscCheck(ndims == 2, comm, PETSC_ERR_FILE_UNEXPECTED, "%s: /%s has %d dimensions; it must be N x K", path,
-             name, ndims);
-  PetscCheck(cls == H5T_FLOAT || cls == H5T_INTEGER, comm, PETSC_ERR_FILE_UNEXPECTED,
-             "%s: /%s is not numeric", path, name);
-  PetscCheck(dims[0] > 0 && dims[1] > 0 && dims[0] < PETSC_MAX_INT && dims[1] < PETSC_MAX_INT, comm,
-             PETSC_ERR_FILE_UNEXPECTED, "%s: /%s is %llu x %llu; it needs at least one row and one column",
-             path, name, (unsigned long long)dims[0], (unsigned long long)dims[1]);
-  *N = (PetscInt)dims[0];
-  *K = (PetscInt)dims[1];
+  PetscCall(BasisH5MatrixOpen(comm, *file, path, name, dset, N, K));
   PetscFunctionReturn(0);
 }
 
-/* Rows [rstart, rstart + n) of an opened matrix as double, checked finite (agreed). */
-static PetscErrorCode ReadMatrixRows(MPI_Comm comm, const char *path, hid_t dset, PetscInt rstart, PetscInt n,
-                                     PetscInt K, PetscReal **Y)
+/* The first file fixes N and this rank's rows. Collective. */
+static PetscErrorCode SetRows(BasisEvaluator ev, const char *path, PetscInt N)
 {
-  long long bad = 0, first = PETSC_MAX_INT;
-
   PetscFunctionBeginUser;
-  PetscCall(PetscMalloc1((size_t)PetscMax(n, 1) * K, Y));
-  PetscCall(BasisH5ReadRows(comm, dset, rstart, n, K, H5T_NATIVE_DOUBLE, *Y));
-  for (size_t i = 0; i < (size_t)n * K; i++)
-    if (PetscIsInfOrNanReal((*Y)[i])) {
-      if (!bad++) first = rstart + (long long)(i / (size_t)K);
-    }
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_LONG_LONG, MPI_SUM, comm));
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_LONG_LONG, MPI_MIN, comm));
-  PetscCheck(!bad, comm, PETSC_ERR_FP,
-             "%s has %lld non-finite values (NaN/Inf), the first in row %lld; the model may have diverged",
-             path, bad, first);
+  ev->N = N;
+  PetscCheck(N >= ev->size, ev->comm, PETSC_ERR_ARG_SIZ,
+             "%s has %d row%s but the run has %d ranks; use at most %d rank%s", path, (int)N,
+             N == 1 ? "" : "s", (int)ev->size, (int)N, N == 1 ? "" : "s");
+  BasisBlockRange(N, ev->size, ev->rank, &ev->rstart, &ev->n);
+  PetscCall(PetscMalloc3(PetscMax(ev->n, 1), &ev->labels, PetscMax(ev->n, 1), &ev->assign, PetscMax(ev->n, 1),
+                         &ev->gidx));
+  for (PetscInt r = 0; r < ev->n; r++) ev->gidx[r] = ev->rstart + r;
   PetscFunctionReturn(0);
 }
 
-/* This rank's rows of /labels of an open file, if it has a valid one. Collective. */
-static PetscErrorCode ReadLabels(MPI_Comm comm, hid_t file, const char *path, PetscInt N, PetscInt rstart,
-                                 PetscInt n, int labels[], PetscBool *found)
+/* This rank's rows of an open matrix into the next row, and the file's labels if none
+   were found yet. Collective. */
+static PetscErrorCode ReadScored(BasisEvaluator ev, const char *path, hid_t file, hid_t dset, PetscInt K,
+                                 BasisEvalRow *w)
 {
-  hid_t       dset, space, type;
-  int         ndims;
-  hsize_t     dims[2] = {0, 1};
-  H5T_class_t cls;
+  PetscFunctionBeginUser;
+  w->K = K;
+  PetscCall(BasisH5MatrixReadRows(ev->comm, path, dset, ev->rstart, ev->n, K, &w->Y));
+  if (!ev->have_labels) {
+    PetscCall(BasisH5LabelsRead(ev->comm, file, path, ev->N, "the embedding", ev->rstart, ev->n, ev->labels,
+                                &ev->have_labels));
+    if (ev->have_labels) PetscCall(PetscStrncpy(ev->label_source, path, sizeof(ev->label_source)));
+  }
+  ev->Kmax = PetscMax(ev->Kmax, K);
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisEvaluatorAddEmbedding - add an embedding to score: /embedding of a `basis embed`
+  file, or /exact/vectors of a `basis exact` file.
+
+  Collective on the evaluator's comm. The first one fixes N and the rows of each rank, and
+  supplies the defaults it records (the model's m and graph rule, its data); every later
+  one must have N rows and describe the same data.
+*/
+PetscErrorCode BasisEvaluatorAddEmbedding(BasisEvaluator ev, const char *path)
+{
+  hid_t        file, dset;
+  PetscInt     N, K;
+  EvalIdentity id;
 
   PetscFunctionBeginUser;
-  *found = PETSC_FALSE;
-  if (!H5Has(file, NULL, "labels")) PetscFunctionReturn(0);
-  dset = H5Dopen2(file, "labels", H5P_DEFAULT);
-  BasisCheckAll(comm, dset >= 0, PETSC_ERR_FILE_UNEXPECTED, "%s: /labels is not a dataset", path);
-  space = H5Dget_space(dset);
-  BasisCallH5(space);
-  ndims = H5Sget_simple_extent_ndims(space);
-  if (ndims >= 1 && ndims <= 2) BasisCallH5(H5Sget_simple_extent_dims(space, dims, NULL));
-  BasisCallH5(H5Sclose(space));
-  type = H5Dget_type(dset);
-  BasisCallH5(type);
-  cls = H5Tget_class(type);
-  BasisCallH5(H5Tclose(type));
-  PetscCheck(cls == H5T_INTEGER, comm, PETSC_ERR_FILE_UNEXPECTED,
-             "%s: /labels must hold integer class ids; found another type", path);
-  PetscCheck((ndims == 1 || (ndims == 2 && dims[1] == 1)) && dims[0] == (hsize_t)N, comm,
-             PETSC_ERR_FILE_UNEXPECTED, "%s: /labels has %llu entries but the embeddings have %d rows", path,
-             (unsigned long long)(ndims >= 1 ? dims[0] : 0), (int)N);
-  PetscCall(BasisH5ReadRows(comm, dset, rstart, n, 1, H5T_NATIVE_INT, labels));
+  PetscCheck(ev->nrefs == 0, ev->comm, PETSC_ERR_ORDER, "add the embeddings before the references");
+  PetscCheck(ev->nrows < BASIS_EVAL_MAX_INPUTS, ev->comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "at most %d embeddings per run", BASIS_EVAL_MAX_INPUTS);
+  PetscCall(OpenScored(ev->comm, path, PETSC_FALSE, &file, &dset, &N, &K));
+  PetscCall(ReadIdentity(dset, path, N, &id));
+  if (ev->N < 0) {
+    PetscCall(SetRows(ev, path, N));
+    PetscCall(ReadRecordedGraph(ev, dset));
+    ev->id = id;
+  }
+  PetscCheck(N == ev->N, ev->comm, PETSC_ERR_ARG_SIZ,
+             "%s has %d rows but %s has %d; every embedding must hold the same points in the same order",
+             path, (int)N, ev->id.file, (int)ev->N);
+  PetscCall(CheckIdentity(ev, &id));
+  PetscCall(PetscStrncpy(ev->rows[ev->nrows].name, path, sizeof(ev->rows[ev->nrows].name)));
+  PetscCall(ReadScored(ev, path, file, dset, K, &ev->rows[ev->nrows]));
   BasisCallH5(H5Dclose(dset));
-  *found = PETSC_TRUE;
+  BasisCallH5(H5Fclose(file));
+  ev->nrows++;
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisEvaluatorSetModel - take the batch size m, graph rule and D of a model file: the
+  defaults of references computed from the data (they win over what the embedding records).
+
+  Collective on the evaluator's comm.
+*/
+PetscErrorCode BasisEvaluatorSetModel(BasisEvaluator ev, const char *path)
+{
+  BasisModel mo;
+
+  PetscFunctionBeginUser;
+  PetscCall(BasisModelRead(ev->comm, path, &mo));
+  ev->graph      = mo.graph;
+  ev->m_default  = mo.m;
+  ev->model_D    = mo.D;
+  ev->have_model = PETSC_TRUE;
+  PetscCall(PetscStrncpy(ev->model_path, path, sizeof(ev->model_path)));
+  PetscCall(BasisModelFree(&mo));
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisEvaluatorSetFromOptions - read the evaluator's options, once.
+
+  Collective on the evaluator's comm. Call it after the embeddings and the model: the graph
+  rule's defaults are the model's (else the one recorded on the first embedding), -dim's the
+  largest K of the embeddings; the command line wins.
+
+  Options: -match_batch m[,m2] (computed references: density-matched to batches of m, 0 =
+  same k; default the model's m and 0), -clusters, -restarts, -probe_test_fraction,
+  -kmeans_seed (formerly -seed), the graph rule (-dim -knn -scale_neighbor -scale -laplacian).
+*/
+PetscErrorCode BasisEvaluatorSetFromOptions(BasisEvaluator ev)
+{
+  PetscBool match_set;
+
+  PetscFunctionBeginUser;
+  if (ev->Kmax > 0) ev->graph.K = ev->Kmax;
+  ev->nmatch = BASIS_EVAL_MAX_REFS;
+  PetscOptionsBegin(ev->comm, NULL, "basis eval: scores and the reference graphs computed with -data", NULL);
+  PetscCall(
+      PetscOptionsIntArray("-match_batch",
+                           "With -data: batch sizes of the density-matched reference graphs, 0 = same-k "
+                           "(default: the model's m and 0)",
+                           NULL, ev->match, &ev->nmatch, &match_set));
+  PetscCall(PetscOptionsInt("-clusters", "k-means clusters (0: the number of distinct labels)", NULL,
+                            ev->clusters, &ev->clusters, NULL));
+  PetscCall(PetscOptionsInt("-restarts", "k-means restarts (k-means++ seedings)", NULL, ev->restarts,
+                            &ev->restarts, NULL));
+  PetscCall(PetscOptionsReal("-probe_test_fraction", "Fraction of rows held out to score the linear probe",
+                             NULL, ev->test_fraction, &ev->test_fraction, NULL));
+  PetscCall(PetscOptionsDeprecated(
+      "-seed", "-kmeans_seed", "0.2",
+      "In basis eval, -seed was the k-means seed; generate and train keep their own."));
+  PetscCall(PetscOptionsInt("-kmeans_seed", "Random seed of k-means", NULL, ev->kmeans_seed, &ev->kmeans_seed,
+                            NULL));
+  PetscCall(BasisGraphParamsSetFromOptions(ev->comm, &ev->graph));
+  PetscOptionsEnd();
+  if (!match_set) ev->nmatch = 0;
+  for (PetscInt j = 0; j < ev->nmatch; j++)
+    PetscCheck(ev->match[j] >= 0, ev->comm, PETSC_ERR_ARG_OUTOFRANGE,
+               "-match_batch %d must be a batch size (> 0) or 0 for the same-k graph", (int)ev->match[j]);
+  PetscCheck(ev->clusters >= 0, ev->comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "-clusters %d must be positive (or 0: one per class)", (int)ev->clusters);
+  PetscCheck(ev->restarts >= 1, ev->comm, PETSC_ERR_ARG_OUTOFRANGE, "-restarts %d must be at least 1",
+             (int)ev->restarts);
+  PetscCheck(ev->test_fraction > 0 && ev->test_fraction < 1, ev->comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "-probe_test_fraction %g must lie strictly between 0 and 1", (double)ev->test_fraction);
+  PetscFunctionReturn(0);
+}
+
+/* /exact/values of an exact file when it holds K values, else NULL. Collective. */
+static PetscErrorCode ReadEigenvalues(MPI_Comm comm, hid_t file, PetscInt K, PetscReal **lambda)
+{
+  hid_t    eset, space;
+  hssize_t npts;
+
+  PetscFunctionBeginUser;
+  *lambda = NULL;
+  if (!BasisH5LinkExists(file, "exact/values")) PetscFunctionReturn(0);
+  eset = H5Dopen2(file, "exact/values", H5P_DEFAULT);
+  BasisCallH5(eset);
+  space = H5Dget_space(eset);
+  BasisCallH5(space);
+  npts = H5Sget_simple_extent_npoints(space);
+  BasisCallH5(H5Sclose(space));
+  if (npts == K) {
+    PetscCall(PetscMalloc1(K, lambda));
+    PetscCall(BasisH5ReadRows(comm, eset, 0, K, 1, H5T_NATIVE_DOUBLE, *lambda));
+  }
+  BasisCallH5(H5Dclose(eset));
+  PetscFunctionReturn(0);
+}
+
+/* The graph a `basis exact` file records on /exact/vectors (named attributes). Not collective. */
+static PetscErrorCode ReadExactGraph(hid_t dset, BasisEvalRef *r)
+{
+  const char *names[] = {"match_batch", "knn", "scale_neighbor"};
+  PetscInt   *vals[]  = {&r->match_batch, &r->knn, &r->scale_neighbor};
+  PetscBool   found;
+
+  PetscFunctionBeginUser;
+  for (PetscInt i = 0; i < 3; i++) {
+    PetscInt nv = 1;
+    PetscCall(BasisH5AttrReadInt(dset, names[i], &nv, vals[i]));
+    if (!nv) *vals[i] = -1;
+  }
+  PetscCall(BasisH5AttrReadString(dset, "scale", sizeof(r->scale), r->scale, &found));
+  PetscCall(BasisH5AttrReadString(dset, "laplacian", sizeof(r->laplacian), r->laplacian, &found));
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisEvaluatorAddReferenceFile - the exact eigenvectors of a `basis exact` file
+  (/exact/vectors, with /exact/values and the graph it records) as the reference.
+
+  Collective on the evaluator's comm. The file must have N rows and describe the
+  embeddings' data; -match_batch does not apply (the graph is the file's).
+*/
+PetscErrorCode BasisEvaluatorAddReferenceFile(BasisEvaluator ev, const char *path)
+{
+  hid_t         file, dset;
+  PetscInt      N, K;
+  EvalIdentity  id;
+  BasisEvalRef *r = &ev->refs[ev->nrefs];
+  BasisEvalRow *w = &ev->rows[ev->nrows];
+
+  PetscFunctionBeginUser;
+  PetscCheck(ev->N > 0, ev->comm, PETSC_ERR_ORDER, "add an embedding before the references");
+  PetscCheck(ev->nrefs < BASIS_EVAL_MAX_REFS, ev->comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "at most %d references per run", BASIS_EVAL_MAX_REFS);
+  PetscCheck(!ev->nmatch, ev->comm, PETSC_ERR_ARG_WRONG,
+             "-match_batch chooses the graph computed from -data; with -exact the graph is the one in %s",
+             path);
+  PetscCall(OpenScored(ev->comm, path, PETSC_TRUE, &file, &dset, &N, &K));
+  PetscCheck(N == ev->N, ev->comm, PETSC_ERR_ARG_SIZ,
+             "exact file %s has %d rows but embedding %s has %d; compare embeddings of the same points", path,
+             (int)N, ev->id.file, (int)ev->N);
+  PetscCall(ReadIdentity(dset, path, N, &id));
+  PetscCall(CheckIdentity(ev, &id));
+  PetscCall(PetscStrncpy(r->source, path, sizeof(r->source)));
+  PetscCall(ReadExactGraph(dset, r));
+  PetscCall(ReadEigenvalues(ev->comm, file, K, &r->lambda));
+  r->row = ev->nrows;
+  PetscCall(PetscSNPrintf(w->name, sizeof(w->name), "exact:%c (%s)", (char)('A' + ev->nrefs), path));
+  w->exact = PETSC_TRUE;
+  PetscCall(ReadScored(ev, path, file, dset, K, w));
+  BasisCallH5(H5Dclose(dset));
+  BasisCallH5(H5Fclose(file));
+  ev->nrows++, ev->nrefs++;
+  PetscFunctionReturn(0);
+}
+
+/* The exact eigenpairs of one graph from the kNN lists: a reference and its row. Collective. */
+static PetscErrorCode SolveReference(BasisEvaluator ev, const char *path, const BasisShard *shard,
+                                     const BasisKnn *knn, PetscInt m, const BasisGraphParams *p)
+{
+  BasisEvalRef *r      = &ev->refs[ev->nrefs];
+  BasisEvalRow *w      = &ev->rows[ev->nrows];
+  char          letter = (char)('A' + ev->nrefs);
+  PetscReal    *residual;
+  double        ts = MPI_Wtime();
+
+  PetscFunctionBeginUser;
+  PetscCall(PetscStrncpy(r->source, path, sizeof(r->source)));
+  r->computed       = PETSC_TRUE;
+  r->match_batch    = m;
+  r->knn            = p->knn;
+  r->scale_neighbor = p->scale_neighbor;
+  PetscCall(PetscStrncpy(r->scale, BasisScaleTypes[p->scale], sizeof(r->scale)));
+  PetscCall(PetscStrncpy(r->laplacian, BasisLaplacianTypes[p->laplacian], sizeof(r->laplacian)));
+  PetscCall(PetscMalloc1(p->K, &r->lambda));
+  PetscCall(PetscMalloc1(p->K, &residual));
+  PetscCall(PetscMalloc1((size_t)PetscMax(ev->n, 1) * p->K, &w->Y));
+  PetscCall(BasisExactSolveKnn(ev->comm, BASIS_EXACT_PREFIX, shard, p, knn, w->Y, r->lambda, residual));
+  for (PetscInt t = 0; t < p->K; t++) r->max_residual = PetscMax(r->max_residual, residual[t]);
+  PetscCall(PetscFree(residual));
+  w->exact = PETSC_TRUE;
+  w->K     = p->K;
+  r->row   = ev->nrows++;
+  ev->nrefs++;
+  if (m)
+    PetscCall(
+        PetscSNPrintf(w->name, sizeof(w->name), "exact:%c (m = %d, knn %d)", letter, (int)m, (int)p->knn));
+  else
+    PetscCall(PetscSNPrintf(w->name, sizeof(w->name), "exact:%c (same k, knn %d)", letter, (int)p->knn));
+  PetscCall(PetscPrintf(ev->comm, "eval: %s: graph + eigensolve in %.1f s, largest residual %.1e\n", w->name,
+                        MPI_Wtime() - ts, (double)r->max_residual));
+  PetscFunctionReturn(0);
+}
+
+/* Open -data and check it against the model and the embeddings. Collective. */
+static PetscErrorCode OpenData(BasisEvaluator ev, const char *path, BasisInput *in)
+{
+  EvalIdentity id;
+
+  PetscFunctionBeginUser;
+  PetscCall(BasisInputOpen(ev->comm, path, in));
+  PetscCheck(!ev->have_model || in->D == ev->model_D, ev->comm, PETSC_ERR_ARG_INCOMP,
+             "-data %s has D = %d features but -model %s was trained on D = %d; give the model of these data",
+             path, (int)in->D, ev->model_path, (int)ev->model_D);
+  PetscCheck(in->N == ev->N, ev->comm, PETSC_ERR_ARG_SIZ,
+             "data %s has %d points but embedding %s has %d rows; evaluate an embedding of these data", path,
+             (int)in->N, ev->id.file, (int)ev->N);
+  PetscCall(PetscStrncpy(id.file, path, sizeof(id.file)));
+  PetscCall(PetscStrncpy(id.input, path, sizeof(id.input)));
+  id.N = in->N, id.D = in->D;
+  PetscCall(CheckIdentity(ev, &id));
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisEvaluatorAddReferenceData - compute the references from the data: the exact
+  eigenvectors of one graph per -match_batch value (default: the model's m, then the
+  same-k graph), all from one kNN search.
+
+  Collective on the evaluator's comm. The data must have N points and be the embeddings'
+  data (BasisEvaluatorSetModel: and the model's D). Eigensolver options: -exact_eps_*.
+*/
+PetscErrorCode BasisEvaluatorAddReferenceData(BasisEvaluator ev, const char *path)
+{
+  BasisInput       in;
+  BasisShard       shard;
+  BasisKnn         knn;
+  BasisGraphParams p[BASIS_EVAL_MAX_REFS];
+  PetscInt         kmax = 0;
+  double           tk0;
+
+  PetscFunctionBeginUser;
+  PetscCheck(ev->N > 0, ev->comm, PETSC_ERR_ORDER, "add an embedding before the references");
+  if (!ev->nmatch) {
+    if (ev->m_default > 0) ev->match[ev->nmatch++] = ev->m_default;
+    ev->match[ev->nmatch++] = 0;
+  }
+  PetscCheck(ev->nrefs + ev->nmatch <= BASIS_EVAL_MAX_REFS, ev->comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "at most %d references per run", BASIS_EVAL_MAX_REFS);
+  PetscCall(OpenData(ev, path, &in));
+  PetscCall(BasisInputReadShard(&in, &shard));
+  if (!ev->have_labels && in.has_labels) {
+    PetscCall(PetscArraycpy(ev->labels, shard.labels, ev->n));
+    PetscCall(PetscStrncpy(ev->label_source, path, sizeof(ev->label_source)));
+    ev->have_labels = PETSC_TRUE;
+  }
+  for (PetscInt j = 0; j < ev->nmatch; j++) {
+    BasisGraphParamsMatched(&ev->graph, ev->N, ev->match[j], &p[j]);
+    PetscCheck(
+        p[j].knn < ev->N, ev->comm, PETSC_ERR_ARG_OUTOFRANGE,
+        "-match_batch %d asks for %d neighbours per point but %s has only %d points; raise -match_batch",
+        (int)ev->match[j], (int)p[j].knn, path, (int)ev->N);
+    kmax = PetscMax(kmax, p[j].knn);
+  }
+  PetscCall(PetscPrintf(ev->comm,
+                        "eval: exact eigenvectors of %s (%d points), kNN with k = %d for %d graph%s\n", path,
+                        (int)ev->N, (int)kmax, (int)ev->nmatch, ev->nmatch > 1 ? "s" : ""));
+  tk0 = MPI_Wtime();
+  PetscCall(BasisExactKnn(ev->comm, &shard, kmax, &knn));
+  PetscCall(PetscPrintf(ev->comm, "eval: kNN in %.1f s\n", MPI_Wtime() - tk0));
+  for (PetscInt j = 0; j < ev->nmatch; j++)
+    PetscCall(SolveReference(ev, path, &shard, &knn, ev->match[j], &p[j]));
+  PetscCall(BasisKnnDestroy(&knn));
+  PetscCall(BasisShardDestroy(&shard));
+  PetscCall(BasisInputClose(&in));
   PetscFunctionReturn(0);
 }
 
@@ -243,191 +569,117 @@ static PetscErrorCode CountClasses(MPI_Comm comm, const char *source, PetscInt n
   PetscFunctionReturn(0);
 }
 
-/* JSON: a string with quotes and backslashes escaped; a number, or null when not finite. */
-static void JsonString(FILE *f, const char *s)
+/* Every metric of one row: against every reference, then d_perp and the label scores. Collective. */
+static PetscErrorCode ScoreRow(BasisEvaluator ev, BasisEvalRow *w)
 {
-  fputc('"', f);
-  for (; *s; s++) {
-    if (*s == '"' || *s == '\\')
-      fprintf(f, "\\%c", *s);
-    else if ((unsigned char)*s < 0x20)
-      fprintf(f, "\\u%04x", (unsigned)*s);
-    else
-      fputc(*s, f);
-  }
-  fputc('"', f);
-}
-
-static void JsonNumber(FILE *f, PetscReal v)
-{
-  if (PetscIsInfOrNanReal(v))
-    fprintf(f, "null");
-  else
-    fprintf(f, "%.10g", (double)v);
-}
-
-static void JsonInt(FILE *f, PetscInt v)
-{
-  if (v < 0)
-    fprintf(f, "null");
-  else
-    fprintf(f, "%d", (int)v);
-}
-
-/* Write the results as JSON: rank 0 writes "<path>.partial" and renames it. Collective
-   (the verdict is broadcast). */
-static PetscErrorCode WriteJson(MPI_Comm comm, const char *path, PetscInt N, const char *label_source,
-                                PetscInt nclasses, PetscInt clusters, PetscInt restarts, PetscInt seed,
-                                PetscReal test_fraction, PetscInt nrefs, const EvalRef refs[], PetscInt nrows,
-                                const EvalRow rows[])
-{
-  PetscMPIInt rank;
-  int         err = 0;
-  char        tmp[PETSC_MAX_PATH_LEN + 16];
-
   PetscFunctionBeginUser;
-  PetscCallMPI(MPI_Comm_rank(comm, &rank));
-  if (rank == 0) {
-    FILE *f;
-    PetscCall(PetscSNPrintf(tmp, sizeof(tmp), "%s.partial", path));
-    f = fopen(tmp, "w");
-    if (!f)
-      err = errno;
-    else {
-      fprintf(f, "{\n  \"basis_version\": \"%s\",\n  \"N\": %d,\n  \"labels\": ", BASIS_VERSION, (int)N);
-      if (label_source)
-        JsonString(f, label_source);
-      else
-        fprintf(f, "null");
-      fprintf(f, ",\n  \"classes\": ");
-      JsonInt(f, label_source ? nclasses : -1);
-      fprintf(f, ",\n  \"clusters\": ");
-      JsonInt(f, label_source ? clusters : -1);
-      fprintf(f,
-              ",\n  \"restarts\": %d,\n  \"seed\": %d,\n  \"probe_test_fraction\": %g,\n  \"references\": [",
-              (int)restarts, (int)seed, (double)test_fraction);
-      for (PetscInt j = 0; j < nrefs; j++) {
-        const EvalRef *r = &refs[j];
-        fprintf(f, "%s\n    {\"name\": \"%c\", \"row\": %d, \"source\": ", j ? "," : "", (char)('A' + j),
-                (int)r->row);
-        JsonString(f, r->source);
-        fprintf(f, ", \"computed\": %s, \"match_batch\": ", r->computed ? "true" : "false");
-        JsonInt(f, r->match_batch);
-        fprintf(f, ", \"knn\": ");
-        JsonInt(f, r->knn);
-        fprintf(f, ", \"scale_neighbor\": ");
-        JsonInt(f, r->scale_neighbor);
-        fprintf(f, ", \"scale\": ");
-        JsonString(f, r->scale);
-        fprintf(f, ", \"laplacian\": ");
-        JsonString(f, r->laplacian);
-        fprintf(f, ", \"K\": %d, \"eigenvalues\": ", (int)rows[r->row].K);
-        if (r->lambda) {
-          fprintf(f, "[");
-          for (PetscInt i = 0; i < rows[r->row].K; i++) {
-            if (i) fprintf(f, ", ");
-            JsonNumber(f, r->lambda[i]);
-          }
-          fprintf(f, "]");
-        } else
-          fprintf(f, "null");
-        fprintf(f, "}");
-      }
-      fprintf(f, "\n  ],\n  \"rows\": [");
-      for (PetscInt i = 0; i < nrows; i++) {
-        const EvalRow *w = &rows[i];
-        fprintf(f, "%s\n    {\"name\": ", i ? "," : "");
-        JsonString(f, w->name);
-        fprintf(f, ", \"kind\": \"%s\", \"K\": %d, \"rank\": %d,\n     \"d_G\": [",
-                w->exact ? "exact" : "embedding", (int)w->K, (int)w->rank_y);
-        for (PetscInt j = 0; j < nrefs; j++) {
-          if (j) fprintf(f, ", ");
-          JsonNumber(f, w->dG[j]);
-        }
-        fprintf(f, "],\n     \"sqrt_sum_theta2\": [");
-        for (PetscInt j = 0; j < nrefs; j++) {
-          if (j) fprintf(f, ", ");
-          JsonNumber(f, w->theta_norm[j]);
-        }
-        fprintf(f, "],\n     \"theta\": [");
-        for (PetscInt j = 0; j < nrefs; j++) {
-          PetscInt nt = PetscMin(w->K, rows[refs[j].row].K);
-          fprintf(f, "%s[", j ? ", " : "");
-          for (PetscInt t = 0; t < nt; t++) {
-            if (t) fprintf(f, ", ");
-            JsonNumber(f, w->theta[j][t]);
-          }
-          fprintf(f, "]");
-        }
-        fprintf(f, "],\n     \"d_perp\": ");
-        JsonNumber(f, w->dperp);
-        fprintf(f, ", \"nmi\": ");
-        JsonNumber(f, w->nmi);
-        fprintf(f, ", \"acc\": ");
-        JsonNumber(f, w->acc);
-        fprintf(f, ", \"probe\": ");
-        JsonNumber(f, w->probe);
-        fprintf(f, "}");
-      }
-      fprintf(f, "\n  ]\n}\n");
-      if (ferror(f)) err = EIO;
-      if (fclose(f) && !err) err = errno;
-      if (!err && rename(tmp, path)) err = errno;
-      if (err) unlink(tmp);
-    }
+  for (PetscInt j = 0; j < ev->nrefs; j++) {
+    const BasisEvalRow *v = &ev->rows[ev->refs[j].row];
+    PetscReal           s = 0;
+
+    PetscCall(PetscCalloc1(PetscMin(w->K, v->K), &w->theta[j]));
+    PetscCall(BasisMetricGrassmannRanks(ev->comm, ev->n, w->K, w->Y, v->K, v->Y, &w->dG[j], w->theta[j],
+                                        &w->rank_y, NULL));
+    for (PetscInt t = 0; t < PetscMin(w->K, v->K); t++) s += w->theta[j][t] * w->theta[j][t];
+    w->theta_norm[j] = PetscSqrtReal(s);
   }
-  PetscCallMPI(MPI_Bcast(&err, 1, MPI_INT, 0, comm));
-  PetscCheck(!err, comm, PETSC_ERR_FILE_WRITE, "cannot write %s: %s; choose another -json", path,
-             strerror(err));
+  PetscCall(BasisMetricOrthogonality(ev->comm, ev->n, w->K, w->Y, &w->dperp));
+  w->nmi = w->acc = w->probe = NAN; /* "-" in the table, null in JSON */
+  if (ev->have_labels) {
+    PetscReal inertia;
+    PetscCall(BasisKMeans(ev->comm, ev->n, w->K, w->Y, ev->clusters, ev->restarts, ev->kmeans_seed,
+                          ev->assign, &inertia));
+    PetscCall(BasisMetricNMI(ev->comm, ev->n, ev->labels, ev->assign, &w->nmi));
+    PetscCall(BasisMetricACC(ev->comm, ev->n, ev->labels, ev->assign, &w->acc));
+    PetscCall(
+        BasisLinearProbe(ev->comm, ev->n, w->K, w->Y, ev->labels, ev->gidx, ev->test_fraction, &w->probe));
+  }
   PetscFunctionReturn(0);
 }
 
-static void FormatValue(char *buf, size_t len, PetscReal v)
+/*
+  BasisEvaluatorCompute - score every row (embeddings, then references) against every
+  reference: d_G and its angles, d_perp, and with labels NMI, ACC (k-means with -clusters,
+  -restarts, -kmeans_seed) and the linear probe.
+
+  Collective on the evaluator's comm; the results are identical on every rank.
+*/
+PetscErrorCode BasisEvaluatorCompute(BasisEvaluator ev)
 {
-  if (PetscIsInfOrNanReal(v))
-    PetscSNPrintf(buf, len, "%s", "-");
+  PetscFunctionBeginUser;
+  PetscCheck(ev->nrefs > 0, ev->comm, PETSC_ERR_ORDER, "add a reference before BasisEvaluatorCompute");
+  if (ev->have_labels) {
+    PetscCall(CountClasses(ev->comm, ev->label_source, ev->n, ev->labels, &ev->nclasses));
+    if (!ev->clusters) ev->clusters = ev->nclasses;
+    PetscCheck(ev->clusters <= ev->N, ev->comm, PETSC_ERR_ARG_OUTOFRANGE,
+               "-clusters %d exceeds the %d points", (int)ev->clusters, (int)ev->N);
+  }
+  PetscCall(PetscPrintf(ev->comm, "eval: %d points, %d embedding%s, %d reference%s", (int)ev->N,
+                        (int)(ev->nrows - ev->nrefs), ev->nrows - ev->nrefs > 1 ? "s" : "", (int)ev->nrefs,
+                        ev->nrefs > 1 ? "s" : ""));
+  if (ev->have_labels)
+    PetscCall(PetscPrintf(ev->comm, "; labels from %s: %d classes, k-means %d clusters x %d restarts\n",
+                          ev->label_source, (int)ev->nclasses, (int)ev->clusters, (int)ev->restarts));
   else
-    PetscSNPrintf(buf, len, "%.4f", (double)v);
+    PetscCall(PetscPrintf(
+        ev->comm, "\neval: note: no /labels in the inputs%s: NMI, ACC and the linear probe are skipped\n",
+        ev->refs[0].computed ? " or the data" : " or the exact file"));
+  for (PetscInt i = 0; i < ev->nrows; i++) PetscCall(ScoreRow(ev, &ev->rows[i]));
+  PetscFunctionReturn(0);
 }
 
-/* The aligned table on rank 0 (PetscPrintf prints on rank 0 of comm only). */
-static PetscErrorCode PrintTable(MPI_Comm comm, PetscInt nrefs, const EvalRef refs[], PetscInt nrows,
-                                 const EvalRow rows[])
+/* BasisEvaluatorGetReport - the results as plain data (valid until Destroy). Not collective. */
+PetscErrorCode BasisEvaluatorGetReport(BasisEvaluator ev, BasisEvalReport *report)
 {
-  size_t w = 9;
-  char   line[4096], cell[64];
+  PetscFunctionBeginUser;
+  report->N                   = ev->N;
+  report->labels              = ev->have_labels ? ev->label_source : NULL;
+  report->classes             = ev->nclasses;
+  report->clusters            = ev->clusters;
+  report->restarts            = ev->restarts;
+  report->kmeans_seed         = ev->kmeans_seed;
+  report->probe_test_fraction = ev->test_fraction;
+  report->nrefs               = ev->nrefs;
+  report->nrows               = ev->nrows;
+  report->refs                = ev->refs;
+  report->rows                = ev->rows;
+  PetscFunctionReturn(0);
+}
+
+/* BasisEvaluatorView - the references and the table on rank 0 (report.c). Collective. */
+PetscErrorCode BasisEvaluatorView(BasisEvaluator ev)
+{
+  BasisEvalReport report;
 
   PetscFunctionBeginUser;
-  for (PetscInt i = 0; i < nrows; i++) w = PetscMax(w, strlen(rows[i].name));
-  w = PetscMin(w, 48); /* long paths are cut on the left, where they differ least */
-  PetscCall(PetscSNPrintf(line, sizeof(line), "%-*s %3s", (int)w, "row", "K"));
-  for (PetscInt j = 0; j < nrefs; j++) {
-    PetscSNPrintf(cell, sizeof(cell), " %7s%c %7s%c", "d_G:", (char)('A' + j), "theta:", (char)('A' + j));
-    PetscCall(PetscStrlcat(line, cell, sizeof(line)));
-  }
-  PetscCall(PetscStrlcat(line, "   d_perp     NMI     ACC   probe\n", sizeof(line)));
-  PetscCall(PetscPrintf(comm, "%s", line));
-  for (PetscInt i = 0; i < nrows; i++) {
-    const EvalRow *r    = &rows[i];
-    size_t         len  = strlen(r->name);
-    const char    *name = len > w ? r->name + (len - w) : r->name;
-    char           v[4][32];
+  PetscCall(BasisEvaluatorGetReport(ev, &report));
+  PetscCall(BasisReportView(ev->comm, &report));
+  PetscFunctionReturn(0);
+}
 
-    PetscCall(PetscSNPrintf(line, sizeof(line), "%-*s %3d", (int)w, name, (int)r->K));
-    for (PetscInt j = 0; j < nrefs; j++) {
-      FormatValue(v[0], sizeof(v[0]), r->dG[j]);
-      FormatValue(v[1], sizeof(v[1]), r->theta_norm[j]);
-      PetscSNPrintf(cell, sizeof(cell), " %8s %8s", v[0], v[1]);
-      PetscCall(PetscStrlcat(line, cell, sizeof(line)));
-    }
-    FormatValue(v[0], sizeof(v[0]), r->dperp);
-    FormatValue(v[1], sizeof(v[1]), r->nmi);
-    FormatValue(v[2], sizeof(v[2]), r->acc);
-    FormatValue(v[3], sizeof(v[3]), r->probe);
-    PetscSNPrintf(cell, sizeof(cell), " %8s %7s %7s %7s\n", v[0], v[1], v[2], v[3]);
-    PetscCall(PetscStrlcat(line, cell, sizeof(line)));
-    PetscCall(PetscPrintf(comm, "%s", line));
+/* BasisEvaluatorWriteJson - the results as JSON at path (report.c). Collective. */
+PetscErrorCode BasisEvaluatorWriteJson(BasisEvaluator ev, const char *path)
+{
+  BasisEvalReport report;
+
+  PetscFunctionBeginUser;
+  PetscCall(BasisEvaluatorGetReport(ev, &report));
+  PetscCall(BasisReportWriteJson(ev->comm, path, &report));
+  PetscFunctionReturn(0);
+}
+
+/* BasisEvaluatorDestroy - free the evaluator (NULL-tolerant). Not collective. */
+PetscErrorCode BasisEvaluatorDestroy(BasisEvaluator *ev)
+{
+  PetscFunctionBeginUser;
+  if (!*ev) PetscFunctionReturn(0);
+  for (PetscInt i = 0; i < (*ev)->nrows; i++) {
+    PetscCall(PetscFree((*ev)->rows[i].Y));
+    for (PetscInt j = 0; j < BASIS_EVAL_MAX_REFS; j++) PetscCall(PetscFree((*ev)->rows[i].theta[j]));
   }
+  for (PetscInt j = 0; j < (*ev)->nrefs; j++) PetscCall(PetscFree((*ev)->refs[j].lambda));
+  PetscCall(PetscFree3((*ev)->labels, (*ev)->assign, (*ev)->gidx));
+  PetscCall(PetscFree(*ev));
   PetscFunctionReturn(0);
 }
 
@@ -436,9 +688,8 @@ static PetscErrorCode PrintTable(MPI_Comm comm, PetscInt nrefs, const EvalRef re
 
   Collective on comm.
 
-  Options: -input EMB[,EMB2,...] (-exact EXACT | -data DATA [-match_batch m[,m2]] [-model M]
-  and the graph rule -dim -knn -scale_neighbor -scale -laplacian, -exact_eps_*) -clusters
-  -restarts -probe_test_fraction -seed -json -force (an existing -json is replaced only with -force)
+  Options: -input EMB[,EMB2,...] (-exact EXACT | -data DATA [-model M]) -json -force (an
+  existing -json is replaced only with -force), and the evaluator's (BasisEvaluatorSetFromOptions).
 
   Notes:
     The reference graphs with -data: -match_batch lists batch sizes (0 = same-k graph).
@@ -452,24 +703,12 @@ PetscErrorCode BasisEvalMain(MPI_Comm comm)
   char *input_list[BASIS_EVAL_MAX_INPUTS];
   char  exact_path[PETSC_MAX_PATH_LEN] = "", data_path[PETSC_MAX_PATH_LEN] = "",
        model_path[PETSC_MAX_PATH_LEN] = "", json[PETSC_MAX_PATH_LEN] = "";
-  char        label_source[PETSC_MAX_PATH_LEN] = "";
-  PetscInt    ninputs = BASIS_EVAL_MAX_INPUTS, match[BASIS_EVAL_MAX_REFS] = {0}, nmatch = BASIS_EVAL_MAX_REFS;
-  PetscInt    clusters = 0, restarts = 10, seed = 0, N = -1, Kmax = 0, nrefs = 0, nrows = 0, nclasses = 0;
-  PetscInt    rstart = 0, n = 0, *gidx = NULL;
-  PetscReal   test_fraction = 0.2;
-  PetscBool   match_set, input_set, help, have_labels = PETSC_FALSE, force = PETSC_FALSE;
-  PetscMPIInt size, rank;
-  BasisGraphParams p;
-  EvalRow          rows[BASIS_EVAL_MAX_INPUTS + BASIS_EVAL_MAX_REFS];
-  EvalRef          refs[BASIS_EVAL_MAX_REFS];
-  int             *labels = NULL, *assign;
-  PetscInt         emb_attrs[8], nemb_attrs = 0;
-  char             emb_laplacian[32] = "";
-  double           t0                = MPI_Wtime();
+  PetscInt       ninputs = BASIS_EVAL_MAX_INPUTS;
+  PetscBool      input_set, help, force = PETSC_FALSE;
+  BasisEvaluator ev;
+  double         t0 = MPI_Wtime();
 
   PetscFunctionBeginUser;
-  PetscCall(PetscMemzero(rows, sizeof(rows)));
-  PetscCall(PetscMemzero(refs, sizeof(refs)));
   PetscOptionsBegin(comm, NULL, "basis eval: score embeddings against exact eigenvectors", NULL);
   PetscCall(PetscOptionsStringArray("-input",
                                     "Embeddings to score (/embedding or /exact/vectors), comma-separated",
@@ -478,305 +717,49 @@ PetscErrorCode BasisEvalMain(MPI_Comm comm)
                                exact_path, exact_path, sizeof(exact_path), NULL));
   PetscCall(PetscOptionsString("-data", "Or: the data (/features); the exact eigenvectors are computed here",
                                NULL, data_path, data_path, sizeof(data_path), NULL));
-  PetscCall(
-      PetscOptionsIntArray("-match_batch",
-                           "With -data: batch sizes of the density-matched reference graphs, 0 = same-k "
-                           "(default: the model's m and 0)",
-                           NULL, match, &nmatch, &match_set));
   PetscCall(PetscOptionsString("-model", "Model file: its batch size m and graph rule (with -data)", NULL,
                                model_path, model_path, sizeof(model_path), NULL));
-  PetscCall(PetscOptionsInt("-clusters", "k-means clusters (0: the number of distinct labels)", NULL,
-                            clusters, &clusters, NULL));
-  PetscCall(
-      PetscOptionsInt("-restarts", "k-means restarts (k-means++ seedings)", NULL, restarts, &restarts, NULL));
-  PetscCall(PetscOptionsReal("-probe_test_fraction", "Fraction of rows held out to score the linear probe",
-                             NULL, test_fraction, &test_fraction, NULL));
-  PetscCall(PetscOptionsInt("-seed", "Random seed of k-means", NULL, seed, &seed, NULL));
   PetscCall(PetscOptionsString("-json", "JSON output (default: <first input>.eval.json)", NULL, json, json,
                                sizeof(json), NULL));
   PetscCall(PetscOptionsBool("-force", "Overwrite an existing -json", NULL, force, &force, NULL));
   PetscOptionsEnd();
-  if (!match_set) nmatch = 0;
   if (!input_set) ninputs = 0;
+  PetscCall(BasisEvaluatorCreate(comm, &ev));
   PetscCall(BasisHelpRequested(&help));
   if (help) {
-    BasisGraphParamsDefault(&p);
-    PetscOptionsBegin(comm, NULL, "basis eval: graph rule of the exact eigenvectors computed with -data",
-                      NULL);
-    PetscCall(BasisGraphParamsSetFromOptions(comm, &p));
-    PetscOptionsEnd();
+    PetscCall(BasisEvaluatorSetFromOptions(ev));
     PetscCall(PetscPrintf(comm, "  -exact_eps_*: SLEPc options of the exact eigensolver (with -data)\n"));
-    for (PetscInt i = 0; i < ninputs; i++) PetscCall(PetscFree(input_list[i]));
-    PetscFunctionReturn(0);
-  }
-  PetscCheck(ninputs >= 1, comm, PETSC_ERR_ARG_WRONG, "no embedding given: pass -input EMB.h5[,EMB2.h5,...]");
-  PetscCheck(!(exact_path[0] && data_path[0]), comm, PETSC_ERR_ARG_WRONG,
-             "give either -exact EXACT.h5 or -data DATA.h5, not both");
-  PetscCheck(exact_path[0] || data_path[0], comm, PETSC_ERR_ARG_WRONG,
-             "no reference: pass -exact EXACT.h5 (from basis exact) or -data DATA.h5 (computed here)");
-  PetscCheck(!(nmatch && exact_path[0]), comm, PETSC_ERR_ARG_WRONG,
-             "-match_batch chooses the graph computed from -data; with -exact the graph is the one in %s",
-             exact_path);
-  for (PetscInt j = 0; j < nmatch; j++)
-    PetscCheck(match[j] >= 0, comm, PETSC_ERR_ARG_OUTOFRANGE,
-               "-match_batch %d must be a batch size (> 0) or 0 for the same-k graph", (int)match[j]);
-  PetscCheck(clusters >= 0, comm, PETSC_ERR_ARG_OUTOFRANGE,
-             "-clusters %d must be positive (or 0: one per class)", (int)clusters);
-  PetscCheck(restarts >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-restarts %d must be at least 1", (int)restarts);
-  PetscCheck(test_fraction > 0 && test_fraction < 1, comm, PETSC_ERR_ARG_OUTOFRANGE,
-             "-probe_test_fraction %g must lie strictly between 0 and 1", (double)test_fraction);
-  if (!json[0]) PetscCall(PetscSNPrintf(json, sizeof(json), "%s.eval.json", input_list[0]));
-  { /* the report may not replace a file this command reads, nor an old report without -force */
+  } else {
     const char *inputs[BASIS_EVAL_MAX_INPUTS + 4];
     PetscInt    k = 0;
+
+    PetscCheck(ninputs >= 1, comm, PETSC_ERR_ARG_WRONG,
+               "no embedding given: pass -input EMB.h5[,EMB2.h5,...]");
+    PetscCheck(!(exact_path[0] && data_path[0]), comm, PETSC_ERR_ARG_WRONG,
+               "give either -exact EXACT.h5 or -data DATA.h5, not both");
+    PetscCheck(exact_path[0] || data_path[0], comm, PETSC_ERR_ARG_WRONG,
+               "no reference: pass -exact EXACT.h5 (from basis exact) or -data DATA.h5 (computed here)");
+    if (!json[0]) PetscCall(PetscSNPrintf(json, sizeof(json), "%s.eval.json", input_list[0]));
+    /* the report may not replace a file this command reads, nor an old report without -force */
     for (PetscInt i = 0; i < ninputs; i++) inputs[k++] = input_list[i];
     inputs[k++] = exact_path, inputs[k++] = data_path, inputs[k++] = model_path, inputs[k] = NULL;
     PetscCall(BasisOutputCheckPathOption(comm, "-json", json, force, inputs));
+
+    PetscCall(PetscLogStagePush(BASIS_StageEval));
+    for (PetscInt i = 0; i < ninputs; i++) PetscCall(BasisEvaluatorAddEmbedding(ev, input_list[i]));
+    if (data_path[0] && model_path[0]) PetscCall(BasisEvaluatorSetModel(ev, model_path));
+    PetscCall(BasisEvaluatorSetFromOptions(ev));
+    if (exact_path[0])
+      PetscCall(BasisEvaluatorAddReferenceFile(ev, exact_path));
+    else
+      PetscCall(BasisEvaluatorAddReferenceData(ev, data_path));
+    PetscCall(BasisEvaluatorCompute(ev));
+    PetscCall(PetscLogStagePop());
+    PetscCall(BasisEvaluatorView(ev));
+    PetscCall(BasisEvaluatorWriteJson(ev, json));
+    PetscCall(PetscPrintf(comm, "eval: wrote %s (%.1f s)\n", json, MPI_Wtime() - t0));
   }
-  PetscCallMPI(MPI_Comm_size(comm, &size));
-  PetscCallMPI(MPI_Comm_rank(comm, &rank));
-
-  /* the embeddings: shapes first (N must agree), then this rank's rows */
-  for (PetscInt i = 0; i < ninputs; i++) {
-    hid_t    file, dset;
-    PetscInt Ni, Ki;
-
-    PetscCall(OpenMatrix(comm, input_list[i], PETSC_FALSE, &file, &dset, &Ni, &Ki));
-    if (i == 0) {
-      N = Ni;
-      PetscCheck(N >= size, comm, PETSC_ERR_ARG_SIZ,
-                 "%s has %d row%s but the run has %d ranks; use at most %d rank%s", input_list[0], (int)N,
-                 N == 1 ? "" : "s", (int)size, (int)N, N == 1 ? "" : "s");
-      BasisBlockRange(N, size, rank, &rstart, &n);
-      PetscCall(PetscMalloc3(PetscMax(n, 1), &labels, PetscMax(n, 1), &assign, PetscMax(n, 1), &gidx));
-      for (PetscInt r = 0; r < n; r++) gidx[r] = rstart + r;
-      PetscCall(AttrReadInts(dset, "model_step_l_m_R_seed_knn_scaleneighbor", 8, emb_attrs, &nemb_attrs));
-      PetscCall(AttrReadString(dset, "laplacian", emb_laplacian, sizeof(emb_laplacian)));
-    }
-    PetscCheck(Ni == N, comm, PETSC_ERR_ARG_SIZ,
-               "%s has %d rows but %s has %d; every embedding must hold the same points in the same order",
-               input_list[i], (int)Ni, input_list[0], (int)N);
-    PetscCall(PetscStrncpy(rows[nrows].name, input_list[i], sizeof(rows[nrows].name)));
-    rows[nrows].K = Ki;
-    PetscCall(ReadMatrixRows(comm, input_list[i], dset, rstart, n, Ki, &rows[nrows].Y));
-    if (!have_labels) {
-      PetscCall(ReadLabels(comm, file, input_list[i], N, rstart, n, labels, &have_labels));
-      if (have_labels) PetscCall(PetscStrncpy(label_source, input_list[i], sizeof(label_source)));
-    }
-    BasisCallH5(H5Dclose(dset));
-    BasisCallH5(H5Fclose(file));
-    Kmax = PetscMax(Kmax, Ki);
-    nrows++;
-  }
-
-  if (exact_path[0]) { /* the reference from a basis exact file */
-    hid_t    file, dset;
-    PetscInt Ne, Ke, v[1], nv;
-    EvalRef *r = &refs[nrefs];
-
-    PetscCall(OpenMatrix(comm, exact_path, PETSC_TRUE, &file, &dset, &Ne, &Ke));
-    PetscCheck(Ne == N, comm, PETSC_ERR_ARG_SIZ,
-               "exact file %s has %d rows but embedding %s has %d; compare embeddings of the same points",
-               exact_path, (int)Ne, input_list[0], (int)N);
-    PetscCall(PetscStrncpy(r->source, exact_path, sizeof(r->source)));
-    r->match_batch = r->knn = r->scale_neighbor = -1;
-    PetscCall(AttrReadInts(dset, "match_batch", 1, v, &nv));
-    if (nv) r->match_batch = v[0];
-    PetscCall(AttrReadInts(dset, "knn", 1, v, &nv));
-    if (nv) r->knn = v[0];
-    PetscCall(AttrReadInts(dset, "scale_neighbor", 1, v, &nv));
-    if (nv) r->scale_neighbor = v[0];
-    PetscCall(AttrReadString(dset, "scale", r->scale, sizeof(r->scale)));
-    PetscCall(AttrReadString(dset, "laplacian", r->laplacian, sizeof(r->laplacian)));
-    if (H5Has(file, "exact", "exact/values")) {
-      hid_t    eset  = H5Dopen2(file, "exact/values", H5P_DEFAULT);
-      hid_t    space = H5Dget_space(eset);
-      hssize_t npts  = H5Sget_simple_extent_npoints(space);
-      BasisCallH5(H5Sclose(space));
-      if (npts == Ke) {
-        PetscCall(PetscMalloc1(Ke, &r->lambda));
-        PetscCall(BasisH5ReadRows(comm, eset, 0, Ke, 1, H5T_NATIVE_DOUBLE, r->lambda));
-      }
-      BasisCallH5(H5Dclose(eset));
-    }
-    r->row = nrows;
-    PetscCall(PetscSNPrintf(rows[nrows].name, sizeof(rows[nrows].name), "exact:A (%s)", exact_path));
-    rows[nrows].exact = PETSC_TRUE;
-    rows[nrows].K     = Ke;
-    PetscCall(ReadMatrixRows(comm, exact_path, dset, rstart, n, Ke, &rows[nrows].Y));
-    if (!have_labels) {
-      PetscCall(ReadLabels(comm, file, exact_path, N, rstart, n, labels, &have_labels));
-      if (have_labels) PetscCall(PetscStrncpy(label_source, exact_path, sizeof(label_source)));
-    }
-    BasisCallH5(H5Dclose(dset));
-    BasisCallH5(H5Fclose(file));
-    nrows++, nrefs++;
-  } else { /* computed here from the data */
-    BasisInput in;
-    BasisShard shard;
-    BasisKnn   knn;
-    PetscInt   kmax = 0, m_default = 0, model_D = 0;
-    double     tk0, tk1;
-
-    BasisGraphParamsDefault(&p);
-    if (model_path[0]) {
-      BasisModel mo;
-      PetscCall(BasisModelRead(comm, model_path, &mo));
-      p         = mo.graph;
-      m_default = mo.m;
-      model_D   = mo.D;
-      PetscCall(BasisModelFree(&mo));
-    } else if (nemb_attrs >= 7) { /* the model's m and graph, as basis embed recorded them */
-      m_default        = emb_attrs[2];
-      p.knn            = emb_attrs[5];
-      p.scale_neighbor = emb_attrs[6];
-      for (PetscInt l = 0; l < 3; l++)
-        if (!strcmp(emb_laplacian, BasisLaplacianTypes[l])) p.laplacian = (BasisLaplacianType)l;
-    }
-    p.K = Kmax;
-    PetscOptionsBegin(comm, NULL, "basis eval: graph rule of the exact eigenvectors computed with -data",
-                      NULL);
-    PetscCall(BasisGraphParamsSetFromOptions(comm, &p));
-    PetscOptionsEnd();
-    if (!nmatch) {
-      if (m_default > 0) match[nmatch++] = m_default;
-      match[nmatch++] = 0;
-    }
-    PetscCall(BasisInputOpen(comm, data_path, &in));
-    PetscCheck(
-        !model_D || in.D == model_D, comm, PETSC_ERR_ARG_INCOMP,
-        "-data %s has D = %d features but -model %s was trained on D = %d; give the model of these data",
-        data_path, (int)in.D, model_path, (int)model_D);
-    PetscCheck(in.N == N, comm, PETSC_ERR_ARG_SIZ,
-               "data %s has %d points but embedding %s has %d rows; evaluate an embedding of these data",
-               data_path, (int)in.N, input_list[0], (int)N);
-    PetscCall(BasisInputReadShard(&in, &shard));
-    if (!have_labels && in.has_labels) {
-      PetscCall(PetscArraycpy(labels, shard.labels, n));
-      PetscCall(PetscStrncpy(label_source, data_path, sizeof(label_source)));
-      have_labels = PETSC_TRUE;
-    }
-    for (PetscInt j = 0; j < nmatch; j++) {
-      EvalRef *r = &refs[nrefs + j];
-      BasisGraphParamsMatched(&p, N, match[j], &r->p);
-      PetscCheck(
-          r->p.knn < N, comm, PETSC_ERR_ARG_OUTOFRANGE,
-          "-match_batch %d asks for %d neighbours per point but %s has only %d points; raise -match_batch",
-          (int)match[j], (int)r->p.knn, data_path, (int)N);
-      kmax = PetscMax(kmax, r->p.knn);
-    }
-    PetscCall(PetscPrintf(comm,
-                          "eval: exact eigenvectors of %s (%d points), kNN with k = %d for %d graph%s\n",
-                          data_path, (int)N, (int)kmax, (int)nmatch, nmatch > 1 ? "s" : ""));
-    tk0 = MPI_Wtime();
-    PetscCall(BasisExactKnn(comm, &shard, kmax, &knn));
-    tk1 = MPI_Wtime();
-    PetscCall(PetscPrintf(comm, "eval: kNN in %.1f s\n", tk1 - tk0));
-    for (PetscInt j = 0; j < nmatch; j++, nrefs++) {
-      EvalRef   *r = &refs[nrefs];
-      EvalRow   *w = &rows[nrows];
-      PetscReal *residual;
-      double     ts = MPI_Wtime();
-
-      PetscCall(PetscStrncpy(r->source, data_path, sizeof(r->source)));
-      r->computed       = PETSC_TRUE;
-      r->match_batch    = match[j];
-      r->knn            = r->p.knn;
-      r->scale_neighbor = r->p.scale_neighbor;
-      PetscCall(PetscStrncpy(r->scale, BasisScaleTypes[r->p.scale], sizeof(r->scale)));
-      PetscCall(PetscStrncpy(r->laplacian, BasisLaplacianTypes[r->p.laplacian], sizeof(r->laplacian)));
-      PetscCall(PetscMalloc1(r->p.K, &r->lambda));
-      PetscCall(PetscMalloc1(r->p.K, &residual));
-      PetscCall(PetscMalloc1((size_t)PetscMax(n, 1) * r->p.K, &w->Y));
-      PetscCall(BasisExactSolveKnn(comm, BASIS_EXACT_PREFIX, &shard, &r->p, &knn, w->Y, r->lambda, residual));
-      for (PetscInt t = 0; t < r->p.K; t++) r->max_residual = PetscMax(r->max_residual, residual[t]);
-      PetscCall(PetscFree(residual));
-      w->exact = PETSC_TRUE;
-      w->K     = r->p.K;
-      r->row   = nrows++;
-      if (match[j])
-        PetscCall(PetscSNPrintf(w->name, sizeof(w->name), "exact:%c (m = %d, knn %d)", (char)('A' + nrefs),
-                                (int)match[j], (int)r->p.knn));
-      else
-        PetscCall(PetscSNPrintf(w->name, sizeof(w->name), "exact:%c (same k, knn %d)", (char)('A' + nrefs),
-                                (int)r->p.knn));
-      PetscCall(PetscPrintf(comm, "eval: %s: graph + eigensolve in %.1f s, largest residual %.1e\n", w->name,
-                            MPI_Wtime() - ts, (double)r->max_residual));
-    }
-    PetscCall(BasisKnnDestroy(&knn));
-    PetscCall(BasisShardDestroy(&shard));
-    PetscCall(BasisInputClose(&in));
-  }
-
-  if (have_labels) {
-    PetscCall(CountClasses(comm, label_source, n, labels, &nclasses));
-    if (!clusters) clusters = nclasses;
-    PetscCheck(clusters <= N, comm, PETSC_ERR_ARG_OUTOFRANGE, "-clusters %d exceeds the %d points",
-               (int)clusters, (int)N);
-  }
-  PetscCall(PetscPrintf(comm, "eval: %d points, %d embedding%s, %d reference%s", (int)N, (int)ninputs,
-                        ninputs > 1 ? "s" : "", (int)nrefs, nrefs > 1 ? "s" : ""));
-  if (have_labels)
-    PetscCall(PetscPrintf(comm, "; labels from %s: %d classes, k-means %d clusters x %d restarts\n",
-                          label_source, (int)nclasses, (int)clusters, (int)restarts));
-  else
-    PetscCall(PetscPrintf(
-        comm, "\neval: note: no /labels in the inputs%s: NMI, ACC and the linear probe are skipped\n",
-        data_path[0] ? " or the data" : " or the exact file"));
-
-  /* the metrics: every row against every reference */
-  for (PetscInt i = 0; i < nrows; i++) {
-    EvalRow *w = &rows[i];
-    for (PetscInt j = 0; j < nrefs; j++) {
-      const EvalRow *v = &rows[refs[j].row];
-      PetscReal      s = 0;
-
-      PetscCall(PetscCalloc1(PetscMin(w->K, v->K), &w->theta[j]));
-      PetscCall(BasisMetricGrassmannRanks(comm, n, w->K, w->Y, v->K, v->Y, &w->dG[j], w->theta[j], &w->rank_y,
-                                          NULL));
-      for (PetscInt t = 0; t < PetscMin(w->K, v->K); t++) s += w->theta[j][t] * w->theta[j][t];
-      w->theta_norm[j] = PetscSqrtReal(s);
-    }
-    PetscCall(BasisMetricOrthogonality(comm, n, w->K, w->Y, &w->dperp));
-    w->nmi = w->acc = w->probe = NAN; /* "-" in the table, null in JSON */
-    if (have_labels) {
-      PetscReal inertia;
-      PetscCall(BasisKMeans(comm, n, w->K, w->Y, clusters, restarts, seed, assign, &inertia));
-      PetscCall(BasisMetricNMI(comm, n, labels, assign, &w->nmi));
-      PetscCall(BasisMetricACC(comm, n, labels, assign, &w->acc));
-      PetscCall(BasisLinearProbe(comm, n, w->K, w->Y, labels, gidx, test_fraction, &w->probe));
-    }
-  }
-
-  for (PetscInt j = 0; j < nrefs; j++) {
-    const EvalRef *r         = &refs[j];
-    char           desc[128] = "graph not recorded";
-    if (r->knn > 0)
-      PetscCall(PetscSNPrintf(desc, sizeof(desc), "%s knn %d, scale_neighbor %d, scale %s, laplacian %s",
-                              r->match_batch > 0 ? "density-matched," : "same-k,", (int)r->knn,
-                              (int)r->scale_neighbor, r->scale[0] ? r->scale : "?",
-                              r->laplacian[0] ? r->laplacian : "?"));
-    PetscCall(PetscPrintf(comm, "eval: reference %c = %s: %s%s\n", (char)('A' + j), rows[r->row].name, desc,
-                          r->computed ? "" : " (read)"));
-  }
-  PetscCall(PrintTable(comm, nrefs, refs, nrows, rows));
-  for (PetscInt i = 0; i < nrows; i++)
-    if (!rows[i].exact && rows[i].rank_y < rows[i].K - 1)
-      PetscCall(
-          PetscPrintf(comm,
-                      "eval: note: %s spans only %d dimensions after centring (of %d columns): columns have "
-                      "collapsed\n",
-                      rows[i].name, (int)rows[i].rank_y, (int)rows[i].K));
-  PetscCall(WriteJson(comm, json, N, have_labels ? label_source : NULL, nclasses, clusters, restarts, seed,
-                      test_fraction, nrefs, refs, nrows, rows));
-  PetscCall(PetscPrintf(comm, "eval: wrote %s (%.1f s)\n", json, MPI_Wtime() - t0));
-
-  for (PetscInt i = 0; i < nrows; i++) {
-    PetscCall(PetscFree(rows[i].Y));
-    for (PetscInt j = 0; j < nrefs; j++) PetscCall(PetscFree(rows[i].theta[j]));
-  }
-  for (PetscInt j = 0; j < nrefs; j++) PetscCall(PetscFree(refs[j].lambda));
+  PetscCall(BasisEvaluatorDestroy(&ev));
   for (PetscInt i = 0; i < ninputs; i++) PetscCall(PetscFree(input_list[i]));
-  PetscCall(PetscFree3(labels, assign, gidx));
   PetscFunctionReturn(0);
 }

@@ -238,7 +238,7 @@ PetscErrorCode BasisExactMain(MPI_Comm comm)
   BasisShard       shard;
   BasisOutput      out;
   PetscReal       *phi, *lambda, *residual, seconds[2];
-  hid_t            vset, lset;
+  hid_t            vset;
   const char      *inputs[2];
 
   PetscFunctionBeginUser;
@@ -323,11 +323,7 @@ PetscErrorCode BasisExactMain(MPI_Comm comm)
     PetscCall(BasisH5AttrWriteDouble(vset, "residuals", K, residual));
   }
   BasisCallH5(H5Dclose(vset));
-  if (in.has_labels) { /* carried along so `basis eval` needs only this file */
-    PetscCall(BasisH5CreateMatrix(out.file, "labels", in.N, 0, H5T_STD_I32LE, &lset));
-    PetscCall(BasisH5WriteRows(comm, lset, shard.rstart, shard.n, 1, H5T_NATIVE_INT, shard.labels));
-    BasisCallH5(H5Dclose(lset));
-  }
+  PetscCall(BasisInputCopyLabels(&in, out.file)); /* so `basis eval` needs only this file */
   PetscCall(BasisOutputCommit(&out));
   PetscCall(PetscPrintf(comm, "exact: %d x %d eigenvectors written to %s (/exact/vectors, /exact/values)\n",
                         (int)in.N, (int)K, output));

@@ -114,26 +114,11 @@ PetscErrorCode BasisInputOpen(MPI_Comm comm, const char *path, BasisInput *in)
              "input %s has %d point%s but the run has %d ranks; use at most %d rank%s", path, (int)in->N,
              in->N == 1 ? "" : "s", (int)size, (int)in->N, in->N == 1 ? "" : "s");
 
-  if (H5Lexists(in->file, "labels", H5P_DEFAULT) > 0) {
-    in->labels = H5Dopen2(in->file, "labels", H5P_DEFAULT);
-    BasisCheckAll(comm, in->labels >= 0, PETSC_ERR_FILE_UNEXPECTED, "input %s: /labels is not a dataset",
-                  path);
-    space = H5Dget_space(in->labels);
-    BasisCallH5(space);
-    ndims   = H5Sget_simple_extent_ndims(space);
-    dims[1] = 1;
-    if (ndims >= 1 && ndims <= 2) BasisCallH5(H5Sget_simple_extent_dims(space, dims, NULL));
-    BasisCallH5(H5Sclose(space));
-    type = H5Dget_type(in->labels);
-    cls  = H5Tget_class(type);
-    BasisCallH5(H5Tclose(type));
-    PetscCheck(cls == H5T_INTEGER, comm, PETSC_ERR_FILE_UNEXPECTED,
-               "input %s: /labels must hold integers (class ids); found another type", path);
-    PetscCheck((ndims == 1 || (ndims == 2 && dims[1] == 1)) && dims[0] == (hsize_t)in->N, comm,
-               PETSC_ERR_FILE_UNEXPECTED,
-               "input %s: /labels has %llu entries but /features has %d rows; they must match", path,
-               (unsigned long long)(ndims >= 1 ? dims[0] : 0), (int)in->N);
-    in->has_labels = PETSC_TRUE;
+  { /* /labels: the one validation, shared with eval (BasisH5LabelsOpen) */
+    char what[PETSC_MAX_PATH_LEN + 8];
+    PetscCall(PetscSNPrintf(what, sizeof(what), "input %s", path));
+    PetscCall(BasisH5LabelsOpen(comm, in->file, what, in->N, "/features", &in->labels));
+    in->has_labels = in->labels >= 0 ? PETSC_TRUE : PETSC_FALSE;
   }
   PetscFunctionReturn(0);
 }
@@ -491,5 +476,195 @@ PetscErrorCode BasisH5AttrReadString(hid_t obj, const char *name, size_t len, ch
   BasisCallH5(H5Tclose(type));
   BasisCallH5(H5Aclose(attr));
   *found = PETSC_TRUE;
+  PetscFunctionReturn(0);
+}
+
+/* ---- Readers and copiers shared by the commands (embed, exact, eval) ---- */
+
+/*
+  BasisH5LinkExists - whether path (e.g. "exact/vectors") names an object of file; every
+  intermediate group must exist (H5Lexists alone fails on a missing group).
+
+  Not collective (HDF5 metadata, the same on every rank).
+*/
+PetscBool BasisH5LinkExists(hid_t file, const char *path)
+{
+  char   buf[PETSC_MAX_PATH_LEN];
+  size_t len = strlen(path);
+
+  if (len >= sizeof(buf)) return PETSC_FALSE;
+  memcpy(buf, path, len + 1);
+  for (char *s = buf; (s = strchr(s + 1, '/'));) {
+    *s = 0;
+    if (H5Lexists(file, buf, H5P_DEFAULT) <= 0) return PETSC_FALSE;
+    *s = '/';
+  }
+  return H5Lexists(file, buf, H5P_DEFAULT) > 0 ? PETSC_TRUE : PETSC_FALSE;
+}
+
+/*
+  BasisH5MatrixOpen - open the 2-D numeric dataset name of an open file and return its shape.
+
+  Collective on comm (every rank opens the same dataset; errors are raised on comm).
+
+  Input:
+    path - the file's name, for the messages
+  Output:
+    dset       - the open dataset (close with H5Dclose)
+    rows, cols - its shape, both >= 1
+*/
+PetscErrorCode BasisH5MatrixOpen(MPI_Comm comm, hid_t file, const char *path, const char *name, hid_t *dset,
+                                 PetscInt *rows, PetscInt *cols)
+{
+  hid_t       space, type;
+  hsize_t     dims[2] = {0, 0};
+  int         ndims;
+  H5T_class_t cls;
+
+  PetscFunctionBeginUser;
+  *dset = H5Dopen2(file, name, H5P_DEFAULT);
+  BasisCheckAll(comm, *dset >= 0, PETSC_ERR_FILE_UNEXPECTED, "%s: /%s is not a dataset", path, name);
+  space = H5Dget_space(*dset);
+  BasisCallH5(space);
+  ndims = H5Sget_simple_extent_ndims(space);
+  if (ndims == 2) BasisCallH5(H5Sget_simple_extent_dims(space, dims, NULL));
+  BasisCallH5(H5Sclose(space));
+  type = H5Dget_type(*dset);
+  BasisCallH5(type);
+  cls = H5Tget_class(type);
+  BasisCallH5(H5Tclose(type));
+  PetscCheck(ndims == 2, comm, PETSC_ERR_FILE_UNEXPECTED, "%s: /%s has %d dimensions; it must be N x K", path,
+             name, ndims);
+  PetscCheck(cls == H5T_FLOAT || cls == H5T_INTEGER, comm, PETSC_ERR_FILE_UNEXPECTED,
+             "%s: /%s is not numeric", path, name);
+  PetscCheck(dims[0] > 0 && dims[1] > 0 && dims[0] < PETSC_MAX_INT && dims[1] < PETSC_MAX_INT, comm,
+             PETSC_ERR_FILE_UNEXPECTED, "%s: /%s is %llu x %llu; it needs at least one row and one column",
+             path, name, (unsigned long long)dims[0], (unsigned long long)dims[1]);
+  *rows = (PetscInt)dims[0];
+  *cols = (PetscInt)dims[1];
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisH5MatrixReadRows - rows [rstart, rstart + n) of an open matrix as double, checked finite.
+
+  Collective on comm (n may differ between ranks and be 0); the finiteness verdict is agreed.
+
+  Input:
+    path - the file's name, for the messages
+    cols - the matrix's column count (BasisH5MatrixOpen)
+  Output:
+    Y - [n][cols] row-major, allocated here (PetscFree)
+*/
+PetscErrorCode BasisH5MatrixReadRows(MPI_Comm comm, const char *path, hid_t dset, PetscInt rstart, PetscInt n,
+                                     PetscInt cols, PetscReal **Y)
+{
+  long long bad = 0, first = PETSC_MAX_INT;
+
+  PetscFunctionBeginUser;
+  PetscCall(PetscLogEventBegin(BASIS_ReadShard, 0, 0, 0, 0));
+  PetscCall(PetscMalloc1((size_t)PetscMax(n, 1) * cols, Y));
+  PetscCall(BasisH5ReadRows(comm, dset, rstart, n, cols, H5T_NATIVE_DOUBLE, *Y));
+  for (size_t i = 0; i < (size_t)n * cols; i++)
+    if (PetscIsInfOrNanReal((*Y)[i])) {
+      if (!bad++) first = rstart + (long long)(i / (size_t)cols);
+    }
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_LONG_LONG, MPI_SUM, comm));
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_LONG_LONG, MPI_MIN, comm));
+  PetscCall(PetscLogEventEnd(BASIS_ReadShard, 0, 0, 0, 0));
+  PetscCheck(!bad, comm, PETSC_ERR_FP,
+             "%s has %lld non-finite values (NaN/Inf), the first in row %lld; the model may have diverged",
+             path, bad, first);
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisH5LabelsOpen - open and validate /labels of an open file, if it has one: integer
+  class ids, N of them (1-D, or N x 1).
+
+  Collective on comm; every rank reaches the same verdict from the same metadata.
+
+  Input:
+    what - how the messages name the file ("input data.h5", "emb.h5")
+    N    - the number of rows the labels must match
+    rows - how the messages name those rows ("/features", "the embeddings")
+  Output:
+    dset - the open /labels (close with H5Dclose), or -1 when the file has none
+*/
+PetscErrorCode BasisH5LabelsOpen(MPI_Comm comm, hid_t file, const char *what, PetscInt N, const char *rows,
+                                 hid_t *dset)
+{
+  hid_t       space, type;
+  int         ndims;
+  hsize_t     dims[2] = {0, 1};
+  H5T_class_t cls;
+
+  PetscFunctionBeginUser;
+  *dset = -1;
+  if (H5Lexists(file, "labels", H5P_DEFAULT) <= 0) PetscFunctionReturn(0);
+  *dset = H5Dopen2(file, "labels", H5P_DEFAULT);
+  BasisCheckAll(comm, *dset >= 0, PETSC_ERR_FILE_UNEXPECTED, "%s: /labels is not a dataset", what);
+  space = H5Dget_space(*dset);
+  BasisCallH5(space);
+  ndims = H5Sget_simple_extent_ndims(space);
+  if (ndims >= 1 && ndims <= 2) BasisCallH5(H5Sget_simple_extent_dims(space, dims, NULL));
+  BasisCallH5(H5Sclose(space));
+  type = H5Dget_type(*dset);
+  BasisCallH5(type);
+  cls = H5Tget_class(type);
+  BasisCallH5(H5Tclose(type));
+  PetscCheck(cls == H5T_INTEGER, comm, PETSC_ERR_FILE_UNEXPECTED,
+             "%s: /labels must hold integers (class ids); found another type", what);
+  PetscCheck((ndims == 1 || (ndims == 2 && dims[1] == 1)) && dims[0] == (hsize_t)N, comm,
+             PETSC_ERR_FILE_UNEXPECTED, "%s: /labels has %llu entries but %s has %d rows; they must match",
+             what, (unsigned long long)(ndims >= 1 ? dims[0] : 0), rows, (int)N);
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisH5LabelsRead - this rank's rows [rstart, rstart + n) of /labels of an open file,
+  validated by BasisH5LabelsOpen.
+
+  Collective on comm. Output: labels [n]; *found false (labels untouched) when the file has
+  no /labels.
+*/
+PetscErrorCode BasisH5LabelsRead(MPI_Comm comm, hid_t file, const char *what, PetscInt N, const char *rows,
+                                 PetscInt rstart, PetscInt n, int labels[], PetscBool *found)
+{
+  hid_t dset;
+
+  PetscFunctionBeginUser;
+  PetscCall(BasisH5LabelsOpen(comm, file, what, N, rows, &dset));
+  *found = dset >= 0 ? PETSC_TRUE : PETSC_FALSE;
+  if (dset < 0) PetscFunctionReturn(0);
+  PetscCall(BasisH5ReadRows(comm, dset, rstart, n, 1, H5T_NATIVE_INT, labels));
+  BasisCallH5(H5Dclose(dset));
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisInputCopyLabels - copy the input's /labels, if any, into an output file as /labels
+  (N, int32), so that `basis eval` needs only that file. Nothing when the input has none.
+
+  Collective on in->comm; every rank copies its block of rows (BasisBlockRange).
+*/
+PetscErrorCode BasisInputCopyLabels(BasisInput *in, hid_t file)
+{
+  PetscMPIInt size, rank;
+  PetscInt    rstart, n;
+  hid_t       lset;
+  int        *labels;
+
+  PetscFunctionBeginUser;
+  if (!in->has_labels) PetscFunctionReturn(0);
+  PetscCallMPI(MPI_Comm_size(in->comm, &size));
+  PetscCallMPI(MPI_Comm_rank(in->comm, &rank));
+  BasisBlockRange(in->N, size, rank, &rstart, &n);
+  PetscCall(PetscMalloc1(PetscMax(n, 1), &labels));
+  PetscCall(BasisInputReadLabels(in, rstart, n, labels));
+  PetscCall(BasisH5CreateMatrix(file, "labels", in->N, 0, H5T_STD_I32LE, &lset));
+  PetscCall(BasisH5WriteRows(in->comm, lset, rstart, n, 1, H5T_NATIVE_INT, labels));
+  BasisCallH5(H5Dclose(lset));
+  PetscCall(PetscFree(labels));
   PetscFunctionReturn(0);
 }

@@ -8,7 +8,7 @@
 PetscLogEvent BASIS_ReadShard, BASIS_WriteRows, BASIS_Generate, BASIS_BatchGraph, BASIS_BatchEig,
     BASIS_RefGraph, BASIS_RefSolve, BASIS_Align, BASIS_Forward, BASIS_Backward, BASIS_GradReduce, BASIS_Adam,
     BASIS_Embed, BASIS_Checkpoint, BASIS_ExactKnn, BASIS_ExactSolve, BASIS_Metrics, BASIS_Sample;
-PetscLogStage BASIS_StageRef, BASIS_StageTrain, BASIS_StageEmbed;
+PetscLogStage BASIS_StageRef, BASIS_StageTrain, BASIS_StageEmbed, BASIS_StageEval;
 
 /*
   BasisLogRegister - register the events and stages. Not collective; once per process.
@@ -40,5 +40,6 @@ PetscErrorCode BasisLogRegister(void)
   PetscCall(PetscLogStageRegister("BasisReference", &BASIS_StageRef));
   PetscCall(PetscLogStageRegister("BasisTrain", &BASIS_StageTrain));
   PetscCall(PetscLogStageRegister("BasisEmbed", &BASIS_StageEmbed));
+  PetscCall(PetscLogStageRegister("BasisEval", &BASIS_StageEval));
   PetscFunctionReturn(0);
 }

@@ -16,6 +16,7 @@
   Also BasisNthNotIn (which numbers the rows a batch may draw: all but the anchors) against
   a count. Run at 1, 2 and 4 ranks. Silent on success.
 */
+#include <basis/embed.h>
 #include <basis/generate.h>
 #include <basis/output.h>
 #include <basis/h5io.h>
@@ -62,24 +63,22 @@ static PetscErrorCode WriteData(MPI_Comm comm, const char *path)
   PetscFunctionReturn(0);
 }
 
-/* This rank's n rows x embedded by the model's network, as basis embed does. */
+/* This rank's n rows x embedded by the model through the embedder that basis embed uses. */
 static PetscErrorCode EmbedRows(const BasisModel *mo, PetscInt n, const float x[], PetscReal Y[])
 {
-  PetscInt K = mo->widths[mo->nlayers];
-  BasisMLP mlp;
-  float   *params, *xn, *y;
+  PetscInt      K = mo->widths[mo->nlayers];
+  BasisEmbedder e;
+  float        *y;
 
   PetscFunctionBeginUser;
-  PetscCall(BasisMLPCreate(mo->nlayers, mo->widths, PetscMax(n, 1), &mlp));
-  PetscCall(BasisMLPGetArrays(mlp, &params, NULL, NULL, NULL));
-  PetscCall(PetscArraycpy(params, mo->params, mo->nparams));
-  PetscCall(PetscMalloc2((size_t)n * mo->D, &xn, (size_t)n * K, &y));
-  BasisModelNormaliseInput(mo, n, x, xn);
-  PetscCall(BasisMLPForward(mlp, n, xn, y));
-  BasisModelOutput(mo, n, y);
+  PetscCall(PetscMalloc1((size_t)PetscMax(n, 1) * K, &y));
+  PetscCall(BasisEmbedderCreate(PETSC_COMM_SELF, &e));
+  PetscCall(BasisEmbedderSetModel(e, mo, NULL));
+  PetscCall(BasisEmbedderSetUp(e));
+  PetscCall(BasisEmbedderApply(e, n, x, y));
+  PetscCall(BasisEmbedderDestroy(&e));
   for (PetscInt i = 0; i < n * K; i++) Y[i] = y[i];
-  PetscCall(PetscFree2(xn, y));
-  PetscCall(BasisMLPDestroy(&mlp));
+  PetscCall(PetscFree(y));
   PetscFunctionReturn(0);
 }
 

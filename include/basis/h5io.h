@@ -62,3 +62,15 @@ PetscErrorCode BasisH5ReadRows(MPI_Comm comm, hid_t dset, PetscInt start, PetscI
                                hid_t memtype, void *buf);
 PetscErrorCode BasisH5OpenRead(MPI_Comm comm, const char *path, const char *what, hid_t *file);
 PetscErrorCode BasisInfoMain(MPI_Comm comm);
+
+/* Readers and copiers shared by the commands (embed, exact, eval); see h5io.c. */
+PetscBool      BasisH5LinkExists(hid_t file, const char *path);
+PetscErrorCode BasisH5MatrixOpen(MPI_Comm comm, hid_t file, const char *path, const char *name, hid_t *dset,
+                                 PetscInt *rows, PetscInt *cols);
+PetscErrorCode BasisH5MatrixReadRows(MPI_Comm comm, const char *path, hid_t dset, PetscInt rstart, PetscInt n,
+                                     PetscInt cols, PetscReal **Y);
+PetscErrorCode BasisH5LabelsOpen(MPI_Comm comm, hid_t file, const char *what, PetscInt N, const char *rows,
+                                 hid_t *dset);
+PetscErrorCode BasisH5LabelsRead(MPI_Comm comm, hid_t file, const char *what, PetscInt N, const char *rows,
+                                 PetscInt rstart, PetscInt n, int labels[], PetscBool *found);
+PetscErrorCode BasisInputCopyLabels(BasisInput *in, hid_t file);

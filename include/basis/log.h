@@ -8,7 +8,7 @@
 extern PetscLogEvent BASIS_ReadShard, BASIS_WriteRows, BASIS_Generate, BASIS_BatchGraph, BASIS_BatchEig,
     BASIS_RefGraph, BASIS_RefSolve, BASIS_Align, BASIS_Forward, BASIS_Backward, BASIS_GradReduce, BASIS_Adam,
     BASIS_Embed, BASIS_Checkpoint, BASIS_ExactKnn, BASIS_ExactSolve, BASIS_Metrics, BASIS_Sample;
-extern PetscLogStage BASIS_StageRef, BASIS_StageTrain, BASIS_StageEmbed;
+extern PetscLogStage BASIS_StageRef, BASIS_StageTrain, BASIS_StageEmbed, BASIS_StageEval;
 
 /* Register the events and stages above. Not collective; called once by BasisInitialize. */
 PetscErrorCode BasisLogRegister(void);
