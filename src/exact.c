@@ -11,7 +11,7 @@
   holds its own block plus two travelling buffers, never more: memory O(N D / P), time
   O(N^2 D / P), P - 1 messages of N D / P floats per rank.
 
-  Graph and eigenpairs: BasisGraphAssemble (MATMPIAIJ) and BasisGraphSolve with the
+  Graph and eigenpairs: BasisGraphAssemble (MATMPIAIJ) and a BasisEigensolver with the
   options prefix -exact_ (-exact_eps_type, -exact_eps_tol, ...), whose default is
   Krylov-Schur on the LARGEST eigenvalues of D^-1/2 W D^-1/2. Measured on
   data/fashion-mnist-test.h5 (N = 10000, D = 784, k = 10, K = 10, 2 ranks, EPSSolve time
@@ -29,6 +29,7 @@
   Collective on comm throughout.
 */
 #include <basis/exact.h>
+#include <basis/eigensolver.h>
 #include <basis/log.h>
 #include <basis/options.h>
 #include <basis/output.h>
@@ -160,21 +161,26 @@ PetscErrorCode BasisExactKnn(MPI_Comm comm, const BasisShard *shard, PetscInt k,
   Output:
     phi      - [n][K] row-major, this rank's rows of the eigenvectors
     lambda   - [K] eigenvalues, ascending
-    residual - [K] ||L v - lambda v|| of each pair (BasisGraphSolve)
+    residual - [K] ||L v - lambda v|| of each pair (BasisEigensolverSolve)
 
   Notes:
-    Refuses unconverged or inaccurate pairs (BasisGraphSolve). Logged as BASIS_ExactSolve.
+    Refuses unconverged or inaccurate pairs (BasisEigensolverSolve). Logged as BASIS_ExactSolve.
 */
 PetscErrorCode BasisExactSolveKnn(MPI_Comm comm, const char *prefix, const BasisShard *shard,
                                   const BasisGraphParams *p, const BasisKnn *knn, PetscReal phi[],
                                   PetscReal lambda[], PetscReal residual[])
 {
-  Mat W;
+  Mat              W;
+  BasisEigensolver es;
 
   PetscFunctionBeginUser;
   PetscCall(PetscLogEventBegin(BASIS_ExactSolve, 0, 0, 0, 0));
   PetscCall(BasisGraphAssemble(comm, p, knn, shard->rstart, shard->N, &W));
-  PetscCall(BasisGraphSolve(comm, prefix, p, W, phi, lambda, residual));
+  PetscCall(BasisEigensolverCreate(comm, prefix, &es));
+  PetscCall(BasisEigensolverSetProblem(es, p));
+  PetscCall(BasisEigensolverSetFromOptions(es));
+  PetscCall(BasisEigensolverSolve(es, W, phi, lambda, residual));
+  PetscCall(BasisEigensolverDestroy(&es));
   PetscCall(MatDestroy(&W));
   PetscCall(PetscLogEventEnd(BASIS_ExactSolve, 0, 0, 0, 0));
   PetscFunctionReturn(0);

@@ -17,6 +17,7 @@
   Collective on comm.
 */
 #include <basis/ref.h>
+#include <basis/eigensolver.h>
 #include <basis/log.h>
 #include <basis/rng.h>
 
@@ -88,6 +89,7 @@ PetscErrorCode BasisReferenceSolve(MPI_Comm comm, const BasisGraphParams *graph,
 {
   BasisGraphParams rp;
   BasisKnn         knn;
+  BasisEigensolver es;
   Mat              W;
   PetscMPIInt      size, rank;
   PetscInt         rstart, n, K = graph->K;
@@ -115,7 +117,11 @@ PetscErrorCode BasisReferenceSolve(MPI_Comm comm, const BasisGraphParams *graph,
   PetscCall(PetscLogEventBegin(BASIS_RefSolve, 0, 0, 0, 0));
   PetscCall(PetscMalloc5((size_t)PetscMax(n, 1) * K, &phi_local, (size_t)R * K, &phi_all, K, &residual, size,
                          &counts, size, &displs));
-  PetscCall(BasisGraphSolve(comm, "ref_", &rp, W, phi_local, lambda, residual));
+  PetscCall(BasisEigensolverCreate(comm, "ref_", &es));
+  PetscCall(BasisEigensolverSetProblem(es, &rp));
+  PetscCall(BasisEigensolverSetFromOptions(es));
+  PetscCall(BasisEigensolverSolve(es, W, phi_local, lambda, residual));
+  PetscCall(BasisEigensolverDestroy(&es));
   PetscCall(MatDestroy(&W));
   for (int r = 0; r < size; r++) {
     PetscInt st, cnt;

@@ -7,19 +7,23 @@
     (b) the batch eigensolver equals a dense LAPACK solve of a W built here independently,
         all 3 Laplacians and both scales, eigenvectors with the sign convention;
     (c) two far clusters give two zero eigenvalues and piecewise-constant vectors;
-    (d) BasisGraphAssemble + BasisGraphSolve (Krylov-Schur and ScaLAPACK) equal the batch
+    (d) BasisGraphAssemble + BasisEigensolverSolve (Krylov-Schur and ScaLAPACK) equal the batch
         path on the same points at any rank count;
     (e) duplicate points, too few points, -knn too large and an unconverged solve are
-        errors on every rank, not NaNs or hangs.
+        errors on every rank, not NaNs or hangs;
+    (f) a batch graph and an eigensolver reused over several point sets give bitwise what
+        fresh objects give, and a disconnected batch is warned about once per object.
   The serial parts run on every rank; every verdict is agreed over PETSC_COMM_WORLD and
   printed once by rank 0.
 */
+#include <basis/eigensolver.h>
 #include <basis/graph.h>
 #include <basis/h5io.h>
 #include <basis/rng.h>
 #include <petscblaslapack.h>
 #include <slepcsys.h>
 #include <stdio.h>
+#include <string.h>
 
 static int failures = 0;
 
@@ -343,10 +347,24 @@ static PetscErrorCode TestBatchDense(void)
   PetscFunctionReturn(0);
 }
 
+/* PETSc's printing, replaced while a test expects a warning: counts the lines that
+   mention connected components and prints nothing. */
+static int warnings = 0;
+
+static PetscErrorCode CountWarnings(FILE *fd, const char *format, va_list ap)
+{
+  char line[1024];
+
+  vsnprintf(line, sizeof(line), format, ap);
+  if (strstr(line, "connected components")) warnings++;
+  return 0;
+}
+
 /* (c) two clusters 100 apart: two connected components. */
 static PetscErrorCode TestTwoClusters(void)
 {
-  const PetscInt   m = 60, D = 3, half = 30;
+  const PetscInt m = 60, D = 3, half = 30;
+  PetscErrorCode (*print)(FILE *, const char *, va_list) = PetscVFPrintf;
   BasisGraphParams p;
   BasisBatchGraph  bg;
   BasisRng         rng;
@@ -360,31 +378,61 @@ static PetscErrorCode TestTwoClusters(void)
   PetscCall(PetscMalloc2((size_t)m * D, &x, (size_t)m * p.K, &phi));
   Gaussian(&rng, m, D, 0.0, x);
   for (PetscInt i = half; i < m; i++) x[i * D] += 100.0f;
-  for (int sc = 0; sc < 2; sc++)
-    for (int lt = 0; lt < 3; lt++) {
-      PetscReal spread = 0;
-      p.scale          = (BasisScaleType)sc;
-      p.laplacian      = (BasisLaplacianType)lt;
-      PetscCall(BasisBatchGraphCreate(&p, m, D, &bg));
-      PetscCall(BasisBatchGraphEmbed(bg, x, phi, lambda));
-      PetscCall(BasisBatchGraphDestroy(&bg));
-      PetscCall(Check(PetscAbsReal(lambda[0]) < 1e-10 && PetscAbsReal(lambda[1]) < 1e-10,
-                      "two clusters %s/%s: "
-                      "lambda_0 = %g, lambda_1 = %g, expected 0 (two components)",
-                      BasisScaleTypes[sc], BasisLaplacianTypes[lt], (double)lambda[0], (double)lambda[1]));
-      PetscCall(Check(lambda[2] > 1e-3, "two clusters %s/%s: lambda_2 = %g should be clearly positive",
-                      BasisScaleTypes[sc], BasisLaplacianTypes[lt], (double)lambda[2]));
-      if (p.laplacian == BASIS_LAPLACIAN_SYM) continue;
-      /* D - W and rw: the null space is spanned by the cluster indicators */
-      for (PetscInt j = 0; j < 2; j++)
-        for (PetscInt i = 0; i < m; i++) {
-          PetscInt r = i < half ? 0 : half;
-          spread     = PetscMax(spread, PetscAbsReal(phi[i * p.K + j] - phi[r * p.K + j]));
-        }
-      PetscCall(Check(spread < 1e-8, "two clusters %s/%s: null vectors vary by %g within a cluster",
-                      BasisScaleTypes[sc], BasisLaplacianTypes[lt], (double)spread));
-    }
+  PetscCall(PetscOptionsSetValue(NULL, "-batch_eps_tol", "1e-12"));
+  for (int solver = BASIS_BATCH_DENSE; solver <= BASIS_BATCH_KRYLOV; solver++)
+    for (int sc = 0; sc < 2; sc++)
+      for (int lt = 0; lt < 3; lt++) {
+        PetscReal spread = 0;
+        p.batch_solver   = (BasisBatchSolverType)solver;
+        p.scale          = (BasisScaleType)sc;
+        p.laplacian      = (BasisLaplacianType)lt;
+        PetscCall(BasisBatchGraphCreate(&p, m, D, &bg));
+        /* twice: both routes warn about the two components, and one object only once */
+        warnings      = 0;
+        PetscVFPrintf = CountWarnings;
+        PetscCall(BasisBatchGraphEmbed(bg, x, phi, lambda));
+        PetscCall(BasisBatchGraphEmbed(bg, x, phi, lambda));
+        PetscVFPrintf = print;
+        PetscCall(BasisBatchGraphDestroy(&bg));
+        PetscCall(
+            Check(warnings == 1, "two clusters %s/%s/%s: %d warnings about connected components, expected 1",
+                  BasisBatchSolverTypes[solver], BasisScaleTypes[sc], BasisLaplacianTypes[lt], warnings));
+        PetscCall(Check(PetscAbsReal(lambda[0]) < 1e-10 && PetscAbsReal(lambda[1]) < 1e-10,
+                        "two clusters %s/%s/%s: "
+                        "lambda_0 = %g, lambda_1 = %g, expected 0 (two components)",
+                        BasisBatchSolverTypes[solver], BasisScaleTypes[sc], BasisLaplacianTypes[lt],
+                        (double)lambda[0], (double)lambda[1]));
+        PetscCall(Check(lambda[2] > 1e-3, "two clusters %s/%s/%s: lambda_2 = %g should be clearly positive",
+                        BasisBatchSolverTypes[solver], BasisScaleTypes[sc], BasisLaplacianTypes[lt],
+                        (double)lambda[2]));
+        if (p.laplacian == BASIS_LAPLACIAN_SYM) continue;
+        /* D - W and rw: the null space is spanned by the cluster indicators */
+        for (PetscInt j = 0; j < 2; j++)
+          for (PetscInt i = 0; i < m; i++) {
+            PetscInt r = i < half ? 0 : half;
+            spread     = PetscMax(spread, PetscAbsReal(phi[i * p.K + j] - phi[r * p.K + j]));
+          }
+        PetscCall(Check(spread < 1e-8, "two clusters %s/%s/%s: null vectors vary by %g within a cluster",
+                        BasisBatchSolverTypes[solver], BasisScaleTypes[sc], BasisLaplacianTypes[lt],
+                        (double)spread));
+      }
+  PetscCall(PetscOptionsClearValue(NULL, "-batch_eps_tol"));
   PetscCall(PetscFree2(x, phi));
+  PetscFunctionReturn(0);
+}
+
+/* The distributed solve of W with a fresh eigensolver of options prefix prefix. */
+static PetscErrorCode GraphSolve(const char *prefix, const BasisGraphParams *p, Mat W, PetscReal phi[],
+                                 PetscReal lambda[], PetscReal residual[])
+{
+  BasisEigensolver es;
+
+  PetscFunctionBeginUser;
+  PetscCall(BasisEigensolverCreate(PETSC_COMM_WORLD, prefix, &es));
+  PetscCall(BasisEigensolverSetProblem(es, p));
+  PetscCall(BasisEigensolverSetFromOptions(es));
+  PetscCall(BasisEigensolverSolve(es, W, phi, lambda, residual));
+  PetscCall(BasisEigensolverDestroy(&es));
   PetscFunctionReturn(0);
 }
 
@@ -444,7 +492,7 @@ static PetscErrorCode TestDistributed(void)
       for (int sv = 0; sv < 2; sv++) {
         PetscReal elam = 0, evec = 0, eres = 0;
         if (sv) PetscCall(PetscOptionsSetValue(NULL, "-tg_eps_type", solvers[sv]));
-        PetscCall(BasisGraphSolve(PETSC_COMM_WORLD, "tg_", &p, W, phi, lambda, residual));
+        PetscCall(GraphSolve("tg_", &p, W, phi, lambda, residual));
         if (sv) PetscCall(PetscOptionsClearValue(NULL, "-tg_eps_type"));
         for (PetscInt j = 0; j < p.K; j++) {
           elam = PetscMax(elam, PetscAbsReal(lambda[j] - lambda_b[j]));
@@ -528,7 +576,7 @@ static PetscErrorCode TestErrors(void)
   PetscCall(PetscOptionsSetValue(NULL, "-te_eps_max_it", "1"));
   PetscCall(PetscOptionsSetValue(NULL, "-te_eps_tol", "1e-14"));
   PetscCall(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
-  ierr = BasisGraphSolve(PETSC_COMM_WORLD, "te_", &p, W, phi, lambda, residual);
+  ierr = GraphSolve("te_", &p, W, phi, lambda, residual);
   PetscCall(PetscPopErrorHandler());
   PetscCall(Check(ierr != 0, "an unconverged eigensolve did not give an error on every rank"));
   PetscCall(PetscOptionsClearValue(NULL, "-te_eps_max_it"));
@@ -536,6 +584,70 @@ static PetscErrorCode TestErrors(void)
   PetscCall(MatDestroy(&W));
   PetscCall(BasisKnnDestroy(&knn));
   PetscCall(PetscFree2(x, phi));
+  PetscFunctionReturn(0);
+}
+
+/* (f) one object reused over several different point sets gives bitwise what fresh
+   objects give: the batch graph of both routes (its kept W, EPS and workspace; the EPS's
+   start vector reseeded per solve), and one distributed eigensolver. */
+static PetscErrorCode TestReuse(void)
+{
+  const PetscInt   m = 300, D = 5, nsets = 3;
+  BasisGraphParams p;
+  BasisBatchGraph  kept, fresh;
+  BasisEigensolver es_kept, es_fresh;
+  BasisKnn         knn;
+  BasisRng         rng;
+  Mat              W;
+  float           *x;
+  PetscReal       *phi, *phi1, lambda[10], lambda1[10], residual[10], residual1[10];
+  PetscInt         rstart;
+
+  PetscFunctionBeginUser;
+  BasisRngSeed(&rng, 16, 0);
+  BasisGraphParamsDefault(&p);
+  PetscCall(PetscMalloc3((size_t)nsets * m * D, &x, (size_t)m * p.K, &phi, (size_t)m * p.K, &phi1));
+  Gaussian(&rng, nsets * m, D, 0.0, x);
+  for (int solver = BASIS_BATCH_DENSE; solver <= BASIS_BATCH_KRYLOV; solver++)
+    for (int lt = 0; lt < 3; lt += 2) { /* sym and rw (its back-transform) */
+      p.batch_solver = (BasisBatchSolverType)solver;
+      p.laplacian    = (BasisLaplacianType)lt;
+      PetscCall(BasisBatchGraphCreate(&p, m, D, &kept));
+      for (PetscInt s = 0; s < nsets; s++) {
+        PetscCall(BasisBatchGraphEmbed(kept, x + (size_t)s * m * D, phi, lambda));
+        PetscCall(BasisBatchGraphCreate(&p, m, D, &fresh));
+        PetscCall(BasisBatchGraphEmbed(fresh, x + (size_t)s * m * D, phi1, lambda1));
+        PetscCall(BasisBatchGraphDestroy(&fresh));
+        PetscCall(Check(!memcmp(phi, phi1, sizeof(PetscReal) * m * p.K) &&
+                            !memcmp(lambda, lambda1, sizeof(PetscReal) * p.K),
+                        "batch %s/%s: a reused batch graph's pairs of set %d differ from a fresh one's",
+                        BasisBatchSolverTypes[solver], BasisLaplacianTypes[lt], (int)s));
+      }
+      PetscCall(BasisBatchGraphDestroy(&kept));
+    }
+  p.laplacian = BASIS_LAPLACIAN_SYM;
+  PetscCall(BasisEigensolverCreate(PETSC_COMM_WORLD, "tr_", &es_kept));
+  PetscCall(BasisEigensolverSetProblem(es_kept, &p));
+  PetscCall(BasisEigensolverSetFromOptions(es_kept));
+  for (PetscInt s = 0; s < nsets; s++) {
+    PetscCall(DistributedKnn(m, D, x + (size_t)s * m * D, p.knn, &rstart, &knn));
+    PetscCall(BasisGraphAssemble(PETSC_COMM_WORLD, &p, &knn, rstart, m, &W));
+    PetscCall(BasisEigensolverSolve(es_kept, W, phi, lambda, residual));
+    PetscCall(BasisEigensolverCreate(PETSC_COMM_WORLD, "tr_", &es_fresh));
+    PetscCall(BasisEigensolverSetProblem(es_fresh, &p));
+    PetscCall(BasisEigensolverSetFromOptions(es_fresh));
+    PetscCall(BasisEigensolverSolve(es_fresh, W, phi1, lambda1, residual1));
+    PetscCall(BasisEigensolverDestroy(&es_fresh));
+    PetscCall(Check(!memcmp(phi, phi1, sizeof(PetscReal) * knn.nq * p.K) &&
+                        !memcmp(lambda, lambda1, sizeof(PetscReal) * p.K) &&
+                        !memcmp(residual, residual1, sizeof(PetscReal) * p.K),
+                    "distributed: a reused eigensolver's pairs of set %d differ from a fresh one's", (int)s));
+    PetscCall(MatDestroy(&W));
+    PetscCall(BasisKnnDestroy(&knn));
+  }
+  PetscCall(BasisEigensolverDestroy(&es_kept));
+  PetscCall(BasisEigensolverDestroy(&es_fresh)); /* NULL-tolerant */
+  PetscCall(PetscFree3(x, phi, phi1));
   PetscFunctionReturn(0);
 }
 
@@ -570,6 +682,7 @@ int main(int argc, char **argv)
   PetscCall(TestTwoClusters());
   PetscCall(TestDistributed());
   PetscCall(TestErrors());
+  PetscCall(TestReuse());
   PetscCall(SlepcFinalize());
   return failures ? 1 : 0;
 }
