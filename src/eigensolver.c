@@ -43,24 +43,24 @@ struct _p_BasisEigensolver {
   char               prefix[BASIS_EIGENSOLVER_PREFIX_LEN];
   BasisLaplacianType laplacian;
   PetscInt           K;
-  PetscReal          eps_tol;      /* code default of the Krylov tolerance, 0: SLEPc's */
-  PetscBool          recover;      /* -<prefix>recover_missed, when recover_set */
+  PetscReal          eps_tol; /* code default of the Krylov tolerance, 0: SLEPc's */
+  PetscBool          recover; /* -<prefix>recover_missed, when recover_set */
   PetscBool          recover_set;
   PetscReal          max_residual; /* -<prefix>max_residual, when max_residual_set */
   PetscBool          max_residual_set;
-  PetscBool          isscalapack;  /* -<prefix>eps_type scalapack */
-  PetscBool          configured;   /* SetFromOptions was called */
-  PetscBool          warned;       /* the disconnected-graph warning is printed once per object */
+  PetscBool          isscalapack; /* -<prefix>eps_type scalapack */
+  PetscBool          configured;  /* SetFromOptions was called */
+  PetscBool          warned;      /* the disconnected-graph warning is printed once per object */
   EPS                eps;
   /* Krylov route, kept while the local and global sizes stay */
-  PetscInt    N, nlocal;
-  Mat         A, As;                /* operator (N or D - W, AIJ), the solver's copy (SBAIJ, ScaLAPACK) */
-  Vec         deg, dinv, v, r, *V;  /* degrees, D^-1/2, work vectors, the K eigenvectors */
-  PetscInt   *nnz;                  /* [nlocal] row lengths when A and As are refilled */
-  PetscReal  *U, *evs;              /* [K][nlocal] column-major eigenvectors, [K] eigenvalues */
+  PetscInt   N, nlocal;
+  Mat        A, As;               /* operator (N or D - W, AIJ), the solver's copy (SBAIJ, ScaLAPACK) */
+  Vec        deg, dinv, v, r, *V; /* degrees, D^-1/2, work vectors, the K eigenvectors */
+  PetscInt  *nnz;                 /* [nlocal] row lengths when A and As are refilled */
+  PetscReal *U, *evs;             /* [K][nlocal] column-major eigenvectors, [K] eigenvalues */
   /* dense route, kept while m stays */
   PetscInt      m;
-  PetscReal    *w, *Z, *work;       /* [m] eigenvalues, [K][m] column-major eigenvectors, LAPACK work */
+  PetscReal    *w, *Z, *work; /* [m] eigenvalues, [K][m] column-major eigenvectors, LAPACK work */
   PetscBLASInt *isuppz, *iwork, lwork, liwork;
 };
 
@@ -139,11 +139,12 @@ PetscErrorCode BasisEigensolverSetFromOptions(BasisEigensolver es)
   es->recover      = PETSC_TRUE;
   es->max_residual = -1;
   PetscOptionsBegin(es->comm, es->prefix, "Graph eigensolver", NULL);
-  PetscCall(PetscOptionsBool("-recover_missed",
-                             "Search once more in the complement of the K pairs found, for a copy of a repeated "
-                             "eigenvalue that Krylov-Schur missed (default: always on several processes, on one "
-                             "only for a disconnected graph)",
-                             NULL, es->recover, &es->recover, &es->recover_set));
+  PetscCall(
+      PetscOptionsBool("-recover_missed",
+                       "Search once more in the complement of the K pairs found, for a copy of a repeated "
+                       "eigenvalue that Krylov-Schur missed (default: always on several processes, on one "
+                       "only for a disconnected graph)",
+                       NULL, es->recover, &es->recover, &es->recover_set));
   PetscCall(PetscOptionsReal(
       "-max_residual",
       "Refuse eigenpairs with ||L v - lambda v|| above this times ||L|| (default 100 * eps_tol)", NULL,
@@ -175,8 +176,10 @@ static PetscErrorCode CopyRows(Mat A, PetscBool upper, PetscInt nnz[], Mat B)
     nnz[i] = ncols - off;
     PetscCall(MatRestoreRow(A, i, &ncols, &cols, NULL));
   }
-  if (upper) PetscCall(MatSeqSBAIJSetPreallocation(B, 1, 0, nnz));
-  else PetscCall(MatSeqAIJSetPreallocation(B, 0, nnz));
+  if (upper)
+    PetscCall(MatSeqSBAIJSetPreallocation(B, 1, 0, nnz));
+  else
+    PetscCall(MatSeqAIJSetPreallocation(B, 0, nnz));
   for (PetscInt i = 0; i < n; i++) {
     PetscInt off = 0;
     PetscCall(MatGetRow(A, i, &ncols, &cols, &vals));
@@ -225,7 +228,8 @@ static PetscErrorCode KrylovSetUp(BasisEigensolver es, Mat W, PetscMPIInt size)
     es->N      = N;
     es->nlocal = nlocal;
   }
-  if (es->A && size == 1) PetscCall(CopyRows(W, PETSC_FALSE, es->nnz, es->A));
+  if (es->A && size == 1)
+    PetscCall(CopyRows(W, PETSC_FALSE, es->nnz, es->A));
   else {
     PetscCall(MatDestroy(&es->A));
     PetscCall(MatDuplicate(W, MAT_COPY_VALUES, &es->A));
@@ -263,8 +267,10 @@ static PetscErrorCode KrylovOperator(BasisEigensolver es, Mat W, PetscMPIInt siz
     PetscCall(MatDestroy(&es->As));
     PetscCall(MatConvert(es->A, MATSCALAPACK, MAT_INITIAL_MATRIX, &es->As));
   } else if (size == 1) {
-    if (es->As) PetscCall(CopyRows(es->A, PETSC_TRUE, es->nnz, es->As));
-    else PetscCall(MatConvert(es->A, MATSEQSBAIJ, MAT_INITIAL_MATRIX, &es->As));
+    if (es->As)
+      PetscCall(CopyRows(es->A, PETSC_TRUE, es->nnz, es->As));
+    else
+      PetscCall(MatConvert(es->A, MATSEQSBAIJ, MAT_INITIAL_MATRIX, &es->As));
   }
   PetscCall(EPSSetOperators(es->eps, es->As ? es->As : es->A, NULL));
   PetscFunctionReturn(0);
@@ -398,7 +404,6 @@ static PetscErrorCode CountComponents(Mat W, PetscInt *ncomp)
   PetscFunctionReturn(0);
 }
 
-
 /*
   WarnComponents - after a solve: a graph with c > 1 connected components has eigenvalue 0
   c times, and its first c eigenvectors only say which component a point is in (their rows
@@ -413,12 +418,12 @@ static PetscErrorCode CountComponents(Mat W, PetscInt *ncomp)
 static PetscErrorCode WarnComponents(BasisEigensolver es, PetscInt nlocal, const PetscReal phi[],
                                      const PetscReal lambda[], PetscReal zero)
 {
-  MPI_Comm         comm = es->comm;
-  const PetscInt   K    = es->K;
-  PetscInt         c = 0, nrep = 0, *count, *all_count = NULL, smallest = 0, nsmall = 0;
-  PetscReal       *rep, *all_rep = NULL;
-  PetscMPIInt      size, rank;
-  char             name[64];
+  MPI_Comm       comm = es->comm;
+  const PetscInt K    = es->K;
+  PetscInt       c = 0, nrep = 0, *count, *all_count = NULL, smallest = 0, nsmall = 0;
+  PetscReal     *rep, *all_rep = NULL;
+  PetscMPIInt    size, rank;
+  char           name[64];
 
   PetscFunctionBeginUser;
   while (c < K && PetscAbsReal(lambda[c]) <= zero) c++;
@@ -490,7 +495,6 @@ static PetscErrorCode WarnComponents(BasisEigensolver es, PetscInt nlocal, const
   PetscFunctionReturn(0);
 }
 
-
 /*
   Finish - the end shared by both routes: U [K][ld] column-major holds this rank's rows
   (nlocal of them, global rows rstart ..) of the K unit eigenvectors u of the symmetric
@@ -506,9 +510,9 @@ static PetscErrorCode WarnComponents(BasisEigensolver es, PetscInt nlocal, const
     while the smallest nonzero one of the data graphs measured here is >= 1e-3).
   Collective on the object's comm.
 */
-static PetscErrorCode Finish(BasisEigensolver es, PetscInt nlocal, PetscInt rstart, PetscInt ld, PetscReal U[],
-                             const PetscReal dinv[], Vec work, PetscReal norm, const PetscReal lambda[],
-                             PetscReal phi[])
+static PetscErrorCode Finish(BasisEigensolver es, PetscInt nlocal, PetscInt rstart, PetscInt ld,
+                             PetscReal U[], const PetscReal dinv[], Vec work, PetscReal norm,
+                             const PetscReal lambda[], PetscReal phi[])
 {
   const PetscInt K = es->K;
   struct {
@@ -548,7 +552,7 @@ static PetscErrorCode Finish(BasisEigensolver es, PetscInt nlocal, PetscInt rsta
     }
     PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, loc, (int)nj, MPI_DOUBLE_INT, MPI_MAXLOC, es->comm));
     for (PetscInt j = 0; j < nj; j++) {
-      PetscInt i = loc[j].idx - rstart;
+      PetscInt i  = loc[j].idx - rstart;
       sgn[j0 + j] = (i >= 0 && i < nlocal) ? (U[(size_t)(j0 + j) * ld + i] < 0 ? -1 : 1) : 0;
     }
   }
@@ -556,7 +560,7 @@ static PetscErrorCode Finish(BasisEigensolver es, PetscInt nlocal, PetscInt rsta
   PetscCallMPI(MPI_Allreduce(sgn, sgn_all, (int)K, MPI_INT, MPI_SUM, es->comm));
   for (PetscInt j = 0; j < K; j++)
     for (PetscInt i = 0; i < nlocal; i++) {
-      const PetscReal u = U[(size_t)j * ld + i];
+      const PetscReal u      = U[(size_t)j * ld + i];
       phi[(size_t)i * K + j] = sgn_all[j] < 0 ? -u : u;
     }
   PetscCall(PetscFree(sgn));
@@ -694,13 +698,13 @@ PetscErrorCode BasisEigensolverSolveDense(BasisEigensolver es, PetscInt m, Petsc
   PetscCall(PetscBLASIntCast(K, &iu));
   if (es->m != m) { /* workspace query: lwork = liwork = -1 */
     PetscBLASInt lwq = -1, liwq = -1, iwopt;
-    PetscReal    wopt, dummy = 0;
+    PetscReal    wopt, dummy    = 0;
 
     PetscCall(PetscFree3(es->w, es->Z, es->isuppz));
     PetscCall(PetscFree2(es->work, es->iwork));
     PetscCall(PetscMalloc3(m, &es->w, (size_t)m * K, &es->Z, 2 * K, &es->isuppz));
-    dsyevr_("V", "I", "L", &n, &dummy, &n, &zero, &zero, &il, &iu, &zero, &nfound, es->w, es->Z, &n, es->isuppz,
-            &wopt, &lwq, &iwopt, &liwq, &info);
+    dsyevr_("V", "I", "L", &n, &dummy, &n, &zero, &zero, &il, &iu, &zero, &nfound, es->w, es->Z, &n,
+            es->isuppz, &wopt, &lwq, &iwopt, &liwq, &info);
     BasisCheckLapack("dsyevr (workspace query)", info);
     es->lwork  = (PetscBLASInt)wopt;
     es->liwork = iwopt;

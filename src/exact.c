@@ -8,8 +8,10 @@
   each visiting block is merged into the running lists by BasisKnnUpdate, which is exact
   and independent of the block order, so the result equals a single-rank brute-force
   search. The next block is received (nonblocking) while the current one is merged; a rank
-  holds its own block plus two travelling buffers, never more: memory O(N D / P), time
-  O(N^2 D / P), P - 1 messages of N D / P floats per rank.
+  holds its own block plus two travelling buffers (and a copy of its block scaled by a power
+  of two when the data's largest |value| is outside [1, 2), so that the graph does not
+  depend on the data's units, knn.h), never more: memory O(N D / P), time O(N^2 D / P),
+  P - 1 messages of N D / P floats per rank.
 
   Graph and eigenpairs: BasisGraphAssemble (MATMPIAIJ) and a BasisEigensolver with the
   options prefix -exact_ (-exact_eps_type, -exact_eps_tol, ...), whose default is
@@ -67,8 +69,9 @@ PetscErrorCode BasisExactKnn(MPI_Comm comm, const BasisShard *shard, PetscInt k,
   MPI_Datatype   row = MPI_DATATYPE_NULL;
   PetscMPIInt    size, rank, next, prev;
   PetscInt      *counts, *starts, maxn = 0, N, done = 0, owner;
-  float         *buf[2] = {NULL, NULL};
-  const float   *cur;
+  float         *buf[2] = {NULL, NULL}, *scaled = NULL;
+  const float   *cur, *own;
+  int            e;
   double         t0 = MPI_Wtime(), tlast = t0;
 
   PetscFunctionBeginUser;
@@ -95,6 +98,14 @@ PetscErrorCode BasisExactKnn(MPI_Comm comm, const BasisShard *shard, PetscInt k,
              "-match_batch)",
              (int)k, (int)N, (int)(N - 1));
   PetscCall(BasisKnnCreate(shard->n, k, knn));
+  /* searched at unit scale (knn.h), one exponent for all ranks' blocks: a scaled copy of
+     this rank's block (only when the data are not in range already) */
+  PetscCall(BasisKnnScaleExponent(ring, (size_t)shard->n * D, shard->x, &e));
+  if (e) {
+    PetscCall(PetscMalloc1((size_t)PetscMax(shard->n, 1) * D, &scaled));
+    BasisKnnScaleCopy((size_t)shard->n * D, shard->x, e, scaled);
+  }
+  own = scaled ? scaled : shard->x;
   if (size > 1) {
     PetscCall(PetscMalloc2((size_t)maxn * D, &buf[0], (size_t)maxn * D, &buf[1]));
     /* one row = one element: counts stay below 2^31 for any N that PetscInt indexes */
@@ -102,7 +113,7 @@ PetscErrorCode BasisExactKnn(MPI_Comm comm, const BasisShard *shard, PetscInt k,
     PetscCallMPI(MPI_Type_commit(&row));
   }
 
-  cur   = shard->x;
+  cur   = own;
   owner = rank;
   for (PetscMPIInt s = 0; s < size; s++) {
     MPI_Request req[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
@@ -119,8 +130,7 @@ PetscErrorCode BasisExactKnn(MPI_Comm comm, const BasisShard *shard, PetscInt k,
       PetscInt cnt = PetscMin(BASIS_EXACT_CHUNK, counts[owner] - c0);
       int      flag;
 
-      PetscCall(
-          BasisKnnUpdate(knn, D, shard->x, shard->rstart, cnt, cur + (size_t)c0 * D, starts[owner] + c0));
+      PetscCall(BasisKnnUpdate(knn, D, own, shard->rstart, cnt, cur + (size_t)c0 * D, starts[owner] + c0));
       /* drive the pending transfer: MPI progresses large messages only inside MPI calls */
       if (s < size - 1) PetscCallMPI(MPI_Testall(2, req, &flag, MPI_STATUSES_IGNORE));
       done += cnt;
@@ -138,6 +148,8 @@ PetscErrorCode BasisExactKnn(MPI_Comm comm, const BasisShard *shard, PetscInt k,
     owner = from;
   }
 
+  BasisKnnUnscale(knn, e);
+  PetscCall(PetscFree(scaled));
   if (size > 1) {
     PetscCallMPI(MPI_Type_free(&row));
     PetscCall(PetscFree2(buf[0], buf[1]));

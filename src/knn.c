@@ -13,6 +13,16 @@
   BasisKnnSelf: the same lists of a point set among itself (the batch graph) with a
   symmetric Gram matrix, half the GEMM flops; its workspace is kept in the lists, so a batch
   graph reusing one BasisKnn allocates nothing per step.
+
+  Units (BasisKnnScaleExponent, BasisKnnScaleCopy, BasisKnnUnscale): the float GEMM
+  overflows for coordinates near 1e19 and loses small products below ~1e-19, so the lists
+  of X and of c X would differ although the graph rule is invariant to a global scale c
+  (issue 18). A point set is therefore searched as 2^e X, the power of two that puts its
+  largest |value| in [1, 2), and the squared distances are scaled back by 2^-2e. Both
+  steps are exact for normal floats and doubles, so data already in range give bitwise the
+  lists they gave before, and X and c X the same lists up to the rounding of c X itself.
+  Denormal input (|value| < 1.2e-38) lost bits when it was stored; it is scaled up exactly
+  and gets the lists of the values as stored.
 */
 #include <basis/knn.h>
 #include <cblas.h>
@@ -49,7 +59,6 @@
 #  define BASIS_ALWAYS_INLINE
 #endif
 
-
 static inline void KnnReset(BasisKnn *knn)
 {
   for (size_t i = 0; i < (size_t)knn->nq * knn->k; i++) {
@@ -69,11 +78,13 @@ PetscErrorCode BasisKnnCreate(PetscInt nq, PetscInt k, BasisKnn *knn)
   PetscCheck(nq >= 0, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "number of query points %d is negative",
              (int)nq);
   PetscCheck(k >= 1, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "-knn %d must be at least 1", (int)k);
-  knn->nq    = nq;
-  knn->k     = k;
-  knn->xn    = NULL;
-  knn->pf    = NULL;
-  knn->gram  = NULL;
+  knn->nq      = nq;
+  knn->k       = k;
+  knn->xn      = NULL;
+  knn->scaled  = NULL;
+  knn->nscaled = 0;
+  knn->pf      = NULL;
+  knn->gram    = NULL;
   PetscCall(PetscMalloc5((size_t)nq * k, &knn->idx, (size_t)nq * k, &knn->d2,
                          2 * PetscMax(BASIS_KNN_TILE_COLS, BASIS_KNN_SELF_BLOCK) + k, &knn->fwork,
                          PetscMax(BASIS_KNN_TILE_COLS, BASIS_KNN_SELF_BLOCK) + k, &knn->iwork,
@@ -90,6 +101,8 @@ PetscErrorCode BasisKnnDestroy(BasisKnn *knn)
   PetscFunctionBeginUser;
   PetscCall(PetscFree5(knn->idx, knn->d2, knn->fwork, knn->iwork, knn->mark));
   PetscCall(PetscFree3(knn->xn, knn->pf, knn->gram));
+  PetscCall(PetscFree(knn->scaled));
+  knn->nscaled = 0;
   knn->nq = knn->k = 0;
   PetscFunctionReturn(0);
 }
@@ -656,11 +669,75 @@ PetscErrorCode BasisKnnUpdate(BasisKnn *knn, PetscInt D, const float q[], PetscI
 */
 PetscErrorCode BasisKnnSelf(BasisKnn *knn, PetscInt D, const float x[])
 {
+  const size_t n = (size_t)knn->nq * D;
+  int          e;
+
   PetscFunctionBeginUser;
   PetscCheck(D >= 1, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "dimension D = %d must be at least 1",
              (int)D);
   if (knn->nq == 0) PetscFunctionReturn(0);
-  if (!knn->xn) PetscCall(PetscMalloc3(knn->nq, &knn->xn, knn->nq, &knn->pf, KnnSelfGramSize(knn->nq), &knn->gram));
+  if (!knn->xn)
+    PetscCall(PetscMalloc3(knn->nq, &knn->xn, knn->nq, &knn->pf, KnnSelfGramSize(knn->nq), &knn->gram));
+  PetscCall(BasisKnnScaleExponent(PETSC_COMM_SELF, n, x, &e));
+  if (e) {
+    if (knn->nscaled < n) {
+      PetscCall(PetscFree(knn->scaled));
+      PetscCall(PetscMalloc1(n, &knn->scaled));
+      knn->nscaled = n;
+    }
+    BasisKnnScaleCopy(n, x, e, knn->scaled);
+    x = knn->scaled;
+  }
   KnnSelf(knn, D, x, knn->xn, knn->pf, knn->gram);
+  BasisKnnUnscale(knn, e);
   PetscFunctionReturn(0);
+}
+
+/*
+  BasisKnnScaleExponent - the power of two 2^e that puts the largest |value| of a point set
+  in [1, 2), agreed over comm (the largest over all ranks' blocks).
+
+  Collective on comm. Input: x [n], this rank's coordinates. Output: e, the same on every
+  rank; 0 when every value is 0 or the largest is not finite (left to the checks of the
+  data).
+*/
+PetscErrorCode BasisKnnScaleExponent(MPI_Comm comm, size_t n, const float x[], int *e)
+{
+  float big = 0;
+  int   ex;
+
+  PetscFunctionBeginUser;
+  for (size_t i = 0; i < n; i++) big = PetscMax(big, fabsf(x[i]));
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &big, 1, MPI_FLOAT, MPI_MAX, comm));
+  *e = 0;
+  if (big > 0 && isfinite(big)) {
+    (void)frexpf(big, &ex); /* big = f 2^ex, f in [0.5, 1): 2^(1 - ex) big in [1, 2) */
+    *e = 1 - ex;
+  }
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisKnnScaleCopy - y = 2^e x, exact for every value that stays a normal float. Not
+  collective. x [n], y [n] (may be x).
+*/
+void BasisKnnScaleCopy(size_t n, const float x[], int e, float y[])
+{
+  const double f = ldexp(1.0, e); /* 2^e in double: exact for any e of a float's range */
+
+  for (size_t i = 0; i < n; i++) y[i] = (float)(f * x[i]);
+}
+
+/*
+  BasisKnnUnscale - squared distances found on 2^e X back in the units of X: d2 *= 2^-2e,
+  exact in double (no float's squared distance leaves its range); empty entries stay
+  PETSC_MAX_REAL. Not collective.
+*/
+void BasisKnnUnscale(BasisKnn *knn, int e)
+{
+  const double f = ldexp(1.0, -2 * e);
+
+  if (!e) return;
+  for (size_t i = 0; i < (size_t)knn->nq * knn->k; i++)
+    if (knn->d2[i] != PETSC_MAX_REAL) knn->d2[i] *= f;
 }

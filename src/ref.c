@@ -94,7 +94,9 @@ PetscErrorCode BasisReferenceSolve(MPI_Comm comm, const BasisGraphParams *graph,
   PetscMPIInt      size, rank;
   PetscInt         rstart, n, K = graph->K;
   PetscReal       *phi_local, *phi_all, *residual;
-  int             *counts, *displs;
+  int             *counts, *displs, e;
+  float           *scaled = NULL;
+  const float     *xk;
 
   PetscFunctionBeginUser;
   PetscCall(PetscLogStagePush(BASIS_StageRef));
@@ -109,7 +111,16 @@ PetscErrorCode BasisReferenceSolve(MPI_Comm comm, const BasisGraphParams *graph,
   PetscCall(PetscLogEventBegin(BASIS_RefGraph, 0, 0, 0, 0));
   BasisBlockRange(R, size, rank, &rstart, &n);
   PetscCall(BasisKnnCreate(n, rp.knn, &knn));
-  PetscCall(BasisKnnUpdate(&knn, D, ref_x + (size_t)rstart * D, rstart, R, ref_x, 0));
+  /* searched at unit scale (knn.h): every rank holds all R rows, so e is the same on all */
+  PetscCall(BasisKnnScaleExponent(PETSC_COMM_SELF, (size_t)R * D, ref_x, &e));
+  if (e) {
+    PetscCall(PetscMalloc1((size_t)R * D, &scaled));
+    BasisKnnScaleCopy((size_t)R * D, ref_x, e, scaled);
+  }
+  xk = scaled ? scaled : ref_x;
+  PetscCall(BasisKnnUpdate(&knn, D, xk + (size_t)rstart * D, rstart, R, xk, 0));
+  BasisKnnUnscale(&knn, e);
+  PetscCall(PetscFree(scaled));
   PetscCall(BasisGraphAssemble(comm, &rp, &knn, rstart, R, &W));
   PetscCall(BasisKnnDestroy(&knn));
   PetscCall(PetscLogEventEnd(BASIS_RefGraph, 0, 0, 0, 0));

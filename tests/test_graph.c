@@ -12,11 +12,14 @@
     (e) duplicate points, too few points, -knn too large and an unconverged solve are
         errors on every rank, not NaNs or hangs;
     (f) a batch graph and an eigensolver reused over several point sets give bitwise what
-        fresh objects give, and a disconnected batch is warned about once per object.
+        fresh objects give, and a disconnected batch is warned about once per object;
+    (g) X and c X (c = 1e30, 1e-30, 3.7e25, 2^100, 2^-100) give the same kNN lists and
+        eigenpairs, batch and distributed (bitwise for powers of two).
   The serial parts run on every rank; every verdict is agreed over PETSC_COMM_WORLD and
   printed once by rank 0.
 */
 #include <basis/eigensolver.h>
+#include <basis/exact.h>
 #include <basis/graph.h>
 #include <basis/h5io.h>
 #include <basis/rng.h>
@@ -651,6 +654,113 @@ static PetscErrorCode TestReuse(void)
   PetscFunctionReturn(0);
 }
 
+/* The graph of the n points x [n][D] (all on every rank) in every form the tools build:
+   the batch graph (phib [n][K], lamb [K]; dense route), and the distributed one of this
+   rank's rows by the exact ring kNN (idx, d2 [nlocal][k]) and the eigensolver with prefix
+   tu_ (phi [nlocal][K], lam [K]). */
+static PetscErrorCode UnitsGraph(const BasisGraphParams *p, PetscInt n, PetscInt D, float x[],
+                                 PetscReal phib[], PetscReal lamb[], PetscInt idx[], PetscReal d2[],
+                                 PetscReal phi[], PetscReal lam[])
+{
+  BasisBatchGraph  bg;
+  BasisEigensolver es;
+  BasisShard       shard;
+  BasisKnn         knn;
+  Mat              W;
+  PetscReal        residual[10];
+  PetscMPIInt      size, rank;
+
+  PetscFunctionBeginUser;
+  PetscCall(BasisBatchGraphCreate(p, n, D, &bg));
+  PetscCall(BasisBatchGraphEmbed(bg, x, phib, lamb));
+  PetscCall(BasisBatchGraphDestroy(&bg));
+  PetscCallMPI(MPI_Comm_size(PETSC_COMM_WORLD, &size));
+  PetscCallMPI(MPI_Comm_rank(PETSC_COMM_WORLD, &rank));
+  shard.N = n, shard.D = D, shard.labels = NULL;
+  BasisBlockRange(n, size, rank, &shard.rstart, &shard.n);
+  shard.x = x + (size_t)shard.rstart * D;
+  PetscCall(BasisExactKnn(PETSC_COMM_WORLD, &shard, p->knn, &knn));
+  PetscCall(PetscArraycpy(idx, knn.idx, (size_t)knn.nq * knn.k));
+  PetscCall(PetscArraycpy(d2, knn.d2, (size_t)knn.nq * knn.k));
+  PetscCall(BasisGraphAssemble(PETSC_COMM_WORLD, p, &knn, shard.rstart, n, &W));
+  PetscCall(BasisEigensolverCreate(PETSC_COMM_WORLD, "tu_", &es));
+  PetscCall(BasisEigensolverSetProblem(es, p));
+  PetscCall(BasisEigensolverSetFromOptions(es));
+  PetscCall(BasisEigensolverSolve(es, W, phi, lam, residual));
+  PetscCall(BasisEigensolverDestroy(&es));
+  PetscCall(MatDestroy(&W));
+  PetscCall(BasisKnnDestroy(&knn));
+  PetscFunctionReturn(0);
+}
+
+/* (g) units (issue 18): the graph rule is invariant to a global scale c, and so must the
+   computed graph be: X and c X give the same kNN lists (squared distances times c^2) and
+   the same eigenpairs of the batch and the distributed graph, for c far beyond float's
+   squared range; bitwise for a power of two, within the rounding of c X otherwise. */
+static PetscErrorCode TestUnits(void)
+{
+  const PetscInt   n = 240, D = 6;
+  const double     cs[] = {1e30, 1e-30, 3.7e25, 0x1p100, 0x1p-100};
+  BasisGraphParams p;
+  BasisRng         rng;
+  float           *x, *xc;
+  PetscInt        *idx0, *idx, nk;
+  PetscReal       *d20, *d2, *phib0, *phib, *phi0, *phi, lamb0[10], lamb[10], lam0[10], lam[10];
+  PetscMPIInt      size, rank;
+  PetscInt         rstart, nlocal;
+
+  PetscFunctionBeginUser;
+  BasisRngSeed(&rng, 17, 0);
+  BasisGraphParamsDefault(&p);
+  PetscCallMPI(MPI_Comm_size(PETSC_COMM_WORLD, &size));
+  PetscCallMPI(MPI_Comm_rank(PETSC_COMM_WORLD, &rank));
+  BasisBlockRange(n, size, rank, &rstart, &nlocal);
+  nk = PetscMax(nlocal, 1) * p.knn;
+  PetscCall(PetscMalloc6((size_t)n * D, &x, (size_t)n * D, &xc, nk, &idx0, nk, &idx, nk, &d20, nk, &d2));
+  PetscCall(PetscMalloc4((size_t)n * p.K, &phib0, (size_t)n * p.K, &phib, (size_t)PetscMax(nlocal, 1) * p.K,
+                         &phi0, (size_t)PetscMax(nlocal, 1) * p.K, &phi));
+  Gaussian(&rng, n, D, 0.0, x);
+  PetscCall(PetscOptionsSetValue(NULL, "-tu_eps_tol", "1e-12"));
+  PetscCall(UnitsGraph(&p, n, D, x, phib0, lamb0, idx0, d20, phi0, lam0));
+  for (size_t c = 0; c < sizeof(cs) / sizeof(cs[0]); c++) {
+    const PetscBool pow2    = frexp(cs[c], &(int){0}) == 0.5 ? PETSC_TRUE : PETSC_FALSE;
+    PetscInt        bad_idx = 0;
+    PetscReal       ed2 = 0, evb = 0, elb = 0, ev = 0, el = 0;
+
+    for (PetscInt i = 0; i < n * D; i++) xc[i] = (float)(cs[c] * x[i]);
+    PetscCall(UnitsGraph(&p, n, D, xc, phib, lamb, idx, d2, phi, lam));
+    for (PetscInt i = 0; i < nlocal * p.knn; i++) {
+      bad_idx += idx[i] != idx0[i];
+      ed2 = PetscMax(ed2, PetscAbsReal(d2[i] / (cs[c] * cs[c]) - d20[i]) / d20[i]);
+    }
+    for (PetscInt j = 0; j < p.K; j++) {
+      elb = PetscMax(elb, PetscAbsReal(lamb[j] - lamb0[j]));
+      el  = PetscMax(el, PetscAbsReal(lam[j] - lam0[j]));
+      for (PetscInt i = 0; i < n; i++)
+        evb = PetscMax(evb, PetscAbsReal(phib[i * p.K + j] - phib0[i * p.K + j]));
+      for (PetscInt i = 0; i < nlocal; i++)
+        ev = PetscMax(ev, PetscAbsReal(phi[i * p.K + j] - phi0[i * p.K + j]));
+    }
+    ev = MaxAll(ev);
+    PetscCall(Check(bad_idx == 0, "units c = %g: %d exact kNN neighbours differ from those of X", cs[c],
+                    (int)bad_idx));
+    /* the rounding of c X (float, 6e-8 relative) moves squared distances by ~1e-6 at most */
+    PetscCall(Check(pow2 ? ed2 == 0 : ed2 < 1e-5,
+                    "units c = %g: squared distances / c^2 differ by %g (relative)", cs[c], (double)ed2));
+    PetscCall(Check(pow2 ? (elb == 0 && evb == 0) : (elb < 1e-6 && evb < 1e-5),
+                    "units c = %g: batch eigenpairs differ from those of X by %g (values), %g (vectors)",
+                    cs[c], (double)elb, (double)evb));
+    PetscCall(
+        Check(pow2 ? (el == 0 && ev == 0) : (el < 1e-6 && ev < 1e-5),
+              "units c = %g: distributed eigenpairs differ from those of X by %g (values), %g (vectors)",
+              cs[c], (double)el, (double)ev));
+  }
+  PetscCall(PetscOptionsClearValue(NULL, "-tu_eps_tol"));
+  PetscCall(PetscFree6(x, xc, idx0, idx, d20, d2));
+  PetscCall(PetscFree4(phib0, phib, phi0, phi));
+  PetscFunctionReturn(0);
+}
+
 static PetscErrorCode TestMatched(void)
 {
   BasisGraphParams p, q;
@@ -683,6 +793,7 @@ int main(int argc, char **argv)
   PetscCall(TestDistributed());
   PetscCall(TestErrors());
   PetscCall(TestReuse());
+  PetscCall(TestUnits());
   PetscCall(SlepcFinalize());
   return failures ? 1 : 0;
 }
