@@ -689,8 +689,14 @@ PetscErrorCode BasisEigensolverSolveDense(BasisEigensolver es, PetscInt m, Petsc
   const PetscInt K = es->K;
   PetscBLASInt   n, il = 1, iu, nfound, info;
   PetscReal      zero = 0, norm = 1;
+  PetscMPIInt    size;
 
   PetscFunctionBeginUser;
+  PetscCallMPI(MPI_Comm_size(es->comm, &size));
+  PetscCheck(size == 1, es->comm, PETSC_ERR_ARG_WRONG, "the dense eigensolver runs on one process, not %d",
+             (int)size);
+  PetscCheck(es->configured, PETSC_COMM_SELF, PETSC_ERR_ORDER,
+             "call BasisEigensolverSetFromOptions before solving");
   PetscCheck(m >= K + 1, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
              "a graph of %d points cannot have K+1 = %d points, as -dim %d needs; raise -batch or lower -dim",
              (int)m, (int)(K + 1), (int)K);
