@@ -8,10 +8,12 @@
   each visiting block is merged into the running lists by BasisKnnUpdate, which is exact
   and independent of the block order, so the result equals a single-rank brute-force
   search. The next block is received (nonblocking) while the current one is merged; a rank
-  holds its own block plus two travelling buffers, never more: memory O(N D / P), time
-  O(N^2 D / P), P - 1 messages of N D / P floats per rank.
+  holds its own block plus two travelling buffers (and a copy of its block scaled by a power
+  of two when the data's largest |value| is outside [1, 2), so that the graph does not
+  depend on the data's units, knn.h), never more: memory O(N D / P), time O(N^2 D / P),
+  P - 1 messages of N D / P floats per rank.
 
-  Graph and eigenpairs: BasisGraphAssemble (MATMPIAIJ) and BasisGraphSolve with the
+  Graph and eigenpairs: BasisGraphAssemble (MATMPIAIJ) and a BasisEigensolver with the
   options prefix -exact_ (-exact_eps_type, -exact_eps_tol, ...), whose default is
   Krylov-Schur on the LARGEST eigenvalues of D^-1/2 W D^-1/2. Measured on
   data/fashion-mnist-test.h5 (N = 10000, D = 784, k = 10, K = 10, 2 ranks, EPSSolve time
@@ -29,6 +31,7 @@
   Collective on comm throughout.
 */
 #include <basis/exact.h>
+#include <basis/eigensolver.h>
 #include <basis/log.h>
 #include <basis/options.h>
 #include <basis/output.h>
@@ -66,8 +69,9 @@ PetscErrorCode BasisExactKnn(MPI_Comm comm, const BasisShard *shard, PetscInt k,
   MPI_Datatype   row = MPI_DATATYPE_NULL;
   PetscMPIInt    size, rank, next, prev;
   PetscInt      *counts, *starts, maxn = 0, N, done = 0, owner;
-  float         *buf[2] = {NULL, NULL};
-  const float   *cur;
+  float         *buf[2] = {NULL, NULL}, *scaled = NULL;
+  const float   *cur, *own;
+  int            e;
   double         t0 = MPI_Wtime(), tlast = t0;
 
   PetscFunctionBeginUser;
@@ -94,6 +98,14 @@ PetscErrorCode BasisExactKnn(MPI_Comm comm, const BasisShard *shard, PetscInt k,
              "-match_batch)",
              (int)k, (int)N, (int)(N - 1));
   PetscCall(BasisKnnCreate(shard->n, k, knn));
+  /* searched at unit scale (knn.h), one exponent for all ranks' blocks: a scaled copy of
+     this rank's block (only when the data are not in range already) */
+  PetscCall(BasisKnnScaleExponent(ring, (size_t)shard->n * D, shard->x, &e));
+  if (e) {
+    PetscCall(PetscMalloc1((size_t)PetscMax(shard->n, 1) * D, &scaled));
+    BasisKnnScaleCopy((size_t)shard->n * D, shard->x, e, scaled);
+  }
+  own = scaled ? scaled : shard->x;
   if (size > 1) {
     PetscCall(PetscMalloc2((size_t)maxn * D, &buf[0], (size_t)maxn * D, &buf[1]));
     /* one row = one element: counts stay below 2^31 for any N that PetscInt indexes */
@@ -101,7 +113,7 @@ PetscErrorCode BasisExactKnn(MPI_Comm comm, const BasisShard *shard, PetscInt k,
     PetscCallMPI(MPI_Type_commit(&row));
   }
 
-  cur   = shard->x;
+  cur   = own;
   owner = rank;
   for (PetscMPIInt s = 0; s < size; s++) {
     MPI_Request req[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
@@ -118,8 +130,7 @@ PetscErrorCode BasisExactKnn(MPI_Comm comm, const BasisShard *shard, PetscInt k,
       PetscInt cnt = PetscMin(BASIS_EXACT_CHUNK, counts[owner] - c0);
       int      flag;
 
-      PetscCall(
-          BasisKnnUpdate(knn, D, shard->x, shard->rstart, cnt, cur + (size_t)c0 * D, starts[owner] + c0));
+      PetscCall(BasisKnnUpdate(knn, D, own, shard->rstart, cnt, cur + (size_t)c0 * D, starts[owner] + c0));
       /* drive the pending transfer: MPI progresses large messages only inside MPI calls */
       if (s < size - 1) PetscCallMPI(MPI_Testall(2, req, &flag, MPI_STATUSES_IGNORE));
       done += cnt;
@@ -137,6 +148,8 @@ PetscErrorCode BasisExactKnn(MPI_Comm comm, const BasisShard *shard, PetscInt k,
     owner = from;
   }
 
+  BasisKnnUnscale(knn, e);
+  PetscCall(PetscFree(scaled));
   if (size > 1) {
     PetscCallMPI(MPI_Type_free(&row));
     PetscCall(PetscFree2(buf[0], buf[1]));
@@ -160,21 +173,26 @@ PetscErrorCode BasisExactKnn(MPI_Comm comm, const BasisShard *shard, PetscInt k,
   Output:
     phi      - [n][K] row-major, this rank's rows of the eigenvectors
     lambda   - [K] eigenvalues, ascending
-    residual - [K] ||L v - lambda v|| of each pair (BasisGraphSolve)
+    residual - [K] ||L v - lambda v|| of each pair (BasisEigensolverSolve)
 
   Notes:
-    Refuses unconverged or inaccurate pairs (BasisGraphSolve). Logged as BASIS_ExactSolve.
+    Refuses unconverged or inaccurate pairs (BasisEigensolverSolve). Logged as BASIS_ExactSolve.
 */
 PetscErrorCode BasisExactSolveKnn(MPI_Comm comm, const char *prefix, const BasisShard *shard,
                                   const BasisGraphParams *p, const BasisKnn *knn, PetscReal phi[],
                                   PetscReal lambda[], PetscReal residual[])
 {
-  Mat W;
+  Mat              W;
+  BasisEigensolver es;
 
   PetscFunctionBeginUser;
   PetscCall(PetscLogEventBegin(BASIS_ExactSolve, 0, 0, 0, 0));
   PetscCall(BasisGraphAssemble(comm, p, knn, shard->rstart, shard->N, &W));
-  PetscCall(BasisGraphSolve(comm, prefix, p, W, phi, lambda, residual));
+  PetscCall(BasisEigensolverCreate(comm, prefix, &es));
+  PetscCall(BasisEigensolverSetProblem(es, p));
+  PetscCall(BasisEigensolverSetFromOptions(es));
+  PetscCall(BasisEigensolverSolve(es, W, phi, lambda, residual));
+  PetscCall(BasisEigensolverDestroy(&es));
   PetscCall(MatDestroy(&W));
   PetscCall(PetscLogEventEnd(BASIS_ExactSolve, 0, 0, 0, 0));
   PetscFunctionReturn(0);

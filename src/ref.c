@@ -17,6 +17,7 @@
   Collective on comm.
 */
 #include <basis/ref.h>
+#include <basis/eigensolver.h>
 #include <basis/log.h>
 #include <basis/rng.h>
 
@@ -88,11 +89,14 @@ PetscErrorCode BasisReferenceSolve(MPI_Comm comm, const BasisGraphParams *graph,
 {
   BasisGraphParams rp;
   BasisKnn         knn;
+  BasisEigensolver es;
   Mat              W;
   PetscMPIInt      size, rank;
   PetscInt         rstart, n, K = graph->K;
   PetscReal       *phi_local, *phi_all, *residual;
-  int             *counts, *displs;
+  int             *counts, *displs, e;
+  float           *scaled = NULL;
+  const float     *xk;
 
   PetscFunctionBeginUser;
   PetscCall(PetscLogStagePush(BASIS_StageRef));
@@ -107,7 +111,16 @@ PetscErrorCode BasisReferenceSolve(MPI_Comm comm, const BasisGraphParams *graph,
   PetscCall(PetscLogEventBegin(BASIS_RefGraph, 0, 0, 0, 0));
   BasisBlockRange(R, size, rank, &rstart, &n);
   PetscCall(BasisKnnCreate(n, rp.knn, &knn));
-  PetscCall(BasisKnnUpdate(&knn, D, ref_x + (size_t)rstart * D, rstart, R, ref_x, 0));
+  /* searched at unit scale (knn.h): every rank holds all R rows, so e is the same on all */
+  PetscCall(BasisKnnScaleExponent(PETSC_COMM_SELF, (size_t)R * D, ref_x, &e));
+  if (e) {
+    PetscCall(PetscMalloc1((size_t)R * D, &scaled));
+    BasisKnnScaleCopy((size_t)R * D, ref_x, e, scaled);
+  }
+  xk = scaled ? scaled : ref_x;
+  PetscCall(BasisKnnUpdate(&knn, D, xk + (size_t)rstart * D, rstart, R, xk, 0));
+  BasisKnnUnscale(&knn, e);
+  PetscCall(PetscFree(scaled));
   PetscCall(BasisGraphAssemble(comm, &rp, &knn, rstart, R, &W));
   PetscCall(BasisKnnDestroy(&knn));
   PetscCall(PetscLogEventEnd(BASIS_RefGraph, 0, 0, 0, 0));
@@ -115,7 +128,11 @@ PetscErrorCode BasisReferenceSolve(MPI_Comm comm, const BasisGraphParams *graph,
   PetscCall(PetscLogEventBegin(BASIS_RefSolve, 0, 0, 0, 0));
   PetscCall(PetscMalloc5((size_t)PetscMax(n, 1) * K, &phi_local, (size_t)R * K, &phi_all, K, &residual, size,
                          &counts, size, &displs));
-  PetscCall(BasisGraphSolve(comm, "ref_", &rp, W, phi_local, lambda, residual));
+  PetscCall(BasisEigensolverCreate(comm, "ref_", &es));
+  PetscCall(BasisEigensolverSetProblem(es, &rp));
+  PetscCall(BasisEigensolverSetFromOptions(es));
+  PetscCall(BasisEigensolverSolve(es, W, phi_local, lambda, residual));
+  PetscCall(BasisEigensolverDestroy(&es));
   PetscCall(MatDestroy(&W));
   for (int r = 0; r < size; r++) {
     PetscInt st, cnt;

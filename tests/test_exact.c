@@ -6,7 +6,7 @@
       a rank empty;
    2. two far-apart clusters: eigenvalues 0, 0, then > 0, and the first two eigenvectors
       span the cluster indicators (times D^1/2 for sym), for every Laplacian; also three
-      clusters, a repeated eigenvalue that single-vector Krylov-Schur alone misses (graph.c
+      clusters, a repeated eigenvalue that single-vector Krylov-Schur alone misses (eigensolver.c
       recovers it with a deflated re-solve);
    3. on a noisy path, the distributed SLEPc solve agrees with a dense LAPACK solve of the
       same graph (BasisBatchGraphEmbed on all points): eigenvalues, vectors entry by entry,

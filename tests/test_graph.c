@@ -7,19 +7,26 @@
     (b) the batch eigensolver equals a dense LAPACK solve of a W built here independently,
         all 3 Laplacians and both scales, eigenvectors with the sign convention;
     (c) two far clusters give two zero eigenvalues and piecewise-constant vectors;
-    (d) BasisGraphAssemble + BasisGraphSolve (Krylov-Schur and ScaLAPACK) equal the batch
+    (d) BasisGraphAssemble + BasisEigensolverSolve (Krylov-Schur and ScaLAPACK) equal the batch
         path on the same points at any rank count;
     (e) duplicate points, too few points, -knn too large and an unconverged solve are
-        errors on every rank, not NaNs or hangs.
+        errors on every rank, not NaNs or hangs;
+    (f) a batch graph and an eigensolver reused over several point sets give bitwise what
+        fresh objects give, and a disconnected batch is warned about once per object;
+    (g) X and c X (c = 1e30, 1e-30, 3.7e25, 2^100, 2^-100) give the same kNN lists and
+        eigenpairs, batch and distributed (bitwise for powers of two).
   The serial parts run on every rank; every verdict is agreed over PETSC_COMM_WORLD and
   printed once by rank 0.
 */
+#include <basis/eigensolver.h>
+#include <basis/exact.h>
 #include <basis/graph.h>
 #include <basis/h5io.h>
 #include <basis/rng.h>
 #include <petscblaslapack.h>
 #include <slepcsys.h>
 #include <stdio.h>
+#include <string.h>
 
 static int failures = 0;
 
@@ -343,10 +350,24 @@ static PetscErrorCode TestBatchDense(void)
   PetscFunctionReturn(0);
 }
 
+/* PETSc's printing, replaced while a test expects a warning: counts the lines that
+   mention connected components and prints nothing. */
+static int warnings = 0;
+
+static PetscErrorCode CountWarnings(FILE *fd, const char *format, va_list ap)
+{
+  char line[1024];
+
+  vsnprintf(line, sizeof(line), format, ap);
+  if (strstr(line, "connected components")) warnings++;
+  return 0;
+}
+
 /* (c) two clusters 100 apart: two connected components. */
 static PetscErrorCode TestTwoClusters(void)
 {
-  const PetscInt   m = 60, D = 3, half = 30;
+  const PetscInt m = 60, D = 3, half = 30;
+  PetscErrorCode (*print)(FILE *, const char *, va_list) = PetscVFPrintf;
   BasisGraphParams p;
   BasisBatchGraph  bg;
   BasisRng         rng;
@@ -360,31 +381,61 @@ static PetscErrorCode TestTwoClusters(void)
   PetscCall(PetscMalloc2((size_t)m * D, &x, (size_t)m * p.K, &phi));
   Gaussian(&rng, m, D, 0.0, x);
   for (PetscInt i = half; i < m; i++) x[i * D] += 100.0f;
-  for (int sc = 0; sc < 2; sc++)
-    for (int lt = 0; lt < 3; lt++) {
-      PetscReal spread = 0;
-      p.scale          = (BasisScaleType)sc;
-      p.laplacian      = (BasisLaplacianType)lt;
-      PetscCall(BasisBatchGraphCreate(&p, m, D, &bg));
-      PetscCall(BasisBatchGraphEmbed(bg, x, phi, lambda));
-      PetscCall(BasisBatchGraphDestroy(&bg));
-      PetscCall(Check(PetscAbsReal(lambda[0]) < 1e-10 && PetscAbsReal(lambda[1]) < 1e-10,
-                      "two clusters %s/%s: "
-                      "lambda_0 = %g, lambda_1 = %g, expected 0 (two components)",
-                      BasisScaleTypes[sc], BasisLaplacianTypes[lt], (double)lambda[0], (double)lambda[1]));
-      PetscCall(Check(lambda[2] > 1e-3, "two clusters %s/%s: lambda_2 = %g should be clearly positive",
-                      BasisScaleTypes[sc], BasisLaplacianTypes[lt], (double)lambda[2]));
-      if (p.laplacian == BASIS_LAPLACIAN_SYM) continue;
-      /* D - W and rw: the null space is spanned by the cluster indicators */
-      for (PetscInt j = 0; j < 2; j++)
-        for (PetscInt i = 0; i < m; i++) {
-          PetscInt r = i < half ? 0 : half;
-          spread     = PetscMax(spread, PetscAbsReal(phi[i * p.K + j] - phi[r * p.K + j]));
-        }
-      PetscCall(Check(spread < 1e-8, "two clusters %s/%s: null vectors vary by %g within a cluster",
-                      BasisScaleTypes[sc], BasisLaplacianTypes[lt], (double)spread));
-    }
+  PetscCall(PetscOptionsSetValue(NULL, "-batch_eps_tol", "1e-12"));
+  for (int solver = BASIS_BATCH_DENSE; solver <= BASIS_BATCH_KRYLOV; solver++)
+    for (int sc = 0; sc < 2; sc++)
+      for (int lt = 0; lt < 3; lt++) {
+        PetscReal spread = 0;
+        p.batch_solver   = (BasisBatchSolverType)solver;
+        p.scale          = (BasisScaleType)sc;
+        p.laplacian      = (BasisLaplacianType)lt;
+        PetscCall(BasisBatchGraphCreate(&p, m, D, &bg));
+        /* twice: both routes warn about the two components, and one object only once */
+        warnings      = 0;
+        PetscVFPrintf = CountWarnings;
+        PetscCall(BasisBatchGraphEmbed(bg, x, phi, lambda));
+        PetscCall(BasisBatchGraphEmbed(bg, x, phi, lambda));
+        PetscVFPrintf = print;
+        PetscCall(BasisBatchGraphDestroy(&bg));
+        PetscCall(
+            Check(warnings == 1, "two clusters %s/%s/%s: %d warnings about connected components, expected 1",
+                  BasisBatchSolverTypes[solver], BasisScaleTypes[sc], BasisLaplacianTypes[lt], warnings));
+        PetscCall(Check(PetscAbsReal(lambda[0]) < 1e-10 && PetscAbsReal(lambda[1]) < 1e-10,
+                        "two clusters %s/%s/%s: "
+                        "lambda_0 = %g, lambda_1 = %g, expected 0 (two components)",
+                        BasisBatchSolverTypes[solver], BasisScaleTypes[sc], BasisLaplacianTypes[lt],
+                        (double)lambda[0], (double)lambda[1]));
+        PetscCall(Check(lambda[2] > 1e-3, "two clusters %s/%s/%s: lambda_2 = %g should be clearly positive",
+                        BasisBatchSolverTypes[solver], BasisScaleTypes[sc], BasisLaplacianTypes[lt],
+                        (double)lambda[2]));
+        if (p.laplacian == BASIS_LAPLACIAN_SYM) continue;
+        /* D - W and rw: the null space is spanned by the cluster indicators */
+        for (PetscInt j = 0; j < 2; j++)
+          for (PetscInt i = 0; i < m; i++) {
+            PetscInt r = i < half ? 0 : half;
+            spread     = PetscMax(spread, PetscAbsReal(phi[i * p.K + j] - phi[r * p.K + j]));
+          }
+        PetscCall(Check(spread < 1e-8, "two clusters %s/%s/%s: null vectors vary by %g within a cluster",
+                        BasisBatchSolverTypes[solver], BasisScaleTypes[sc], BasisLaplacianTypes[lt],
+                        (double)spread));
+      }
+  PetscCall(PetscOptionsClearValue(NULL, "-batch_eps_tol"));
   PetscCall(PetscFree2(x, phi));
+  PetscFunctionReturn(0);
+}
+
+/* The distributed solve of W with a fresh eigensolver of options prefix prefix. */
+static PetscErrorCode GraphSolve(const char *prefix, const BasisGraphParams *p, Mat W, PetscReal phi[],
+                                 PetscReal lambda[], PetscReal residual[])
+{
+  BasisEigensolver es;
+
+  PetscFunctionBeginUser;
+  PetscCall(BasisEigensolverCreate(PETSC_COMM_WORLD, prefix, &es));
+  PetscCall(BasisEigensolverSetProblem(es, p));
+  PetscCall(BasisEigensolverSetFromOptions(es));
+  PetscCall(BasisEigensolverSolve(es, W, phi, lambda, residual));
+  PetscCall(BasisEigensolverDestroy(&es));
   PetscFunctionReturn(0);
 }
 
@@ -444,7 +495,7 @@ static PetscErrorCode TestDistributed(void)
       for (int sv = 0; sv < 2; sv++) {
         PetscReal elam = 0, evec = 0, eres = 0;
         if (sv) PetscCall(PetscOptionsSetValue(NULL, "-tg_eps_type", solvers[sv]));
-        PetscCall(BasisGraphSolve(PETSC_COMM_WORLD, "tg_", &p, W, phi, lambda, residual));
+        PetscCall(GraphSolve("tg_", &p, W, phi, lambda, residual));
         if (sv) PetscCall(PetscOptionsClearValue(NULL, "-tg_eps_type"));
         for (PetscInt j = 0; j < p.K; j++) {
           elam = PetscMax(elam, PetscAbsReal(lambda[j] - lambda_b[j]));
@@ -528,7 +579,7 @@ static PetscErrorCode TestErrors(void)
   PetscCall(PetscOptionsSetValue(NULL, "-te_eps_max_it", "1"));
   PetscCall(PetscOptionsSetValue(NULL, "-te_eps_tol", "1e-14"));
   PetscCall(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
-  ierr = BasisGraphSolve(PETSC_COMM_WORLD, "te_", &p, W, phi, lambda, residual);
+  ierr = GraphSolve("te_", &p, W, phi, lambda, residual);
   PetscCall(PetscPopErrorHandler());
   PetscCall(Check(ierr != 0, "an unconverged eigensolve did not give an error on every rank"));
   PetscCall(PetscOptionsClearValue(NULL, "-te_eps_max_it"));
@@ -536,6 +587,177 @@ static PetscErrorCode TestErrors(void)
   PetscCall(MatDestroy(&W));
   PetscCall(BasisKnnDestroy(&knn));
   PetscCall(PetscFree2(x, phi));
+  PetscFunctionReturn(0);
+}
+
+/* (f) one object reused over several different point sets gives bitwise what fresh
+   objects give: the batch graph of both routes (its kept W, EPS and workspace; the EPS's
+   start vector reseeded per solve), and one distributed eigensolver. */
+static PetscErrorCode TestReuse(void)
+{
+  const PetscInt   m = 300, D = 5, nsets = 3;
+  BasisGraphParams p;
+  BasisBatchGraph  kept, fresh;
+  BasisEigensolver es_kept, es_fresh;
+  BasisKnn         knn;
+  BasisRng         rng;
+  Mat              W;
+  float           *x;
+  PetscReal       *phi, *phi1, lambda[10], lambda1[10], residual[10], residual1[10];
+  PetscInt         rstart;
+
+  PetscFunctionBeginUser;
+  BasisRngSeed(&rng, 16, 0);
+  BasisGraphParamsDefault(&p);
+  PetscCall(PetscMalloc3((size_t)nsets * m * D, &x, (size_t)m * p.K, &phi, (size_t)m * p.K, &phi1));
+  Gaussian(&rng, nsets * m, D, 0.0, x);
+  for (int solver = BASIS_BATCH_DENSE; solver <= BASIS_BATCH_KRYLOV; solver++)
+    for (int lt = 0; lt < 3; lt += 2) { /* sym and rw (its back-transform) */
+      p.batch_solver = (BasisBatchSolverType)solver;
+      p.laplacian    = (BasisLaplacianType)lt;
+      PetscCall(BasisBatchGraphCreate(&p, m, D, &kept));
+      for (PetscInt s = 0; s < nsets; s++) {
+        PetscCall(BasisBatchGraphEmbed(kept, x + (size_t)s * m * D, phi, lambda));
+        PetscCall(BasisBatchGraphCreate(&p, m, D, &fresh));
+        PetscCall(BasisBatchGraphEmbed(fresh, x + (size_t)s * m * D, phi1, lambda1));
+        PetscCall(BasisBatchGraphDestroy(&fresh));
+        PetscCall(Check(!memcmp(phi, phi1, sizeof(PetscReal) * m * p.K) &&
+                            !memcmp(lambda, lambda1, sizeof(PetscReal) * p.K),
+                        "batch %s/%s: a reused batch graph's pairs of set %d differ from a fresh one's",
+                        BasisBatchSolverTypes[solver], BasisLaplacianTypes[lt], (int)s));
+      }
+      PetscCall(BasisBatchGraphDestroy(&kept));
+    }
+  p.laplacian = BASIS_LAPLACIAN_SYM;
+  PetscCall(BasisEigensolverCreate(PETSC_COMM_WORLD, "tr_", &es_kept));
+  PetscCall(BasisEigensolverSetProblem(es_kept, &p));
+  PetscCall(BasisEigensolverSetFromOptions(es_kept));
+  for (PetscInt s = 0; s < nsets; s++) {
+    PetscCall(DistributedKnn(m, D, x + (size_t)s * m * D, p.knn, &rstart, &knn));
+    PetscCall(BasisGraphAssemble(PETSC_COMM_WORLD, &p, &knn, rstart, m, &W));
+    PetscCall(BasisEigensolverSolve(es_kept, W, phi, lambda, residual));
+    PetscCall(BasisEigensolverCreate(PETSC_COMM_WORLD, "tr_", &es_fresh));
+    PetscCall(BasisEigensolverSetProblem(es_fresh, &p));
+    PetscCall(BasisEigensolverSetFromOptions(es_fresh));
+    PetscCall(BasisEigensolverSolve(es_fresh, W, phi1, lambda1, residual1));
+    PetscCall(BasisEigensolverDestroy(&es_fresh));
+    PetscCall(Check(!memcmp(phi, phi1, sizeof(PetscReal) * knn.nq * p.K) &&
+                        !memcmp(lambda, lambda1, sizeof(PetscReal) * p.K) &&
+                        !memcmp(residual, residual1, sizeof(PetscReal) * p.K),
+                    "distributed: a reused eigensolver's pairs of set %d differ from a fresh one's", (int)s));
+    PetscCall(MatDestroy(&W));
+    PetscCall(BasisKnnDestroy(&knn));
+  }
+  PetscCall(BasisEigensolverDestroy(&es_kept));
+  PetscCall(BasisEigensolverDestroy(&es_fresh)); /* NULL-tolerant */
+  PetscCall(PetscFree3(x, phi, phi1));
+  PetscFunctionReturn(0);
+}
+
+/* The graph of the n points x [n][D] (all on every rank) in every form the tools build:
+   the batch graph (phib [n][K], lamb [K]; dense route), and the distributed one of this
+   rank's rows by the exact ring kNN (idx, d2 [nlocal][k]) and the eigensolver with prefix
+   tu_ (phi [nlocal][K], lam [K]). */
+static PetscErrorCode UnitsGraph(const BasisGraphParams *p, PetscInt n, PetscInt D, float x[],
+                                 PetscReal phib[], PetscReal lamb[], PetscInt idx[], PetscReal d2[],
+                                 PetscReal phi[], PetscReal lam[])
+{
+  BasisBatchGraph  bg;
+  BasisEigensolver es;
+  BasisShard       shard;
+  BasisKnn         knn;
+  Mat              W;
+  PetscReal        residual[10];
+  PetscMPIInt      size, rank;
+
+  PetscFunctionBeginUser;
+  PetscCall(BasisBatchGraphCreate(p, n, D, &bg));
+  PetscCall(BasisBatchGraphEmbed(bg, x, phib, lamb));
+  PetscCall(BasisBatchGraphDestroy(&bg));
+  PetscCallMPI(MPI_Comm_size(PETSC_COMM_WORLD, &size));
+  PetscCallMPI(MPI_Comm_rank(PETSC_COMM_WORLD, &rank));
+  shard.N = n, shard.D = D, shard.labels = NULL;
+  BasisBlockRange(n, size, rank, &shard.rstart, &shard.n);
+  shard.x = x + (size_t)shard.rstart * D;
+  PetscCall(BasisExactKnn(PETSC_COMM_WORLD, &shard, p->knn, &knn));
+  PetscCall(PetscArraycpy(idx, knn.idx, (size_t)knn.nq * knn.k));
+  PetscCall(PetscArraycpy(d2, knn.d2, (size_t)knn.nq * knn.k));
+  PetscCall(BasisGraphAssemble(PETSC_COMM_WORLD, p, &knn, shard.rstart, n, &W));
+  PetscCall(BasisEigensolverCreate(PETSC_COMM_WORLD, "tu_", &es));
+  PetscCall(BasisEigensolverSetProblem(es, p));
+  PetscCall(BasisEigensolverSetFromOptions(es));
+  PetscCall(BasisEigensolverSolve(es, W, phi, lam, residual));
+  PetscCall(BasisEigensolverDestroy(&es));
+  PetscCall(MatDestroy(&W));
+  PetscCall(BasisKnnDestroy(&knn));
+  PetscFunctionReturn(0);
+}
+
+/* (g) units (issue 18): the graph rule is invariant to a global scale c, and so must the
+   computed graph be: X and c X give the same kNN lists (squared distances times c^2) and
+   the same eigenpairs of the batch and the distributed graph, for c far beyond float's
+   squared range; bitwise for a power of two, within the rounding of c X otherwise. */
+static PetscErrorCode TestUnits(void)
+{
+  const PetscInt   n = 240, D = 6;
+  const double     cs[] = {1e30, 1e-30, 3.7e25, 0x1p100, 0x1p-100};
+  BasisGraphParams p;
+  BasisRng         rng;
+  float           *x, *xc;
+  PetscInt        *idx0, *idx, nk;
+  PetscReal       *d20, *d2, *phib0, *phib, *phi0, *phi, lamb0[10], lamb[10], lam0[10], lam[10];
+  PetscMPIInt      size, rank;
+  PetscInt         rstart, nlocal;
+
+  PetscFunctionBeginUser;
+  BasisRngSeed(&rng, 17, 0);
+  BasisGraphParamsDefault(&p);
+  PetscCallMPI(MPI_Comm_size(PETSC_COMM_WORLD, &size));
+  PetscCallMPI(MPI_Comm_rank(PETSC_COMM_WORLD, &rank));
+  BasisBlockRange(n, size, rank, &rstart, &nlocal);
+  nk = PetscMax(nlocal, 1) * p.knn;
+  PetscCall(PetscMalloc6((size_t)n * D, &x, (size_t)n * D, &xc, nk, &idx0, nk, &idx, nk, &d20, nk, &d2));
+  PetscCall(PetscMalloc4((size_t)n * p.K, &phib0, (size_t)n * p.K, &phib, (size_t)PetscMax(nlocal, 1) * p.K,
+                         &phi0, (size_t)PetscMax(nlocal, 1) * p.K, &phi));
+  Gaussian(&rng, n, D, 0.0, x);
+  PetscCall(PetscOptionsSetValue(NULL, "-tu_eps_tol", "1e-12"));
+  PetscCall(UnitsGraph(&p, n, D, x, phib0, lamb0, idx0, d20, phi0, lam0));
+  for (size_t c = 0; c < sizeof(cs) / sizeof(cs[0]); c++) {
+    const PetscBool pow2    = frexp(cs[c], &(int){0}) == 0.5 ? PETSC_TRUE : PETSC_FALSE;
+    PetscInt        bad_idx = 0;
+    PetscReal       ed2 = 0, evb = 0, elb = 0, ev = 0, el = 0;
+
+    for (PetscInt i = 0; i < n * D; i++) xc[i] = (float)(cs[c] * x[i]);
+    PetscCall(UnitsGraph(&p, n, D, xc, phib, lamb, idx, d2, phi, lam));
+    for (PetscInt i = 0; i < nlocal * p.knn; i++) {
+      bad_idx += idx[i] != idx0[i];
+      ed2 = PetscMax(ed2, PetscAbsReal(d2[i] / (cs[c] * cs[c]) - d20[i]) / d20[i]);
+    }
+    for (PetscInt j = 0; j < p.K; j++) {
+      elb = PetscMax(elb, PetscAbsReal(lamb[j] - lamb0[j]));
+      el  = PetscMax(el, PetscAbsReal(lam[j] - lam0[j]));
+      for (PetscInt i = 0; i < n; i++)
+        evb = PetscMax(evb, PetscAbsReal(phib[i * p.K + j] - phib0[i * p.K + j]));
+      for (PetscInt i = 0; i < nlocal; i++)
+        ev = PetscMax(ev, PetscAbsReal(phi[i * p.K + j] - phi0[i * p.K + j]));
+    }
+    ev = MaxAll(ev);
+    PetscCall(Check(bad_idx == 0, "units c = %g: %d exact kNN neighbours differ from those of X", cs[c],
+                    (int)bad_idx));
+    /* the rounding of c X (float, 6e-8 relative) moves squared distances by ~1e-6 at most */
+    PetscCall(Check(pow2 ? ed2 == 0 : ed2 < 1e-5,
+                    "units c = %g: squared distances / c^2 differ by %g (relative)", cs[c], (double)ed2));
+    PetscCall(Check(pow2 ? (elb == 0 && evb == 0) : (elb < 1e-6 && evb < 1e-5),
+                    "units c = %g: batch eigenpairs differ from those of X by %g (values), %g (vectors)",
+                    cs[c], (double)elb, (double)evb));
+    PetscCall(
+        Check(pow2 ? (el == 0 && ev == 0) : (el < 1e-6 && ev < 1e-5),
+              "units c = %g: distributed eigenpairs differ from those of X by %g (values), %g (vectors)",
+              cs[c], (double)el, (double)ev));
+  }
+  PetscCall(PetscOptionsClearValue(NULL, "-tu_eps_tol"));
+  PetscCall(PetscFree6(x, xc, idx0, idx, d20, d2));
+  PetscCall(PetscFree4(phib0, phib, phi0, phi));
   PetscFunctionReturn(0);
 }
 
@@ -570,6 +792,8 @@ int main(int argc, char **argv)
   PetscCall(TestTwoClusters());
   PetscCall(TestDistributed());
   PetscCall(TestErrors());
+  PetscCall(TestReuse());
+  PetscCall(TestUnits());
   PetscCall(SlepcFinalize());
   return failures ? 1 : 0;
 }

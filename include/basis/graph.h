@@ -1,13 +1,14 @@
 /*
   graph.h - the one graph rule of DESIGN.md "The algorithm", shared by the batch graph,
-  the reference graph and the exact baseline: kNN (Euclidean, self excluded), sigma
+  the reference graph and the exact baseline: kNN (Euclidean, self excluded; knn.h), sigma
   (local: distance to the scale_neighbor-th neighbour; median: one sigma for the set),
   W_ij = exp(-||x_i - x_j||^2 / sigma_i^2) for j in kNN(i), W = (W + W^T)/2, W_ii = 0,
   Laplacian sym | unnormalized | rw, the K eigenvectors of the smallest eigenvalues
-  (trivial one included), sign: entry of largest magnitude positive.
+  (trivial one included; eigensolver.h), sign: entry of largest magnitude positive.
 */
 #pragma once
 #include <basis/error.h>
+#include <basis/knn.h>
 #include <petscmat.h>
 
 typedef enum { BASIS_SCALE_LOCAL, BASIS_SCALE_MEDIAN } BasisScaleType;
@@ -37,33 +38,19 @@ PetscErrorCode BasisGraphParamsSetFromOptions(MPI_Comm          comm,
                                               BasisGraphParams *p); /* inside PetscOptionsBegin/End */
 void BasisGraphParamsMatched(const BasisGraphParams *p, PetscInt n, PetscInt m, BasisGraphParams *matched);
 
-/* Running k-nearest-neighbour lists of nq query points, filled block by block. */
-typedef struct {
-  PetscInt       nq, k;
-  PetscInt      *idx;   /* [nq][k] global indices of neighbours, nearest first; -1 = empty */
-  PetscReal     *d2;    /* [nq][k] squared distances, ascending; PETSC_MAX_REAL = empty */
-  float         *fwork; /* scratch of the merge: filter norms and seed minima of a tile row, thresholds */
-  PetscInt      *iwork; /* scratch of the merge: where the seed minima are, the chosen seeds */
-  unsigned char *mark;  /* scratch of the merge: the float filter's verdict per column of a tile row */
-} BasisKnn;
-
-PetscErrorCode BasisKnnCreate(PetscInt nq, PetscInt k, BasisKnn *knn);
-PetscErrorCode BasisKnnUpdate(BasisKnn *knn, PetscInt D, const float q[], PetscInt qstart, PetscInt np,
-                              const float p[], PetscInt pstart);
-PetscErrorCode BasisKnnSelf(BasisKnn *knn, PetscInt D, const float x[]);
-PetscErrorCode BasisKnnDestroy(BasisKnn *knn);
-
 PetscErrorCode BasisGraphSigma(MPI_Comm comm, const BasisGraphParams *p, const BasisKnn *knn,
                                PetscReal sigma[]);
 
-/* Dense/small batch path: one rank, m points, workspace reused across steps. */
+/* The batch graph of a training step: one rank, m points. Every array and object (the kNN
+   lists, the dense or sparse W, the eigensolver with its EPS) is made at Create or at the
+   first Embed and reused by every later Embed; -batch_eps_* options are read once, at
+   Create. */
 typedef struct _p_BasisBatchGraph *BasisBatchGraph;
 PetscErrorCode BasisBatchGraphCreate(const BasisGraphParams *p, PetscInt m, PetscInt D, BasisBatchGraph *bg);
 PetscErrorCode BasisBatchGraphEmbed(BasisBatchGraph bg, const float x[], PetscReal phi[], PetscReal lambda[]);
 PetscErrorCode BasisBatchGraphDestroy(BasisBatchGraph *bg);
 
-/* Distributed path (reference set, exact baseline). */
+/* Distributed path (reference set, exact baseline): W of this rank's rows; its eigenpairs
+   come from a BasisEigensolver (eigensolver.h). */
 PetscErrorCode BasisGraphAssemble(MPI_Comm comm, const BasisGraphParams *p, const BasisKnn *knn,
                                   PetscInt rstart, PetscInt nglobal, Mat *W);
-PetscErrorCode BasisGraphSolve(MPI_Comm comm, const char *prefix, const BasisGraphParams *p, Mat W,
-                               PetscReal phi[], PetscReal lambda[], PetscReal residual[]);
