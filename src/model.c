@@ -465,12 +465,13 @@ static PetscErrorCode ModelCheckValues(const char *path, const BasisModel *mo)
         "file",
         path, (double)mo->out_scale[j]);
   PetscCheck(
-      PetscIsNormalReal(mo->scale) && mo->scale > 0 && PetscIsNormalReal(mo->target_scale) &&
-          mo->target_scale > 0,
-      PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
-      "model file %s: input_scale %g or target_scale %g is not a positive number; retrain, or restore the "
-      "file",
-      path, (double)mo->scale, (double)mo->target_scale);
+      PetscIsNormalReal(mo->scale) && mo->scale > 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
+      "model file %s: attribute input_scale is %g, not a positive number; retrain, or restore the file", path,
+      (double)mo->scale);
+  PetscCheck(
+      PetscIsNormalReal(mo->target_scale) && mo->target_scale > 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
+      "model file %s: attribute target_scale is %g, not a positive number; retrain, or restore the file",
+      path, (double)mo->target_scale);
   for (PetscInt i = 0; i < mo->l; i++)
     PetscCheck(mo->anchors[i] >= 0 && mo->anchors[i] < mo->N, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
                "model file %s: /reference/anchors holds %lld, not a row of the %d training points; corrupt",

@@ -55,7 +55,7 @@ for np in 1 2 4; do
   refused "$np" params_nan \
     "model file $work/params_nan.h5: /network/params holds 1 non-finite value (NaN or Inf), the first at index 3; retrain, or restore the file"
   refused "$np" mean_nan "model file $work/mean_nan.h5: /input/mean holds 1 non-finite value .*; retrain, or restore the file"
-  refused "$np" scale_inf "model file $work/scale_inf.h5: input_scale inf .*is not a positive number; retrain, or restore the file"
+  refused "$np" scale_inf "model file $work/scale_inf.h5: attribute input_scale is inf.*, not a positive number; retrain, or restore the file"
 done
 if ! out=$(timeout 60 "${mpiexec[@]}" -n 2 "$basis" embed -input "$work/d.h5" -model "$work/utf8.h5" \
   -output "$work/out.h5" 2>&1); then

@@ -55,8 +55,9 @@ static double SumD(PetscCount n, const PetscReal x[])
 /* 1. The format-1 fixture, field by field (values from h5py on the committed file). */
 static PetscErrorCode CheckFormat1(MPI_Comm comm, const char *path, BasisModel *mo)
 {
-  const PetscInt anchors[32] = {17,  32,  40,  46,  50,  86,  107, 112, 115, 117, 125, 161, 206, 232, 234, 281,
-                                282, 286, 289, 291, 333, 365, 376, 390, 397, 410, 429, 451, 497, 507, 524, 525};
+  const PetscInt anchors[32] = {17,  32,  40,  46,  50,  86,  107, 112, 115, 117, 125,
+                                161, 206, 232, 234, 281, 282, 286, 289, 291, 333, 365,
+                                376, 390, 397, 410, 429, 451, 497, 507, 524, 525};
   const uint64_t rng[8]      = {0x6803cf2340c3a492ULL, 0xca05ba51fb9b4d4eULL, 0x16296abd23353df2ULL,
                                 0x480a3527d6a62b2fULL, 0x5aae1933994bd55fULL, 0x9f0a6eabffbba7eeULL,
                                 0x4e81c49dbe0697a5ULL, 0xaf3b0114428bfa86ULL};
@@ -112,11 +113,13 @@ static PetscErrorCode CheckFormat1(MPI_Comm comm, const char *path, BasisModel *
   PetscCall(ExpectReal(comm, "sum lambda_ref", SumD(4, mo->lambda_ref), 0.06233228080473352, tol));
   PetscCall(ExpectReal(comm, "sum out_shift", SumD(4, mo->out_shift), 1.0121520567663884, tol));
   PetscCall(ExpectReal(comm, "sum out_scale", SumD(4, mo->out_scale), 3.2066427078986957, tol));
-  PetscCall(ExpectReal(comm, "sum history", SumD(5 * BASIS_HISTORY_FIELDS, mo->history), 183.09260017797351, tol));
+  PetscCall(
+      ExpectReal(comm, "sum history", SumD(5 * BASIS_HISTORY_FIELDS, mo->history), 183.09260017797351, tol));
   if (!mo->ortho_R) {
     PetscCall(PetscPrintf(comm, "FAIL format 1: /orthonormalize/R was not read\n"));
     failures++;
-  } else PetscCall(ExpectReal(comm, "sum ortho_R", SumD(16, mo->ortho_R), 24.834079655815792, tol));
+  } else
+    PetscCall(ExpectReal(comm, "sum ortho_R", SumD(16, mo->ortho_R), 24.834079655815792, tol));
   PetscFunctionReturn(0);
 }
 
@@ -127,18 +130,19 @@ static PetscErrorCode CompareModels(MPI_Comm comm, const BasisModel *a, const Ba
   int            same;
 
   PetscFunctionBeginUser;
-#define SAME(x)        ((a)->x == (b)->x)
+#define SAME(x)          ((a)->x == (b)->x)
 #define SAME_ARRAY(x, n) (!memcmp((a)->x, (b)->x, sizeof(*(a)->x) * (size_t)(n)))
   same = SAME(N) && SAME(D) && SAME(graph.K) && SAME(l) && SAME(m) && SAME(R) && SAME(seed) && SAME(step) &&
          SAME(steps) && SAME(nranks) && SAME(graph.knn) && SAME(graph.scale_neighbor) && SAME(graph.scale) &&
          SAME(graph.laplacian) && SAME(align.type) && SAME(align.ransac_iters) && SAME(align.ransac_points) &&
-         SAME(align.ransac_tol) && SAME(align.max_cond) && SAME(sample) && SAME(scale) && SAME(target_scale) &&
-         SAME(lr) && SAME(lr_final) && SAME(nlayers) && SAME(nparams) && SAME_ARRAY(widths, a->nlayers + 1);
+         SAME(align.ransac_tol) && SAME(align.max_cond) && SAME(sample) && SAME(scale) &&
+         SAME(target_scale) && SAME(lr) && SAME(lr_final) && SAME(nlayers) && SAME(nparams) &&
+         SAME_ARRAY(widths, a->nlayers + 1);
   if (same)
-    same = SAME_ARRAY(params, a->nparams) && SAME_ARRAY(adam_m, a->nparams) && SAME_ARRAY(adam_v, a->nparams) &&
-           SAME_ARRAY(mean, a->D) && SAME_ARRAY(anchors, a->l) && SAME_ARRAY(anchor_x, a->l * a->D) &&
-           SAME_ARRAY(phi_ref, a->l * K) && SAME_ARRAY(lambda_ref, K) && SAME_ARRAY(out_shift, K) &&
-           SAME_ARRAY(out_scale, K) && SAME_ARRAY(rng, 4 * a->nranks) &&
+    same = SAME_ARRAY(params, a->nparams) && SAME_ARRAY(adam_m, a->nparams) &&
+           SAME_ARRAY(adam_v, a->nparams) && SAME_ARRAY(mean, a->D) && SAME_ARRAY(anchors, a->l) &&
+           SAME_ARRAY(anchor_x, a->l * a->D) && SAME_ARRAY(phi_ref, a->l * K) && SAME_ARRAY(lambda_ref, K) &&
+           SAME_ARRAY(out_shift, K) && SAME_ARRAY(out_scale, K) && SAME_ARRAY(rng, 4 * a->nranks) &&
            SAME_ARRAY(history, PetscMax(a->steps, 1) * BASIS_HISTORY_FIELDS) && !a->ortho_R == !b->ortho_R &&
            (!a->ortho_R || SAME_ARRAY(ortho_R, K * K));
 #undef SAME
@@ -168,7 +172,8 @@ static PetscErrorCode CheckNamedAttributes(MPI_Comm comm, const char *path)
   if (n != 1 || v != 128) failures++;
   PetscCall(BasisH5AttrReadString(f, "laplacian", sizeof(s), s, &found));
   if (!found || strcmp(s, "rw")) failures++;
-  if (H5Aexists(f, "format_N_D_K_l_m_R_seed_step_steps_nranks_knn_scaleneighbor_ransaciters_ransacpoints") != 0 ||
+  if (H5Aexists(f, "format_N_D_K_l_m_R_seed_step_steps_nranks_knn_scaleneighbor_ransaciters_ransacpoints") !=
+          0 ||
       H5Aexists(f, "scale_targetscale_lr_ransactol_maxcond") != 0)
     failures++;
   BasisCallH5(H5Fclose(f));
