@@ -509,7 +509,9 @@ static PetscErrorCode AttrReadOneString(hid_t attr, hid_t type, size_t len, char
   } else {
     size_t size = H5Tget_size(type);
     if (size > 0 && size < len) {
-      BasisCallH5(H5Tset_size(memtype, size));
+      /* one byte more than the file's: a null-padded string that fills its size (h5py's
+         np.bytes_) keeps its last character when HDF5 terminates it */
+      BasisCallH5(H5Tset_size(memtype, size + 1));
       if (H5Aread(attr, memtype, buf) >= 0) *err = 0;
       buf[size] = 0;
     }

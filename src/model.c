@@ -62,20 +62,16 @@ PetscErrorCode BasisModelFree(BasisModel *mo)
 }
 
 /*
-  The model's scalar parameters, one named, typed attribute each (format 2). The names are
-  the command-line options where one exists, so `h5dump -A` and h5py read a model the way
-  the run was asked for:
-    train_size     N, points of the training data      features    D, input dimension
-    dim            K (-dim)                            anchors     l (-anchors)
-    batch          m (-batch)                          reference_size  R (-reference_size)
-    seed           -seed of train                      step, steps steps done, planned
-    nranks         ranks that trained it               knn, scale_neighbor, ransac_iters,
-    ransac_points, lr, lr_final, ransac_tol, align_max_cond (the options of the same name)
-    scale, laplacian, align, sample   strings (the enum option values)
-  and two values of the training state (not stamped on embeddings): input_scale (the
-  network sees (x - mean) / input_scale) and target_scale. Integers are int64[1], reals
-  float64[1], strings fixed-length ASCII. One table serves the writer, the reader and the
-  format-1 reader, so a field cannot be written under one name and read under another.
+  The model's scalar parameters (format 2), one named, typed attribute each, named after
+  the command-line option where one exists (docs/files.md has the table):
+    train_size (N), features (D), dim (K), anchors (l), batch (m), reference_size (R),
+    seed, step, steps, nranks, knn, scale_neighbor, ransac_iters, ransac_points: int64[1]
+    lr, lr_final, ransac_tol, align_max_cond: float64[1]
+    scale, laplacian, align, sample: strings, the option's value
+  and two values of the training state, not stamped on embeddings: input_scale (the
+  network sees (x - mean) / input_scale) and target_scale, float64[1]. One table serves
+  the writer, the reader and the format-1 reader, so a field cannot be written under one
+  name and read under another.
 */
 typedef enum { MODEL_INT, MODEL_REAL, MODEL_ENUM } ModelFieldType;
 typedef struct {
@@ -87,47 +83,37 @@ typedef struct {
   PetscBool          new_in_v1; /* absent from early format-1 files: a default applies */
 } ModelField;
 
-#define INT_FIELD(name, member)                                                                              \
-  {                                                                                                          \
-    name, MODEL_INT, offsetof(BasisModel, member), NULL, PETSC_FALSE, PETSC_FALSE                            \
-  }
-#define REAL_FIELD(name, member)                                                                             \
-  {                                                                                                          \
-    name, MODEL_REAL, offsetof(BasisModel, member), NULL, PETSC_FALSE, PETSC_FALSE                           \
-  }
-#define ENUM_FIELD(name, member, list)                                                                       \
-  {                                                                                                          \
-    name, MODEL_ENUM, offsetof(BasisModel, member), list, PETSC_FALSE, PETSC_FALSE                           \
-  }
-
+#define OFF(member) offsetof(BasisModel, member)
+/* name, type, member, enum list, training state, absent from early format-1 files */
 static const ModelField model_fields[] = {
-    INT_FIELD("train_size", N),
-    INT_FIELD("features", D),
-    INT_FIELD("dim", graph.K),
-    INT_FIELD("anchors", l),
-    INT_FIELD("batch", m),
-    INT_FIELD("reference_size", R),
-    INT_FIELD("seed", seed),
-    INT_FIELD("step", step),
-    INT_FIELD("steps", steps),
-    INT_FIELD("nranks", nranks),
-    INT_FIELD("knn", graph.knn),
-    INT_FIELD("scale_neighbor", graph.scale_neighbor),
-    INT_FIELD("ransac_iters", align.ransac_iters),
-    INT_FIELD("ransac_points", align.ransac_points),
-    REAL_FIELD("lr", lr),
+    {"train_size", MODEL_INT, OFF(N), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"features", MODEL_INT, OFF(D), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"dim", MODEL_INT, OFF(graph.K), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"anchors", MODEL_INT, OFF(l), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"batch", MODEL_INT, OFF(m), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"reference_size", MODEL_INT, OFF(R), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"seed", MODEL_INT, OFF(seed), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"step", MODEL_INT, OFF(step), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"steps", MODEL_INT, OFF(steps), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"nranks", MODEL_INT, OFF(nranks), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"knn", MODEL_INT, OFF(graph.knn), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"scale_neighbor", MODEL_INT, OFF(graph.scale_neighbor), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"ransac_iters", MODEL_INT, OFF(align.ransac_iters), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"ransac_points", MODEL_INT, OFF(align.ransac_points), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"lr", MODEL_REAL, OFF(lr), NULL, PETSC_FALSE, PETSC_FALSE},
     /* files written before the schedule existed trained at a constant rate: lr_final = lr */
-    {"lr_final", MODEL_REAL, offsetof(BasisModel, lr_final), NULL, PETSC_FALSE, PETSC_TRUE},
-    REAL_FIELD("ransac_tol", align.ransac_tol),
-    REAL_FIELD("align_max_cond", align.max_cond),
-    ENUM_FIELD("scale", graph.scale, BasisScaleTypes),
-    ENUM_FIELD("laplacian", graph.laplacian, BasisLaplacianTypes),
-    ENUM_FIELD("align", align.type, BasisAlignTypes),
+    {"lr_final", MODEL_REAL, OFF(lr_final), NULL, PETSC_FALSE, PETSC_TRUE},
+    {"ransac_tol", MODEL_REAL, OFF(align.ransac_tol), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"align_max_cond", MODEL_REAL, OFF(align.max_cond), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"scale", MODEL_ENUM, OFF(graph.scale), BasisScaleTypes, PETSC_FALSE, PETSC_FALSE},
+    {"laplacian", MODEL_ENUM, OFF(graph.laplacian), BasisLaplacianTypes, PETSC_FALSE, PETSC_FALSE},
+    {"align", MODEL_ENUM, OFF(align.type), BasisAlignTypes, PETSC_FALSE, PETSC_FALSE},
     /* files written before global sampling existed drew from the shards */
-    {"sample", MODEL_ENUM, offsetof(BasisModel, sample), BasisSampleTypes, PETSC_FALSE, PETSC_TRUE},
-    {"input_scale", MODEL_REAL, offsetof(BasisModel, scale), NULL, PETSC_TRUE, PETSC_FALSE},
-    {"target_scale", MODEL_REAL, offsetof(BasisModel, target_scale), NULL, PETSC_TRUE, PETSC_FALSE},
+    {"sample", MODEL_ENUM, OFF(sample), BasisSampleTypes, PETSC_FALSE, PETSC_TRUE},
+    {"input_scale", MODEL_REAL, OFF(scale), NULL, PETSC_TRUE, PETSC_FALSE},
+    {"target_scale", MODEL_REAL, OFF(target_scale), NULL, PETSC_TRUE, PETSC_FALSE},
 };
+#undef OFF
 #define MODEL_NFIELDS (sizeof(model_fields) / sizeof(model_fields[0]))
 
 /* enum members are read and written as int */
