@@ -651,6 +651,30 @@ PetscErrorCode BasisH5WriteIntArray(hid_t loc, const char *name, PetscInt n, con
 }
 
 /*
+  BasisH5Has - whether the link path ("a/b/c", relative to loc) exists, every group on the
+  way included (H5Lexists alone fails when an intermediate group is missing).
+
+  Not collective.
+*/
+PetscErrorCode BasisH5Has(hid_t loc, const char *path, PetscBool *has)
+{
+  char   prefix[PETSC_MAX_PATH_LEN];
+  size_t len = strlen(path);
+
+  PetscFunctionBeginUser;
+  *has = PETSC_FALSE;
+  PetscCheck(len < sizeof(prefix), PETSC_COMM_SELF, PETSC_ERR_ARG_SIZ, "HDF5 path %s is too long", path);
+  for (size_t i = 1; i <= len; i++) {
+    if (path[i] != '/' && path[i] != 0) continue;
+    memcpy(prefix, path, i);
+    prefix[i] = 0;
+    if (H5Lexists(loc, prefix, H5P_DEFAULT) <= 0) PetscFunctionReturn(0);
+  }
+  *has = PETSC_TRUE;
+  PetscFunctionReturn(0);
+}
+
+/*
   BasisH5ArrayShape - rank and dimensions of dataset name.
 
   Not collective. Output: *rank (-1 when the dataset cannot be opened or is not simple),
@@ -658,14 +682,15 @@ PetscErrorCode BasisH5WriteIntArray(hid_t loc, const char *name, PetscInt n, con
 */
 PetscErrorCode BasisH5ArrayShape(hid_t loc, const char *name, int maxrank, int *rank, hsize_t dims[])
 {
-  hid_t   dset, space;
-  hsize_t got[H5S_MAX_RANK];
-  char    file[PETSC_MAX_PATH_LEN];
+  hid_t     dset, space;
+  hsize_t   got[H5S_MAX_RANK];
+  char      file[PETSC_MAX_PATH_LEN];
+  PetscBool has;
 
   PetscFunctionBeginUser;
   FileName(loc, file, sizeof(file));
-  /* H5Lexists fails (< 0) when an intermediate group is missing: the same verdict */
-  PetscCheck(H5Lexists(loc, name, H5P_DEFAULT) > 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
+  PetscCall(BasisH5Has(loc, name, &has));
+  PetscCheck(has, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
              "%s has no dataset /%s; it is incomplete or not the file expected", file, name);
   *rank = -1;
   dset  = H5Dopen2(loc, name, H5P_DEFAULT);

@@ -376,6 +376,7 @@ static PetscErrorCode ModelReadArrays(hid_t f, BasisModel *mo)
   const PetscInt K  = mo->graph.K;
   const hid_t    MF = H5T_NATIVE_FLOAT, MD = H5T_NATIVE_DOUBLE;
   hsize_t        dims[2];
+  PetscBool      has;
 
   PetscFunctionBeginUser;
   dims[0] = (hsize_t)mo->nparams;
@@ -383,7 +384,8 @@ static PetscErrorCode ModelReadArrays(hid_t f, BasisModel *mo)
   PetscCall(BasisH5ReadArray(f, "optimizer/adam_m", MF, 1, dims, mo->adam_m));
   PetscCall(BasisH5ReadArray(f, "optimizer/adam_v", MF, 1, dims, mo->adam_v));
   dims[0] = (hsize_t)K;
-  if (H5Lexists(f, "network/output_scale", H5P_DEFAULT) > 0) { /* else: the output is the embedding */
+  PetscCall(BasisH5Has(f, "network/output_scale", &has));
+  if (has) { /* else: the output is the embedding */
     PetscCall(BasisH5ReadArray(f, "network/output_shift", MD, 1, dims, mo->out_shift));
     PetscCall(BasisH5ReadArray(f, "network/output_scale", MD, 1, dims, mo->out_scale));
   }
@@ -400,7 +402,8 @@ static PetscErrorCode ModelReadArrays(hid_t f, BasisModel *mo)
   PetscCall(BasisH5ReadArray(f, "train/rng", H5T_NATIVE_UINT64, 2, dims, mo->rng));
   dims[0] = (hsize_t)PetscMax(mo->steps, 1), dims[1] = BASIS_HISTORY_FIELDS;
   PetscCall(BasisH5ReadArray(f, "train/history", MD, 2, dims, mo->history));
-  if (H5Lexists(f, "orthonormalize", H5P_DEFAULT) > 0) {
+  PetscCall(BasisH5Has(f, "orthonormalize", &has));
+  if (has) {
     dims[0] = dims[1] = (hsize_t)K;
     PetscCall(PetscMalloc1(K * K, &mo->ortho_R));
     PetscCall(BasisH5ReadArray(f, "orthonormalize/R", MD, 2, dims, mo->ortho_R));

@@ -43,6 +43,9 @@ PetscErrorCode BasisH5AttrReadEnum(hid_t obj, const char *name, const char *cons
 #  define BASIS_H5T_NATIVE_PETSCINT H5T_NATIVE_INT
 #endif
 
+/* Whether link path "a/b/c" exists below loc, every group on the way included. */
+PetscErrorCode BasisH5Has(hid_t loc, const char *path, PetscBool *has);
+
 /* Small whole datasets (a model's arrays): written as one checksummed chunk, read back
    with their shape checked exactly. Errors name the file and the dataset. The writer is
    collective on the file's communicator; the readers are not collective. */
