@@ -274,34 +274,6 @@ PetscErrorCode BasisEmbedderDestroy(BasisEmbedder *e)
   PetscFunctionReturn(0);
 }
 
-/* The model's parameters as named attributes of obj. A stand-in for the model module's
-   stamp of its parameters (branch arch-files), which should replace it when merged. */
-static PetscErrorCode EmbedStampModelParams(hid_t obj, const BasisModel *mo)
-{
-  const struct {
-    const char *name;
-    PetscInt    value;
-  } ints[] = {
-      {"step", mo->step},
-      {"steps", mo->steps},
-      {"D", mo->D},
-      {"dim", mo->widths[mo->nlayers]},
-      {"anchors", mo->l},
-      {"batch", mo->m},
-      {"reference_size", mo->R},
-      {"seed", mo->seed},
-      {"knn", mo->graph.knn},
-      {"scale_neighbor", mo->graph.scale_neighbor},
-  };
-
-  PetscFunctionBeginUser;
-  for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++)
-    PetscCall(BasisH5AttrWriteInt(obj, ints[i].name, 1, &ints[i].value));
-  PetscCall(BasisH5AttrWriteString(obj, "scale", BasisScaleTypes[mo->graph.scale]));
-  PetscCall(BasisH5AttrWriteString(obj, "laplacian", BasisLaplacianTypes[mo->graph.laplacian]));
-  PetscFunctionReturn(0);
-}
-
 /* The attributes of /embedding: what it was computed from and how (DESIGN.md "Files"). */
 static PetscErrorCode WriteEmbeddingAttrs(hid_t dset, BasisEmbedder e, const char *model_path,
                                           const BasisInput *in)
@@ -316,7 +288,8 @@ static PetscErrorCode WriteEmbeddingAttrs(hid_t dset, BasisEmbedder e, const cha
   PetscCall(BasisH5AttrWriteInt(dset, "N", 1, &in->N));
   PetscCall(BasisH5AttrWriteString(dset, "orthonormalize", BasisOrthoTypes[e->ortho]));
   PetscCall(BasisH5AttrWriteString(dset, "basis_version", BASIS_VERSION));
-  PetscCall(EmbedStampModelParams(dset, e->model));
+  PetscCall(
+      BasisModelWriteAttributes(dset, e->model)); /* the model's parameters, by the model file's names */
   PetscCall(BasisEmbedderGetOrthonormalization(e, &R));
   if (R) PetscCall(BasisH5AttrWriteDouble(dset, "orthonormalize_R", e->K * e->K, R));
   PetscFunctionReturn(0);

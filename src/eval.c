@@ -144,7 +144,7 @@ static PetscErrorCode ReadIdentity(hid_t dset, const char *path, PetscInt N, Eva
   PetscCall(BasisH5AttrReadString(dset, "input", sizeof(id->input), id->input, &found));
   if (!found) id->input[0] = 0;
   id->N = N;
-  PetscCall(BasisH5AttrReadInt(dset, "D", &nv, &id->D));
+  PetscCall(BasisH5AttrReadInt(dset, "features", &nv, &id->D));
   if (!nv) id->D = -1;
   PetscFunctionReturn(0);
 }

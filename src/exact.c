@@ -322,18 +322,19 @@ PetscErrorCode BasisExactMain(MPI_Comm comm)
   {
     PetscMPIInt rank;
     hid_t       eset;
-    PetscInt    ints[] = {q.knn, q.scale_neighbor, match_batch, K, p.knn, p.scale_neighbor};
 
     PetscCallMPI(MPI_Comm_rank(comm, &rank));
     PetscCall(BasisH5CreateMatrix(out.file, "exact/values", K, 0, H5T_IEEE_F64LE, &eset));
     PetscCall(BasisH5WriteRows(comm, eset, 0, rank == 0 ? K : 0, 1, H5T_NATIVE_DOUBLE, lambda));
     BasisCallH5(H5Dclose(eset));
-    PetscCall(BasisH5AttrWriteInt(vset, "knn", 1, &ints[0]));
-    PetscCall(BasisH5AttrWriteInt(vset, "scale_neighbor", 1, &ints[1]));
-    PetscCall(BasisH5AttrWriteInt(vset, "match_batch", 1, &ints[2]));
-    PetscCall(BasisH5AttrWriteInt(vset, "dim", 1, &ints[3]));
-    PetscCall(BasisH5AttrWriteInt(vset, "knn_option", 1, &ints[4]));
-    PetscCall(BasisH5AttrWriteInt(vset, "scale_neighbor_option", 1, &ints[5]));
+    /* each parameter its own attribute (DESIGN.md "Files"); eval reads them by name: the
+       graph's knn, scale_neighbor, scale, laplacian and match_batch; *_option: as given */
+    PetscCall(BasisH5AttrWriteInt(vset, "knn", 1, &q.knn));
+    PetscCall(BasisH5AttrWriteInt(vset, "scale_neighbor", 1, &q.scale_neighbor));
+    PetscCall(BasisH5AttrWriteInt(vset, "match_batch", 1, &match_batch));
+    PetscCall(BasisH5AttrWriteInt(vset, "dim", 1, &K));
+    PetscCall(BasisH5AttrWriteInt(vset, "knn_option", 1, &p.knn));
+    PetscCall(BasisH5AttrWriteInt(vset, "scale_neighbor_option", 1, &p.scale_neighbor));
     PetscCall(BasisH5AttrWriteString(vset, "scale", BasisScaleTypes[q.scale]));
     PetscCall(BasisH5AttrWriteString(vset, "laplacian", BasisLaplacianTypes[q.laplacian]));
     PetscCall(BasisH5AttrWriteString(vset, "input", input));

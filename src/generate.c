@@ -125,16 +125,35 @@ PetscErrorCode BasisGenerateRows(const BasisGenerateParams *p, PetscInt start, P
   PetscFunctionReturn(0);
 }
 
-/*
-  BasisGenerateMain - `basis generate`: write /features (N x D float32) and /labels.
+/* The generator's parameters as root attributes, named after generate's options. */
+static PetscErrorCode GenerateWriteAttributes(hid_t file, const BasisGenerateParams *p)
+{
+  double noise = p->noise;
 
-  Collective on comm. Options: -type -n -d -classes -noise -latent -seed -output -force
+  PetscFunctionBeginUser;
+  PetscCall(BasisH5AttrWriteString(file, "generator", BasisGenerateTypes[p->type]));
+  PetscCall(BasisH5AttrWriteInt(file, "generator_n", 1, &p->N));
+  PetscCall(BasisH5AttrWriteInt(file, "generator_d", 1, &p->D));
+  PetscCall(BasisH5AttrWriteInt(file, "generator_classes", 1, &p->classes));
+  PetscCall(BasisH5AttrWriteInt(file, "generator_data_seed", 1, &p->seed));
+  PetscCall(BasisH5AttrWriteInt(file, "generator_latent", 1, &p->latent));
+  PetscCall(BasisH5AttrWriteDouble(file, "generator_noise", 1, &noise));
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisGenerateMain - `basis generate`: write /features (N x D float32) and /labels, and
+  the generator's parameters as root attributes generator (the -type), generator_n,
+  generator_d, generator_classes, generator_data_seed, generator_latent, generator_noise.
+
+  Collective on comm. Options: -type -n -d -classes -noise -latent -data_seed (formerly
+  -seed) -output -force
 */
 PetscErrorCode BasisGenerateMain(MPI_Comm comm)
 {
   BasisGenerateParams p                          = {BASIS_GENERATE_MANIFOLD, 10000, 784, 10, 0.1, 42, 2};
   char                output[PETSC_MAX_PATH_LEN] = "data/generated.h5";
-  PetscBool           force                      = PETSC_FALSE;
+  PetscBool           force                      = PETSC_FALSE, has_data_seed;
   PetscMPIInt         size, rank;
   PetscInt            rstart, n, slab, nslabs, done = 0;
   float              *x;
@@ -154,7 +173,16 @@ PetscErrorCode BasisGenerateMain(MPI_Comm comm)
   PetscCall(PetscOptionsReal("-noise", "Noise standard deviation (relative to the signal)", NULL, p.noise,
                              &p.noise, NULL));
   PetscCall(PetscOptionsInt("-latent", "Manifold: latent dimension (1-16)", NULL, p.latent, &p.latent, NULL));
-  PetscCall(PetscOptionsInt("-seed", "Random seed", NULL, p.seed, &p.seed, NULL));
+  /* -seed is the old name of -data_seed (0.2): the data's seed, not the training seed that
+     -seed means for train. One options file often serves every command (jobs/pipeline.opts):
+     when it sets both, -seed is train's and -data_seed wins here, without a warning; -seed
+     alone still seeds the data, with PETSc's deprecation warning. */
+  PetscCall(PetscOptionsHasName(NULL, NULL, "-data_seed", &has_data_seed));
+  if (!has_data_seed)
+    PetscCall(PetscOptionsDeprecated("-seed", "-data_seed", "0.2",
+                                     "the data's seed is -data_seed; -seed is the training seed of train"));
+  PetscCall(PetscOptionsInt("-data_seed", "Random seed of the data (every row's stream)", NULL, p.seed,
+                            &p.seed, NULL));
   PetscCall(PetscOptionsString("-output", "Output HDF5 file", NULL, output, output, sizeof(output), NULL));
   PetscCall(PetscOptionsBool("-force", "Overwrite an existing output", NULL, force, &force, NULL));
   PetscOptionsEnd();
@@ -205,13 +233,7 @@ PetscErrorCode BasisGenerateMain(MPI_Comm comm)
     }
   }
   PetscCall(PetscFree2(x, labels));
-  {
-    double   noise   = p.noise;
-    PetscInt ints[5] = {p.N, p.D, p.classes, p.seed, p.latent};
-    PetscCall(BasisH5AttrWriteString(out.file, "generator", BasisGenerateTypes[p.type]));
-    PetscCall(BasisH5AttrWriteInt(out.file, "generator_N_D_classes_seed_latent", 5, ints));
-    PetscCall(BasisH5AttrWriteDouble(out.file, "generator_noise", 1, &noise));
-  }
+  PetscCall(GenerateWriteAttributes(out.file, &p));
   BasisCallH5(H5Dclose(fdset));
   BasisCallH5(H5Dclose(ldset));
   PetscCall(BasisOutputCommit(&out));

@@ -2,11 +2,14 @@
   model.c - model/checkpoint files (DESIGN.md "Files").
 
   Layout (HDF5, all written by rank 0; a few MB for the default network):
-    /            attrs basis_format, basis_version, basis_complete, and every scalar
-                 parameter (N, D, K, l, m, R, seed, step, steps, knn, ..., sample)
+    /            attrs format_version (2), basis_version,
+                 basis_complete, and every scalar parameter as its own named, typed
+                 attribute (train_size, features, dim, anchors, batch, ..., sample; the
+                 table model_fields below)
     /network/widths [nlayers+1] int64, /network/params [nparams] float32
+    /network/output_shift, /network/output_scale [K] float64
     /optimizer/adam_m, /optimizer/adam_v [nparams] float32
-    /input/mean [D] float32                 (the network sees (x - mean) / scale)
+    /input/mean [D] float32                 (the network sees (x - mean) / input_scale)
     /reference/anchors [l] int64, /reference/anchor_features [l][D] float32,
     /reference/phi [l][K] float64, /reference/lambda [K] float64
     /train/rng [nranks][4] uint64           (each rank's batch stream)
@@ -14,8 +17,10 @@
     /orthonormalize/R [K][K] float64        (optional; `basis embed -orthonormalize`)
   Writing goes through BasisOutput (temporary name, completeness attribute, rename), so
   an interrupted checkpoint never replaces the previous good one. Reading checks the
-  format version, completeness, and the shape of every dataset, so a truncated, foreign
-  or older file is refused with a message instead of being misread.
+  format version, completeness, the shape of every dataset and that every value the model
+  computes with is finite, so a truncated, foreign, damaged or older file is refused with
+  a message instead of being misread. Format 1 (written before issue 17: the scalars in two
+  positional attributes) is still read; tests/data/model-format1.h5 proves it.
 
   Collective on comm: rank 0 does the file I/O and broadcasts the outcome (and, when
   reading, the contents), so every rank returns the same error.
@@ -24,9 +29,9 @@
 #include <basis/log.h>
 #include <basis/output.h>
 #include <basis/h5io.h>
+#include <math.h>
+#include <stddef.h>
 #include <string.h>
-
-const char *const BasisSampleTypes[] = {"global", "shard", "BasisSampleType", "BASIS_SAMPLE_", NULL};
 
 PetscErrorCode BasisModelAllocate(BasisModel *mo)
 {
@@ -54,53 +59,121 @@ PetscErrorCode BasisModelFree(BasisModel *mo)
   PetscFunctionReturn(0);
 }
 
-/* Write a dataset as one chunk with a Fletcher-32 checksum: a flipped bit in the weights
-   makes the read fail ("the file is truncated or corrupt") instead of giving a model that
-   silently computes something else. Any HDF5 reader can read it (the filter is built in). */
-static PetscErrorCode WriteArray(hid_t file, const char *name, hid_t filetype, hid_t memtype, int rank,
-                                 const hsize_t dims[], const void *buf)
-{
-  hid_t space, dset, lcpl, dcpl, dxpl;
+/*
+  The model's scalar parameters (format 2), one named, typed attribute each, named after
+  the command-line option where one exists (docs/files.md has the table):
+    train_size (N), features (D), dim (K), anchors (l), batch (m), reference_size (R),
+    seed, step, steps, nranks, knn, scale_neighbor, ransac_iters, ransac_points: int64[1]
+    lr, lr_final, ransac_tol, align_max_cond: float64[1]
+    scale, laplacian, align, sample: strings, the option's value
+  and two values of the training state, not stamped on embeddings: input_scale (the
+  network sees (x - mean) / input_scale) and target_scale, float64[1]. One table serves
+  the writer, the reader and the format-1 reader, so a field cannot be written under one
+  name and read under another.
+*/
+typedef enum { MODEL_INT, MODEL_REAL, MODEL_ENUM } ModelFieldType;
+typedef struct {
+  const char        *name;
+  ModelFieldType     type;
+  size_t             offset;    /* of the PetscInt, PetscReal or enum member of BasisModel */
+  const char *const *list;      /* MODEL_ENUM: its PETSc enum list */
+  PetscBool          state;     /* training state rather than a parameter */
+  PetscBool          new_in_v1; /* absent from early format-1 files: a default applies */
+} ModelField;
 
+#define OFF(member) offsetof(BasisModel, member)
+/* name, type, member, enum list, training state, absent from early format-1 files */
+static const ModelField model_fields[] = {
+    {"train_size", MODEL_INT, OFF(N), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"features", MODEL_INT, OFF(D), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"dim", MODEL_INT, OFF(graph.K), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"anchors", MODEL_INT, OFF(l), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"batch", MODEL_INT, OFF(m), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"reference_size", MODEL_INT, OFF(R), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"seed", MODEL_INT, OFF(seed), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"step", MODEL_INT, OFF(step), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"steps", MODEL_INT, OFF(steps), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"nranks", MODEL_INT, OFF(nranks), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"knn", MODEL_INT, OFF(graph.knn), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"scale_neighbor", MODEL_INT, OFF(graph.scale_neighbor), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"ransac_iters", MODEL_INT, OFF(align.ransac_iters), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"ransac_points", MODEL_INT, OFF(align.ransac_points), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"lr", MODEL_REAL, OFF(lr), NULL, PETSC_FALSE, PETSC_FALSE},
+    /* files written before the schedule existed trained at a constant rate: lr_final = lr */
+    {"lr_final", MODEL_REAL, OFF(lr_final), NULL, PETSC_FALSE, PETSC_TRUE},
+    {"ransac_tol", MODEL_REAL, OFF(align.ransac_tol), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"align_max_cond", MODEL_REAL, OFF(align.max_cond), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"scale", MODEL_ENUM, OFF(graph.scale), BasisScaleTypes, PETSC_FALSE, PETSC_FALSE},
+    {"laplacian", MODEL_ENUM, OFF(graph.laplacian), BasisLaplacianTypes, PETSC_FALSE, PETSC_FALSE},
+    {"align", MODEL_ENUM, OFF(align.type), BasisAlignTypes, PETSC_FALSE, PETSC_FALSE},
+    /* files written before global sampling existed drew from the shards */
+    {"sample", MODEL_ENUM, OFF(sample), BasisSampleTypes, PETSC_FALSE, PETSC_TRUE},
+    {"input_scale", MODEL_REAL, OFF(scale), NULL, PETSC_TRUE, PETSC_FALSE},
+    {"target_scale", MODEL_REAL, OFF(target_scale), NULL, PETSC_TRUE, PETSC_FALSE},
+};
+#undef OFF
+#define MODEL_NFIELDS (sizeof(model_fields) / sizeof(model_fields[0]))
+
+/* enum members are read and written as int */
+_Static_assert(sizeof(BasisScaleType) == sizeof(int) && sizeof(BasisLaplacianType) == sizeof(int) &&
+                   sizeof(BasisAlignType) == sizeof(int) && sizeof(BasisSampleType) == sizeof(int),
+               "enum members of BasisModel must be int-sized");
+
+/* Format 1 kept the scalars in two positional attributes; these are their fields in order
+   (NULL: the format number). Only the format-1 reader uses them. */
+#define MODEL_V1_INTS  "format_N_D_K_l_m_R_seed_step_steps_nranks_knn_scaleneighbor_ransaciters_ransacpoints"
+#define MODEL_V1_REALS "scale_targetscale_lr_ransactol_maxcond"
+static const char *const model_v1_ints[] = {
+    NULL,   "train_size", "features", "dim", "anchors",        "batch",        "reference_size", "seed",
+    "step", "steps",      "nranks",   "knn", "scale_neighbor", "ransac_iters", "ransac_points"};
+static const char *const model_v1_reals[] = {"input_scale", "target_scale", "lr", "ransac_tol",
+                                             "align_max_cond"};
+
+static const ModelField *ModelFieldFind(const char *name)
+{
+  for (size_t i = 0; i < MODEL_NFIELDS; i++)
+    if (!strcmp(model_fields[i].name, name)) return &model_fields[i];
+  return NULL;
+}
+
+/* Write the fields whose state flag is `state` as attributes of obj. */
+static PetscErrorCode ModelWriteFields(hid_t obj, const BasisModel *mo, PetscBool state)
+{
   PetscFunctionBeginUser;
-  space = H5Screate_simple(rank, dims, NULL);
-  BasisCallH5(space);
-  lcpl = H5Pcreate(H5P_LINK_CREATE);
-  BasisCallH5(H5Pset_create_intermediate_group(lcpl, 1));
-  dcpl = H5Pcreate(H5P_DATASET_CREATE);
-  BasisCallH5(dcpl);
-  /* a chunk can be neither empty nor 4 GiB; 1 GiB of model data is far beyond any network here */
-  if (dims[0] > 0 && (rank < 2 || dims[1] > 0) &&
-      dims[0] * (rank > 1 ? dims[1] : 1) * H5Tget_size(filetype) < ((hsize_t)1 << 30)) {
-    BasisCallH5(H5Pset_chunk(dcpl, rank, dims));
-    BasisCallH5(H5Pset_fletcher32(dcpl));
+  for (size_t i = 0; i < MODEL_NFIELDS; i++) {
+    const ModelField *fd = &model_fields[i];
+    const void       *p  = (const char *)mo + fd->offset;
+    double            v;
+
+    if (fd->state != state) continue;
+    switch (fd->type) {
+    case MODEL_INT:
+      PetscCall(BasisH5AttrWriteInt(obj, fd->name, 1, (const PetscInt *)p));
+      break;
+    case MODEL_REAL:
+      v = (double)*(const PetscReal *)p;
+      PetscCall(BasisH5AttrWriteDouble(obj, fd->name, 1, &v));
+      break;
+    case MODEL_ENUM:
+      PetscCall(BasisH5AttrWriteString(obj, fd->name, fd->list[*(const int *)p]));
+      break;
+    }
   }
-  dset = H5Dcreate2(file, name, filetype, space, lcpl, dcpl, H5P_DEFAULT);
-  BasisCallH5(dset);
-  /* the file is open through MPI-IO (on PETSC_COMM_SELF): parallel HDF5 writes filtered
-     datasets only collectively */
-  dxpl = H5Pcreate(H5P_DATASET_XFER);
-  BasisCallH5(dxpl);
-  BasisCallH5(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE));
-  BasisCallH5(H5Dwrite(dset, memtype, H5S_ALL, H5S_ALL, dxpl, buf));
-  BasisCallH5(H5Pclose(dxpl));
-  BasisCallH5(H5Dclose(dset));
-  BasisCallH5(H5Pclose(dcpl));
-  BasisCallH5(H5Pclose(lcpl));
-  BasisCallH5(H5Sclose(space));
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode WriteInt64(hid_t file, const char *name, PetscInt n, const PetscInt v[])
-{
-  hsize_t    dim = (hsize_t)n;
-  long long *w;
+/*
+  BasisModelWriteAttributes - stamp a model's parameters on an HDF5 object (the model
+  file's root group; an embedding), one named, typed attribute each: the names listed
+  above, without the training state (input_scale, target_scale) and the format version.
 
+  Collective in the HDF5 sense: every rank that has obj's file open calls it with the same
+  model.
+*/
+PetscErrorCode BasisModelWriteAttributes(hid_t obj, const BasisModel *mo)
+{
   PetscFunctionBeginUser;
-  PetscCall(PetscMalloc1(n, &w));
-  for (PetscInt i = 0; i < n; i++) w[i] = v[i];
-  PetscCall(WriteArray(file, name, H5T_STD_I64LE, H5T_NATIVE_LLONG, 1, &dim, w));
-  PetscCall(PetscFree(w));
+  PetscCall(ModelWriteFields(obj, mo, PETSC_FALSE));
   PetscFunctionReturn(0);
 }
 
@@ -110,64 +183,42 @@ static PetscErrorCode ModelWriteSerial(const char *path, PetscBool force, const 
 {
   BasisOutput out;
   hid_t       f;
-  PetscInt    K = mo->widths[mo->nlayers], D = mo->D;
+  PetscInt    K = mo->widths[mo->nlayers], D = mo->D, format = BASIS_MODEL_FORMAT;
   hsize_t     dims[2];
-  PetscInt    ints[]  = {BASIS_MODEL_FORMAT,
-                         mo->N,
-                         D,
-                         K,
-                         mo->l,
-                         mo->m,
-                         mo->R,
-                         mo->seed,
-                         mo->step,
-                         mo->steps,
-                         mo->nranks,
-                         mo->graph.knn,
-                         mo->graph.scale_neighbor,
-                         mo->align.ransac_iters,
-                         mo->align.ransac_points};
-  double      reals[] = {mo->scale, mo->target_scale, mo->lr, mo->align.ransac_tol, mo->align.max_cond};
+  const hid_t F32 = H5T_IEEE_F32LE, F64 = H5T_IEEE_F64LE, MF = H5T_NATIVE_FLOAT, MD = H5T_NATIVE_DOUBLE;
 
   PetscFunctionBeginUser;
   PetscCall(BasisOutputCreate(PETSC_COMM_SELF, path, force, inputs, &out));
   f = out.file;
   PetscCall(BasisH5AttrWriteString(f, "basis_version", BASIS_VERSION));
-  PetscCall(BasisH5AttrWriteInt(
-      f, "format_N_D_K_l_m_R_seed_step_steps_nranks_knn_scaleneighbor_ransaciters_ransacpoints",
-      (PetscInt)(sizeof(ints) / sizeof(ints[0])), ints));
-  PetscCall(BasisH5AttrWriteDouble(f, "scale_targetscale_lr_ransactol_maxcond", 5, reals));
-  PetscCall(BasisH5AttrWriteDouble(f, "lr_final", 1, &mo->lr_final));
-  PetscCall(BasisH5AttrWriteString(f, "scale", BasisScaleTypes[mo->graph.scale]));
-  PetscCall(BasisH5AttrWriteString(f, "laplacian", BasisLaplacianTypes[mo->graph.laplacian]));
-  PetscCall(BasisH5AttrWriteString(f, "align", BasisAlignTypes[mo->align.type]));
-  PetscCall(BasisH5AttrWriteString(f, "sample", BasisSampleTypes[mo->sample]));
-  PetscCall(WriteInt64(f, "network/widths", mo->nlayers + 1, mo->widths));
+  PetscCall(BasisH5AttrWriteInt(f, "format_version", 1, &format));
+  PetscCall(BasisModelWriteAttributes(f, mo));
+  PetscCall(ModelWriteFields(f, mo, PETSC_TRUE));
+  PetscCall(BasisH5WriteIntArray(f, "network/widths", mo->nlayers + 1, mo->widths));
   dims[0] = (hsize_t)mo->nparams;
-  PetscCall(WriteArray(f, "network/params", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, dims, mo->params));
+  PetscCall(BasisH5WriteArray(f, "network/params", F32, MF, 1, dims, mo->params));
   dims[0] = (hsize_t)K;
-  PetscCall(WriteArray(f, "network/output_shift", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, dims, mo->out_shift));
-  PetscCall(WriteArray(f, "network/output_scale", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, dims, mo->out_scale));
+  PetscCall(BasisH5WriteArray(f, "network/output_shift", F64, MD, 1, dims, mo->out_shift));
+  PetscCall(BasisH5WriteArray(f, "network/output_scale", F64, MD, 1, dims, mo->out_scale));
   dims[0] = (hsize_t)mo->nparams;
-  PetscCall(WriteArray(f, "optimizer/adam_m", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, dims, mo->adam_m));
-  PetscCall(WriteArray(f, "optimizer/adam_v", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, dims, mo->adam_v));
+  PetscCall(BasisH5WriteArray(f, "optimizer/adam_m", F32, MF, 1, dims, mo->adam_m));
+  PetscCall(BasisH5WriteArray(f, "optimizer/adam_v", F32, MF, 1, dims, mo->adam_v));
   dims[0] = (hsize_t)D;
-  PetscCall(WriteArray(f, "input/mean", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, dims, mo->mean));
-  PetscCall(WriteInt64(f, "reference/anchors", mo->l, mo->anchors));
+  PetscCall(BasisH5WriteArray(f, "input/mean", F32, MF, 1, dims, mo->mean));
+  PetscCall(BasisH5WriteIntArray(f, "reference/anchors", mo->l, mo->anchors));
   dims[0] = (hsize_t)mo->l, dims[1] = (hsize_t)D;
-  PetscCall(
-      WriteArray(f, "reference/anchor_features", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, dims, mo->anchor_x));
+  PetscCall(BasisH5WriteArray(f, "reference/anchor_features", F32, MF, 2, dims, mo->anchor_x));
   dims[1] = (hsize_t)K;
-  PetscCall(WriteArray(f, "reference/phi", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, dims, mo->phi_ref));
+  PetscCall(BasisH5WriteArray(f, "reference/phi", F64, MD, 2, dims, mo->phi_ref));
   dims[0] = (hsize_t)K;
-  PetscCall(WriteArray(f, "reference/lambda", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, dims, mo->lambda_ref));
+  PetscCall(BasisH5WriteArray(f, "reference/lambda", F64, MD, 1, dims, mo->lambda_ref));
   dims[0] = (hsize_t)mo->nranks, dims[1] = 4;
-  PetscCall(WriteArray(f, "train/rng", H5T_STD_U64LE, H5T_NATIVE_UINT64, 2, dims, mo->rng));
+  PetscCall(BasisH5WriteArray(f, "train/rng", H5T_STD_U64LE, H5T_NATIVE_UINT64, 2, dims, mo->rng));
   dims[0] = (hsize_t)PetscMax(mo->steps, 1), dims[1] = BASIS_HISTORY_FIELDS;
-  PetscCall(WriteArray(f, "train/history", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, dims, mo->history));
+  PetscCall(BasisH5WriteArray(f, "train/history", F64, MD, 2, dims, mo->history));
   if (mo->ortho_R) {
     dims[0] = dims[1] = (hsize_t)K;
-    PetscCall(WriteArray(f, "orthonormalize/R", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, dims, mo->ortho_R));
+    PetscCall(BasisH5WriteArray(f, "orthonormalize/R", F64, MD, 2, dims, mo->ortho_R));
   }
   PetscCall(BasisOutputCommit(&out));
   PetscFunctionReturn(0);
@@ -194,228 +245,244 @@ PetscErrorCode BasisModelWrite(MPI_Comm comm, const char *path, PetscBool force,
   PetscFunctionReturn(0);
 }
 
-/* Read a dataset whose shape must be exactly dims[0..rank-1]. */
-static PetscErrorCode ReadArray(hid_t f, const char *path, const char *name, hid_t memtype, int rank,
-                                const hsize_t dims[], void *buf)
+/* Read one field's attribute into the model; *found false when the attribute is absent. */
+static PetscErrorCode ModelFieldRead(hid_t f, const ModelField *fd, BasisModel *mo, PetscBool *found)
 {
-  hid_t       dset, space, type;
-  hsize_t     got[4] = {0, 0, 0, 0};
-  int         ndims;
-  H5T_class_t cls,
-      want = (memtype == H5T_NATIVE_FLOAT || memtype == H5T_NATIVE_DOUBLE) ? H5T_FLOAT : H5T_INTEGER;
+  void     *p = (char *)mo + fd->offset;
+  PetscInt  n = 1, iv;
+  double    rv;
+  PetscEnum ev;
 
   PetscFunctionBeginUser;
-  PetscCheck(H5Lexists(f, name, H5P_DEFAULT) > 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
-             "model file %s has no /%s; it is not a complete basis model (retrain, or pass the right -model)",
-             path, name);
-  /* damaged metadata makes these calls fail: it is reported as a wrong shape or type */
-  dset = H5Dopen2(f, name, H5P_DEFAULT);
-  PetscCheck(dset >= 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
-             "model file %s: cannot open /%s; the file is corrupt (restore it or retrain)", path, name);
-  space = H5Dget_space(dset);
-  ndims = space >= 0 ? H5Sget_simple_extent_ndims(space) : -1;
-  if (ndims >= 1 && ndims <= 4) H5Sget_simple_extent_dims(space, got, NULL);
-  if (space >= 0) H5Sclose(space);
-  type = H5Dget_type(dset);
-  cls  = type >= 0 ? H5Tget_class(type) : H5T_NO_CLASS;
-  if (type >= 0) H5Tclose(type);
-  PetscCheck(ndims == rank && got[0] == dims[0] && (rank < 2 || got[1] == dims[1]) && cls == want,
-             PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
-             "model file %s: /%s has the wrong shape or type (expected %d-D %llu x %llu); the file is "
-             "corrupt or from "
-             "another basis version",
-             path, name, rank, (unsigned long long)dims[0], (unsigned long long)(rank > 1 ? dims[1] : 1));
-  PetscCheck(
-      H5Dread(dset, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0, PETSC_COMM_SELF, PETSC_ERR_FILE_READ,
-      "model file %s: cannot read /%s; the file is truncated or corrupt (restore it or retrain)", path, name);
-  BasisCallH5(H5Dclose(dset));
-  PetscFunctionReturn(0);
-}
-
-static PetscErrorCode ReadAttr(hid_t f, const char *path, const char *name, hid_t memtype, hsize_t n,
-                               void *buf)
-{
-  hid_t   attr, space;
-  hsize_t got = 0;
-
-  PetscFunctionBeginUser;
-  PetscCheck(H5Aexists(f, name) > 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
-             "model file %s has no attribute %s; it is not a basis model or is from another version", path,
-             name);
-  attr  = H5Aopen(f, name, H5P_DEFAULT);
-  space = attr >= 0 ? H5Aget_space(attr) : -1;
-  if (space >= 0 && H5Sget_simple_extent_ndims(space) == 1) H5Sget_simple_extent_dims(space, &got, NULL);
-  if (space >= 0) H5Sclose(space);
-  PetscCheck(got == n, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
-             "model file %s: attribute %s has %llu values, expected %llu (another basis version?)", path,
-             name, (unsigned long long)got, (unsigned long long)n);
-  PetscCheck(H5Aread(attr, memtype, buf) >= 0, PETSC_COMM_SELF, PETSC_ERR_FILE_READ,
-             "model file %s: cannot read attribute %s; the file is corrupt (restore it or retrain)", path,
-             name);
-  BasisCallH5(H5Aclose(attr));
-  PetscFunctionReturn(0);
-}
-
-static PetscErrorCode ReadEnumAttr(hid_t f, const char *path, const char *name, const char *const list[],
-                                   PetscInt *value)
-{
-  hid_t attr, type;
-  char  buf[64] = "";
-
-  PetscFunctionBeginUser;
-  PetscCheck(H5Aexists(f, name) > 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
-             "model file %s has no attribute %s", path, name);
-  attr = H5Aopen(f, name, H5P_DEFAULT);
-  type = attr >= 0 ? H5Aget_type(attr) : -1;
-  PetscCheck(type >= 0 && H5Tget_class(type) == H5T_STRING, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
-             "model file %s: attribute %s is not a string; the file is corrupt or not a basis model", path,
-             name);
-  if (H5Tis_variable_str(type) > 0) { /* written by another tool (h5py): read the pointer */
-    char *s   = NULL;
-    hid_t mem = H5Tcopy(H5T_C_S1);
-    BasisCallH5(mem);
-    BasisCallH5(H5Tset_size(mem, H5T_VARIABLE));
-    BasisCallH5(H5Tset_cset(mem, H5Tget_cset(type))); /* h5py writes UTF-8 */
-    PetscCheck(H5Aread(attr, mem, &s) >= 0, PETSC_COMM_SELF, PETSC_ERR_FILE_READ,
-               "model file %s: cannot read attribute %s; the file is corrupt", path, name);
-    if (s) PetscCall(PetscStrncpy(buf, s, sizeof(buf)));
-    H5free_memory(s);
-    BasisCallH5(H5Tclose(mem));
-  } else {
-    PetscCheck(H5Tget_size(type) < sizeof(buf), PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
-               "model file %s: attribute %s is not a short string", path, name);
-    PetscCheck(H5Aread(attr, type, buf) >= 0, PETSC_COMM_SELF, PETSC_ERR_FILE_READ,
-               "model file %s: cannot read attribute %s; the file is corrupt", path, name);
+  switch (fd->type) {
+  case MODEL_INT:
+    PetscCall(BasisH5AttrReadInt(f, fd->name, &n, &iv));
+    if (n == 1) *(PetscInt *)p = iv;
+    *found = n == 1 ? PETSC_TRUE : PETSC_FALSE;
+    break;
+  case MODEL_REAL:
+    PetscCall(BasisH5AttrReadDouble(f, fd->name, &n, &rv));
+    if (n == 1) *(PetscReal *)p = (PetscReal)rv;
+    *found = n == 1 ? PETSC_TRUE : PETSC_FALSE;
+    break;
+  case MODEL_ENUM:
+    PetscCall(BasisH5AttrReadEnum(f, fd->name, fd->list, &ev, found));
+    if (*found) *(int *)p = (int)ev;
+    break;
   }
-  BasisCallH5(H5Tclose(type));
-  BasisCallH5(H5Aclose(attr));
-  for (PetscInt i = 0; list[i] && list[i + 1] && list[i + 2];
-       i++) /* enum lists end with name, prefix, NULL */
-    if (!strcmp(buf, list[i])) {
-      *value = i;
-      PetscFunctionReturn(0);
+  PetscFunctionReturn(0);
+}
+
+/* Format 1: the scalars of the two positional attributes; *format = their first entry. */
+static PetscErrorCode ModelReadV1Numbers(hid_t f, const char *path, BasisModel *mo, PetscInt *format)
+{
+  const PetscInt ni = (PetscInt)(sizeof(model_v1_ints) / sizeof(model_v1_ints[0]));
+  const PetscInt nr = (PetscInt)(sizeof(model_v1_reals) / sizeof(model_v1_reals[0]));
+  PetscInt       ints[15], n = ni, m = nr;
+  double         reals[5];
+
+  PetscFunctionBeginUser;
+  PetscCall(BasisH5AttrReadInt(f, MODEL_V1_INTS, &n, ints));
+  PetscCheck(n > 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
+             "model file %s has no attribute format_version; it is not a basis model", path);
+  *format = ints[0];
+  if (*format != 1) PetscFunctionReturn(0); /* refused by the caller, naming the format */
+  PetscCall(BasisH5AttrReadDouble(f, MODEL_V1_REALS, &m, reals));
+  PetscCheck(n == ni && m == nr, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
+             "model file %s (format 1): attributes %s and %s hold %d and %d values, expected %d and %d; the "
+             "file is corrupt",
+             path, MODEL_V1_INTS, MODEL_V1_REALS, (int)n, (int)m, (int)ni, (int)nr);
+  for (PetscInt i = 1; i < ni; i++)
+    *(PetscInt *)((char *)mo + ModelFieldFind(model_v1_ints[i])->offset) = ints[i];
+  for (PetscInt i = 0; i < nr; i++)
+    *(PetscReal *)((char *)mo + ModelFieldFind(model_v1_reals[i])->offset) = (PetscReal)reals[i];
+  /* defaults of the fields that early format-1 files lack */
+  mo->lr_final = mo->lr;
+  mo->sample   = BASIS_SAMPLE_SHARD;
+  PetscFunctionReturn(0);
+}
+
+static PetscBool InV1Numbers(const char *name)
+{
+  for (size_t i = 1; i < sizeof(model_v1_ints) / sizeof(model_v1_ints[0]); i++)
+    if (!strcmp(model_v1_ints[i], name)) return PETSC_TRUE;
+  for (size_t i = 0; i < sizeof(model_v1_reals) / sizeof(model_v1_reals[0]); i++)
+    if (!strcmp(model_v1_reals[i], name)) return PETSC_TRUE;
+  return PETSC_FALSE;
+}
+
+/* Every scalar parameter, by name (format 2) or partly by position (format 1). */
+static PetscErrorCode ModelReadParameters(hid_t f, const char *path, BasisModel *mo)
+{
+  PetscInt format = 0, n = 1;
+
+  PetscFunctionBeginUser;
+  PetscCall(BasisH5AttrReadInt(f, "format_version", &n, &format));
+  if (n == 0) PetscCall(ModelReadV1Numbers(f, path, mo, &format));
+  PetscCheck(format == BASIS_MODEL_FORMAT || (n == 0 && format == 1), PETSC_COMM_SELF,
+             PETSC_ERR_FILE_UNEXPECTED,
+             "model file %s has format %d; this basis reads format %d (and the older 1): retrain with this "
+             "version",
+             path, (int)format, BASIS_MODEL_FORMAT);
+  for (size_t i = 0; i < MODEL_NFIELDS; i++) {
+    const ModelField *fd    = &model_fields[i];
+    PetscBool         found = PETSC_FALSE;
+
+    if (format == 1 && InV1Numbers(fd->name)) continue;
+    PetscCall(ModelFieldRead(f, fd, mo, &found));
+    PetscCheck(found || (format == 1 && fd->new_in_v1), PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
+               "model file %s has no attribute %s; it is not a basis model or is from another version", path,
+               fd->name);
+  }
+  PetscCheck(mo->D > 0 && mo->graph.K > 0 && mo->l > mo->graph.K && mo->N >= mo->l && mo->m > mo->l &&
+                 mo->nranks > 0 && mo->steps >= 0 && mo->step >= 0 && mo->step <= mo->steps &&
+                 mo->D < 100000000 && mo->graph.K < 10000 && mo->l < 100000000 && mo->nranks < 1000000,
+             PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
+             "model file %s has inconsistent sizes; it is corrupt", path);
+  PetscFunctionReturn(0);
+}
+
+/* The network's shape from /network/widths: nlayers, widths, nparams. */
+static PetscErrorCode ModelReadShape(hid_t f, const char *path, BasisModel *mo)
+{
+  hsize_t dims[1];
+  int     rank;
+
+  PetscFunctionBeginUser;
+  PetscCall(BasisH5ArrayShape(f, "network/widths", 1, &rank, dims));
+  PetscCheck(rank == 1 && dims[0] >= 2 && dims[0] <= BASIS_MAX_LAYERS + 1, PETSC_COMM_SELF,
+             PETSC_ERR_FILE_UNEXPECTED, "model file %s: /network/widths has %llu entries; corrupt", path,
+             (unsigned long long)dims[0]);
+  PetscCall(BasisH5ReadArray(f, "network/widths", BASIS_H5T_NATIVE_PETSCINT, 1, dims, mo->widths));
+  mo->nlayers = (PetscInt)dims[0] - 1;
+  mo->nparams = 0;
+  for (PetscInt i = 0; i <= mo->nlayers; i++) {
+    PetscCheck(mo->widths[i] > 0 && mo->widths[i] < 1000000, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
+               "model file %s: layer width %lld is invalid; corrupt", path, (long long)mo->widths[i]);
+    if (i > 0) mo->nparams += (PetscCount)(mo->widths[i - 1] + 1) * mo->widths[i];
+  }
+  PetscCheck(mo->widths[0] == mo->D && mo->widths[mo->nlayers] == mo->graph.K, PETSC_COMM_SELF,
+             PETSC_ERR_FILE_UNEXPECTED,
+             "model file %s: network %d -> %d does not match D = %d, K = %d; corrupt", path,
+             (int)mo->widths[0], (int)mo->widths[mo->nlayers], (int)mo->D, (int)mo->graph.K);
+  PetscFunctionReturn(0);
+}
+
+/* Every array, its shape checked against the parameters (BasisH5ReadArray). */
+static PetscErrorCode ModelReadArrays(hid_t f, BasisModel *mo)
+{
+  const PetscInt K  = mo->graph.K;
+  const hid_t    MF = H5T_NATIVE_FLOAT, MD = H5T_NATIVE_DOUBLE;
+  hsize_t        dims[2];
+  PetscBool      has;
+
+  PetscFunctionBeginUser;
+  dims[0] = (hsize_t)mo->nparams;
+  PetscCall(BasisH5ReadArray(f, "network/params", MF, 1, dims, mo->params));
+  PetscCall(BasisH5ReadArray(f, "optimizer/adam_m", MF, 1, dims, mo->adam_m));
+  PetscCall(BasisH5ReadArray(f, "optimizer/adam_v", MF, 1, dims, mo->adam_v));
+  dims[0] = (hsize_t)K;
+  PetscCall(BasisH5Has(f, "network/output_scale", &has));
+  if (has) { /* else: the output is the embedding */
+    PetscCall(BasisH5ReadArray(f, "network/output_shift", MD, 1, dims, mo->out_shift));
+    PetscCall(BasisH5ReadArray(f, "network/output_scale", MD, 1, dims, mo->out_scale));
+  }
+  PetscCall(BasisH5ReadArray(f, "reference/lambda", MD, 1, dims, mo->lambda_ref));
+  dims[0] = (hsize_t)mo->D;
+  PetscCall(BasisH5ReadArray(f, "input/mean", MF, 1, dims, mo->mean));
+  dims[0] = (hsize_t)mo->l;
+  PetscCall(BasisH5ReadArray(f, "reference/anchors", BASIS_H5T_NATIVE_PETSCINT, 1, dims, mo->anchors));
+  dims[1] = (hsize_t)mo->D;
+  PetscCall(BasisH5ReadArray(f, "reference/anchor_features", MF, 2, dims, mo->anchor_x));
+  dims[1] = (hsize_t)K;
+  PetscCall(BasisH5ReadArray(f, "reference/phi", MD, 2, dims, mo->phi_ref));
+  dims[0] = (hsize_t)mo->nranks, dims[1] = 4;
+  PetscCall(BasisH5ReadArray(f, "train/rng", H5T_NATIVE_UINT64, 2, dims, mo->rng));
+  dims[0] = (hsize_t)PetscMax(mo->steps, 1), dims[1] = BASIS_HISTORY_FIELDS;
+  PetscCall(BasisH5ReadArray(f, "train/history", MD, 2, dims, mo->history));
+  PetscCall(BasisH5Has(f, "orthonormalize", &has));
+  if (has) {
+    dims[0] = dims[1] = (hsize_t)K;
+    PetscCall(PetscMalloc1(K * K, &mo->ortho_R));
+    PetscCall(BasisH5ReadArray(f, "orthonormalize/R", MD, 2, dims, mo->ortho_R));
+  }
+  PetscFunctionReturn(0);
+}
+
+/* Refuse a non-finite value in xf[n] (float) or xd[n] (double; the other is NULL). */
+static PetscErrorCode CheckFinite(const char *path, const char *name, PetscCount n, const float xf[],
+                                  const PetscReal xd[])
+{
+  PetscCount bad = 0, first = -1;
+
+  PetscFunctionBeginUser;
+  for (PetscCount i = 0; i < n; i++)
+    if (xf ? !isfinite(xf[i]) : PetscIsInfOrNanReal(xd[i])) {
+      if (!bad++) first = i;
     }
-  SETERRQ(PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
-          "model file %s: unknown %s '%s'; the file is corrupt or from another basis version", path, name,
-          buf);
+  PetscCheck(
+      !bad, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
+      "model file %s: %s holds %lld non-finite value%s (NaN or Inf), the first at index %lld; retrain, "
+      "or restore the file",
+      path, name, (long long)bad, bad > 1 ? "s" : "", (long long)first);
+  PetscFunctionReturn(0);
+}
+
+/* The values a model computes with: all finite, scales positive, anchors rows of the data. */
+static PetscErrorCode ModelCheckValues(const char *path, const BasisModel *mo)
+{
+  const PetscInt K = mo->graph.K;
+
+  PetscFunctionBeginUser;
+  PetscCall(CheckFinite(path, "/network/params", mo->nparams, mo->params, NULL));
+  PetscCall(CheckFinite(path, "/optimizer/adam_m", mo->nparams, mo->adam_m, NULL));
+  PetscCall(CheckFinite(path, "/optimizer/adam_v", mo->nparams, mo->adam_v, NULL));
+  PetscCall(CheckFinite(path, "/input/mean", mo->D, mo->mean, NULL));
+  PetscCall(CheckFinite(path, "/reference/anchor_features", (PetscCount)mo->l * mo->D, mo->anchor_x, NULL));
+  PetscCall(CheckFinite(path, "/reference/phi", (PetscCount)mo->l * K, NULL, mo->phi_ref));
+  PetscCall(CheckFinite(path, "/reference/lambda", K, NULL, mo->lambda_ref));
+  PetscCall(CheckFinite(path, "/network/output_shift", K, NULL, mo->out_shift));
+  PetscCall(CheckFinite(path, "/network/output_scale", K, NULL, mo->out_scale));
+  if (mo->ortho_R) PetscCall(CheckFinite(path, "/orthonormalize/R", (PetscCount)K * K, NULL, mo->ortho_R));
+  for (PetscInt j = 0; j < K; j++)
+    PetscCheck(
+        PetscIsNormalReal(mo->out_scale[j]) && mo->out_scale[j] > 0, PETSC_COMM_SELF,
+        PETSC_ERR_FILE_UNEXPECTED,
+        "model file %s: /network/output_scale holds %g, not a positive number; retrain, or restore the "
+        "file",
+        path, (double)mo->out_scale[j]);
+  PetscCheck(
+      PetscIsNormalReal(mo->scale) && mo->scale > 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
+      "model file %s: attribute input_scale is %g, not a positive number; retrain, or restore the file", path,
+      (double)mo->scale);
+  PetscCheck(
+      PetscIsNormalReal(mo->target_scale) && mo->target_scale > 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
+      "model file %s: attribute target_scale is %g, not a positive number; retrain, or restore the file",
+      path, (double)mo->target_scale);
+  for (PetscInt i = 0; i < mo->l; i++)
+    PetscCheck(mo->anchors[i] >= 0 && mo->anchors[i] < mo->N, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
+               "model file %s: /reference/anchors holds %lld, not a row of the %d training points; corrupt",
+               path, (long long)mo->anchors[i], (int)mo->N);
+  PetscFunctionReturn(0);
 }
 
 static PetscErrorCode ModelReadSerial(const char *path, BasisModel *mo)
 {
-  hid_t     f;
-  long long ints[15], widths[BASIS_MAX_LAYERS + 2], complete = 0;
-  double    reals[5];
-  hsize_t   dims[2];
-  PetscInt  K, e;
-  hid_t     dset, space;
+  hid_t    f;
+  PetscInt complete = 0, n = 1;
 
   PetscFunctionBeginUser;
   PetscCall(PetscMemzero(mo, sizeof(*mo)));
   PetscCall(BasisH5OpenRead(PETSC_COMM_SELF, path, "model", &f));
-  PetscCheck(H5Aexists(f, "basis_complete") > 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
+  PetscCall(BasisH5AttrReadInt(f, "basis_complete", &n, &complete));
+  PetscCheck(n == 1 && complete == 1, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
              "model file %s is incomplete (its writer was interrupted) or is not a basis model", path);
-  PetscCall(ReadAttr(f, path, "basis_complete", H5T_NATIVE_LLONG, 1, &complete));
-  PetscCall(ReadAttr(f, path,
-                     "format_N_D_K_l_m_R_seed_step_steps_nranks_knn_scaleneighbor_ransaciters_ransacpoints",
-                     H5T_NATIVE_LLONG, 15, ints));
-  PetscCheck(ints[0] == BASIS_MODEL_FORMAT, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
-             "model file %s has format %lld; this basis reads format %d (retrain with this version)", path,
-             ints[0], BASIS_MODEL_FORMAT);
-  PetscCall(ReadAttr(f, path, "scale_targetscale_lr_ransactol_maxcond", H5T_NATIVE_DOUBLE, 5, reals));
-  mo->N = ints[1], mo->D = ints[2], K = ints[3], mo->l = ints[4], mo->m = ints[5], mo->R = ints[6];
-  mo->seed = ints[7], mo->step = ints[8], mo->steps = ints[9], mo->nranks = ints[10];
-  mo->graph.knn = ints[11], mo->graph.scale_neighbor = ints[12], mo->graph.K = K;
-  mo->align.ransac_iters = ints[13], mo->align.ransac_points = ints[14];
-  mo->scale = reals[0], mo->target_scale = reals[1], mo->lr = reals[2], mo->align.ransac_tol = reals[3];
-  mo->align.max_cond = reals[4];
-  /* files written before the schedule existed trained at a constant rate */
-  mo->lr_final = mo->lr;
-  if (H5Aexists(f, "lr_final") > 0)
-    PetscCall(ReadAttr(f, path, "lr_final", H5T_NATIVE_DOUBLE, 1, &mo->lr_final));
-  PetscCheck(mo->D > 0 && K > 0 && mo->l > K && mo->N >= mo->l && mo->m > mo->l && mo->nranks > 0 &&
-                 mo->steps >= 0 && mo->step >= 0 && mo->step <= mo->steps && mo->D < 100000000 && K < 10000 &&
-                 mo->l < 100000000 && mo->nranks < 1000000,
-             PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
-             "model file %s has inconsistent sizes; it is corrupt", path);
-  PetscCall(ReadEnumAttr(f, path, "scale", BasisScaleTypes, &e));
-  mo->graph.scale = (BasisScaleType)e;
-  PetscCall(ReadEnumAttr(f, path, "laplacian", BasisLaplacianTypes, &e));
-  mo->graph.laplacian = (BasisLaplacianType)e;
-  PetscCall(ReadEnumAttr(f, path, "align", BasisAlignTypes, &e));
-  mo->align.type = (BasisAlignType)e;
-  /* files written before global sampling existed drew from the shards */
-  mo->sample = BASIS_SAMPLE_SHARD;
-  if (H5Aexists(f, "sample") > 0) {
-    PetscCall(ReadEnumAttr(f, path, "sample", BasisSampleTypes, &e));
-    mo->sample = (BasisSampleType)e;
-  }
-
-  /* network shape: the number of layers is the length of /network/widths */
-  PetscCheck(H5Lexists(f, "network", H5P_DEFAULT) > 0 && H5Lexists(f, "network/widths", H5P_DEFAULT) > 0,
-             PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "model file %s has no /network/widths", path);
-  dset    = H5Dopen2(f, "network/widths", H5P_DEFAULT);
-  space   = H5Dget_space(dset);
-  dims[0] = 0;
-  if (H5Sget_simple_extent_ndims(space) == 1) H5Sget_simple_extent_dims(space, dims, NULL);
-  H5Sclose(space);
-  H5Dclose(dset);
-  PetscCheck(dims[0] >= 2 && dims[0] <= BASIS_MAX_LAYERS + 1, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
-             "model file %s: /network/widths has %llu entries; corrupt", path, (unsigned long long)dims[0]);
-  PetscCall(ReadArray(f, path, "network/widths", H5T_NATIVE_LLONG, 1, dims, widths));
-  mo->nlayers = (PetscInt)dims[0] - 1;
-  mo->nparams = 0;
-  for (PetscInt i = 0; i <= mo->nlayers; i++) {
-    PetscCheck(widths[i] > 0 && widths[i] < 1000000, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
-               "model file %s: layer width %lld is invalid; corrupt", path, widths[i]);
-    mo->widths[i] = (PetscInt)widths[i];
-    if (i > 0) mo->nparams += (PetscCount)(widths[i - 1] + 1) * widths[i];
-  }
-  PetscCheck(mo->widths[0] == mo->D && mo->widths[mo->nlayers] == K, PETSC_COMM_SELF,
-             PETSC_ERR_FILE_UNEXPECTED,
-             "model file %s: network %d -> %d does not match D = %d, K = %d; corrupt", path,
-             (int)mo->widths[0], (int)mo->widths[mo->nlayers], (int)mo->D, (int)K);
+  PetscCall(ModelReadParameters(f, path, mo));
+  PetscCall(ModelReadShape(f, path, mo));
   PetscCall(BasisModelAllocate(mo));
-  dims[0] = (hsize_t)mo->nparams;
-  PetscCall(ReadArray(f, path, "network/params", H5T_NATIVE_FLOAT, 1, dims, mo->params));
-  PetscCall(ReadArray(f, path, "optimizer/adam_m", H5T_NATIVE_FLOAT, 1, dims, mo->adam_m));
-  PetscCall(ReadArray(f, path, "optimizer/adam_v", H5T_NATIVE_FLOAT, 1, dims, mo->adam_v));
-  if (H5Lexists(f, "network/output_scale", H5P_DEFAULT) > 0) { /* else: the output is the embedding */
-    dims[0] = (hsize_t)K;
-    PetscCall(ReadArray(f, path, "network/output_shift", H5T_NATIVE_DOUBLE, 1, dims, mo->out_shift));
-    PetscCall(ReadArray(f, path, "network/output_scale", H5T_NATIVE_DOUBLE, 1, dims, mo->out_scale));
-    for (PetscInt j = 0; j < K; j++)
-      PetscCheck(PetscIsNormalReal(mo->out_scale[j]) && mo->out_scale[j] > 0 &&
-                     !PetscIsInfOrNanReal(mo->out_shift[j]),
-                 PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
-                 "model file %s: /network/output_scale or output_shift holds an invalid value; corrupt",
-                 path);
-  }
-  dims[0] = (hsize_t)mo->D;
-  PetscCall(ReadArray(f, path, "input/mean", H5T_NATIVE_FLOAT, 1, dims, mo->mean));
-  {
-    long long *a;
-    dims[0] = (hsize_t)mo->l;
-    PetscCall(PetscMalloc1(mo->l, &a));
-    PetscCall(ReadArray(f, path, "reference/anchors", H5T_NATIVE_LLONG, 1, dims, a));
-    for (PetscInt i = 0; i < mo->l; i++) mo->anchors[i] = (PetscInt)a[i];
-    PetscCall(PetscFree(a));
-  }
-  dims[0] = (hsize_t)mo->l, dims[1] = (hsize_t)mo->D;
-  PetscCall(ReadArray(f, path, "reference/anchor_features", H5T_NATIVE_FLOAT, 2, dims, mo->anchor_x));
-  dims[1] = (hsize_t)K;
-  PetscCall(ReadArray(f, path, "reference/phi", H5T_NATIVE_DOUBLE, 2, dims, mo->phi_ref));
-  dims[0] = (hsize_t)K;
-  PetscCall(ReadArray(f, path, "reference/lambda", H5T_NATIVE_DOUBLE, 1, dims, mo->lambda_ref));
-  dims[0] = (hsize_t)mo->nranks, dims[1] = 4;
-  PetscCall(ReadArray(f, path, "train/rng", H5T_NATIVE_UINT64, 2, dims, mo->rng));
-  dims[0] = (hsize_t)PetscMax(mo->steps, 1), dims[1] = BASIS_HISTORY_FIELDS;
-  PetscCall(ReadArray(f, path, "train/history", H5T_NATIVE_DOUBLE, 2, dims, mo->history));
-  if (H5Lexists(f, "orthonormalize", H5P_DEFAULT) > 0) {
-    dims[0] = dims[1] = (hsize_t)K;
-    PetscCall(PetscMalloc1(K * K, &mo->ortho_R));
-    PetscCall(ReadArray(f, path, "orthonormalize/R", H5T_NATIVE_DOUBLE, 2, dims, mo->ortho_R));
-  }
+  PetscCall(ModelReadArrays(f, mo));
   BasisCallH5(H5Fclose(f));
+  PetscCall(ModelCheckValues(path, mo));
   PetscFunctionReturn(0);
 }
 

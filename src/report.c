@@ -69,7 +69,8 @@ static void JsonReference(FILE *f, const BasisEvalReport *r, PetscInt j)
 {
   const BasisEvalRef *ref = &r->refs[j];
 
-  fprintf(f, "%s\n    {\"name\": \"%c\", \"row\": %d, \"source\": ", j ? "," : "", (char)('A' + j), (int)ref->row);
+  fprintf(f, "%s\n    {\"name\": \"%c\", \"row\": %d, \"source\": ", j ? "," : "", (char)('A' + j),
+          (int)ref->row);
   JsonString(f, ref->source);
   fprintf(f, ", \"computed\": %s, \"match_batch\": ", ref->computed ? "true" : "false");
   JsonInt(f, ref->match_batch);
@@ -235,8 +236,8 @@ PetscErrorCode BasisReportView(MPI_Comm comm, const BasisEvalReport *r)
                               ref->match_batch > 0 ? "density-matched," : "same-k,", (int)ref->knn,
                               (int)ref->scale_neighbor, ref->scale[0] ? ref->scale : "?",
                               ref->laplacian[0] ? ref->laplacian : "?"));
-    PetscCall(PetscPrintf(comm, "eval: reference %c = %s: %s%s\n", (char)('A' + j), r->rows[ref->row].name, desc,
-                          ref->computed ? "" : " (read)"));
+    PetscCall(PetscPrintf(comm, "eval: reference %c = %s: %s%s\n", (char)('A' + j), r->rows[ref->row].name,
+                          desc, ref->computed ? "" : " (read)"));
   }
   PetscCall(PrintTable(comm, r));
   for (PetscInt i = 0; i < r->nrows; i++) {

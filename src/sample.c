@@ -17,6 +17,8 @@
 #include <basis/sample.h>
 #include <basis/error.h>
 
+const char *const BasisSampleTypes[] = {"global", "shard", "BasisSampleType", "BASIS_SAMPLE_", NULL};
+
 struct _p_BasisSampler {
   MPI_Comm          comm;
   PetscMPIInt       size;

@@ -34,8 +34,7 @@ model = open(w + "m.h5", "rb").read()
 open(w + "trunc.h5", "wb").write(model[: len(model) // 2])  # superblock intact, data cut
 shutil.copy(w + "m.h5", w + "ver.h5")                        # another model format version
 with h5py.File(w + "ver.h5", "r+") as f:
-    name = [a for a in f.attrs if a.startswith("format_")][0]
-    a = f.attrs[name]; a[0] = 99; f.attrs[name] = a
+    f.attrs["format_version"] = np.array([99], np.int64)
 with h5py.File(w + "same.h5", "w") as f:                     # all points identical: sigma = 0
     f["features"] = np.ones((200, 5), np.float32)
 x = np.random.default_rng(5).normal(size=(2000, 6)).astype(np.float32)

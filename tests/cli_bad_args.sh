@@ -40,7 +40,7 @@ for np in 1 2 4; do
     if [[ $keep != - ]]; then
       step=$(/usr/bin/python3 -c 'import h5py, sys
 f = h5py.File(sys.argv[1], "r")
-print(f.attrs["basis_complete"][0], [f.attrs[a][8] for a in f.attrs if a.startswith("format_")][0])' "$keep" 2>&1)
+print(f.attrs["basis_complete"][0], f.attrs["step"][0])' "$keep" 2>&1)
       [[ $step == "1 1" ]] || { echo "FAIL $what: $keep is not a complete checkpoint of step 1 ($step)"; fail=1; }
       rm -f "$keep"
     fi

@@ -38,9 +38,9 @@ check() {
   if ! awk -v v="$2" -v l="$4" "BEGIN { exit !(v $3 l) }"; then echo "FAIL $1: $2 is not $3 $4"; fail=1; fi
 }
 
-run 2 generate -n 300 -d 5 -classes 3 -noise 0.05 -seed 3 -output "$work/data.h5" >/dev/null || exit 1
-run 2 generate -n 200 -d 5 -seed 4 -output "$work/data200.h5" >/dev/null || exit 1
-run 2 generate -n 300 -d 4 -type circles -seed 5 -output "$work/other.h5" >/dev/null || exit 1
+run 2 generate -n 300 -d 5 -classes 3 -noise 0.05 -data_seed 3 -output "$work/data.h5" >/dev/null || exit 1
+run 2 generate -n 200 -d 5 -data_seed 4 -output "$work/data200.h5" >/dev/null || exit 1
+run 2 generate -n 300 -d 4 -type circles -data_seed 5 -output "$work/other.h5" >/dev/null || exit 1
 h5copy -i "$work/other.h5" -o "$work/random.h5" -s /features -d /embedding || { echo "FAIL: h5copy"; exit 1; }
 
 run 2 exact -input "$work/data.h5" -output "$work/ex.h5" -dim 4 >/dev/null || exit 1

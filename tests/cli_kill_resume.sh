@@ -30,7 +30,7 @@ timeout 300 "${mpiexec[@]}" -n 2 "$basis" "${opts[@]}" -model "$work/ref.h5" >/d
 step() {
   /usr/bin/python3 -c 'import h5py, sys
 f = h5py.File(sys.argv[1], "r")
-print(f.attrs["basis_complete"][0], [f.attrs[a][8] for a in f.attrs if a.startswith("format_")][0])' "$1" 2>&1 | tail -1
+print(f.attrs["basis_complete"][0], f.attrs["step"][0])' "$1" 2>&1 | tail -1
 }
 
 # killed HOW: start the run in its own process group, wait for its first checkpoint, kill -9.

@@ -120,8 +120,6 @@ with h5py.File(mutant("data", "data.h5", "data-group.h5"), "r+") as f:  # /featu
 
 with h5py.File(path("model.h5"), "r") as f:
     P, W, PHI = f["network/params"][()], f["network/widths"][()], f["reference/phi"][()]
-    fmt = [a for a in f.attrs if a.startswith("format_")][0]
-    FMT = f.attrs[fmt]
 rewrite("model", "model.h5", "model-params-short.h5", "network/params", P[:-1])
 rewrite("model", "model.h5", "model-params-f64.h5", "network/params", P.astype(np.float64))
 rewrite("model", "model.h5", "model-params-int.h5", "network/params", P.astype(np.int32))
@@ -133,15 +131,18 @@ rewrite("model", "model.h5", "model-widths-long.h5", "network/widths", np.arange
 rewrite("model", "model.h5", "model-widths-float.h5", "network/widths", W.astype(np.float64))
 rewrite("model", "model.h5", "model-phi-shape.h5", "reference/phi", PHI.T.copy())
 rewrite("model", "model.h5", "model-anchors-missing.h5", "reference/anchors", None)
-set_attr("model", "model.h5", "model-format-short.h5", fmt, FMT[:5])
-set_attr("model", "model.h5", "model-format-missing.h5", fmt, None)
+set_attr("model", "model.h5", "model-format-missing.h5", "format_version", None)
+set_attr("model", "model.h5", "model-format-string.h5", "format_version", "2")
+set_attr("model", "model.h5", "model-batch-array.h5", "batch", np.array([56, 56], np.int64))
+set_attr("model", "model.h5", "model-batch-float.h5", "batch", 56.5)
+set_attr("model", "model.h5", "model-dim-missing.h5", "dim", None)
 set_attr("model", "model.h5", "model-laplacian-bad.h5", "laplacian", "foo")
 set_attr("model", "model.h5", "model-laplacian-int.h5", "laplacian", 3)
+set_attr("model", "model.h5", "model-laplacian-long.h5", "laplacian", "x" * 500)
 set_attr("model", "model.h5", "model-complete-missing.h5", "basis_complete", None)
-for i, (idx, val) in enumerate(((1, -5), (2, 0), (2, 10**12), (3, 10**6), (4, 3), (10, 0), (8, 10**9))):
-    bad = FMT.copy()
-    bad[idx] = val
-    set_attr("model", "model.h5", "model-format-value%d.h5" % i, fmt, bad)
+for i, (name, val) in enumerate((("train_size", -5), ("features", 0), ("features", 10**12), ("dim", 10**6),
+                                 ("anchors", 3), ("nranks", 0), ("step", 10**9))):
+    set_attr("model", "model.h5", "model-value%d.h5" % i, name, np.array([val], np.int64))
 
 
 def check(job):

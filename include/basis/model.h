@@ -10,8 +10,11 @@
 #include <basis/align.h>
 #include <basis/rng.h>
 #include <basis/sample.h>
+#include <hdf5.h>
 
-#define BASIS_MODEL_FORMAT 1 /* bump when the layout changes; readers refuse others */
+/* Bump when the layout changes. 2: every scalar its own named attribute (model.c lists
+   them); readers also read format 1 (two positional attributes) and refuse others. */
+#define BASIS_MODEL_FORMAT 2
 #define BASIS_MAX_LAYERS   16
 
 typedef struct {
@@ -57,6 +60,7 @@ PetscErrorCode BasisModelFree(BasisModel *model);
 PetscErrorCode BasisModelWrite(MPI_Comm comm, const char *path, PetscBool force, const char *const inputs[],
                                const BasisModel *model);
 PetscErrorCode BasisModelRead(MPI_Comm comm, const char *path, BasisModel *model);
+PetscErrorCode BasisModelWriteAttributes(hid_t obj, const BasisModel *model);
 PetscErrorCode BasisModelView(const BasisModel *model, MPI_Comm comm);
 void           BasisModelNormaliseInput(const BasisModel *model, PetscInt n, const float x[], float xn[]);
 void           BasisModelOutput(const BasisModel *model, PetscInt n, float y[]);

@@ -23,11 +23,11 @@ typedef struct {
 
 /* An exact reference: which graph, where it came from. */
 typedef struct {
-  char      source[PETSC_MAX_PATH_LEN];
-  PetscBool computed;                         /* by eval from -data, else read from -exact */
-  PetscInt  match_batch, knn, scale_neighbor; /* -1 when unknown */
-  char      scale[32], laplacian[32];         /* "" when unknown */
-  PetscReal *lambda;                          /* [K] eigenvalues, NULL when unknown */
+  char       source[PETSC_MAX_PATH_LEN];
+  PetscBool  computed;                         /* by eval from -data, else read from -exact */
+  PetscInt   match_batch, knn, scale_neighbor; /* -1 when unknown */
+  char       scale[32], laplacian[32];         /* "" when unknown */
+  PetscReal *lambda;                           /* [K] eigenvalues, NULL when unknown */
   PetscReal  max_residual;
   PetscInt   row; /* its index in the rows */
 } BasisEvalRef;

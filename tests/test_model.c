@@ -1,0 +1,207 @@
+/*
+  test_model - the model file (src/model.c) across formats, at 1, 2 and 4 ranks:
+    1. tests/data/model-format1.h5, written by the pre-redesign binary (positional
+       attributes, format 1; the commands in tests/data/README.md), loads with today's
+       reader and every field holds the value that run wrote: scalars exactly, arrays
+       through their sums (1e-12 relative) and a few entries exactly. Every parameter in
+       that file differs from its default, so a reader that takes a wrong position or a
+       default fails here.
+    2. round trip of the current format: the model written and read back is bitwise the
+       same in every field, and the file carries each parameter as a named attribute.
+  Silent on success; every rank holds the same model, so verdicts are rank-independent.
+  Usage: test_model PATH/model-format1.h5
+*/
+#include <basis/model.h>
+#include <basis/h5io.h>
+#include <slepcsys.h>
+#include <string.h>
+
+static int failures = 0;
+
+static PetscErrorCode ExpectInt(MPI_Comm comm, const char *what, long long got, long long want)
+{
+  PetscFunctionBeginUser;
+  if (got != want) {
+    PetscCall(PetscPrintf(comm, "FAIL format 1: %s = %lld, expected %lld\n", what, got, want));
+    failures++;
+  }
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode ExpectReal(MPI_Comm comm, const char *what, double got, double want, double rtol)
+{
+  PetscFunctionBeginUser;
+  if (!(PetscAbsReal(got - want) <= rtol * PetscMax(1.0, PetscAbsReal(want)))) {
+    PetscCall(PetscPrintf(comm, "FAIL format 1: %s = %.17g, expected %.17g\n", what, got, want));
+    failures++;
+  }
+  PetscFunctionReturn(0);
+}
+
+static double SumF(PetscCount n, const float x[])
+{
+  double s = 0;
+  for (PetscCount i = 0; i < n; i++) s += x[i];
+  return s;
+}
+
+static double SumD(PetscCount n, const PetscReal x[])
+{
+  double s = 0;
+  for (PetscCount i = 0; i < n; i++) s += x[i];
+  return s;
+}
+
+/* 1. The format-1 fixture, field by field (values from h5py on the committed file). */
+static PetscErrorCode CheckFormat1(MPI_Comm comm, const char *path, BasisModel *mo)
+{
+  const PetscInt anchors[32] = {17,  32,  40,  46,  50,  86,  107, 112, 115, 117, 125,
+                                161, 206, 232, 234, 281, 282, 286, 289, 291, 333, 365,
+                                376, 390, 397, 410, 429, 451, 497, 507, 524, 525};
+  const uint64_t rng[8]      = {0x6803cf2340c3a492ULL, 0xca05ba51fb9b4d4eULL, 0x16296abd23353df2ULL,
+                                0x480a3527d6a62b2fULL, 0x5aae1933994bd55fULL, 0x9f0a6eabffbba7eeULL,
+                                0x4e81c49dbe0697a5ULL, 0xaf3b0114428bfa86ULL};
+  const double   tol         = 1e-12; /* sums of the same values in another order */
+
+  PetscFunctionBeginUser;
+  PetscCall(BasisModelRead(comm, path, mo));
+  PetscCall(ExpectInt(comm, "N", mo->N, 600));
+  PetscCall(ExpectInt(comm, "D", mo->D, 8));
+  PetscCall(ExpectInt(comm, "K", mo->graph.K, 4));
+  PetscCall(ExpectInt(comm, "l", mo->l, 32));
+  PetscCall(ExpectInt(comm, "m", mo->m, 128));
+  PetscCall(ExpectInt(comm, "R", mo->R, 200));
+  PetscCall(ExpectInt(comm, "seed", mo->seed, 7));
+  PetscCall(ExpectInt(comm, "step", mo->step, 5));
+  PetscCall(ExpectInt(comm, "steps", mo->steps, 5));
+  PetscCall(ExpectInt(comm, "nranks", mo->nranks, 2));
+  PetscCall(ExpectInt(comm, "knn", mo->graph.knn, 8));
+  PetscCall(ExpectInt(comm, "scale_neighbor", mo->graph.scale_neighbor, 5));
+  PetscCall(ExpectInt(comm, "ransac_iters", mo->align.ransac_iters, 30));
+  PetscCall(ExpectInt(comm, "ransac_points", mo->align.ransac_points, 12));
+  PetscCall(ExpectInt(comm, "scale", mo->graph.scale, BASIS_SCALE_MEDIAN));
+  PetscCall(ExpectInt(comm, "laplacian", mo->graph.laplacian, BASIS_LAPLACIAN_RW));
+  PetscCall(ExpectInt(comm, "align", mo->align.type, BASIS_ALIGN_RANSAC));
+  PetscCall(ExpectInt(comm, "sample", mo->sample, BASIS_SAMPLE_SHARD));
+  PetscCall(ExpectReal(comm, "input scale", mo->scale, 0.23829636429990095, 0));
+  PetscCall(ExpectReal(comm, "target_scale", mo->target_scale, 14.142135623730951, 0));
+  PetscCall(ExpectReal(comm, "lr", mo->lr, 0.002, 0));
+  PetscCall(ExpectReal(comm, "lr_final", mo->lr_final, 0.0005, 0));
+  PetscCall(ExpectReal(comm, "ransac_tol", mo->align.ransac_tol, 0.2, 0));
+  PetscCall(ExpectReal(comm, "max_cond", mo->align.max_cond, 1e7, 0));
+  PetscCall(ExpectInt(comm, "nlayers", mo->nlayers, 2));
+  PetscCall(ExpectInt(comm, "widths[0]", mo->widths[0], 8));
+  PetscCall(ExpectInt(comm, "widths[1]", mo->widths[1], 8));
+  PetscCall(ExpectInt(comm, "widths[2]", mo->widths[2], 4));
+  PetscCall(ExpectInt(comm, "nparams", mo->nparams, 108));
+  if (failures) PetscFunctionReturn(0); /* the arrays' sizes depend on the above */
+  for (PetscInt i = 0; i < 32; i++) PetscCall(ExpectInt(comm, "an anchor", mo->anchors[i], anchors[i]));
+  for (PetscInt i = 0; i < 8; i++)
+    if (mo->rng[i] != rng[i]) {
+      PetscCall(PetscPrintf(comm, "FAIL format 1: rng[%d] differs\n", (int)i));
+      failures++;
+    }
+  PetscCall(ExpectReal(comm, "params[0]", mo->params[0], -0.0581890232861042, 0));
+  PetscCall(ExpectReal(comm, "mean[0]", mo->mean[0], -0.11889425665140152, 0));
+  PetscCall(ExpectReal(comm, "lambda[3]", mo->lambda_ref[3], 0.0417457834448286, 0));
+  PetscCall(ExpectReal(comm, "sum params", SumF(mo->nparams, mo->params), 1.6051523047499359, tol));
+  PetscCall(ExpectReal(comm, "sum adam_m", SumF(mo->nparams, mo->adam_m), -0.56891403628105763, tol));
+  PetscCall(ExpectReal(comm, "sum adam_v", SumF(mo->nparams, mo->adam_v), 0.059928047725227973, tol));
+  PetscCall(ExpectReal(comm, "sum mean", SumF(mo->D, mo->mean), -1.312104863114655, tol));
+  PetscCall(ExpectReal(comm, "sum anchor_x", SumF(32 * 8, mo->anchor_x), -43.938649803109001, tol));
+  PetscCall(ExpectReal(comm, "sum phi_ref", SumD(32 * 4, mo->phi_ref), 2.2902386653805591, tol));
+  PetscCall(ExpectReal(comm, "sum lambda_ref", SumD(4, mo->lambda_ref), 0.06233228080473352, tol));
+  PetscCall(ExpectReal(comm, "sum out_shift", SumD(4, mo->out_shift), 1.0121520567663884, tol));
+  PetscCall(ExpectReal(comm, "sum out_scale", SumD(4, mo->out_scale), 3.2066427078986957, tol));
+  PetscCall(
+      ExpectReal(comm, "sum history", SumD(5 * BASIS_HISTORY_FIELDS, mo->history), 183.09260017797351, tol));
+  if (!mo->ortho_R) {
+    PetscCall(PetscPrintf(comm, "FAIL format 1: /orthonormalize/R was not read\n"));
+    failures++;
+  } else
+    PetscCall(ExpectReal(comm, "sum ortho_R", SumD(16, mo->ortho_R), 24.834079655815792, tol));
+  PetscFunctionReturn(0);
+}
+
+/* Bitwise comparison of two models, field by field. */
+static PetscErrorCode CompareModels(MPI_Comm comm, const BasisModel *a, const BasisModel *b)
+{
+  const PetscInt K = a->graph.K;
+  int            same;
+
+  PetscFunctionBeginUser;
+#define SAME(x)          ((a)->x == (b)->x)
+#define SAME_ARRAY(x, n) (!memcmp((a)->x, (b)->x, sizeof(*(a)->x) * (size_t)(n)))
+  same = SAME(N) && SAME(D) && SAME(graph.K) && SAME(l) && SAME(m) && SAME(R) && SAME(seed) && SAME(step) &&
+         SAME(steps) && SAME(nranks) && SAME(graph.knn) && SAME(graph.scale_neighbor) && SAME(graph.scale) &&
+         SAME(graph.laplacian) && SAME(align.type) && SAME(align.ransac_iters) && SAME(align.ransac_points) &&
+         SAME(align.ransac_tol) && SAME(align.max_cond) && SAME(sample) && SAME(scale) &&
+         SAME(target_scale) && SAME(lr) && SAME(lr_final) && SAME(nlayers) && SAME(nparams) &&
+         SAME_ARRAY(widths, a->nlayers + 1);
+  if (same)
+    same = SAME_ARRAY(params, a->nparams) && SAME_ARRAY(adam_m, a->nparams) &&
+           SAME_ARRAY(adam_v, a->nparams) && SAME_ARRAY(mean, a->D) && SAME_ARRAY(anchors, a->l) &&
+           SAME_ARRAY(anchor_x, a->l * a->D) && SAME_ARRAY(phi_ref, a->l * K) && SAME_ARRAY(lambda_ref, K) &&
+           SAME_ARRAY(out_shift, K) && SAME_ARRAY(out_scale, K) && SAME_ARRAY(rng, 4 * a->nranks) &&
+           SAME_ARRAY(history, PetscMax(a->steps, 1) * BASIS_HISTORY_FIELDS) && !a->ortho_R == !b->ortho_R &&
+           (!a->ortho_R || SAME_ARRAY(ortho_R, K * K));
+#undef SAME
+#undef SAME_ARRAY
+  if (!same) {
+    PetscCall(PetscPrintf(comm, "FAIL round trip: the model read back differs from the one written\n"));
+    failures++;
+  }
+  PetscFunctionReturn(0);
+}
+
+/* The written file names its parameters: a few of them read back by name, and no
+   attribute whose name spells a schema. */
+static PetscErrorCode CheckNamedAttributes(MPI_Comm comm, const char *path)
+{
+  hid_t     f;
+  PetscInt  n = 1, v = 0;
+  char      s[32] = "";
+  PetscBool found;
+
+  PetscFunctionBeginUser;
+  PetscCall(BasisH5OpenRead(comm, path, "model", &f));
+  PetscCall(BasisH5AttrReadInt(f, "format_version", &n, &v));
+  if (n != 1 || v != BASIS_MODEL_FORMAT) failures++;
+  n = 1;
+  PetscCall(BasisH5AttrReadInt(f, "batch", &n, &v));
+  if (n != 1 || v != 128) failures++;
+  PetscCall(BasisH5AttrReadString(f, "laplacian", sizeof(s), s, &found));
+  if (!found || strcmp(s, "rw")) failures++;
+  if (H5Aexists(f, "format_N_D_K_l_m_R_seed_step_steps_nranks_knn_scaleneighbor_ransaciters_ransacpoints") !=
+          0 ||
+      H5Aexists(f, "scale_targetscale_lr_ransactol_maxcond") != 0)
+    failures++;
+  BasisCallH5(H5Fclose(f));
+  if (failures) PetscCall(PetscPrintf(comm, "FAIL round trip: %s does not name its parameters\n", path));
+  PetscFunctionReturn(0);
+}
+
+int main(int argc, char **argv)
+{
+  BasisModel  v1, back;
+  char        path[PETSC_MAX_PATH_LEN];
+  PetscMPIInt size;
+
+  PetscCall(SlepcInitialize(&argc, &argv, NULL, NULL));
+  PetscCall(BasisInitialize());
+  PetscCheck(argc > 1, PETSC_COMM_WORLD, PETSC_ERR_ARG_WRONG, "usage: test_model PATH/model-format1.h5");
+  PetscCallMPI(MPI_Comm_size(PETSC_COMM_WORLD, &size));
+  PetscCall(CheckFormat1(PETSC_COMM_WORLD, argv[1], &v1));
+  if (!failures) {
+    const char *inputs[] = {argv[1], NULL};
+    PetscCall(PetscSNPrintf(path, sizeof(path), "test_model_np%d.h5", size));
+    PetscCall(BasisModelWrite(PETSC_COMM_WORLD, path, PETSC_TRUE, inputs, &v1));
+    PetscCall(BasisModelRead(PETSC_COMM_WORLD, path, &back));
+    PetscCall(CompareModels(PETSC_COMM_WORLD, &v1, &back));
+    PetscCall(CheckNamedAttributes(PETSC_COMM_WORLD, path));
+    PetscCall(BasisModelFree(&back));
+  }
+  PetscCall(BasisModelFree(&v1));
+  PetscCall(SlepcFinalize());
+  return failures ? 1 : 0;
+}
