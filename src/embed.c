@@ -117,8 +117,8 @@ PetscErrorCode BasisEmbedderSetModel(BasisEmbedder e, const BasisModel *model, c
 {
   PetscFunctionBeginUser;
   e->model = model;
-  e->D     = model->D;
-  e->K     = model->widths[model->nlayers];
+  e->D     = model->spec.D;
+  e->K     = model->spec.widths[model->spec.nlayers];
   e->setup = PETSC_FALSE;
   PetscCall(PetscStrncpy(e->name, name ? name : "(in memory)", sizeof(e->name)));
   PetscFunctionReturn(0);
@@ -196,7 +196,7 @@ static PetscErrorCode EnsureCapacity(BasisEmbedder e, PetscInt rows)
   if (rows <= e->capacity) PetscFunctionReturn(0);
   PetscCall(BasisMLPDestroy(&e->mlp));
   PetscCall(PetscFree(e->xn));
-  PetscCall(BasisMLPCreate(e->model->nlayers, e->model->widths, rows, &e->mlp));
+  PetscCall(BasisMLPCreate(e->model->spec.nlayers, e->model->spec.widths, rows, &e->mlp));
   PetscCall(BasisMLPGetArrays(e->mlp, &params, NULL, NULL, NULL));
   PetscCall(PetscArraycpy(params, e->model->params, e->model->nparams));
   PetscCall(PetscMalloc1((size_t)rows * e->D, &e->xn));
@@ -396,9 +396,9 @@ PetscErrorCode BasisEmbedMain(MPI_Comm comm)
   PetscCall(BasisModelRead(comm, model_path, &mo));
   PetscCall(BasisInputOpen(comm, input, &in));
   PetscCheck(
-      in.D == mo.D, comm, PETSC_ERR_ARG_INCOMP,
+      in.D == mo.spec.D, comm, PETSC_ERR_ARG_INCOMP,
       "input %s has D = %d features but model %s was trained on D = %d; embed data with the model's features",
-      input, (int)in.D, model_path, (int)mo.D);
+      input, (int)in.D, model_path, (int)mo.spec.D);
   PetscCall(BasisEmbedderSetModel(e, &mo, model_path));
   PetscCall(BasisEmbedderSetUp(e));
   PetscCall(BasisEmbedderGetSizes(e, NULL, &K, NULL));

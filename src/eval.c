@@ -290,9 +290,9 @@ PetscErrorCode BasisEvaluatorSetModel(BasisEvaluator ev, const char *path)
 
   PetscFunctionBeginUser;
   PetscCall(BasisModelRead(ev->comm, path, &mo));
-  ev->graph      = mo.graph;
-  ev->m_default  = mo.m;
-  ev->model_D    = mo.D;
+  ev->graph      = mo.spec.graph;
+  ev->m_default  = mo.spec.m;
+  ev->model_D    = mo.spec.D;
   ev->have_model = PETSC_TRUE;
   PetscCall(PetscStrncpy(ev->model_path, path, sizeof(ev->model_path)));
   PetscCall(BasisModelFree(&mo));

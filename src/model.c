@@ -35,12 +35,12 @@
 
 PetscErrorCode BasisModelAllocate(BasisModel *mo)
 {
-  PetscInt K = mo->widths[mo->nlayers], D = mo->D;
+  PetscInt K = mo->spec.widths[mo->spec.nlayers], D = mo->spec.D;
 
   PetscFunctionBeginUser;
   PetscCall(PetscCalloc3(mo->nparams, &mo->params, mo->nparams, &mo->adam_m, mo->nparams, &mo->adam_v));
-  PetscCall(PetscCalloc4(D, &mo->mean, mo->l, &mo->anchors, (size_t)mo->l * D, &mo->anchor_x,
-                         (size_t)mo->l * K, &mo->phi_ref));
+  PetscCall(PetscCalloc4(D, &mo->mean, mo->spec.l, &mo->anchors, (size_t)mo->spec.l * D, &mo->anchor_x,
+                         (size_t)mo->spec.l * K, &mo->phi_ref));
   PetscCall(PetscCalloc3(K, &mo->lambda_ref, (size_t)mo->nranks * 4, &mo->rng,
                          (size_t)PetscMax(mo->steps, 1) * BASIS_HISTORY_FIELDS, &mo->history));
   PetscCall(PetscCalloc2(K, &mo->out_shift, K, &mo->out_scale));
@@ -84,30 +84,30 @@ typedef struct {
 #define OFF(member) offsetof(BasisModel, member)
 /* name, type, member, enum list, training state, absent from early format-1 files */
 static const ModelField model_fields[] = {
-    {"train_size", MODEL_INT, OFF(N), NULL, PETSC_FALSE, PETSC_FALSE},
-    {"features", MODEL_INT, OFF(D), NULL, PETSC_FALSE, PETSC_FALSE},
-    {"dim", MODEL_INT, OFF(graph.K), NULL, PETSC_FALSE, PETSC_FALSE},
-    {"anchors", MODEL_INT, OFF(l), NULL, PETSC_FALSE, PETSC_FALSE},
-    {"batch", MODEL_INT, OFF(m), NULL, PETSC_FALSE, PETSC_FALSE},
-    {"reference_size", MODEL_INT, OFF(R), NULL, PETSC_FALSE, PETSC_FALSE},
-    {"seed", MODEL_INT, OFF(seed), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"train_size", MODEL_INT, OFF(spec.N), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"features", MODEL_INT, OFF(spec.D), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"dim", MODEL_INT, OFF(spec.graph.K), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"anchors", MODEL_INT, OFF(spec.l), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"batch", MODEL_INT, OFF(spec.m), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"reference_size", MODEL_INT, OFF(spec.R), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"seed", MODEL_INT, OFF(spec.seed), NULL, PETSC_FALSE, PETSC_FALSE},
     {"step", MODEL_INT, OFF(step), NULL, PETSC_FALSE, PETSC_FALSE},
     {"steps", MODEL_INT, OFF(steps), NULL, PETSC_FALSE, PETSC_FALSE},
     {"nranks", MODEL_INT, OFF(nranks), NULL, PETSC_FALSE, PETSC_FALSE},
-    {"knn", MODEL_INT, OFF(graph.knn), NULL, PETSC_FALSE, PETSC_FALSE},
-    {"scale_neighbor", MODEL_INT, OFF(graph.scale_neighbor), NULL, PETSC_FALSE, PETSC_FALSE},
-    {"ransac_iters", MODEL_INT, OFF(align.ransac_iters), NULL, PETSC_FALSE, PETSC_FALSE},
-    {"ransac_points", MODEL_INT, OFF(align.ransac_points), NULL, PETSC_FALSE, PETSC_FALSE},
-    {"lr", MODEL_REAL, OFF(lr), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"knn", MODEL_INT, OFF(spec.graph.knn), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"scale_neighbor", MODEL_INT, OFF(spec.graph.scale_neighbor), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"ransac_iters", MODEL_INT, OFF(spec.align.ransac_iters), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"ransac_points", MODEL_INT, OFF(spec.align.ransac_points), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"lr", MODEL_REAL, OFF(spec.lr), NULL, PETSC_FALSE, PETSC_FALSE},
     /* files written before the schedule existed trained at a constant rate: lr_final = lr */
-    {"lr_final", MODEL_REAL, OFF(lr_final), NULL, PETSC_FALSE, PETSC_TRUE},
-    {"ransac_tol", MODEL_REAL, OFF(align.ransac_tol), NULL, PETSC_FALSE, PETSC_FALSE},
-    {"align_max_cond", MODEL_REAL, OFF(align.max_cond), NULL, PETSC_FALSE, PETSC_FALSE},
-    {"scale", MODEL_ENUM, OFF(graph.scale), BasisScaleTypes, PETSC_FALSE, PETSC_FALSE},
-    {"laplacian", MODEL_ENUM, OFF(graph.laplacian), BasisLaplacianTypes, PETSC_FALSE, PETSC_FALSE},
-    {"align", MODEL_ENUM, OFF(align.type), BasisAlignTypes, PETSC_FALSE, PETSC_FALSE},
+    {"lr_final", MODEL_REAL, OFF(spec.lr_final), NULL, PETSC_FALSE, PETSC_TRUE},
+    {"ransac_tol", MODEL_REAL, OFF(spec.align.ransac_tol), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"align_max_cond", MODEL_REAL, OFF(spec.align.max_cond), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"scale", MODEL_ENUM, OFF(spec.graph.scale), BasisScaleTypes, PETSC_FALSE, PETSC_FALSE},
+    {"laplacian", MODEL_ENUM, OFF(spec.graph.laplacian), BasisLaplacianTypes, PETSC_FALSE, PETSC_FALSE},
+    {"align", MODEL_ENUM, OFF(spec.align.type), BasisAlignTypes, PETSC_FALSE, PETSC_FALSE},
     /* files written before global sampling existed drew from the shards */
-    {"sample", MODEL_ENUM, OFF(sample), BasisSampleTypes, PETSC_FALSE, PETSC_TRUE},
+    {"sample", MODEL_ENUM, OFF(spec.sample), BasisSampleTypes, PETSC_FALSE, PETSC_TRUE},
     {"input_scale", MODEL_REAL, OFF(scale), NULL, PETSC_TRUE, PETSC_FALSE},
     {"target_scale", MODEL_REAL, OFF(target_scale), NULL, PETSC_TRUE, PETSC_FALSE},
 };
@@ -183,7 +183,7 @@ static PetscErrorCode ModelWriteSerial(const char *path, PetscBool force, const 
 {
   BasisOutput out;
   hid_t       f;
-  PetscInt    K = mo->widths[mo->nlayers], D = mo->D, format = BASIS_MODEL_FORMAT;
+  PetscInt    K = mo->spec.widths[mo->spec.nlayers], D = mo->spec.D, format = BASIS_MODEL_FORMAT;
   hsize_t     dims[2];
   const hid_t F32 = H5T_IEEE_F32LE, F64 = H5T_IEEE_F64LE, MF = H5T_NATIVE_FLOAT, MD = H5T_NATIVE_DOUBLE;
 
@@ -194,7 +194,7 @@ static PetscErrorCode ModelWriteSerial(const char *path, PetscBool force, const 
   PetscCall(BasisH5AttrWriteInt(f, "format_version", 1, &format));
   PetscCall(BasisModelWriteAttributes(f, mo));
   PetscCall(ModelWriteFields(f, mo, PETSC_TRUE));
-  PetscCall(BasisH5WriteIntArray(f, "network/widths", mo->nlayers + 1, mo->widths));
+  PetscCall(BasisH5WriteIntArray(f, "network/widths", mo->spec.nlayers + 1, mo->spec.widths));
   dims[0] = (hsize_t)mo->nparams;
   PetscCall(BasisH5WriteArray(f, "network/params", F32, MF, 1, dims, mo->params));
   dims[0] = (hsize_t)K;
@@ -205,8 +205,8 @@ static PetscErrorCode ModelWriteSerial(const char *path, PetscBool force, const 
   PetscCall(BasisH5WriteArray(f, "optimizer/adam_v", F32, MF, 1, dims, mo->adam_v));
   dims[0] = (hsize_t)D;
   PetscCall(BasisH5WriteArray(f, "input/mean", F32, MF, 1, dims, mo->mean));
-  PetscCall(BasisH5WriteIntArray(f, "reference/anchors", mo->l, mo->anchors));
-  dims[0] = (hsize_t)mo->l, dims[1] = (hsize_t)D;
+  PetscCall(BasisH5WriteIntArray(f, "reference/anchors", mo->spec.l, mo->anchors));
+  dims[0] = (hsize_t)mo->spec.l, dims[1] = (hsize_t)D;
   PetscCall(BasisH5WriteArray(f, "reference/anchor_features", F32, MF, 2, dims, mo->anchor_x));
   dims[1] = (hsize_t)K;
   PetscCall(BasisH5WriteArray(f, "reference/phi", F64, MD, 2, dims, mo->phi_ref));
@@ -297,8 +297,8 @@ static PetscErrorCode ModelReadV1Numbers(hid_t f, const char *path, BasisModel *
   for (PetscInt i = 0; i < nr; i++)
     *(PetscReal *)((char *)mo + ModelFieldFind(model_v1_reals[i])->offset) = (PetscReal)reals[i];
   /* defaults of the fields that early format-1 files lack */
-  mo->lr_final = mo->lr;
-  mo->sample   = BASIS_SAMPLE_SHARD;
+  mo->spec.lr_final = mo->spec.lr;
+  mo->spec.sample   = BASIS_SAMPLE_SHARD;
   PetscFunctionReturn(0);
 }
 
@@ -334,9 +334,10 @@ static PetscErrorCode ModelReadParameters(hid_t f, const char *path, BasisModel 
                "model file %s has no attribute %s; it is not a basis model or is from another version", path,
                fd->name);
   }
-  PetscCheck(mo->D > 0 && mo->graph.K > 0 && mo->l > mo->graph.K && mo->N >= mo->l && mo->m > mo->l &&
-                 mo->nranks > 0 && mo->steps >= 0 && mo->step >= 0 && mo->step <= mo->steps &&
-                 mo->D < 100000000 && mo->graph.K < 10000 && mo->l < 100000000 && mo->nranks < 1000000,
+  PetscCheck(mo->spec.D > 0 && mo->spec.graph.K > 0 && mo->spec.l > mo->spec.graph.K &&
+                 mo->spec.N >= mo->spec.l && mo->spec.m > mo->spec.l && mo->nranks > 0 && mo->steps >= 0 &&
+                 mo->step >= 0 && mo->step <= mo->steps && mo->spec.D < 100000000 &&
+                 mo->spec.graph.K < 10000 && mo->spec.l < 100000000 && mo->nranks < 1000000,
              PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
              "model file %s has inconsistent sizes; it is corrupt", path);
   PetscFunctionReturn(0);
@@ -353,25 +354,27 @@ static PetscErrorCode ModelReadShape(hid_t f, const char *path, BasisModel *mo)
   PetscCheck(rank == 1 && dims[0] >= 2 && dims[0] <= BASIS_MAX_LAYERS + 1, PETSC_COMM_SELF,
              PETSC_ERR_FILE_UNEXPECTED, "model file %s: /network/widths has %llu entries; corrupt", path,
              (unsigned long long)dims[0]);
-  PetscCall(BasisH5ReadArray(f, "network/widths", BASIS_H5T_NATIVE_PETSCINT, 1, dims, mo->widths));
-  mo->nlayers = (PetscInt)dims[0] - 1;
-  mo->nparams = 0;
-  for (PetscInt i = 0; i <= mo->nlayers; i++) {
-    PetscCheck(mo->widths[i] > 0 && mo->widths[i] < 1000000, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
-               "model file %s: layer width %lld is invalid; corrupt", path, (long long)mo->widths[i]);
-    if (i > 0) mo->nparams += (PetscCount)(mo->widths[i - 1] + 1) * mo->widths[i];
+  PetscCall(BasisH5ReadArray(f, "network/widths", BASIS_H5T_NATIVE_PETSCINT, 1, dims, mo->spec.widths));
+  mo->spec.nlayers = (PetscInt)dims[0] - 1;
+  mo->nparams      = 0;
+  for (PetscInt i = 0; i <= mo->spec.nlayers; i++) {
+    PetscCheck(mo->spec.widths[i] > 0 && mo->spec.widths[i] < 1000000, PETSC_COMM_SELF,
+               PETSC_ERR_FILE_UNEXPECTED, "model file %s: layer width %lld is invalid; corrupt", path,
+               (long long)mo->spec.widths[i]);
+    if (i > 0) mo->nparams += (PetscCount)(mo->spec.widths[i - 1] + 1) * mo->spec.widths[i];
   }
-  PetscCheck(mo->widths[0] == mo->D && mo->widths[mo->nlayers] == mo->graph.K, PETSC_COMM_SELF,
-             PETSC_ERR_FILE_UNEXPECTED,
+  PetscCheck(mo->spec.widths[0] == mo->spec.D && mo->spec.widths[mo->spec.nlayers] == mo->spec.graph.K,
+             PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
              "model file %s: network %d -> %d does not match D = %d, K = %d; corrupt", path,
-             (int)mo->widths[0], (int)mo->widths[mo->nlayers], (int)mo->D, (int)mo->graph.K);
+             (int)mo->spec.widths[0], (int)mo->spec.widths[mo->spec.nlayers], (int)mo->spec.D,
+             (int)mo->spec.graph.K);
   PetscFunctionReturn(0);
 }
 
 /* Every array, its shape checked against the parameters (BasisH5ReadArray). */
 static PetscErrorCode ModelReadArrays(hid_t f, BasisModel *mo)
 {
-  const PetscInt K  = mo->graph.K;
+  const PetscInt K  = mo->spec.graph.K;
   const hid_t    MF = H5T_NATIVE_FLOAT, MD = H5T_NATIVE_DOUBLE;
   hsize_t        dims[2];
   PetscBool      has;
@@ -388,11 +391,11 @@ static PetscErrorCode ModelReadArrays(hid_t f, BasisModel *mo)
     PetscCall(BasisH5ReadArray(f, "network/output_scale", MD, 1, dims, mo->out_scale));
   }
   PetscCall(BasisH5ReadArray(f, "reference/lambda", MD, 1, dims, mo->lambda_ref));
-  dims[0] = (hsize_t)mo->D;
+  dims[0] = (hsize_t)mo->spec.D;
   PetscCall(BasisH5ReadArray(f, "input/mean", MF, 1, dims, mo->mean));
-  dims[0] = (hsize_t)mo->l;
+  dims[0] = (hsize_t)mo->spec.l;
   PetscCall(BasisH5ReadArray(f, "reference/anchors", BASIS_H5T_NATIVE_PETSCINT, 1, dims, mo->anchors));
-  dims[1] = (hsize_t)mo->D;
+  dims[1] = (hsize_t)mo->spec.D;
   PetscCall(BasisH5ReadArray(f, "reference/anchor_features", MF, 2, dims, mo->anchor_x));
   dims[1] = (hsize_t)K;
   PetscCall(BasisH5ReadArray(f, "reference/phi", MD, 2, dims, mo->phi_ref));
@@ -431,15 +434,16 @@ static PetscErrorCode CheckFinite(const char *path, const char *name, PetscCount
 /* The values a model computes with: all finite, scales positive, anchors rows of the data. */
 static PetscErrorCode ModelCheckValues(const char *path, const BasisModel *mo)
 {
-  const PetscInt K = mo->graph.K;
+  const PetscInt K = mo->spec.graph.K;
 
   PetscFunctionBeginUser;
   PetscCall(CheckFinite(path, "/network/params", mo->nparams, mo->params, NULL));
   PetscCall(CheckFinite(path, "/optimizer/adam_m", mo->nparams, mo->adam_m, NULL));
   PetscCall(CheckFinite(path, "/optimizer/adam_v", mo->nparams, mo->adam_v, NULL));
-  PetscCall(CheckFinite(path, "/input/mean", mo->D, mo->mean, NULL));
-  PetscCall(CheckFinite(path, "/reference/anchor_features", (PetscCount)mo->l * mo->D, mo->anchor_x, NULL));
-  PetscCall(CheckFinite(path, "/reference/phi", (PetscCount)mo->l * K, NULL, mo->phi_ref));
+  PetscCall(CheckFinite(path, "/input/mean", mo->spec.D, mo->mean, NULL));
+  PetscCall(CheckFinite(path, "/reference/anchor_features", (PetscCount)mo->spec.l * mo->spec.D, mo->anchor_x,
+                        NULL));
+  PetscCall(CheckFinite(path, "/reference/phi", (PetscCount)mo->spec.l * K, NULL, mo->phi_ref));
   PetscCall(CheckFinite(path, "/reference/lambda", K, NULL, mo->lambda_ref));
   PetscCall(CheckFinite(path, "/network/output_shift", K, NULL, mo->out_shift));
   PetscCall(CheckFinite(path, "/network/output_scale", K, NULL, mo->out_scale));
@@ -459,10 +463,10 @@ static PetscErrorCode ModelCheckValues(const char *path, const BasisModel *mo)
       PetscIsNormalReal(mo->target_scale) && mo->target_scale > 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
       "model file %s: attribute target_scale is %g, not a positive number; retrain, or restore the file",
       path, (double)mo->target_scale);
-  for (PetscInt i = 0; i < mo->l; i++)
-    PetscCheck(mo->anchors[i] >= 0 && mo->anchors[i] < mo->N, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
+  for (PetscInt i = 0; i < mo->spec.l; i++)
+    PetscCheck(mo->anchors[i] >= 0 && mo->anchors[i] < mo->spec.N, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
                "model file %s: /reference/anchors holds %lld, not a row of the %d training points; corrupt",
-               path, (long long)mo->anchors[i], (int)mo->N);
+               path, (long long)mo->anchors[i], (int)mo->spec.N);
   PetscFunctionReturn(0);
 }
 
@@ -502,15 +506,15 @@ static PetscErrorCode ModelBcast(MPI_Comm comm, BasisModel *mo)
     PetscCall(BasisModelAllocate(mo));
     mo->ortho_R = NULL;
   }
-  K         = mo->widths[mo->nlayers];
+  K         = mo->spec.widths[mo->spec.nlayers];
   has_ortho = head.ortho_R != NULL;
   PetscCallMPI(MPI_Bcast(mo->params, (int)mo->nparams, MPI_FLOAT, 0, comm));
   PetscCallMPI(MPI_Bcast(mo->adam_m, (int)mo->nparams, MPI_FLOAT, 0, comm));
   PetscCallMPI(MPI_Bcast(mo->adam_v, (int)mo->nparams, MPI_FLOAT, 0, comm));
-  PetscCallMPI(MPI_Bcast(mo->mean, (int)mo->D, MPI_FLOAT, 0, comm));
-  PetscCallMPI(MPI_Bcast(mo->anchors, (int)mo->l, MPIU_INT, 0, comm));
-  PetscCallMPI(MPI_Bcast(mo->anchor_x, (int)(mo->l * mo->D), MPI_FLOAT, 0, comm));
-  PetscCallMPI(MPI_Bcast(mo->phi_ref, (int)(mo->l * K), MPIU_REAL, 0, comm));
+  PetscCallMPI(MPI_Bcast(mo->mean, (int)mo->spec.D, MPI_FLOAT, 0, comm));
+  PetscCallMPI(MPI_Bcast(mo->anchors, (int)mo->spec.l, MPIU_INT, 0, comm));
+  PetscCallMPI(MPI_Bcast(mo->anchor_x, (int)(mo->spec.l * mo->spec.D), MPI_FLOAT, 0, comm));
+  PetscCallMPI(MPI_Bcast(mo->phi_ref, (int)(mo->spec.l * K), MPIU_REAL, 0, comm));
   PetscCallMPI(MPI_Bcast(mo->lambda_ref, (int)K, MPIU_REAL, 0, comm));
   PetscCallMPI(MPI_Bcast(mo->out_shift, (int)K, MPIU_REAL, 0, comm));
   PetscCallMPI(MPI_Bcast(mo->out_scale, (int)K, MPIU_REAL, 0, comm));
@@ -550,15 +554,15 @@ PetscErrorCode BasisModelView(const BasisModel *mo, MPI_Comm comm)
   PetscFunctionBeginUser;
   PetscCall(PetscPrintf(
       comm, "model: D = %d -> K = %d, %d layers, %lld parameters; trained %d of %d steps on %d ranks\n",
-      (int)mo->D, (int)mo->widths[mo->nlayers], (int)mo->nlayers, (long long)mo->nparams, (int)mo->step,
-      (int)mo->steps, (int)mo->nranks));
+      (int)mo->spec.D, (int)mo->spec.widths[mo->spec.nlayers], (int)mo->spec.nlayers, (long long)mo->nparams,
+      (int)mo->step, (int)mo->steps, (int)mo->nranks));
   PetscCall(PetscPrintf(
       comm,
       "       l = %d anchors, batch m = %d (%s sampling), reference R = %d, knn %d, %s scale, %s Laplacian, "
       "%s alignment\n",
-      (int)mo->l, (int)mo->m, BasisSampleTypes[mo->sample], (int)mo->R, (int)mo->graph.knn,
-      BasisScaleTypes[mo->graph.scale], BasisLaplacianTypes[mo->graph.laplacian],
-      BasisAlignTypes[mo->align.type]));
+      (int)mo->spec.l, (int)mo->spec.m, BasisSampleTypes[mo->spec.sample], (int)mo->spec.R,
+      (int)mo->spec.graph.knn, BasisScaleTypes[mo->spec.graph.scale],
+      BasisLaplacianTypes[mo->spec.graph.laplacian], BasisAlignTypes[mo->spec.align.type]));
   PetscFunctionReturn(0);
 }
 
@@ -568,14 +572,14 @@ void BasisModelNormaliseInput(const BasisModel *mo, PetscInt n, const float x[],
   float inv = (float)(1.0 / mo->scale);
 
   for (PetscInt i = 0; i < n; i++)
-    for (PetscInt j = 0; j < mo->D; j++)
-      xn[(size_t)i * mo->D + j] = (x[(size_t)i * mo->D + j] - mo->mean[j]) * inv;
+    for (PetscInt j = 0; j < mo->spec.D; j++)
+      xn[(size_t)i * mo->spec.D + j] = (x[(size_t)i * mo->spec.D + j] - mo->mean[j]) * inv;
 }
 
 /* The embedding from the network's output, in place: y * out_scale + out_shift per column. */
 void BasisModelOutput(const BasisModel *mo, PetscInt n, float y[])
 {
-  PetscInt K = mo->widths[mo->nlayers];
+  PetscInt K = mo->spec.widths[mo->spec.nlayers];
 
   for (PetscInt i = 0; i < n; i++)
     for (PetscInt j = 0; j < K; j++)

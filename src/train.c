@@ -122,21 +122,21 @@ PetscErrorCode BasisTrainerCreate(MPI_Comm comm, BasisTrainer *tr)
   t->checkpoint_step  = -1;
   t->nhidden          = 4;
   t->hidden[0] = 256, t->hidden[1] = 512, t->hidden[2] = 512, t->hidden[3] = 256;
-  BasisGraphParamsDefault(&t->model.graph);
-  BasisAlignParamsDefault(&t->model.align);
+  BasisGraphParamsDefault(&t->model.spec.graph);
+  BasisAlignParamsDefault(&t->model.spec.align);
   /* DESIGN.md: from the rank's shard; from the whole data set measured better at 4 ranks
      on MNIST-10k (d_G 0.20 -> 0.13, docs/quality.md) */
-  t->model.sample = BASIS_SAMPLE_GLOBAL;
-  t->model.l      = 250;
-  t->model.m      = 1024; /* authors: 512; 1024 measured better per second (docs/quality.md) */
-  t->model.R      = 0;    /* 0: min(N, 16 m), decided when N is known (docs/quality.md) */
-  t->model.steps  = 1000;
+  t->model.spec.sample = BASIS_SAMPLE_GLOBAL;
+  t->model.spec.l      = 250;
+  t->model.spec.m      = 1024; /* authors: 512; 1024 measured better per second (docs/quality.md) */
+  t->model.spec.R      = 0;    /* 0: min(N, 16 m), decided when N is known (docs/quality.md) */
+  t->model.steps       = 1000;
   /* authors: constant 1e-4. A cosine decay from 1e-3 to 0 cut d_G on MNIST-10k from
      0.40 to 0.24 and on Fashion-MNIST-10k from 0.62 to 0.22 at the same cost */
-  t->model.lr       = 1e-3;
-  t->model.lr_final = 0;
-  t->model.seed     = 42;
-  *tr               = t;
+  t->model.spec.lr       = 1e-3;
+  t->model.spec.lr_final = 0;
+  t->model.spec.seed     = 42;
+  *tr                    = t;
   PetscFunctionReturn(0);
 }
 
@@ -161,28 +161,30 @@ PetscErrorCode BasisTrainerSetFromOptions(BasisTrainer t)
   PetscCall(PetscOptionsBool("-force", "Overwrite an existing -model", NULL, t->force, &t->force, NULL));
   PetscCall(PetscOptionsBool("-resume", "Continue from the checkpoint in -model if it exists", NULL,
                              t->resume, &t->resume, NULL));
-  PetscCall(PetscOptionsInt("-anchors", "Number of anchors l", NULL, mo->l, &mo->l, NULL));
-  PetscCall(PetscOptionsInt("-batch", "Batch size m, anchors included", NULL, mo->m, &mo->m, NULL));
+  PetscCall(PetscOptionsInt("-anchors", "Number of anchors l", NULL, mo->spec.l, &mo->spec.l, NULL));
+  PetscCall(PetscOptionsInt("-batch", "Batch size m, anchors included", NULL, mo->spec.m, &mo->spec.m, NULL));
   PetscCall(BasisOptionsCheckEnum(t->comm, "-sample", BasisSampleTypes));
   PetscCall(PetscOptionsEnum("-sample",
                              "Where a rank draws its batch: global (all ranks' rows, fetched every step) or "
                              "shard (its own rows, no communication)",
-                             NULL, BasisSampleTypes, (PetscEnum)mo->sample, (PetscEnum *)&mo->sample, NULL));
-  PetscCall(PetscOptionsInt("-reference_size", "Reference set size R (0: min(N, 16 x -batch))", NULL, mo->R,
-                            &mo->R, NULL));
+                             NULL, BasisSampleTypes, (PetscEnum)mo->spec.sample,
+                             (PetscEnum *)&mo->spec.sample, NULL));
+  PetscCall(PetscOptionsInt("-reference_size", "Reference set size R (0: min(N, 16 x -batch))", NULL,
+                            mo->spec.R, &mo->spec.R, NULL));
   PetscCall(PetscOptionsInt("-steps", "Training steps", NULL, mo->steps, &mo->steps, NULL));
-  PetscCall(PetscOptionsReal("-lr", "Adam learning rate (at the first step)", NULL, mo->lr, &mo->lr, NULL));
+  PetscCall(PetscOptionsReal("-lr", "Adam learning rate (at the first step)", NULL, mo->spec.lr, &mo->spec.lr,
+                             NULL));
   PetscCall(PetscOptionsReal("-lr_final",
                              "Learning rate at the last step, reached along a half cosine (= -lr: constant)",
-                             NULL, mo->lr_final, &mo->lr_final, NULL));
+                             NULL, mo->spec.lr_final, &mo->spec.lr_final, NULL));
   PetscCall(
       PetscOptionsBool("-standardize_targets",
                        "Train on column-standardised targets (false: on the aligned vectors as they are)",
                        NULL, t->standardize, &t->standardize, NULL));
   PetscCall(PetscOptionsString("-hidden", "Hidden layer widths, comma separated", NULL, hidden, hidden,
                                sizeof(hidden), NULL));
-  PetscCall(PetscOptionsInt("-seed", "Random seed (anchors, reference, init, batches)", NULL, mo->seed,
-                            &mo->seed, NULL));
+  PetscCall(PetscOptionsInt("-seed", "Random seed (anchors, reference, init, batches)", NULL, mo->spec.seed,
+                            &mo->spec.seed, NULL));
   PetscCall(PetscOptionsInt("-checkpoint_every",
                             "Write a checkpoint every this many steps (0: only at the end)", NULL,
                             t->checkpoint_every, &t->checkpoint_every, NULL));
@@ -194,32 +196,33 @@ PetscErrorCode BasisTrainerSetFromOptions(BasisTrainer t)
                              "Prepare the next batch while the gradient allreduce is in flight (the weights "
                              "are the same either way)",
                              NULL, t->overlap, &t->overlap, NULL));
-  PetscCall(BasisGraphParamsSetFromOptions(t->comm, &mo->graph));
-  PetscCall(BasisAlignParamsSetFromOptions(t->comm, &mo->align));
+  PetscCall(BasisGraphParamsSetFromOptions(t->comm, &mo->spec.graph));
+  PetscCall(BasisAlignParamsSetFromOptions(t->comm, &mo->spec.align));
   PetscOptionsEnd();
   PetscCall(BasisParseIntList(t->comm, "-hidden", hidden, BASIS_MAX_LAYERS - 1, &t->nhidden, t->hidden));
-  PetscCheck(mo->graph.K >= 1, t->comm, PETSC_ERR_ARG_OUTOFRANGE, "-dim %d must be at least 1",
-             (int)mo->graph.K);
-  PetscCheck(mo->l >= mo->graph.K + 1, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
+  PetscCheck(mo->spec.graph.K >= 1, t->comm, PETSC_ERR_ARG_OUTOFRANGE, "-dim %d must be at least 1",
+             (int)mo->spec.graph.K);
+  PetscCheck(mo->spec.l >= mo->spec.graph.K + 1, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
              "-anchors %d must be at least -dim + 1 = %d (the affine fit has K + 1 unknowns per output)",
-             (int)mo->l, (int)mo->graph.K + 1);
-  PetscCheck(mo->m > mo->l, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
-             "-batch %d must be larger than -anchors %d (a batch is the anchors plus new points)", (int)mo->m,
-             (int)mo->l);
-  PetscCheck(mo->m >= mo->l + mo->graph.K, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
-             "-batch %d must be at least -anchors + -dim = %d", (int)mo->m, (int)(mo->l + mo->graph.K));
-  PetscCheck(mo->graph.knn < mo->m, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
-             "-knn %d must be smaller than -batch %d", (int)mo->graph.knn, (int)mo->m);
-  PetscCheck(mo->R == 0 || mo->R >= mo->l, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
+             (int)mo->spec.l, (int)mo->spec.graph.K + 1);
+  PetscCheck(mo->spec.m > mo->spec.l, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "-batch %d must be larger than -anchors %d (a batch is the anchors plus new points)",
+             (int)mo->spec.m, (int)mo->spec.l);
+  PetscCheck(mo->spec.m >= mo->spec.l + mo->spec.graph.K, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "-batch %d must be at least -anchors + -dim = %d", (int)mo->spec.m,
+             (int)(mo->spec.l + mo->spec.graph.K));
+  PetscCheck(mo->spec.graph.knn < mo->spec.m, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "-knn %d must be smaller than -batch %d", (int)mo->spec.graph.knn, (int)mo->spec.m);
+  PetscCheck(mo->spec.R == 0 || mo->spec.R >= mo->spec.l, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
              "-reference_size %d must be at least -anchors %d (the anchors are part of the reference set)",
-             (int)mo->R, (int)mo->l);
+             (int)mo->spec.R, (int)mo->spec.l);
   PetscCheck(mo->steps >= 1, t->comm, PETSC_ERR_ARG_OUTOFRANGE, "-steps %d must be at least 1",
              (int)mo->steps);
-  PetscCheck(mo->lr > 0 && PetscIsNormalReal(mo->lr), t->comm, PETSC_ERR_ARG_OUTOFRANGE,
-             "-lr %g must be positive", (double)mo->lr);
-  PetscCheck(mo->lr_final >= 0 && mo->lr_final <= mo->lr, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
-             /* false for NaN */ "-lr_final %g must be between 0 and -lr %g", (double)mo->lr_final,
-             (double)mo->lr);
+  PetscCheck(mo->spec.lr > 0 && PetscIsNormalReal(mo->spec.lr), t->comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "-lr %g must be positive", (double)mo->spec.lr);
+  PetscCheck(mo->spec.lr_final >= 0 && mo->spec.lr_final <= mo->spec.lr, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
+             /* false for NaN */ "-lr_final %g must be between 0 and -lr %g", (double)mo->spec.lr_final,
+             (double)mo->spec.lr);
   PetscCheck(t->checkpoint_every >= 0, t->comm, PETSC_ERR_ARG_OUTOFRANGE, "-checkpoint_every must be >= 0");
   PetscCheck(t->monitor_every >= 1, t->comm, PETSC_ERR_ARG_OUTOFRANGE, "-monitor_every must be >= 1");
   PetscFunctionReturn(0);
@@ -241,10 +244,10 @@ PetscErrorCode BasisTrainerSetFromOptions(BasisTrainer t)
 static PetscErrorCode ComputeOutputMap(BasisTrainer t)
 {
   BasisModel *mo = &t->model;
-  PetscInt    l = mo->l, K = mo->graph.K;
+  PetscInt    l = mo->spec.l, K = mo->spec.graph.K;
 
   PetscFunctionBeginUser;
-  mo->target_scale = PetscSqrtReal((PetscReal)mo->R);
+  mo->target_scale = PetscSqrtReal((PetscReal)mo->spec.R);
   if (!t->standardize) PetscFunctionReturn(0); /* BasisModelAllocate's identity map */
   for (PetscInt j = 0; j < K; j++) {
     PetscReal mean = 0, var = 0;
@@ -289,25 +292,27 @@ static PetscErrorCode ComputeNormalisation(BasisTrainer t)
 static PetscErrorCode StartFresh(BasisTrainer t)
 {
   BasisModel *mo = &t->model;
-  PetscInt   *ref_idx, *anchor_pos, K = mo->graph.K;
+  PetscInt   *ref_idx, *anchor_pos, K = mo->spec.graph.K;
   float      *ref_x;
   float      *params, *grad, *am, *av;
   BasisRng    init;
 
   PetscFunctionBeginUser;
-  PetscCall(PetscMalloc3(mo->R, &ref_idx, mo->l, &anchor_pos, (size_t)mo->R * mo->D, &ref_x));
-  PetscCall(BasisReferenceSample(mo->N, mo->R, mo->l, mo->seed, ref_idx, anchor_pos));
-  PetscCall(BasisShardGatherRows(t->comm, &t->shard, mo->R, ref_idx, ref_x));
-  for (PetscInt a = 0; a < mo->l; a++) {
+  PetscCall(
+      PetscMalloc3(mo->spec.R, &ref_idx, mo->spec.l, &anchor_pos, (size_t)mo->spec.R * mo->spec.D, &ref_x));
+  PetscCall(BasisReferenceSample(mo->spec.N, mo->spec.R, mo->spec.l, mo->spec.seed, ref_idx, anchor_pos));
+  PetscCall(BasisShardGatherRows(t->comm, &t->shard, mo->spec.R, ref_idx, ref_x));
+  for (PetscInt a = 0; a < mo->spec.l; a++) {
     mo->anchors[a] = ref_idx[anchor_pos[a]];
-    PetscCall(PetscArraycpy(mo->anchor_x + (size_t)a * mo->D, ref_x + (size_t)anchor_pos[a] * mo->D, mo->D));
+    PetscCall(PetscArraycpy(mo->anchor_x + (size_t)a * mo->spec.D, ref_x + (size_t)anchor_pos[a] * mo->spec.D,
+                            mo->spec.D));
   }
   PetscCall(PetscPrintf(t->comm, "train: reference eigenspace of %d points (%d anchors), K = %d, by SLEPc\n",
-                        (int)mo->R, (int)mo->l, (int)K));
+                        (int)mo->spec.R, (int)mo->spec.l, (int)K));
   {
     double t0 = MPI_Wtime();
-    PetscCall(BasisReferenceSolve(t->comm, &mo->graph, mo->m, mo->R, mo->D, ref_x, mo->l, anchor_pos,
-                                  mo->phi_ref, mo->lambda_ref));
+    PetscCall(BasisReferenceSolve(t->comm, &mo->spec.graph, mo->spec.m, mo->spec.R, mo->spec.D, ref_x,
+                                  mo->spec.l, anchor_pos, mo->phi_ref, mo->lambda_ref));
     PetscCall(PetscPrintf(t->comm, "train: reference solved in %.1f s; eigenvalues %.4g ... %.4g\n",
                           MPI_Wtime() - t0, (double)mo->lambda_ref[0], (double)mo->lambda_ref[K - 1]));
   }
@@ -315,43 +320,39 @@ static PetscErrorCode StartFresh(BasisTrainer t)
   PetscCall(ComputeNormalisation(t));
   PetscCall(ComputeOutputMap(t));
 
-  BasisRngSeed(&init, (uint64_t)mo->seed, BASIS_STREAM_INIT);
+  BasisRngSeed(&init, (uint64_t)mo->spec.seed, BASIS_STREAM_INIT);
   PetscCall(BasisMLPInitialize(t->mlp, &init));
   PetscCall(BasisMLPGetArrays(t->mlp, &params, &grad, &am, &av));
   PetscCall(PetscArrayzero(am, mo->nparams));
   PetscCall(PetscArrayzero(av, mo->nparams));
-  BasisRngSeed(&t->rng, (uint64_t)mo->seed, BASIS_STREAM_BATCH + (uint64_t)t->rank);
+  BasisRngSeed(&t->rng, (uint64_t)mo->spec.seed, BASIS_STREAM_BATCH + (uint64_t)t->rank);
   mo->step = 0;
   PetscFunctionReturn(0);
 }
 
-/* Adopt the parameters of the checkpoint in -model (they win over the command line,
-   except -steps, which may extend the run); called before anything is allocated. */
+/* Adopt the specification of the checkpoint in -model (it wins over the command line,
+   except -steps, which may extend the run, and -batch_solver); called before anything is
+   allocated. */
 static PetscErrorCode AdoptCheckpointParameters(BasisTrainer t, const BasisModel *ck)
 {
   BasisModel *mo = &t->model;
 
   PetscFunctionBeginUser;
-  PetscCheck(ck->N == t->shard.N && ck->D == t->shard.D, t->comm, PETSC_ERR_ARG_INCOMP,
+  PetscCheck(ck->spec.N == t->shard.N && ck->spec.D == t->shard.D, t->comm, PETSC_ERR_ARG_INCOMP,
              "checkpoint %s was trained on %d x %d data but -input %s is %d x %d; resume with the same input",
-             t->model_path, (int)ck->N, (int)ck->D, t->input, (int)t->shard.N, (int)t->shard.D);
+             t->model_path, (int)ck->spec.N, (int)ck->spec.D, t->input, (int)t->shard.N, (int)t->shard.D);
   PetscCheck(
       ck->nranks == t->size, t->comm, PETSC_ERR_ARG_INCOMP,
       "checkpoint %s was written by %d ranks; resume with %d ranks (each rank's random stream is saved)",
       t->model_path, (int)ck->nranks, (int)ck->nranks);
-  mo->nlayers = ck->nlayers;
-  PetscCall(PetscArraycpy(mo->widths, ck->widths, ck->nlayers + 1));
   {
-    /* the batch solver is how, not what, and is not stored: keep the command line's
-       (resume with the same -batch_solver for bitwise continuation) */
-    BasisBatchSolverType solver = mo->graph.batch_solver;
-    mo->graph                   = ck->graph;
-    mo->graph.batch_solver      = solver;
+    /* the specification whole; the batch solver is how, not what, and is not stored: keep
+       the command line's (resume with the same -batch_solver for bitwise continuation) */
+    BasisBatchSolverType solver = mo->spec.graph.batch_solver;
+    mo->spec                    = ck->spec;
+    mo->spec.graph.batch_solver = solver;
   }
-  mo->l = ck->l, mo->m = ck->m, mo->R = ck->R, mo->align = ck->align, mo->sample = ck->sample;
-  mo->lr = ck->lr, mo->lr_final = ck->lr_final, mo->seed = ck->seed, mo->scale = ck->scale,
-  mo->target_scale = ck->target_scale;
-  mo->steps        = PetscMax(mo->steps, ck->steps);
+  mo->steps = PetscMax(mo->steps, ck->steps);
   PetscFunctionReturn(0);
 }
 
@@ -368,13 +369,15 @@ static PetscErrorCode AdoptCheckpointState(BasisTrainer t, const BasisModel *ck)
   PetscCall(PetscArraycpy(am, ck->adam_m, ck->nparams));
   PetscCall(PetscArraycpy(av, ck->adam_v, ck->nparams));
   PetscCall(PetscArraycpy(t->rng.s, ck->rng + 4 * t->rank, 4));
-  PetscCall(PetscArraycpy(mo->mean, ck->mean, ck->D));
-  PetscCall(PetscArraycpy(mo->anchors, ck->anchors, ck->l));
-  PetscCall(PetscArraycpy(mo->anchor_x, ck->anchor_x, (size_t)ck->l * ck->D));
-  PetscCall(PetscArraycpy(mo->phi_ref, ck->phi_ref, (size_t)ck->l * ck->graph.K));
-  PetscCall(PetscArraycpy(mo->lambda_ref, ck->lambda_ref, ck->graph.K));
-  PetscCall(PetscArraycpy(mo->out_shift, ck->out_shift, ck->graph.K));
-  PetscCall(PetscArraycpy(mo->out_scale, ck->out_scale, ck->graph.K));
+  mo->scale        = ck->scale;
+  mo->target_scale = ck->target_scale;
+  PetscCall(PetscArraycpy(mo->mean, ck->mean, ck->spec.D));
+  PetscCall(PetscArraycpy(mo->anchors, ck->anchors, ck->spec.l));
+  PetscCall(PetscArraycpy(mo->anchor_x, ck->anchor_x, (size_t)ck->spec.l * ck->spec.D));
+  PetscCall(PetscArraycpy(mo->phi_ref, ck->phi_ref, (size_t)ck->spec.l * ck->spec.graph.K));
+  PetscCall(PetscArraycpy(mo->lambda_ref, ck->lambda_ref, ck->spec.graph.K));
+  PetscCall(PetscArraycpy(mo->out_shift, ck->out_shift, ck->spec.graph.K));
+  PetscCall(PetscArraycpy(mo->out_scale, ck->out_scale, ck->spec.graph.K));
   PetscCall(PetscArraycpy(mo->history, ck->history, (size_t)ck->steps * BASIS_HISTORY_FIELDS));
   mo->step           = ck->step;
   t->checkpoint_step = ck->step;
@@ -394,28 +397,28 @@ PetscErrorCode BasisTrainerSetUp(BasisTrainer t)
 {
   BasisModel *mo = &t->model;
   BasisInput  in;
-  PetscInt    K = mo->graph.K;
+  PetscInt    K = mo->spec.graph.K;
   BasisModel  ck;
   PetscBool   have_checkpoint = PETSC_FALSE;
   const char *inputs[]        = {t->input, NULL};
 
   PetscFunctionBeginUser;
   PetscCall(BasisInputOpen(t->comm, t->input, &in));
-  mo->N = in.N, mo->D = in.D;
-  PetscCheck(mo->l <= mo->N, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
-             "-anchors %d exceeds the %d points of input %s; use a smaller -anchors (and -batch)", (int)mo->l,
-             (int)mo->N, t->input);
+  mo->spec.N = in.N, mo->spec.D = in.D;
+  PetscCheck(mo->spec.l <= mo->spec.N, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "-anchors %d exceeds the %d points of input %s; use a smaller -anchors (and -batch)",
+             (int)mo->spec.l, (int)mo->spec.N, t->input);
   /* Default reference: 16 batches' worth of points, density-matched (k_R = k R / m). On
      MNIST-10k it cut d_G from 0.87 (R = m) to 0.69 for ~1 s of set-up (docs/quality.md);
      its kNN costs O(R^2 D), so it is capped rather than the whole data set. */
-  if (mo->R == 0) mo->R = PetscMax(PetscMin(mo->N, 16 * mo->m), mo->l);
-  PetscCheck(mo->N >= mo->m, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
+  if (mo->spec.R == 0) mo->spec.R = PetscMax(PetscMin(mo->spec.N, 16 * mo->spec.m), mo->spec.l);
+  PetscCheck(mo->spec.N >= mo->spec.m, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
              "input %s has %d points, fewer than -batch %d (a batch holds -batch distinct points); use "
              "-batch %d or less",
-             t->input, (int)mo->N, (int)mo->m, (int)mo->N);
-  PetscCheck(mo->N >= mo->R, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
+             t->input, (int)mo->spec.N, (int)mo->spec.m, (int)mo->spec.N);
+  PetscCheck(mo->spec.N >= mo->spec.R, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
              "input %s has %d points, fewer than -reference_size %d; use -reference_size %d or less",
-             t->input, (int)mo->N, (int)mo->R, (int)mo->N);
+             t->input, (int)mo->spec.N, (int)mo->spec.R, (int)mo->spec.N);
   if (t->resume) {
     int exists = 0;
     if (t->rank == 0) exists = access(t->model_path, F_OK) == 0;
@@ -432,15 +435,15 @@ PetscErrorCode BasisTrainerSetUp(BasisTrainer t)
   if (have_checkpoint) {
     PetscCall(BasisModelRead(t->comm, t->model_path, &ck));
     PetscCall(AdoptCheckpointParameters(t, &ck));
-    K = mo->graph.K;
+    K = mo->spec.graph.K;
   } else {
-    mo->nlayers   = t->nhidden + 1;
-    mo->widths[0] = mo->D;
-    for (PetscInt i = 0; i < t->nhidden; i++) mo->widths[i + 1] = t->hidden[i];
-    mo->widths[mo->nlayers] = K;
+    mo->spec.nlayers   = t->nhidden + 1;
+    mo->spec.widths[0] = mo->spec.D;
+    for (PetscInt i = 0; i < t->nhidden; i++) mo->spec.widths[i + 1] = t->hidden[i];
+    mo->spec.widths[mo->spec.nlayers] = K;
   }
   mo->nranks = t->size;
-  PetscCall(BasisMLPCreate(mo->nlayers, mo->widths, mo->m, &t->mlp));
+  PetscCall(BasisMLPCreate(mo->spec.nlayers, mo->spec.widths, mo->spec.m, &t->mlp));
   {
     PetscInt        nl;
     const PetscInt *w;
@@ -453,14 +456,16 @@ PetscErrorCode BasisTrainerSetUp(BasisTrainer t)
   } else
     PetscCall(StartFresh(t));
 
-  PetscCall(BasisSamplerCreate(t->comm, mo->sample, &t->shard, mo->l, mo->anchors, mo->m, &t->sampler));
-  PetscCall(BasisBatchGraphCreate(&mo->graph, mo->m, mo->D, &t->bg));
-  PetscCall(PetscMalloc6((size_t)mo->m * mo->D, &t->xraw, (size_t)mo->m * mo->D, &t->xn, (size_t)mo->m * K,
-                         &t->yb, (size_t)mo->m * K, &t->phi_b, K, &t->lambda_b, K * (K + 1), &t->T));
+  PetscCall(BasisSamplerCreate(t->comm, mo->spec.sample, &t->shard, mo->spec.l, mo->anchors, mo->spec.m,
+                               &t->sampler));
+  PetscCall(BasisBatchGraphCreate(&mo->spec.graph, mo->spec.m, mo->spec.D, &t->bg));
+  PetscCall(PetscMalloc6((size_t)mo->spec.m * mo->spec.D, &t->xraw, (size_t)mo->spec.m * mo->spec.D, &t->xn,
+                         (size_t)mo->spec.m * K, &t->yb, (size_t)mo->spec.m * K, &t->phi_b, K, &t->lambda_b,
+                         K * (K + 1), &t->T));
   PetscCall(PetscMalloc1(mo->nparams + TAIL_SIZE, &t->reduce));
   /* the anchors are the first l rows of every batch */
-  PetscCall(PetscArraycpy(t->xraw, mo->anchor_x, (size_t)mo->l * mo->D));
-  BasisModelNormaliseInput(mo, mo->l, mo->anchor_x, t->xn);
+  PetscCall(PetscArraycpy(t->xraw, mo->anchor_x, (size_t)mo->spec.l * mo->spec.D));
+  BasisModelNormaliseInput(mo, mo->spec.l, mo->anchor_x, t->xn);
   t->setup = PETSC_TRUE;
   PetscFunctionReturn(0);
 }
@@ -500,7 +505,7 @@ static PetscErrorCode Progress(MPI_Request *req)
 static PetscErrorCode LocalTargets(BasisTrainer t, MPI_Request *req, BasisAlignStats *stats)
 {
   BasisModel *mo = &t->model;
-  PetscInt    l = mo->l, m = mo->m, K = mo->graph.K;
+  PetscInt    l = mo->spec.l, m = mo->spec.m, K = mo->spec.graph.K;
 
   PetscFunctionBeginUser;
   /* the batch graph's eigenvectors, on the features as given (the graph rule is defined
@@ -508,7 +513,7 @@ static PetscErrorCode LocalTargets(BasisTrainer t, MPI_Request *req, BasisAlignS
   PetscCall(BasisBatchGraphEmbed(t->bg, t->xraw, t->phi_b, t->lambda_b));
   PetscCall(Progress(req));
   /* align to the reference on the anchors, targets for the whole batch */
-  PetscCall(BasisAlignFit(&mo->align, l, K, mo->phi_ref, t->phi_b, &t->rng, t->T, stats));
+  PetscCall(BasisAlignFit(&mo->spec.align, l, K, mo->phi_ref, t->phi_b, &t->rng, t->T, stats));
   PetscCall(BasisAlignApply(m, K, t->T, t->phi_b, t->yb));
   for (PetscInt i = 0; i < m; i++) /* the network's targets: the embedding before BasisModelOutput */
     for (PetscInt j = 0; j < K; j++)
@@ -522,7 +527,7 @@ static PetscErrorCode LocalTargets(BasisTrainer t, MPI_Request *req, BasisAlignS
 static PetscReal LearningRate(const BasisModel *mo, PetscInt s)
 {
   PetscReal frac = mo->steps > 1 ? (PetscReal)s / (PetscReal)(mo->steps - 1) : 0.0;
-  return mo->lr_final + 0.5 * (mo->lr - mo->lr_final) * (1.0 + PetscCosReal(PETSC_PI * frac));
+  return mo->spec.lr_final + 0.5 * (mo->spec.lr - mo->spec.lr_final) * (1.0 + PetscCosReal(PETSC_PI * frac));
 }
 
 /*
@@ -535,7 +540,7 @@ static PetscReal LearningRate(const BasisModel *mo, PetscInt s)
 static PetscErrorCode PrepareBatch(BasisTrainer t, MPI_Request *req)
 {
   BasisModel *mo = &t->model;
-  PetscInt    l = mo->l, m = mo->m, D = mo->D;
+  PetscInt    l = mo->spec.l, m = mo->spec.m, D = mo->spec.D;
 
   PetscFunctionBeginUser;
   t->rng_before = t->rng;
@@ -570,7 +575,7 @@ static PetscErrorCode Step(BasisTrainer t)
   t->prepared = PETSC_FALSE;
   stats       = t->prep_stats;
   /* 4. loss and gradient on the normalised batch */
-  ierr = t->prep_err ? t->prep_err : BasisMLPLossBackward(t->mlp, mo->m, t->xn, t->yb, &loss);
+  ierr = t->prep_err ? t->prep_err : BasisMLPLossBackward(t->mlp, mo->spec.m, t->xn, t->yb, &loss);
   PetscCall(BasisMLPGetArrays(t->mlp, &params, &grad, &am, &av));
   if (ierr) {
     PetscCall(PetscArrayzero(grad, mo->nparams));
@@ -614,7 +619,7 @@ static PetscErrorCode Step(BasisTrainer t)
       SETERRQ(t->comm, PETSC_ERR_FP,
               "training diverged at step %d (non-finite loss or gradient) with -lr %g; %s; lower -lr and "
               "retrain%s",
-              (int)mo->step + 1, (double)mo->lr, kept, force);
+              (int)mo->step + 1, (double)mo->spec.lr, kept, force);
     }
   }
   /* 6. identical Adam update on every rank */
@@ -646,8 +651,10 @@ PetscErrorCode BasisTrainerRun(BasisTrainer t)
   signal(SIGTERM, OnStopSignal);
   PetscCall(PetscLogStagePush(BASIS_StageTrain));
   PetscCall(PetscPrintf(t->comm, "train: %d steps, batch %d (%d anchors) per rank, %d ranks, network %d",
-                        (int)(mo->steps - mo->step), (int)mo->m, (int)mo->l, t->size, (int)mo->widths[0]));
-  for (PetscInt i = 1; i <= mo->nlayers; i++) PetscCall(PetscPrintf(t->comm, "-%d", (int)mo->widths[i]));
+                        (int)(mo->steps - mo->step), (int)mo->spec.m, (int)mo->spec.l, t->size,
+                        (int)mo->spec.widths[0]));
+  for (PetscInt i = 1; i <= mo->spec.nlayers; i++)
+    PetscCall(PetscPrintf(t->comm, "-%d", (int)mo->spec.widths[i]));
   PetscCall(PetscPrintf(t->comm, " (%lld parameters)\n", (long long)mo->nparams));
   if (mo->step < mo->steps) PetscCall(PrepareBatch(t, NULL));
   while (mo->step < mo->steps) {
@@ -678,9 +685,9 @@ PetscErrorCode BasisTrainerRun(BasisTrainer t)
     double   total = MPI_Wtime() - start;
     PetscInt done  = mo->step - first;
     PetscCall(PetscPrintf(
-        t->comm,
-        "train: %d steps in %.1f s (%.3f s/step, %.0f new points/s over all ranks); per step:", (int)done,
-        total, done ? total / done : 0.0, done ? done * (double)(mo->m - mo->l) * t->size / total : 0.0));
+        t->comm, "train: %d steps in %.1f s (%.3f s/step, %.0f new points/s over all ranks); per step:",
+        (int)done, total, done ? total / done : 0.0,
+        done ? done * (double)(mo->spec.m - mo->spec.l) * t->size / total : 0.0));
     for (size_t p = 0; p < sizeof(phases) / sizeof(phases[0]); p++) {
       double secs = 0;
       for (int e = 0; e < 2 && phases[p].events[e]; e++) {

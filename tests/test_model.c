@@ -65,34 +65,34 @@ static PetscErrorCode CheckFormat1(MPI_Comm comm, const char *path, BasisModel *
 
   PetscFunctionBeginUser;
   PetscCall(BasisModelRead(comm, path, mo));
-  PetscCall(ExpectInt(comm, "N", mo->N, 600));
-  PetscCall(ExpectInt(comm, "D", mo->D, 8));
-  PetscCall(ExpectInt(comm, "K", mo->graph.K, 4));
-  PetscCall(ExpectInt(comm, "l", mo->l, 32));
-  PetscCall(ExpectInt(comm, "m", mo->m, 128));
-  PetscCall(ExpectInt(comm, "R", mo->R, 200));
-  PetscCall(ExpectInt(comm, "seed", mo->seed, 7));
+  PetscCall(ExpectInt(comm, "N", mo->spec.N, 600));
+  PetscCall(ExpectInt(comm, "D", mo->spec.D, 8));
+  PetscCall(ExpectInt(comm, "K", mo->spec.graph.K, 4));
+  PetscCall(ExpectInt(comm, "l", mo->spec.l, 32));
+  PetscCall(ExpectInt(comm, "m", mo->spec.m, 128));
+  PetscCall(ExpectInt(comm, "R", mo->spec.R, 200));
+  PetscCall(ExpectInt(comm, "seed", mo->spec.seed, 7));
   PetscCall(ExpectInt(comm, "step", mo->step, 5));
   PetscCall(ExpectInt(comm, "steps", mo->steps, 5));
   PetscCall(ExpectInt(comm, "nranks", mo->nranks, 2));
-  PetscCall(ExpectInt(comm, "knn", mo->graph.knn, 8));
-  PetscCall(ExpectInt(comm, "scale_neighbor", mo->graph.scale_neighbor, 5));
-  PetscCall(ExpectInt(comm, "ransac_iters", mo->align.ransac_iters, 30));
-  PetscCall(ExpectInt(comm, "ransac_points", mo->align.ransac_points, 12));
-  PetscCall(ExpectInt(comm, "scale", mo->graph.scale, BASIS_SCALE_MEDIAN));
-  PetscCall(ExpectInt(comm, "laplacian", mo->graph.laplacian, BASIS_LAPLACIAN_RW));
-  PetscCall(ExpectInt(comm, "align", mo->align.type, BASIS_ALIGN_RANSAC));
-  PetscCall(ExpectInt(comm, "sample", mo->sample, BASIS_SAMPLE_SHARD));
+  PetscCall(ExpectInt(comm, "knn", mo->spec.graph.knn, 8));
+  PetscCall(ExpectInt(comm, "scale_neighbor", mo->spec.graph.scale_neighbor, 5));
+  PetscCall(ExpectInt(comm, "ransac_iters", mo->spec.align.ransac_iters, 30));
+  PetscCall(ExpectInt(comm, "ransac_points", mo->spec.align.ransac_points, 12));
+  PetscCall(ExpectInt(comm, "scale", mo->spec.graph.scale, BASIS_SCALE_MEDIAN));
+  PetscCall(ExpectInt(comm, "laplacian", mo->spec.graph.laplacian, BASIS_LAPLACIAN_RW));
+  PetscCall(ExpectInt(comm, "align", mo->spec.align.type, BASIS_ALIGN_RANSAC));
+  PetscCall(ExpectInt(comm, "sample", mo->spec.sample, BASIS_SAMPLE_SHARD));
   PetscCall(ExpectReal(comm, "input scale", mo->scale, 0.23829636429990095, 0));
   PetscCall(ExpectReal(comm, "target_scale", mo->target_scale, 14.142135623730951, 0));
-  PetscCall(ExpectReal(comm, "lr", mo->lr, 0.002, 0));
-  PetscCall(ExpectReal(comm, "lr_final", mo->lr_final, 0.0005, 0));
-  PetscCall(ExpectReal(comm, "ransac_tol", mo->align.ransac_tol, 0.2, 0));
-  PetscCall(ExpectReal(comm, "max_cond", mo->align.max_cond, 1e7, 0));
-  PetscCall(ExpectInt(comm, "nlayers", mo->nlayers, 2));
-  PetscCall(ExpectInt(comm, "widths[0]", mo->widths[0], 8));
-  PetscCall(ExpectInt(comm, "widths[1]", mo->widths[1], 8));
-  PetscCall(ExpectInt(comm, "widths[2]", mo->widths[2], 4));
+  PetscCall(ExpectReal(comm, "lr", mo->spec.lr, 0.002, 0));
+  PetscCall(ExpectReal(comm, "lr_final", mo->spec.lr_final, 0.0005, 0));
+  PetscCall(ExpectReal(comm, "ransac_tol", mo->spec.align.ransac_tol, 0.2, 0));
+  PetscCall(ExpectReal(comm, "max_cond", mo->spec.align.max_cond, 1e7, 0));
+  PetscCall(ExpectInt(comm, "nlayers", mo->spec.nlayers, 2));
+  PetscCall(ExpectInt(comm, "widths[0]", mo->spec.widths[0], 8));
+  PetscCall(ExpectInt(comm, "widths[1]", mo->spec.widths[1], 8));
+  PetscCall(ExpectInt(comm, "widths[2]", mo->spec.widths[2], 4));
   PetscCall(ExpectInt(comm, "nparams", mo->nparams, 108));
   if (failures) PetscFunctionReturn(0); /* the arrays' sizes depend on the above */
   for (PetscInt i = 0; i < 32; i++) PetscCall(ExpectInt(comm, "an anchor", mo->anchors[i], anchors[i]));
@@ -107,7 +107,7 @@ static PetscErrorCode CheckFormat1(MPI_Comm comm, const char *path, BasisModel *
   PetscCall(ExpectReal(comm, "sum params", SumF(mo->nparams, mo->params), 1.6051523047499359, tol));
   PetscCall(ExpectReal(comm, "sum adam_m", SumF(mo->nparams, mo->adam_m), -0.56891403628105763, tol));
   PetscCall(ExpectReal(comm, "sum adam_v", SumF(mo->nparams, mo->adam_v), 0.059928047725227973, tol));
-  PetscCall(ExpectReal(comm, "sum mean", SumF(mo->D, mo->mean), -1.312104863114655, tol));
+  PetscCall(ExpectReal(comm, "sum mean", SumF(mo->spec.D, mo->mean), -1.312104863114655, tol));
   PetscCall(ExpectReal(comm, "sum anchor_x", SumF(32 * 8, mo->anchor_x), -43.938649803109001, tol));
   PetscCall(ExpectReal(comm, "sum phi_ref", SumD(32 * 4, mo->phi_ref), 2.2902386653805591, tol));
   PetscCall(ExpectReal(comm, "sum lambda_ref", SumD(4, mo->lambda_ref), 0.06233228080473352, tol));
@@ -126,26 +126,30 @@ static PetscErrorCode CheckFormat1(MPI_Comm comm, const char *path, BasisModel *
 /* Bitwise comparison of two models, field by field. */
 static PetscErrorCode CompareModels(MPI_Comm comm, const BasisModel *a, const BasisModel *b)
 {
-  const PetscInt K = a->graph.K;
+  const PetscInt K = a->spec.graph.K;
   int            same;
 
   PetscFunctionBeginUser;
 #define SAME(x)          ((a)->x == (b)->x)
+#define SAME_SPEC(x)     SAME(spec.x)
 #define SAME_ARRAY(x, n) (!memcmp((a)->x, (b)->x, sizeof(*(a)->x) * (size_t)(n)))
-  same = SAME(N) && SAME(D) && SAME(graph.K) && SAME(l) && SAME(m) && SAME(R) && SAME(seed) && SAME(step) &&
-         SAME(steps) && SAME(nranks) && SAME(graph.knn) && SAME(graph.scale_neighbor) && SAME(graph.scale) &&
-         SAME(graph.laplacian) && SAME(align.type) && SAME(align.ransac_iters) && SAME(align.ransac_points) &&
-         SAME(align.ransac_tol) && SAME(align.max_cond) && SAME(sample) && SAME(scale) &&
-         SAME(target_scale) && SAME(lr) && SAME(lr_final) && SAME(nlayers) && SAME(nparams) &&
-         SAME_ARRAY(widths, a->nlayers + 1);
+  same = SAME_SPEC(N) && SAME_SPEC(D) && SAME_SPEC(graph.K) && SAME_SPEC(l) && SAME_SPEC(m) && SAME_SPEC(R) &&
+         SAME_SPEC(seed) && SAME(step) && SAME(steps) && SAME(nranks) && SAME_SPEC(graph.knn) &&
+         SAME_SPEC(graph.scale_neighbor) && SAME_SPEC(graph.scale) && SAME_SPEC(graph.laplacian) &&
+         SAME_SPEC(align.type) && SAME_SPEC(align.ransac_iters) && SAME_SPEC(align.ransac_points) &&
+         SAME_SPEC(align.ransac_tol) && SAME_SPEC(align.max_cond) && SAME_SPEC(sample) && SAME(scale) &&
+         SAME(target_scale) && SAME_SPEC(lr) && SAME_SPEC(lr_final) && SAME_SPEC(nlayers) && SAME(nparams) &&
+         SAME_ARRAY(spec.widths, a->spec.nlayers + 1);
   if (same)
     same = SAME_ARRAY(params, a->nparams) && SAME_ARRAY(adam_m, a->nparams) &&
-           SAME_ARRAY(adam_v, a->nparams) && SAME_ARRAY(mean, a->D) && SAME_ARRAY(anchors, a->l) &&
-           SAME_ARRAY(anchor_x, a->l * a->D) && SAME_ARRAY(phi_ref, a->l * K) && SAME_ARRAY(lambda_ref, K) &&
-           SAME_ARRAY(out_shift, K) && SAME_ARRAY(out_scale, K) && SAME_ARRAY(rng, 4 * a->nranks) &&
+           SAME_ARRAY(adam_v, a->nparams) && SAME_ARRAY(mean, a->spec.D) && SAME_ARRAY(anchors, a->spec.l) &&
+           SAME_ARRAY(anchor_x, a->spec.l * a->spec.D) && SAME_ARRAY(phi_ref, a->spec.l * K) &&
+           SAME_ARRAY(lambda_ref, K) && SAME_ARRAY(out_shift, K) && SAME_ARRAY(out_scale, K) &&
+           SAME_ARRAY(rng, 4 * a->nranks) &&
            SAME_ARRAY(history, PetscMax(a->steps, 1) * BASIS_HISTORY_FIELDS) && !a->ortho_R == !b->ortho_R &&
            (!a->ortho_R || SAME_ARRAY(ortho_R, K * K));
 #undef SAME
+#undef SAME_SPEC
 #undef SAME_ARRAY
   if (!same) {
     PetscCall(PetscPrintf(comm, "FAIL round trip: the model read back differs from the one written\n"));

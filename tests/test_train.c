@@ -66,7 +66,7 @@ static PetscErrorCode WriteData(MPI_Comm comm, const char *path)
 /* This rank's n rows x embedded by the model through the embedder that basis embed uses. */
 static PetscErrorCode EmbedRows(const BasisModel *mo, PetscInt n, const float x[], PetscReal Y[])
 {
-  PetscInt      K = mo->widths[mo->nlayers];
+  PetscInt      K = mo->spec.widths[mo->spec.nlayers];
   BasisEmbedder e;
   float        *y;
 
@@ -93,7 +93,7 @@ static PetscErrorCode DistanceToExact(MPI_Comm comm, const BasisModel *mo, const
 
   PetscFunctionBeginUser;
   PetscCall(PetscMalloc1((size_t)N_POINTS * K_DIM, &V_all));
-  BasisGraphParamsMatched(&mo->graph, N_POINTS, mo->m, &matched);
+  BasisGraphParamsMatched(&mo->spec.graph, N_POINTS, mo->spec.m, &matched);
   matched.batch_solver = BASIS_BATCH_DENSE; /* the reference: LAPACK, to full accuracy */
   PetscCall(BasisBatchGraphCreate(&matched, N_POINTS, D_DIM, &bg));
   PetscCall(BasisBatchGraphEmbed(bg, all_x, V_all, lambda));

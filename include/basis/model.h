@@ -17,33 +17,39 @@
 #define BASIS_MODEL_FORMAT 2
 #define BASIS_MAX_LAYERS   16
 
+/* What a model is: chosen when training starts (options and the data's shape) and adopted
+   whole by -resume, which continues the same run. */
 typedef struct {
-  /* network */
-  PetscInt   nlayers;                      /* weight layers */
-  PetscInt   widths[BASIS_MAX_LAYERS + 1]; /* D, hidden..., K */
+  PetscInt         nlayers;                      /* weight layers */
+  PetscInt         widths[BASIS_MAX_LAYERS + 1]; /* D, hidden..., K */
+  PetscInt         N, D;                         /* the training data's shape */
+  BasisGraphParams graph;                        /* the graph rule's parameters (-knn, -dim, ...) */
+  BasisAlignParams align;                        /* -align and its RANSAC parameters */
+  BasisSampleType  sample;                       /* -sample */
+  PetscInt         l, m, R, seed;                /* -anchors, -batch, -reference_size, -seed */
+  PetscReal        lr;                           /* Adam learning rate at step 1 */
+  PetscReal        lr_final; /* ... decayed along a half cosine to this at the last step (= lr: constant) */
+} BasisModelSpec;
+
+typedef struct {
+  BasisModelSpec spec;
+  /* network weights */
   PetscCount nparams;
   float     *params, *adam_m, *adam_v; /* [nparams] each */
-  /* data and input normalisation: the network sees (x - mean) / scale */
-  PetscInt  N, D;
+  /* input normalisation: the network sees (x - mean) / scale */
   float    *mean; /* [D] */
   PetscReal scale;
   PetscReal target_scale; /* the embedding's units: aligned eigenvectors * target_scale */
   /* the network learns standardised targets; the embedding is its output * out_scale +
      out_shift (column by column; 0 and 1 in files written before this existed) */
   PetscReal *out_shift, *out_scale; /* [K] each */
-  /* BASiS */
-  BasisGraphParams graph;
-  BasisAlignParams align;
-  BasisSampleType  sample;
-  PetscInt         l, m, R, seed;
-  PetscInt        *anchors;    /* [l] global row indices */
-  float           *anchor_x;   /* [l][D] raw anchor features */
-  PetscReal       *phi_ref;    /* [l][K] */
-  PetscReal       *lambda_ref; /* [K] */
-  PetscReal        lr;         /* Adam learning rate at step 1 */
-  PetscReal        lr_final;   /* ... decayed along a half cosine to this at the last step (= lr: constant) */
+  /* the reference */
+  PetscInt  *anchors;    /* [l] global row indices */
+  float     *anchor_x;   /* [l][D] raw anchor features */
+  PetscReal *phi_ref;    /* [l][K] */
+  PetscReal *lambda_ref; /* [K] */
   /* training state */
-  PetscInt   step, steps; /* steps done, steps planned */
+  PetscInt   step, steps; /* steps done, steps planned (-steps may extend a resumed run) */
   PetscInt   nranks;
   uint64_t  *rng;     /* [nranks][4] batch stream state of each rank */
   PetscReal *history; /* [steps][BASIS_HISTORY_FIELDS] mean over ranks per step */
