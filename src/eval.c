@@ -312,7 +312,7 @@ PetscErrorCode BasisEvaluatorSetModel(BasisEvaluator ev, const char *path)
 */
 PetscErrorCode BasisEvaluatorSetFromOptions(BasisEvaluator ev)
 {
-  PetscBool match_set;
+  PetscBool match_set, has_kmeans_seed;
 
   PetscFunctionBeginUser;
   if (ev->Kmax > 0) ev->graph.K = ev->Kmax;
@@ -329,9 +329,15 @@ PetscErrorCode BasisEvaluatorSetFromOptions(BasisEvaluator ev)
                             &ev->restarts, NULL));
   PetscCall(PetscOptionsReal("-probe_test_fraction", "Fraction of rows held out to score the linear probe",
                              NULL, ev->test_fraction, &ev->test_fraction, NULL));
-  PetscCall(PetscOptionsDeprecated(
-      "-seed", "-kmeans_seed", "0.2",
-      "In basis eval, -seed was the k-means seed; generate and train keep their own."));
+  /* -seed is the old name of -kmeans_seed (0.2). One options file often serves every
+     command (jobs/pipeline.opts): when it sets both, -seed is train's and -kmeans_seed wins
+     here, without a warning; -seed alone still seeds k-means, with PETSc's deprecation
+     warning (the rule of generate's -data_seed). */
+  PetscCall(PetscOptionsHasName(NULL, NULL, "-kmeans_seed", &has_kmeans_seed));
+  if (!has_kmeans_seed)
+    PetscCall(PetscOptionsDeprecated(
+        "-seed", "-kmeans_seed", "0.2",
+        "the k-means seed of eval is -kmeans_seed; -seed is the training seed of train"));
   PetscCall(PetscOptionsInt("-kmeans_seed", "Random seed of k-means", NULL, ev->kmeans_seed, &ev->kmeans_seed,
                             NULL));
   PetscCall(BasisGraphParamsSetFromOptions(ev->comm, &ev->graph));

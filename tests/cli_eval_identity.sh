@@ -40,10 +40,10 @@ same() { # same NAME A B
 }
 
 w=$work
-run 2 generate -n 200 -d 5 -classes 3 -seed 3 -output "$w/data.h5" >/dev/null || exit 1
-run 2 generate -n 200 -d 5 -classes 3 -seed 4 -output "$w/other.h5" >/dev/null || exit 1
-run 2 generate -n 200 -d 6 -classes 3 -seed 5 -output "$w/wide.h5" >/dev/null || exit 1
-run 2 generate -n 300 -d 5 -classes 3 -seed 6 -output "$w/n300.h5" >/dev/null || exit 1
+run 2 generate -n 200 -d 5 -classes 3 -data_seed 3 -output "$w/data.h5" >/dev/null || exit 1
+run 2 generate -n 200 -d 5 -classes 3 -data_seed 4 -output "$w/other.h5" >/dev/null || exit 1
+run 2 generate -n 200 -d 6 -classes 3 -data_seed 5 -output "$w/wide.h5" >/dev/null || exit 1
+run 2 generate -n 300 -d 5 -classes 3 -data_seed 6 -output "$w/n300.h5" >/dev/null || exit 1
 cp "$w/data.h5" "$w/copy.h5"
 run 1 train -input "$w/data.h5" -model "$w/m.h5" -batch 56 -anchors 20 -hidden 16,16 -dim 4 -steps 2 \
   -train_monitor 0 >/dev/null || exit 1
