@@ -156,6 +156,7 @@ PetscErrorCode BasisGenerateMain(MPI_Comm comm)
   PetscBool           force                      = PETSC_FALSE, has_data_seed;
   PetscMPIInt         size, rank;
   PetscInt            rstart, n, slab, nslabs, done = 0;
+  size_t              nonfinite = 0; /* features that overflowed float32 */
   float              *x;
   int                *labels;
   BasisOutput         out;
@@ -196,7 +197,9 @@ PetscErrorCode BasisGenerateMain(MPI_Comm comm)
   PetscCheck(p.N >= size, comm, PETSC_ERR_ARG_OUTOFRANGE, "-n %d must be at least the number of ranks %d",
              (int)p.N, size);
   PetscCheck(p.D >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-d %d must be at least 1", (int)p.D);
-  PetscCheck(p.noise >= 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-noise %g must be non-negative", (double)p.noise);
+  /* 1e30: the noise times a normal deviate (|z| < 40) must stay far inside float32's range */
+  PetscCheck(p.noise >= 0 && p.noise <= 1e30, comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "-noise %g must be a number from 0 to 1e30", (double)p.noise);
   PetscCheck(p.latent >= 1 && p.latent <= 16, comm, PETSC_ERR_ARG_OUTOFRANGE, "-latent %d must be in 1..16",
              (int)p.latent);
   PetscCheck(p.classes >= 1 && p.classes <= 1000, comm, PETSC_ERR_ARG_OUTOFRANGE,
@@ -221,6 +224,10 @@ PetscErrorCode BasisGenerateMain(MPI_Comm comm)
     PetscLogDouble now;
 
     PetscCall(BasisGenerateRows(&p, rstart + lo, cnt, x, labels));
+    for (size_t i = 0; i < (size_t)cnt * p.D; i++) nonfinite += !isfinite(x[i]);
+    BasisCheckAll(comm, nonfinite == 0, PETSC_ERR_FP,
+                  "generate: non-finite features (float32 overflow) with -noise %g; lower -noise",
+                  (double)p.noise);
     PetscCall(BasisH5WriteRows(comm, fdset, rstart + lo, cnt, p.D, H5T_NATIVE_FLOAT, x));
     PetscCall(BasisH5WriteRows(comm, ldset, rstart + lo, cnt, 1, H5T_NATIVE_INT, labels));
     done += cnt;

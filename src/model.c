@@ -29,6 +29,7 @@
 #include <basis/log.h>
 #include <basis/output.h>
 #include <basis/h5io.h>
+#include <float.h>
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
@@ -569,11 +570,19 @@ PetscErrorCode BasisModelView(const BasisModel *mo, MPI_Comm comm)
 /* The network's input: (x - mean) / scale, row by row (n rows of D). */
 void BasisModelNormaliseInput(const BasisModel *mo, PetscInt n, const float x[], float xn[])
 {
-  float inv = (float)(1.0 / mo->scale);
+  const PetscInt D   = mo->spec.D;
+  float          inv = (float)(1.0 / mo->scale);
 
-  for (PetscInt i = 0; i < n; i++)
-    for (PetscInt j = 0; j < mo->spec.D; j++)
-      xn[(size_t)i * mo->spec.D + j] = (x[(size_t)i * mo->spec.D + j] - mo->mean[j]) * inv;
+  if (isfinite(inv) && inv >= FLT_MIN) {
+    for (PetscInt i = 0; i < n; i++)
+      for (PetscInt j = 0; j < D; j++) xn[(size_t)i * D + j] = (x[(size_t)i * D + j] - mo->mean[j]) * inv;
+  } else {
+    /* features so small (or large) that 1 / scale leaves float32's normal range, e.g.
+       denormal data: the same map in double, so the network still sees O(1) inputs */
+    for (PetscInt i = 0; i < n; i++)
+      for (PetscInt j = 0; j < D; j++)
+        xn[(size_t)i * D + j] = (float)(((double)x[(size_t)i * D + j] - mo->mean[j]) / mo->scale);
+  }
 }
 
 /* The embedding from the network's output, in place: y * out_scale + out_shift per column. */

@@ -11,3 +11,6 @@ add_test(NAME fuzz_h5 COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_
          WORKING_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR})
 set_tests_properties(fuzz_h5 PROPERTIES TIMEOUT 600 PROCESSORS 2
                      ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMPI_MCA_btl=self,vader")
+# Units: X and c X (c = 2^+-100, 1e+-30, 3.7e25, 1e-40) train and embed to the same result
+# up to rounding (bitwise for powers of two) at 1/2/4 ranks.
+basis_add_cli_test(cli_units cli_units.sh TIMEOUT 600)

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# cli_units.sh BASIS - results do not depend on the data's units (issue 18 item 5): the
+# same data X multiplied by c give the same trained model and embedding up to rounding, at
+# 1, 2 and 4 ranks. c = 2^100 and 2^-100 (exact in floating point): the network's
+# parameters and the embedding bitwise identical to X's. c = 1e30, 1e-30, 3.7e25: the
+# embedding within 1e-4 of X's (relative to its largest entry). c = 1e-40 (denormal once
+# held in float32, stored in the file as float64): within 1e-2, the precision the values
+# keep. Before the graph's distances and the network's input were made unit-free, 1e30 gave
+# a disconnected graph and 1e-40 a training error. Silent on success; prints each failure.
+set -u
+basis=$1
+work=$(mktemp -d "${TMPDIR:-/tmp}/basis-units.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+mpiexec=(mpiexec --oversubscribe --allow-run-as-root)
+fail=0
+
+timeout 120 "${mpiexec[@]}" -n 2 "$basis" generate -n 800 -d 6 -classes 4 -data_seed 3 -output "$work/x.h5" \
+  >/dev/null || { echo "FAIL: cannot generate the test data"; exit 1; }
+/usr/bin/python3 - "$work" <<'PY' || { echo "FAIL: h5py could not write the scaled copies"; exit 1; }
+import sys
+import h5py, numpy as np
+w = sys.argv[1] + "/"
+f = h5py.File(w + "x.h5", "r")
+X, L = f["features"][()].astype(np.float64), f["labels"][()]
+for name, c, dtype in [("p100", 2.0**100, np.float32), ("m100", 2.0**-100, np.float32), ("e30", 1e30, np.float32),
+                       ("em30", 1e-30, np.float32), ("e25", 3.7e25, np.float32), ("em40", 1e-40, np.float64)]:
+    with h5py.File(w + name + ".h5", "w") as g:
+        g["features"] = (X * c).astype(dtype)
+        g["labels"] = L
+PY
+for np_ in 1 2 4; do
+  for d in x p100 m100 e30 em30 e25 em40; do
+    timeout 300 "${mpiexec[@]}" -n $np_ "$basis" train -input "$work/$d.h5" -model "$work/$d.$np_.m.h5" -steps 30 \
+      -batch 256 -anchors 64 -hidden 32,32 -train_monitor 0 >"$work/$d.$np_.log" 2>&1 &&
+      timeout 300 "${mpiexec[@]}" -n $np_ "$basis" embed -input "$work/$d.h5" -model "$work/$d.$np_.m.h5" \
+        -output "$work/$d.$np_.e.h5" >>"$work/$d.$np_.log" 2>&1 ||
+      { echo "FAIL: $d at $np_ ranks: train or embed failed:"; tail -3 "$work/$d.$np_.log"; fail=1; }
+  done
+  /usr/bin/python3 - "$work" "$np_" <<'PY' || fail=1
+import sys
+import h5py, numpy as np
+w, r = sys.argv[1] + "/", sys.argv[2]
+def get(d):
+    try:
+        return h5py.File(f"{w}{d}.{r}.m.h5", "r")["network/params"][()], h5py.File(f"{w}{d}.{r}.e.h5", "r")["embedding"][()]
+    except OSError:
+        return None, None
+p0, y0 = get("x")
+bad = 0
+for d, tol in [("p100", 0), ("m100", 0), ("e30", 1e-4), ("em30", 1e-4), ("e25", 1e-4), ("em40", 1e-2)]:
+    p, y = get(d)
+    if y is None or y0 is None:
+        continue  # reported above
+    rel = np.abs(y - y0).max() / np.abs(y0).max()
+    if (tol == 0 and not ((p == p0).all() and (y == y0).all())) or rel > tol:
+        print(f"FAIL: {d} at {r} ranks: embedding differs from the unscaled data's by {rel:.2e} (limit {tol:g})")
+        bad = 1
+sys.exit(bad)
+PY
+done
+exit $fail
