@@ -48,6 +48,15 @@ PetscErrorCode BasisTestCheckSame(MPI_Comm comm, const char *what, double v)
   PetscFunctionReturn(0);
 }
 
+/* BasisTestCheckNear - |got - want| <= tol, a NaN failing. Collective on comm. */
+PetscErrorCode BasisTestCheckNear(MPI_Comm comm, const char *what, double got, double want, double tol)
+{
+  PetscFunctionBeginUser;
+  PetscCall(BasisTestCheck(comm, (PetscBool)(PetscAbsReal(got - want) <= tol),
+                           "%s: got %.17g, expected %.17g", what, got, want));
+  PetscFunctionReturn(0);
+}
+
 int BasisTestFailures(void)
 {
   return failures;

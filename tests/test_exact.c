@@ -17,22 +17,9 @@
 #include <basis/exact.h>
 #include <basis/metrics.h>
 #include <basis/rng.h>
+#include "check.h"
 #include <petscblaslapack.h>
 #include <slepcsys.h>
-
-/* Verdict agreed over comm: printed once by rank 0, counted once. */
-static PetscErrorCode Expect(MPI_Comm comm, PetscBool ok, int *failures, const char *what)
-{
-  int lok = ok ? 1 : 0, all;
-
-  PetscFunctionBeginUser;
-  PetscCallMPI(MPI_Allreduce(&lok, &all, 1, MPI_INT, MPI_MIN, comm));
-  if (!all) {
-    PetscCall(PetscPrintf(comm, "FAIL %s\n", what));
-    (*failures)++;
-  }
-  PetscFunctionReturn(0);
-}
 
 typedef enum { DATA_INTEGER, DATA_GAUSSIAN, DATA_PATH } DataType;
 
@@ -94,14 +81,13 @@ static int PairCompare(const void *a, const void *b)
 
 /* Test 1: ring kNN against brute force. */
 static PetscErrorCode TestKnn(MPI_Comm comm, DataType type, PetscInt N, PetscInt D, PetscInt k,
-                              PetscBool uneven, int *failures)
+                              PetscBool uneven)
 {
   float     *x;
   Pair      *pairs;
   BasisShard shard;
   BasisKnn   knn;
   PetscInt   bad_idx = 0, bad_d = 0;
-  char       what[256];
 
   PetscFunctionBeginUser;
   PetscCall(PetscMalloc2((size_t)N * D, &x, N, &pairs));
@@ -132,13 +118,12 @@ static PetscErrorCode TestKnn(MPI_Comm comm, DataType type, PetscInt N, PetscInt
       if (PetscAbsReal(d - pairs[t].d) > tol) bad_d++;
     }
   }
-  PetscCall(PetscSNPrintf(
-      what, sizeof(what), "ring kNN (%s data, N %d, D %d, k %d, %s split): neighbour lists differ",
-      type == DATA_INTEGER ? "integer" : "gaussian", (int)N, (int)D, (int)k, uneven ? "uneven" : "block"));
-  PetscCall(Expect(comm, bad_idx == 0, failures, what));
-  PetscCall(PetscSNPrintf(what, sizeof(what), "ring kNN (N %d, k %d): distances differ from brute force",
-                          (int)N, (int)k));
-  PetscCall(Expect(comm, bad_d == 0, failures, what));
+  PetscCall(BasisTestCheck(comm, (PetscBool)(bad_idx == 0),
+                           "ring kNN (%s data, N %d, D %d, k %d, %s split): neighbour lists differ",
+                           type == DATA_INTEGER ? "integer" : "gaussian", (int)N, (int)D, (int)k,
+                           uneven ? "uneven" : "block"));
+  PetscCall(BasisTestCheck(comm, (PetscBool)(bad_d == 0),
+                           "ring kNN (N %d, k %d): distances differ from brute force", (int)N, (int)k));
   PetscCall(BasisKnnDestroy(&knn));
   PetscCall(PetscFree2(x, pairs));
   PetscFunctionReturn(0);
@@ -178,7 +163,7 @@ static PetscErrorCode OutOfSpan(MPI_Comm comm, PetscInt n, PetscInt K, PetscInt 
 }
 
 /* Test 2: c far-apart clusters of 45 points: a disconnected graph. */
-static PetscErrorCode TestClusters(MPI_Comm comm, PetscInt c, BasisLaplacianType lap, int *failures)
+static PetscErrorCode TestClusters(MPI_Comm comm, PetscInt c, BasisLaplacianType lap)
 {
   const PetscInt     N = 45 * c, D = 3, K = c + 2;
   float             *x;
@@ -189,7 +174,6 @@ static PetscErrorCode TestClusters(MPI_Comm comm, PetscInt c, BasisLaplacianType
   Vec                deg;
   const PetscScalar *dg;
   PetscReal         *phi, *lambda, *residual, *ind, worst = 0, zero = 0;
-  char               what[256];
 
   PetscFunctionBeginUser;
   PetscCall(PetscMalloc1((size_t)N * D, &x));
@@ -224,17 +208,15 @@ static PetscErrorCode TestClusters(MPI_Comm comm, PetscInt c, BasisLaplacianType
   PetscCall(VecRestoreArrayRead(deg, &dg));
   for (PetscInt a = 0; a < c; a++) zero = PetscMax(zero, PetscAbsReal(lambda[a]));
   /* eps_tol 1e-8 (SLEPc default) on a degenerate eigenvalue: the span is accurate to ~1e-8 */
-  PetscCall(PetscSNPrintf(what, sizeof(what),
-                          "%d clusters (%s): indicators not in the span of the first %d eigenvectors (%g)",
-                          (int)c, BasisLaplacianTypes[lap], (int)c, (double)worst));
-  PetscCall(Expect(comm, worst < 1e-6, failures, what));
+  PetscCall(BasisTestCheck(comm, (PetscBool)(worst < 1e-6),
+                           "%d clusters (%s): indicators not in the span of the first %d eigenvectors (%g)",
+                           (int)c, BasisLaplacianTypes[lap], (int)c, (double)worst));
   /* a disconnected graph has lambda = 0 once per component; the next one is bounded away (a
      blob of 45 points with 10 neighbours is well connected) */
-  PetscCall(
-      PetscSNPrintf(what, sizeof(what),
-                    "%d clusters (%s): largest of the first %d eigenvalues %g, next %g; expected 0, then > 0",
-                    (int)c, BasisLaplacianTypes[lap], (int)c, (double)zero, (double)lambda[c]));
-  PetscCall(Expect(comm, zero < 1e-8 && lambda[c] > 1e-3, failures, what));
+  PetscCall(BasisTestCheck(
+      comm, (PetscBool)(zero < 1e-8 && lambda[c] > 1e-3),
+      "%d clusters (%s): largest of the first %d eigenvalues %g, next %g; expected 0, then > 0", (int)c,
+      BasisLaplacianTypes[lap], (int)c, (double)zero, (double)lambda[c]));
   PetscCall(VecDestroy(&deg));
   PetscCall(MatDestroy(&W));
   PetscCall(BasisKnnDestroy(&knn));
@@ -244,7 +226,7 @@ static PetscErrorCode TestClusters(MPI_Comm comm, PetscInt c, BasisLaplacianType
 }
 
 /* Test 3: distributed SLEPc vs dense LAPACK on the same graph. */
-static PetscErrorCode TestDense(MPI_Comm comm, BasisLaplacianType lap, int *failures)
+static PetscErrorCode TestDense(MPI_Comm comm, BasisLaplacianType lap)
 {
   const PetscInt   N = 150, D = 3, K = 5;
   float           *x;
@@ -252,7 +234,6 @@ static PetscErrorCode TestDense(MPI_Comm comm, BasisLaplacianType lap, int *fail
   BasisGraphParams p;
   BasisBatchGraph  bg;
   PetscReal       *phi, *dense, lambda[5], dlambda[5], residual[5], dl = 0, dv = 0, dG;
-  char             what[256];
 
   PetscFunctionBeginUser;
   PetscCall(PetscMalloc1((size_t)N * D, &x));
@@ -279,22 +260,21 @@ static PetscErrorCode TestDense(MPI_Comm comm, BasisLaplacianType lap, int *fail
   PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &dv, 1, MPIU_REAL, MPIU_MAX, comm));
   PetscCall(BasisMetricGrassmann(comm, shard.n, K, phi, K, dense + (size_t)shard.rstart * K, &dG, NULL));
   /* unnormalized: eigenvalues scale with the degrees (up to ~2 k), the rest are <= 2 */
-  PetscCall(PetscSNPrintf(what, sizeof(what), "path (%s): SLEPc and LAPACK eigenvalues differ by %g",
-                          BasisLaplacianTypes[lap], (double)dl));
-  PetscCall(Expect(comm, dl < 1e-9 * (lap == BASIS_LAPLACIAN_UNNORMALIZED ? 20 : 1), failures, what));
-  PetscCall(PetscSNPrintf(what, sizeof(what), "path (%s): SLEPc and LAPACK eigenvectors differ by %g (entry)",
-                          BasisLaplacianTypes[lap], (double)dv));
-  PetscCall(Expect(comm, dv < 1e-6, failures, what));
-  PetscCall(PetscSNPrintf(what, sizeof(what), "path (%s): d_G(SLEPc, LAPACK) = %g", BasisLaplacianTypes[lap],
-                          (double)dG));
-  PetscCall(Expect(comm, dG < 1e-10, failures, what));
+  PetscCall(BasisTestCheck(comm, (PetscBool)(dl < 1e-9 * (lap == BASIS_LAPLACIAN_UNNORMALIZED ? 20 : 1)),
+                           "path (%s): SLEPc and LAPACK eigenvalues differ by %g", BasisLaplacianTypes[lap],
+                           (double)dl));
+  PetscCall(BasisTestCheck(comm, (PetscBool)(dv < 1e-6),
+                           "path (%s): SLEPc and LAPACK eigenvectors differ by %g (entry)",
+                           BasisLaplacianTypes[lap], (double)dv));
+  PetscCall(BasisTestCheck(comm, (PetscBool)(dG < 1e-10), "path (%s): d_G(SLEPc, LAPACK) = %g",
+                           BasisLaplacianTypes[lap], (double)dG));
   PetscCall(PetscFree2(phi, dense));
   PetscCall(PetscFree(x));
   PetscFunctionReturn(0);
 }
 
 /* Test 4: an eigensolver stopped after one iteration must be refused, not returned. */
-static PetscErrorCode TestUnconverged(MPI_Comm comm, int *failures)
+static PetscErrorCode TestUnconverged(MPI_Comm comm)
 {
   const PetscInt   N = 300, D = 3, K = 6;
   float           *x;
@@ -302,7 +282,6 @@ static PetscErrorCode TestUnconverged(MPI_Comm comm, int *failures)
   BasisGraphParams p;
   PetscReal       *phi, lambda[6], residual[6];
   PetscErrorCode   ierr;
-  char             what[128];
 
   PetscFunctionBeginUser;
   PetscCall(PetscMalloc1((size_t)N * D, &x));
@@ -322,9 +301,9 @@ static PetscErrorCode TestUnconverged(MPI_Comm comm, int *failures)
   PetscCall(PetscPopErrorHandler());
   PetscCall(PetscOptionsClearValue(NULL, "-exact_eps_max_it"));
   PetscCall(PetscOptionsClearValue(NULL, "-exact_eps_ncv"));
-  PetscCall(PetscSNPrintf(what, sizeof(what), "unconverged solve: error code %d, expected %d (not converged)",
-                          (int)ierr, (int)PETSC_ERR_NOT_CONVERGED));
-  PetscCall(Expect(comm, ierr == PETSC_ERR_NOT_CONVERGED, failures, what));
+  PetscCall(BasisTestCheck(comm, (PetscBool)(ierr == PETSC_ERR_NOT_CONVERGED),
+                           "unconverged solve: error code %d, expected %d (not converged)", (int)ierr,
+                           (int)PETSC_ERR_NOT_CONVERGED));
   PetscCall(PetscFree(phi));
   PetscCall(PetscFree(x));
   PetscFunctionReturn(0);
@@ -332,25 +311,24 @@ static PetscErrorCode TestUnconverged(MPI_Comm comm, int *failures)
 
 int main(int argc, char **argv)
 {
-  int      failures = 0;
   MPI_Comm comm;
 
   PetscCall(SlepcInitialize(&argc, &argv, NULL, NULL));
   PetscCall(BasisInitialize());
   comm = PETSC_COMM_WORLD;
-  PetscCall(TestKnn(comm, DATA_INTEGER, 200, 3, 7, PETSC_FALSE, &failures));
-  PetscCall(TestKnn(comm, DATA_INTEGER, 203, 2, 12, PETSC_TRUE, &failures));
-  PetscCall(TestKnn(comm, DATA_GAUSSIAN, 257, 9, 10, PETSC_FALSE, &failures));
-  PetscCall(TestKnn(comm, DATA_GAUSSIAN, 13, 4, 10, PETSC_FALSE, &failures)); /* k > block size */
-  PetscCall(TestKnn(comm, DATA_GAUSSIAN, 61, 5, 6, PETSC_TRUE, &failures));
-  PetscCall(TestClusters(comm, 2, BASIS_LAPLACIAN_SYM, &failures));
-  PetscCall(TestClusters(comm, 2, BASIS_LAPLACIAN_RW, &failures));
+  PetscCall(TestKnn(comm, DATA_INTEGER, 200, 3, 7, PETSC_FALSE));
+  PetscCall(TestKnn(comm, DATA_INTEGER, 203, 2, 12, PETSC_TRUE));
+  PetscCall(TestKnn(comm, DATA_GAUSSIAN, 257, 9, 10, PETSC_FALSE));
+  PetscCall(TestKnn(comm, DATA_GAUSSIAN, 13, 4, 10, PETSC_FALSE)); /* k > block size */
+  PetscCall(TestKnn(comm, DATA_GAUSSIAN, 61, 5, 6, PETSC_TRUE));
+  PetscCall(TestClusters(comm, 2, BASIS_LAPLACIAN_SYM));
+  PetscCall(TestClusters(comm, 2, BASIS_LAPLACIAN_RW));
   /* Repeated eigenvalues: 3 components (any Laplacian), 2 with the unnormalized one.
      Krylov-Schur alone returned lambda = 0, 0, 0.10 instead of 0, 0, 0 here. */
-  PetscCall(TestClusters(comm, 2, BASIS_LAPLACIAN_UNNORMALIZED, &failures));
-  for (int l = 0; l < 3; l++) PetscCall(TestClusters(comm, 3, (BasisLaplacianType)l, &failures));
-  for (int l = 0; l < 3; l++) PetscCall(TestDense(comm, (BasisLaplacianType)l, &failures));
-  PetscCall(TestUnconverged(comm, &failures));
+  PetscCall(TestClusters(comm, 2, BASIS_LAPLACIAN_UNNORMALIZED));
+  for (int l = 0; l < 3; l++) PetscCall(TestClusters(comm, 3, (BasisLaplacianType)l));
+  for (int l = 0; l < 3; l++) PetscCall(TestDense(comm, (BasisLaplacianType)l));
+  PetscCall(TestUnconverged(comm));
   PetscCall(SlepcFinalize());
-  return failures ? 1 : 0;
+  return BasisTestFailures() ? 1 : 0;
 }

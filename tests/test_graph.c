@@ -23,36 +23,11 @@
 #include <basis/graph.h>
 #include <basis/h5io.h>
 #include <basis/rng.h>
+#include "check.h"
 #include <petscblaslapack.h>
 #include <slepcsys.h>
 #include <stdio.h>
 #include <string.h>
-
-static int failures = 0;
-
-/* Agree on a verdict over all ranks; rank 0 prints "FAIL <what>" once. */
-static PetscErrorCode Check(PetscBool ok, const char *fmt, ...)
-{
-  int         all, mine = ok ? 1 : 0;
-  PetscMPIInt rank;
-
-  PetscFunctionBeginUser;
-  PetscCallMPI(MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, PETSC_COMM_WORLD));
-  PetscCallMPI(MPI_Comm_rank(PETSC_COMM_WORLD, &rank));
-  if (!all) {
-    if (rank == 0) {
-      va_list ap;
-      printf("FAIL ");
-      va_start(ap, fmt);
-      vprintf(fmt, ap);
-      va_end(ap);
-      printf("\n");
-      fflush(stdout);
-    }
-    failures++;
-  }
-  PetscFunctionReturn(0);
-}
 
 static PetscReal MaxAll(PetscReal v)
 {
@@ -108,10 +83,11 @@ static PetscErrorCode CheckLists(const char *what, const char *name, const Basis
       bad_d2 = PetscMax(bad_d2, PetscAbsReal(da - db) / PetscMax(1e-300, PetscAbsReal(db)));
       if (db == 0 && da != 0) bad_d2 = 1;
     }
-  PetscCall(
-      Check(bad_idx == 0, "%s %s: %d neighbour indices differ from brute force", what, name, (int)bad_idx));
-  PetscCall(Check(bad_d2 < 1e-12, "%s %s: squared distances differ from brute force by %g (relative)", what,
-                  name, (double)bad_d2));
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, bad_idx == 0,
+                           "%s %s: %d neighbour indices differ from brute force", what, name, (int)bad_idx));
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, bad_d2 < 1e-12,
+                           "%s %s: squared distances differ from brute force by %g (relative)", what, name,
+                           (double)bad_d2));
   PetscFunctionReturn(0);
 }
 
@@ -335,15 +311,16 @@ static PetscErrorCode TestBatchDense(void)
           for (PetscInt i = 0; i < m; i++)
             evec = PetscMax(evec, PetscAbsReal(phi[i * p.K + j] - V[j * m + i]));
         }
-        PetscCall(Check(elam < 1e-10, "batch %s/%s/%s: eigenvalues differ from dense LAPACK by %g",
-                        BasisBatchSolverTypes[solver], BasisScaleTypes[sc], BasisLaplacianTypes[lt],
-                        (double)elam));
+        PetscCall(BasisTestCheck(
+            PETSC_COMM_WORLD, elam < 1e-10, "batch %s/%s/%s: eigenvalues differ from dense LAPACK by %g",
+            BasisBatchSolverTypes[solver], BasisScaleTypes[sc], BasisLaplacianTypes[lt], (double)elam));
         /* eigenvectors are defined only where the spectrum is simple; this data set's is */
-        PetscCall(Check(gap > 1e-4, "batch %s/%s: test data has a near-multiple eigenvalue (gap %g)",
-                        BasisScaleTypes[sc], BasisLaplacianTypes[lt], (double)gap));
-        PetscCall(Check(evec < 1e-8, "batch %s/%s/%s: eigenvectors differ from dense LAPACK by %g",
-                        BasisBatchSolverTypes[solver], BasisScaleTypes[sc], BasisLaplacianTypes[lt],
-                        (double)evec));
+        PetscCall(BasisTestCheck(PETSC_COMM_WORLD, gap > 1e-4,
+                                 "batch %s/%s: test data has a near-multiple eigenvalue (gap %g)",
+                                 BasisScaleTypes[sc], BasisLaplacianTypes[lt], (double)gap));
+        PetscCall(BasisTestCheck(
+            PETSC_COMM_WORLD, evec < 1e-8, "batch %s/%s/%s: eigenvectors differ from dense LAPACK by %g",
+            BasisBatchSolverTypes[solver], BasisScaleTypes[sc], BasisLaplacianTypes[lt], (double)evec));
       }
   PetscCall(PetscOptionsClearValue(NULL, "-batch_eps_tol"));
   PetscCall(PetscFree5(x, phi, lambda, lam, V));
@@ -397,17 +374,20 @@ static PetscErrorCode TestTwoClusters(void)
         PetscCall(BasisBatchGraphEmbed(bg, x, phi, lambda));
         PetscVFPrintf = print;
         PetscCall(BasisBatchGraphDestroy(&bg));
-        PetscCall(
-            Check(warnings == 1, "two clusters %s/%s/%s: %d warnings about connected components, expected 1",
-                  BasisBatchSolverTypes[solver], BasisScaleTypes[sc], BasisLaplacianTypes[lt], warnings));
-        PetscCall(Check(PetscAbsReal(lambda[0]) < 1e-10 && PetscAbsReal(lambda[1]) < 1e-10,
-                        "two clusters %s/%s/%s: "
-                        "lambda_0 = %g, lambda_1 = %g, expected 0 (two components)",
-                        BasisBatchSolverTypes[solver], BasisScaleTypes[sc], BasisLaplacianTypes[lt],
-                        (double)lambda[0], (double)lambda[1]));
-        PetscCall(Check(lambda[2] > 1e-3, "two clusters %s/%s/%s: lambda_2 = %g should be clearly positive",
-                        BasisBatchSolverTypes[solver], BasisScaleTypes[sc], BasisLaplacianTypes[lt],
-                        (double)lambda[2]));
+        PetscCall(BasisTestCheck(PETSC_COMM_WORLD, warnings == 1,
+                                 "two clusters %s/%s/%s: %d warnings about connected components, expected 1",
+                                 BasisBatchSolverTypes[solver], BasisScaleTypes[sc], BasisLaplacianTypes[lt],
+                                 warnings));
+        PetscCall(BasisTestCheck(PETSC_COMM_WORLD,
+                                 PetscAbsReal(lambda[0]) < 1e-10 && PetscAbsReal(lambda[1]) < 1e-10,
+                                 "two clusters %s/%s/%s: "
+                                 "lambda_0 = %g, lambda_1 = %g, expected 0 (two components)",
+                                 BasisBatchSolverTypes[solver], BasisScaleTypes[sc], BasisLaplacianTypes[lt],
+                                 (double)lambda[0], (double)lambda[1]));
+        PetscCall(BasisTestCheck(PETSC_COMM_WORLD, lambda[2] > 1e-3,
+                                 "two clusters %s/%s/%s: lambda_2 = %g should be clearly positive",
+                                 BasisBatchSolverTypes[solver], BasisScaleTypes[sc], BasisLaplacianTypes[lt],
+                                 (double)lambda[2]));
         if (p.laplacian == BASIS_LAPLACIAN_SYM) continue;
         /* D - W and rw: the null space is spanned by the cluster indicators */
         for (PetscInt j = 0; j < 2; j++)
@@ -415,9 +395,10 @@ static PetscErrorCode TestTwoClusters(void)
             PetscInt r = i < half ? 0 : half;
             spread     = PetscMax(spread, PetscAbsReal(phi[i * p.K + j] - phi[r * p.K + j]));
           }
-        PetscCall(Check(spread < 1e-8, "two clusters %s/%s/%s: null vectors vary by %g within a cluster",
-                        BasisBatchSolverTypes[solver], BasisScaleTypes[sc], BasisLaplacianTypes[lt],
-                        (double)spread));
+        PetscCall(BasisTestCheck(PETSC_COMM_WORLD, spread < 1e-8,
+                                 "two clusters %s/%s/%s: null vectors vary by %g within a cluster",
+                                 BasisBatchSolverTypes[solver], BasisScaleTypes[sc], BasisLaplacianTypes[lt],
+                                 (double)spread));
       }
   PetscCall(PetscOptionsClearValue(NULL, "-batch_eps_tol"));
   PetscCall(PetscFree2(x, phi));
@@ -504,12 +485,15 @@ static PetscErrorCode TestDistributed(void)
             evec = PetscMax(evec, PetscAbsReal(phi[i * p.K + j] - phi_b[(rstart + i) * p.K + j]));
         }
         evec = MaxAll(evec);
-        PetscCall(Check(elam < 1e-8, "distributed %s/%s %s: eigenvalues differ from the batch path by %g",
-                        BasisScaleTypes[sc], BasisLaplacianTypes[lt], solvers[sv], (double)elam));
-        PetscCall(Check(evec < 1e-6, "distributed %s/%s %s: eigenvectors differ from the batch path by %g",
-                        BasisScaleTypes[sc], BasisLaplacianTypes[lt], solvers[sv], (double)evec));
-        PetscCall(Check(eres < 1e-8, "distributed %s/%s %s: residual %g too large for eps_tol 1e-12",
-                        BasisScaleTypes[sc], BasisLaplacianTypes[lt], solvers[sv], (double)eres));
+        PetscCall(BasisTestCheck(PETSC_COMM_WORLD, elam < 1e-8,
+                                 "distributed %s/%s %s: eigenvalues differ from the batch path by %g",
+                                 BasisScaleTypes[sc], BasisLaplacianTypes[lt], solvers[sv], (double)elam));
+        PetscCall(BasisTestCheck(PETSC_COMM_WORLD, evec < 1e-6,
+                                 "distributed %s/%s %s: eigenvectors differ from the batch path by %g",
+                                 BasisScaleTypes[sc], BasisLaplacianTypes[lt], solvers[sv], (double)evec));
+        PetscCall(BasisTestCheck(PETSC_COMM_WORLD, eres < 1e-8,
+                                 "distributed %s/%s %s: residual %g too large for eps_tol 1e-12",
+                                 BasisScaleTypes[sc], BasisLaplacianTypes[lt], solvers[sv], (double)eres));
       }
       PetscCall(MatDestroy(&W));
     }
@@ -541,10 +525,11 @@ static PetscErrorCode TestErrors(void)
   PetscCall(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
 
   ierr = BasisBatchGraphCreate(&p, p.K, D, &bg);
-  PetscCall(Check(ierr != 0 && !bg, "m = K did not give an error"));
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, ierr != 0 && !bg, "m = K did not give an error"));
   p.knn = 12;
   ierr  = BasisBatchGraphCreate(&p, 12, D, &bg);
-  PetscCall(Check(ierr != 0 && !bg, "-knn 12 with a batch of 12 points did not give an error"));
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, ierr != 0 && !bg,
+                           "-knn 12 with a batch of 12 points did not give an error"));
   p.knn = 10;
 
   /* 8 copies of one point: 7 duplicates each, so the 7th neighbour is at distance 0 */
@@ -555,7 +540,7 @@ static PetscErrorCode TestErrors(void)
   PetscCall(BasisBatchGraphCreate(&p, m, D, &bg));
   PetscCall(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
   ierr = BasisBatchGraphEmbed(bg, x, phi, lambda);
-  PetscCall(Check(ierr != 0, "duplicate points in a batch did not give an error"));
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, ierr != 0, "duplicate points in a batch did not give an error"));
   PetscCall(PetscPopErrorHandler());
   PetscCall(BasisBatchGraphDestroy(&bg));
 
@@ -567,8 +552,8 @@ static PetscErrorCode TestErrors(void)
   PetscCall(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
   ierr = BasisGraphAssemble(PETSC_COMM_WORLD, &p, &knn, rstart, n, &W);
   PetscCall(PetscPopErrorHandler());
-  PetscCall(
-      Check(ierr != 0, "duplicate points in the distributed graph did not give an error on every rank"));
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, ierr != 0,
+                           "duplicate points in the distributed graph did not give an error on every rank"));
   PetscCall(MatDestroy(&W));
   PetscCall(BasisKnnDestroy(&knn));
 
@@ -581,7 +566,8 @@ static PetscErrorCode TestErrors(void)
   PetscCall(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
   ierr = GraphSolve("te_", &p, W, phi, lambda, residual);
   PetscCall(PetscPopErrorHandler());
-  PetscCall(Check(ierr != 0, "an unconverged eigensolve did not give an error on every rank"));
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, ierr != 0,
+                           "an unconverged eigensolve did not give an error on every rank"));
   PetscCall(PetscOptionsClearValue(NULL, "-te_eps_max_it"));
   PetscCall(PetscOptionsClearValue(NULL, "-te_eps_tol"));
   PetscCall(MatDestroy(&W));
@@ -621,10 +607,12 @@ static PetscErrorCode TestReuse(void)
         PetscCall(BasisBatchGraphCreate(&p, m, D, &fresh));
         PetscCall(BasisBatchGraphEmbed(fresh, x + (size_t)s * m * D, phi1, lambda1));
         PetscCall(BasisBatchGraphDestroy(&fresh));
-        PetscCall(Check(!memcmp(phi, phi1, sizeof(PetscReal) * m * p.K) &&
-                            !memcmp(lambda, lambda1, sizeof(PetscReal) * p.K),
-                        "batch %s/%s: a reused batch graph's pairs of set %d differ from a fresh one's",
-                        BasisBatchSolverTypes[solver], BasisLaplacianTypes[lt], (int)s));
+        PetscCall(
+            BasisTestCheck(PETSC_COMM_WORLD,
+                           !memcmp(phi, phi1, sizeof(PetscReal) * m * p.K) &&
+                               !memcmp(lambda, lambda1, sizeof(PetscReal) * p.K),
+                           "batch %s/%s: a reused batch graph's pairs of set %d differ from a fresh one's",
+                           BasisBatchSolverTypes[solver], BasisLaplacianTypes[lt], (int)s));
       }
       PetscCall(BasisBatchGraphDestroy(&kept));
     }
@@ -641,10 +629,12 @@ static PetscErrorCode TestReuse(void)
     PetscCall(BasisEigensolverSetFromOptions(es_fresh));
     PetscCall(BasisEigensolverSolve(es_fresh, W, phi1, lambda1, residual1));
     PetscCall(BasisEigensolverDestroy(&es_fresh));
-    PetscCall(Check(!memcmp(phi, phi1, sizeof(PetscReal) * knn.nq * p.K) &&
-                        !memcmp(lambda, lambda1, sizeof(PetscReal) * p.K) &&
-                        !memcmp(residual, residual1, sizeof(PetscReal) * p.K),
-                    "distributed: a reused eigensolver's pairs of set %d differ from a fresh one's", (int)s));
+    PetscCall(BasisTestCheck(PETSC_COMM_WORLD,
+                             !memcmp(phi, phi1, sizeof(PetscReal) * knn.nq * p.K) &&
+                                 !memcmp(lambda, lambda1, sizeof(PetscReal) * p.K) &&
+                                 !memcmp(residual, residual1, sizeof(PetscReal) * p.K),
+                             "distributed: a reused eigensolver's pairs of set %d differ from a fresh one's",
+                             (int)s));
     PetscCall(MatDestroy(&W));
     PetscCall(BasisKnnDestroy(&knn));
   }
@@ -742,18 +732,21 @@ static PetscErrorCode TestUnits(void)
         ev = PetscMax(ev, PetscAbsReal(phi[i * p.K + j] - phi0[i * p.K + j]));
     }
     ev = MaxAll(ev);
-    PetscCall(Check(bad_idx == 0, "units c = %g: %d exact kNN neighbours differ from those of X", cs[c],
-                    (int)bad_idx));
+    PetscCall(BasisTestCheck(PETSC_COMM_WORLD, bad_idx == 0,
+                             "units c = %g: %d exact kNN neighbours differ from those of X", cs[c],
+                             (int)bad_idx));
     /* the rounding of c X (float, 6e-8 relative) moves squared distances by ~1e-6 at most */
-    PetscCall(Check(pow2 ? ed2 == 0 : ed2 < 1e-5,
-                    "units c = %g: squared distances / c^2 differ by %g (relative)", cs[c], (double)ed2));
-    PetscCall(Check(pow2 ? (elb == 0 && evb == 0) : (elb < 1e-6 && evb < 1e-5),
-                    "units c = %g: batch eigenpairs differ from those of X by %g (values), %g (vectors)",
-                    cs[c], (double)elb, (double)evb));
+    PetscCall(BasisTestCheck(PETSC_COMM_WORLD, pow2 ? ed2 == 0 : ed2 < 1e-5,
+                             "units c = %g: squared distances / c^2 differ by %g (relative)", cs[c],
+                             (double)ed2));
     PetscCall(
-        Check(pow2 ? (el == 0 && ev == 0) : (el < 1e-6 && ev < 1e-5),
-              "units c = %g: distributed eigenpairs differ from those of X by %g (values), %g (vectors)",
-              cs[c], (double)el, (double)ev));
+        BasisTestCheck(PETSC_COMM_WORLD, pow2 ? (elb == 0 && evb == 0) : (elb < 1e-6 && evb < 1e-5),
+                       "units c = %g: batch eigenpairs differ from those of X by %g (values), %g (vectors)",
+                       cs[c], (double)elb, (double)evb));
+    PetscCall(BasisTestCheck(
+        PETSC_COMM_WORLD, pow2 ? (el == 0 && ev == 0) : (el < 1e-6 && ev < 1e-5),
+        "units c = %g: distributed eigenpairs differ from those of X by %g (values), %g (vectors)", cs[c],
+        (double)el, (double)ev));
   }
   PetscCall(PetscOptionsClearValue(NULL, "-tu_eps_tol"));
   PetscCall(PetscFree6(x, xc, idx0, idx, d20, d2));
@@ -768,17 +761,17 @@ static PetscErrorCode TestMatched(void)
   PetscFunctionBeginUser;
   BasisGraphParamsDefault(&p);
   BasisGraphParamsMatched(&p, 10000, 512, &q);
-  PetscCall(Check(q.knn == 195 && q.scale_neighbor == 137 && q.K == p.K,
-                  "matched graph for n 10000, m 512: knn %d scale_neighbor %d, expected 195 and 137",
-                  (int)q.knn, (int)q.scale_neighbor));
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, q.knn == 195 && q.scale_neighbor == 137 && q.K == p.K,
+                           "matched graph for n 10000, m 512: knn %d scale_neighbor %d, expected 195 and 137",
+                           (int)q.knn, (int)q.scale_neighbor));
   BasisGraphParamsMatched(&p, 30, 512, &q);
-  PetscCall(Check(q.knn == 1 && q.scale_neighbor == 1,
-                  "matched graph for n 30, m 512: knn %d scale_neighbor %d, "
-                  "expected 1 and 1",
-                  (int)q.knn, (int)q.scale_neighbor));
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, q.knn == 1 && q.scale_neighbor == 1,
+                           "matched graph for n 30, m 512: knn %d scale_neighbor %d, "
+                           "expected 1 and 1",
+                           (int)q.knn, (int)q.scale_neighbor));
   BasisGraphParamsMatched(&p, 10000, 0, &q);
-  PetscCall(
-      Check(q.knn == p.knn && q.scale_neighbor == p.scale_neighbor, "matched graph with m 0 is not a copy"));
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, q.knn == p.knn && q.scale_neighbor == p.scale_neighbor,
+                           "matched graph with m 0 is not a copy"));
   PetscFunctionReturn(0);
 }
 
@@ -795,5 +788,5 @@ int main(int argc, char **argv)
   PetscCall(TestReuse());
   PetscCall(TestUnits());
   PetscCall(SlepcFinalize());
-  return failures ? 1 : 0;
+  return BasisTestFailures() ? 1 : 0;
 }

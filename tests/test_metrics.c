@@ -15,6 +15,7 @@
 #include <basis/cluster.h>
 #include <petscblaslapack.h>
 #include <basis/h5io.h>
+#include "check.h"
 #include <slepcsys.h>
 
 /* Agreement between computed and exact values: rounding of sums of a few hundred rows
@@ -22,42 +23,6 @@
 #define TOL 1e-10
 /* An angle of 0 comes back from a cosine within rounding of 1: acos(1 - eps) ~ 2e-8. */
 #define ANGLE_TOL 1e-7
-
-static int failures = 0;
-
-/* Record a failed check; every rank reaches the same verdict (the metrics are identical
-   on every rank), and rank 0 prints it. */
-static PetscErrorCode Expect(MPI_Comm comm, PetscBool ok, const char *what, double got, double want)
-{
-  PetscFunctionBeginUser;
-  if (!ok) {
-    PetscCall(PetscPrintf(comm, "FAIL %s: got %.17g, expected %.17g\n", what, got, want));
-    failures++;
-  }
-  PetscFunctionReturn(0);
-}
-
-static PetscErrorCode ExpectNear(MPI_Comm comm, const char *what, double got, double want, double tol)
-{
-  PetscFunctionBeginUser;
-  PetscCall(Expect(comm, PetscAbsReal(got - want) <= tol ? PETSC_TRUE : PETSC_FALSE, what, got, want));
-  PetscFunctionReturn(0);
-}
-
-/* The metrics promise bitwise identical results on every rank. */
-static PetscErrorCode ExpectSame(MPI_Comm comm, const char *what, double v)
-{
-  double lo, hi;
-
-  PetscFunctionBeginUser;
-  PetscCallMPI(MPI_Allreduce(&v, &lo, 1, MPI_DOUBLE, MPI_MIN, comm));
-  PetscCallMPI(MPI_Allreduce(&v, &hi, 1, MPI_DOUBLE, MPI_MAX, comm));
-  if (lo != hi) {
-    PetscCall(PetscPrintf(comm, "FAIL %s differs between ranks: %.17g to %.17g\n", what, lo, hi));
-    failures++;
-  }
-  PetscFunctionReturn(0);
-}
 
 /* A K x K matrix (row-major) of N(0,1) entries plus 3 I: invertible, modest condition
    number. The same on every rank. */
@@ -109,13 +74,14 @@ static PetscErrorCode TestAffine(MPI_Comm comm, PetscInt N)
     }
     Affine(n, K, V, A, 19, Y);
     PetscCall(BasisMetricGrassmannRanks(comm, n, K, Y, K, V, &dG, theta, &rY, &rV));
-    PetscCall(ExpectNear(comm, constant ? "affine image (constant column): d_G" : "affine image: d_G", dG,
-                         0.0, TOL));
-    PetscCall(ExpectSame(comm, "d_G", dG));
+    PetscCall(BasisTestCheckNear(comm, constant ? "affine image (constant column): d_G" : "affine image: d_G",
+                                 dG, 0.0, TOL));
+    PetscCall(BasisTestCheckSame(comm, "d_G", dG));
     for (PetscInt i = 0; i < K; i++)
-      PetscCall(ExpectNear(comm, "affine image: angle", theta[i], 0.0, ANGLE_TOL));
-    PetscCall(Expect(comm, rY == K - constant && rV == K - constant ? PETSC_TRUE : PETSC_FALSE,
-                     "affine image: rank of centre(Y) (centre(V) alike)", rY, K - constant));
+      PetscCall(BasisTestCheckNear(comm, "affine image: angle", theta[i], 0.0, ANGLE_TOL));
+    PetscCall(BasisTestCheck(comm, (PetscBool)(rY == K - constant && rV == K - constant),
+                             "affine image: rank of centre(Y) (centre(V) alike): got %d, expected %d",
+                             (int)rY, (int)(K - constant)));
 
     /* Y with a constant column appended: it is dropped, the span is unchanged */
     for (PetscInt i = 0; i < n; i++) {
@@ -123,9 +89,10 @@ static PetscErrorCode TestAffine(MPI_Comm comm, PetscInt N)
       Y2[i * (K + 1) + K] = 3.0;
     }
     PetscCall(BasisMetricGrassmannRanks(comm, n, K + 1, Y2, K, V, &dG, theta, &rY, &rV));
-    PetscCall(ExpectNear(comm, "affine image plus a constant column: d_G", dG, 0.0, TOL));
-    PetscCall(Expect(comm, rY == K - constant ? PETSC_TRUE : PETSC_FALSE,
-                     "constant column dropped: rank of centre(Y)", rY, K - constant));
+    PetscCall(BasisTestCheckNear(comm, "affine image plus a constant column: d_G", dG, 0.0, TOL));
+    PetscCall(BasisTestCheck(comm, (PetscBool)(rY == K - constant),
+                             "constant column dropped: rank of centre(Y): got %d, expected %d", (int)rY,
+                             (int)(K - constant)));
   }
   PetscCall(PetscFree3(V, Y, Y2));
   PetscFunctionReturn(0);
@@ -170,24 +137,25 @@ static PetscErrorCode TestKnownAngles(MPI_Comm comm, PetscInt N)
   for (PetscInt j = 0; j < 3; j++) expect3 += PetscSqr(PetscSinReal(a[j]));
 
   PetscCall(BasisMetricGrassmannRanks(comm, n, K, Y, K, V, &dG, theta, &rY, &rV));
-  PetscCall(ExpectNear(comm, "known angles: d_G", dG, expect, TOL));
-  PetscCall(ExpectSame(comm, "d_G", dG));
+  PetscCall(BasisTestCheckNear(comm, "known angles: d_G", dG, expect, TOL));
+  PetscCall(BasisTestCheckSame(comm, "d_G", dG));
   for (PetscInt j = 0; j < K; j++)
-    PetscCall(ExpectNear(comm, "known angles: theta", theta[j], a[j], ANGLE_TOL));
-  PetscCall(Expect(comm, rY == K && rV == K ? PETSC_TRUE : PETSC_FALSE, "known angles: full ranks", rY, K));
+    PetscCall(BasisTestCheckNear(comm, "known angles: theta", theta[j], a[j], ANGLE_TOL));
+  PetscCall(BasisTestCheck(comm, (PetscBool)(rY == K && rV == K),
+                           "known angles: full ranks: got %d, expected %d", (int)rY, (int)K));
 
   PetscCall(BasisMetricGrassmann(comm, n, 3, Y3, K, V, &dG, theta));
-  PetscCall(ExpectNear(comm, "known angles, 3 x 6 columns: d_G", dG, expect3, TOL));
+  PetscCall(BasisTestCheckNear(comm, "known angles, 3 x 6 columns: d_G", dG, expect3, TOL));
   for (PetscInt j = 0; j < 3; j++)
-    PetscCall(ExpectNear(comm, "known angles, 3 x 6: theta", theta[j], a[j], ANGLE_TOL));
+    PetscCall(BasisTestCheckNear(comm, "known angles, 3 x 6: theta", theta[j], a[j], ANGLE_TOL));
   PetscCall(BasisMetricGrassmann(comm, n, K, V, 3, Y3, &dG, theta));
-  PetscCall(ExpectNear(comm, "known angles, 6 x 3 columns: d_G", dG, expect3, TOL));
+  PetscCall(BasisTestCheckNear(comm, "known angles, 6 x 3 columns: d_G", dG, expect3, TOL));
 
   /* d_perp: Fourier columns are orthogonal whatever their scales */
   for (PetscInt i = 0; i < n; i++)
     for (PetscInt j = 0; j < K; j++) E[i * K + j] *= (j + 1.0);
   PetscCall(BasisMetricOrthogonality(comm, n, K, E, &dG));
-  PetscCall(ExpectNear(comm, "d_perp of orthogonal columns", dG, 0.0, TOL));
+  PetscCall(BasisTestCheckNear(comm, "d_perp of orthogonal columns", dG, 0.0, TOL));
   PetscCall(PetscFree4(E, Y, V, Y3));
   PetscFunctionReturn(0);
 }
@@ -213,8 +181,8 @@ static PetscErrorCode TestOrthogonalityByHand(MPI_Comm comm, PetscInt N)
     Y[i * 3 + 2] = start + i < N / 4 ? 1.0 : 0.0;
   }
   PetscCall(BasisMetricOrthogonality(comm, n, 3, Y, &dperp));
-  PetscCall(ExpectNear(comm, "d_perp by hand", dperp, PetscSqrtReal(2.5), TOL));
-  PetscCall(ExpectSame(comm, "d_perp", dperp));
+  PetscCall(BasisTestCheckNear(comm, "d_perp by hand", dperp, PetscSqrtReal(2.5), TOL));
+  PetscCall(BasisTestCheckSame(comm, "d_perp", dperp));
   PetscCall(PetscFree(Y));
   PetscFunctionReturn(0);
 }
@@ -261,16 +229,16 @@ static PetscErrorCode TestClusterScores(MPI_Comm comm)
   }
   PetscCall(BasisMetricNMI(comm, n, labels, assign, &nmi));
   PetscCall(BasisMetricACC(comm, n, labels, assign, &acc));
-  PetscCall(ExpectNear(comm, "NMI of a relabelling", nmi, 1.0, TOL));
-  PetscCall(ExpectNear(comm, "ACC of a relabelling", acc, 1.0, 0.0));
-  PetscCall(ExpectSame(comm, "NMI", nmi));
+  PetscCall(BasisTestCheckNear(comm, "NMI of a relabelling", nmi, 1.0, TOL));
+  PetscCall(BasisTestCheckNear(comm, "ACC of a relabelling", acc, 1.0, 0.0));
+  PetscCall(BasisTestCheckSame(comm, "NMI", nmi));
 
   PetscCall(BasisMetricNMI(comm, n, ones, ones, &nmi));
-  PetscCall(ExpectNear(comm, "NMI, both a single cluster", nmi, 1.0, 0.0));
+  PetscCall(BasisTestCheckNear(comm, "NMI, both a single cluster", nmi, 1.0, 0.0));
   PetscCall(BasisMetricNMI(comm, n, ones, assign, &nmi));
-  PetscCall(ExpectNear(comm, "NMI, one side a single cluster", nmi, 0.0, 0.0));
+  PetscCall(BasisTestCheckNear(comm, "NMI, one side a single cluster", nmi, 0.0, 0.0));
   PetscCall(BasisMetricACC(comm, n, ones, assign, &acc));
-  PetscCall(ExpectNear(comm, "ACC, one class, five clusters", acc, 0.2, TOL));
+  PetscCall(BasisTestCheckNear(comm, "ACC, one class, five clusters", acc, 0.2, TOL));
 
   for (PetscInt i = 0; i < n; i++) {
     labels[i] = pattern[(start + i) % 12][0];
@@ -278,14 +246,14 @@ static PetscErrorCode TestClusterScores(MPI_Comm comm)
   }
   PetscCall(BasisMetricNMI(comm, n, labels, assign, &nmi));
   PetscCall(BasisMetricACC(comm, n, labels, assign, &acc));
-  PetscCall(ExpectNear(comm, "NMI by hand", nmi, mi / ((hu + hv) / 2), TOL));
-  PetscCall(ExpectNear(comm, "NMI by hand (decimal)", nmi, 0.2932819699154548, TOL));
-  PetscCall(ExpectNear(comm, "ACC by hand", acc, 7.0 / 12, TOL));
+  PetscCall(BasisTestCheckNear(comm, "NMI by hand", nmi, mi / ((hu + hv) / 2), TOL));
+  PetscCall(BasisTestCheckNear(comm, "NMI by hand (decimal)", nmi, 0.2932819699154548, TOL));
+  PetscCall(BasisTestCheckNear(comm, "ACC by hand", acc, 7.0 / 12, TOL));
   /* the transposed table: 2 classes, 3 clusters */
   PetscCall(BasisMetricNMI(comm, n, assign, labels, &nmi));
   PetscCall(BasisMetricACC(comm, n, assign, labels, &acc));
-  PetscCall(ExpectNear(comm, "NMI by hand, transposed", nmi, 0.2932819699154548, TOL));
-  PetscCall(ExpectNear(comm, "ACC by hand, transposed", acc, 7.0 / 12, TOL));
+  PetscCall(BasisTestCheckNear(comm, "NMI by hand, transposed", nmi, 0.2932819699154548, TOL));
+  PetscCall(BasisTestCheckNear(comm, "ACC by hand, transposed", acc, 7.0 / 12, TOL));
 
   /* a table where the greedy matching (largest entry first) is wrong: classes 0, 1 x
      clusters 0, 1 = [5 4; 4 0]. Greedy takes 5 then 0; the best is 4 + 4: ACC = 8/13. */
@@ -296,7 +264,7 @@ static PetscErrorCode TestClusterScores(MPI_Comm comm)
     assign[i]  = g < 5 ? 0 : (g < 9 ? 1 : 0);
   }
   PetscCall(BasisMetricACC(comm, n, labels, assign, &acc));
-  PetscCall(ExpectNear(comm, "ACC where greedy matching fails", acc, 8.0 / 13, TOL));
+  PetscCall(BasisTestCheckNear(comm, "ACC where greedy matching fails", acc, 8.0 / 13, TOL));
   BasisBlockRange(N, size, rank, &start, &n);
 
   /* a negative label on the last rank only: every rank returns the error, none hangs */
@@ -304,7 +272,8 @@ static PetscErrorCode TestClusterScores(MPI_Comm comm)
   PetscCall(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
   ierr = BasisMetricNMI(comm, n, labels, assign, &nmi);
   PetscCall(PetscPopErrorHandler());
-  PetscCall(Expect(comm, ierr ? PETSC_TRUE : PETSC_FALSE, "negative label accepted (error code)", ierr, 1));
+  PetscCall(BasisTestCheck(comm, (PetscBool)(ierr != 0),
+                           "negative label accepted (error code): got %d, expected 1", (int)ierr));
   PetscCall(PetscFree3(labels, assign, ones));
   PetscFunctionReturn(0);
 }
@@ -353,7 +322,8 @@ static PetscErrorCode CompareSerial(MPI_Comm comm, PetscInt N, PetscInt dim, Pet
   }
   PetscCallMPI(MPI_Bcast(&ok, 1, MPI_INT, 0, comm));
   PetscCallMPI(MPI_Bcast(&serial_inertia, 1, MPI_DOUBLE, 0, comm));
-  PetscCall(Expect(comm, ok ? PETSC_TRUE : PETSC_FALSE, what, inertia, serial_inertia));
+  PetscCall(BasisTestCheck(comm, (PetscBool)(ok), "%s: got %.17g, expected %.17g", what, (double)inertia,
+                           (double)serial_inertia));
   PetscCall(PetscFree2(counts, displs));
   PetscFunctionReturn(0);
 }
@@ -389,10 +359,11 @@ static PetscErrorCode TestKMeans(MPI_Comm comm)
   PetscCall(BasisKMeans(comm, n, dim, Y, k, 3, 5, assign, &inertia));
   PetscCall(BasisMetricNMI(comm, n, labels, assign, &nmi));
   PetscCall(BasisMetricACC(comm, n, labels, assign, &acc));
-  PetscCall(ExpectNear(comm, "k-means on blobs: ACC", acc, 1.0, 0.0));
-  PetscCall(ExpectNear(comm, "k-means on blobs: NMI", nmi, 1.0, TOL));
-  PetscCall(ExpectNear(comm, "k-means on blobs: inertia", inertia, ss, 1e-8 * ss)); /* as in CompareSerial */
-  PetscCall(ExpectSame(comm, "k-means inertia", inertia));
+  PetscCall(BasisTestCheckNear(comm, "k-means on blobs: ACC", acc, 1.0, 0.0));
+  PetscCall(BasisTestCheckNear(comm, "k-means on blobs: NMI", nmi, 1.0, TOL));
+  PetscCall(BasisTestCheckNear(comm, "k-means on blobs: inertia", inertia, ss,
+                               1e-8 * ss)); /* as in CompareSerial */
+  PetscCall(BasisTestCheckSame(comm, "k-means inertia", inertia));
   PetscCall(CompareSerial(comm, N, dim, k, Yall, start, n, assign, inertia,
                           "k-means on blobs equals a serial run"));
 
@@ -433,7 +404,7 @@ static PetscErrorCode TestLinearProbe(MPI_Comm comm)
     Blob(start + i, dim, nclass, centre, 1.0, Y + i * dim, &labels[i]);
   }
   PetscCall(BasisLinearProbe(comm, n, dim, Y, labels, gidx, 0.25, &accuracy));
-  PetscCall(ExpectNear(comm, "linear probe on separable classes", accuracy, 1.0, 0.0));
+  PetscCall(BasisTestCheckNear(comm, "linear probe on separable classes", accuracy, 1.0, 0.0));
 
   for (PetscInt g = 0; g < N; g++) {
     gall[g] = g;
@@ -442,11 +413,13 @@ static PetscErrorCode TestLinearProbe(MPI_Comm comm)
   PetscCall(BasisLinearProbe(comm, n, dim, Yall + start * dim, lall + start, gall + start, 0.3, &accuracy));
   if (rank == 0) PetscCall(BasisLinearProbe(PETSC_COMM_SELF, N, dim, Yall, lall, gall, 0.3, &serial));
   PetscCallMPI(MPI_Bcast(&serial, 1, MPI_DOUBLE, 0, comm));
-  PetscCall(
-      ExpectNear(comm, "linear probe on overlapping classes equals a serial run", accuracy, serial, 0.0));
-  PetscCall(Expect(comm, accuracy > 0.4 && accuracy < 1.0 ? PETSC_TRUE : PETSC_FALSE,
-                   "linear probe on overlapping classes: between chance (0.25) and 1", accuracy, 0.7));
-  PetscCall(ExpectSame(comm, "linear probe accuracy", accuracy));
+  PetscCall(BasisTestCheckNear(comm, "linear probe on overlapping classes equals a serial run", accuracy,
+                               serial, 0.0));
+  PetscCall(BasisTestCheck(
+      comm, (PetscBool)(accuracy > 0.4 && accuracy < 1.0),
+      "linear probe on overlapping classes: between chance (0.25) and 1: got %.17g, expected 0.7",
+      (double)accuracy));
+  PetscCall(BasisTestCheckSame(comm, "linear probe accuracy", accuracy));
   PetscCall(PetscFree6(Y, Yall, labels, lall, gidx, gall));
   PetscFunctionReturn(0);
 }
@@ -469,18 +442,19 @@ static PetscErrorCode TestFewRows(MPI_Comm comm)
   BasisBlockRange(3, size, rank, &start, &n);
   Affine(n, 2, V + 2 * start, A, 31, Y);
   PetscCall(BasisMetricGrassmann(comm, n, 2, Y, 2, V + 2 * start, &dG, NULL));
-  PetscCall(ExpectNear(comm, "three rows: d_G of an affine image", dG, 0.0, TOL));
+  PetscCall(BasisTestCheckNear(comm, "three rows: d_G of an affine image", dG, 0.0, TOL));
   PetscCall(BasisKMeans(comm, n, 2, V + 2 * start, 3, 2, 7, assign, &inertia));
   PetscCall(BasisMetricACC(comm, n, truth + start, assign, &acc));
-  PetscCall(ExpectNear(comm, "three rows, three clusters: inertia", inertia, 0.0, 0.0));
-  PetscCall(ExpectNear(comm, "three rows, three clusters: ACC", acc, 1.0, 0.0));
+  PetscCall(BasisTestCheckNear(comm, "three rows, three clusters: inertia", inertia, 0.0, 0.0));
+  PetscCall(BasisTestCheckNear(comm, "three rows, three clusters: ACC", acc, 1.0, 0.0));
 
   /* three clusters on rows at two distinct places: seeding runs out of positive D(x)^2
      and a cluster stays empty; k-means still ends, with inertia 0 */
   BasisBlockRange(6, size, rank, &start, &n);
   for (PetscInt i = 0; i < n; i++) Y[i] = (start + i) % 2 ? 1.0 : -1.0;
   PetscCall(BasisKMeans(comm, n, 1, Y, 3, 2, 7, assign, &inertia));
-  PetscCall(ExpectNear(comm, "duplicate rows, more clusters than places: inertia", inertia, 0.0, 0.0));
+  PetscCall(
+      BasisTestCheckNear(comm, "duplicate rows, more clusters than places: inertia", inertia, 0.0, 0.0));
   PetscFunctionReturn(0);
 }
 
@@ -568,14 +542,15 @@ static PetscErrorCode AllMeasures(MPI_Comm comm, PetscInt n, const PetscReal Y[]
   for (PetscInt i = 0; i < GV_K; i++) sum += r->sin2[i];
   for (PetscInt i = 0; i < GV_K - 1; i++) sum_nt += r->sin2_nt[i];
   /* the same terms in the same order: equal up to the last bit or two */
-  PetscCall(ExpectNear(comm, "the sin^2 sum to d_G", sum, r->dG, 1e-15));
-  PetscCall(ExpectNear(comm, "the non-trivial sin^2 sum to their d_G", sum_nt, r->dG_nt, 1e-15));
+  PetscCall(BasisTestCheckNear(comm, "the sin^2 sum to d_G", sum, r->dG, 1e-15));
+  PetscCall(BasisTestCheckNear(comm, "the non-trivial sin^2 sum to their d_G", sum_nt, r->dG_nt, 1e-15));
   for (PetscInt i = 1; i < PetscMin(r->rank_y, r->rank_v); i++)
-    PetscCall(Expect(comm, r->sin2[i] >= r->sin2[i - 1] ? PETSC_TRUE : PETSC_FALSE, "sin^2 ascending",
-                     r->sin2[i], r->sin2[i - 1]));
-  PetscCall(ExpectSame(comm, "d_G", r->dG));
-  PetscCall(ExpectSame(comm, "non-trivial d_G", r->dG_nt));
-  PetscCall(ExpectSame(comm, "published d_G", r->dG_pub));
+    PetscCall(BasisTestCheck(comm, (PetscBool)(r->sin2[i] >= r->sin2[i - 1]),
+                             "sin^2 ascending: got %.17g, expected %.17g", (double)r->sin2[i],
+                             (double)r->sin2[i - 1]));
+  PetscCall(BasisTestCheckSame(comm, "d_G", r->dG));
+  PetscCall(BasisTestCheckSame(comm, "non-trivial d_G", r->dG_nt));
+  PetscCall(BasisTestCheckSame(comm, "published d_G", r->dG_pub));
   PetscFunctionReturn(0);
 }
 
@@ -605,10 +580,11 @@ static PetscErrorCode TestGrassmannVariants(MPI_Comm comm, PetscInt N)
       OrthonormalRow(start + i, N, constant ? PETSC_TRUE : PETSC_FALSE, V + i * K, &w[i]);
     Affine(n, K, V, A, 43, Y);
     PetscCall(AllMeasures(comm, n, Y, V, &r));
-    PetscCall(ExpectNear(comm, "affine image: d_G", r.dG, 0.0, TOL));
-    for (PetscInt i = 0; i < K; i++) PetscCall(ExpectNear(comm, "affine image: sin^2", r.sin2[i], 0.0, TOL));
-    PetscCall(ExpectNear(comm, "affine image: non-trivial d_G", r.dG_nt, 0.0, TOL));
-    PetscCall(ExpectNear(comm, "affine image: published d_G", r.dG_pub, 0.0, TOL));
+    PetscCall(BasisTestCheckNear(comm, "affine image: d_G", r.dG, 0.0, TOL));
+    for (PetscInt i = 0; i < K; i++)
+      PetscCall(BasisTestCheckNear(comm, "affine image: sin^2", r.sin2[i], 0.0, TOL));
+    PetscCall(BasisTestCheckNear(comm, "affine image: non-trivial d_G", r.dG_nt, 0.0, TOL));
+    PetscCall(BasisTestCheckNear(comm, "affine image: published d_G", r.dG_pub, 0.0, TOL));
 
     /* column 0 replaced by w plus noise: V's non-trivial columns plus another direction */
     PetscCall(PetscArraycpy(Yr, V, n * K));
@@ -619,10 +595,11 @@ static PetscErrorCode TestGrassmannVariants(MPI_Comm comm, PetscInt N)
     }
     Affine(n, K, Yr, A, 45, Y);
     PetscCall(AllMeasures(comm, n, Y, V, &r));
-    PetscCall(ExpectNear(comm, "non-trivial columns plus another: non-trivial d_G", r.dG_nt, 0.0, TOL));
+    PetscCall(
+        BasisTestCheckNear(comm, "non-trivial columns plus another: non-trivial d_G", r.dG_nt, 0.0, TOL));
     if (!constant) /* the trivial direction is lost, and d_G says so */
-      PetscCall(
-          Expect(comm, r.dG > 0.5 ? PETSC_TRUE : PETSC_FALSE, "trivial direction lost: d_G", r.dG, 1.0));
+      PetscCall(BasisTestCheck(comm, (PetscBool)(r.dG > 0.5),
+                               "trivial direction lost: d_G: got %.17g, expected 1", (double)r.dG));
 
     /* column j rotated by th towards w */
     PetscCall(PetscArraycpy(Yr, V, n * K));
@@ -630,15 +607,17 @@ static PetscErrorCode TestGrassmannVariants(MPI_Comm comm, PetscInt N)
       Yr[i * K + j] = PetscCosReal(th) * V[i * K + j] + PetscSinReal(th) * w[i];
     Affine(n, K, Yr, A, 45, Y);
     PetscCall(AllMeasures(comm, n, Y, V, &r));
-    PetscCall(ExpectNear(comm, "one column rotated: d_G", r.dG, s2, TOL));
-    PetscCall(ExpectNear(comm, "one column rotated: largest sin^2", r.sin2[nang - 1], s2, TOL));
+    PetscCall(BasisTestCheckNear(comm, "one column rotated: d_G", r.dG, s2, TOL));
+    PetscCall(BasisTestCheckNear(comm, "one column rotated: largest sin^2", r.sin2[nang - 1], s2, TOL));
     for (PetscInt i = 0; i < K; i++)
-      if (i != nang - 1) PetscCall(ExpectNear(comm, "one column rotated: other sin^2", r.sin2[i], 0.0, TOL));
-    PetscCall(ExpectNear(comm, "one column rotated: non-trivial d_G", r.dG_nt, s2, TOL));
-    PetscCall(ExpectNear(comm, "one column rotated: largest non-trivial sin^2", r.sin2_nt[K - 2], s2, TOL));
-    PetscCall(ExpectNear(comm, "one column rotated: published d_G", r.dG_pub, s2, TOL));
-    PetscCall(Expect(comm, r.rank_y == nang && r.rank_v == nang ? PETSC_TRUE : PETSC_FALSE,
-                     "one column rotated: ranks", r.rank_y, nang));
+      if (i != nang - 1)
+        PetscCall(BasisTestCheckNear(comm, "one column rotated: other sin^2", r.sin2[i], 0.0, TOL));
+    PetscCall(BasisTestCheckNear(comm, "one column rotated: non-trivial d_G", r.dG_nt, s2, TOL));
+    PetscCall(
+        BasisTestCheckNear(comm, "one column rotated: largest non-trivial sin^2", r.sin2_nt[K - 2], s2, TOL));
+    PetscCall(BasisTestCheckNear(comm, "one column rotated: published d_G", r.dG_pub, s2, TOL));
+    PetscCall(BasisTestCheck(comm, (PetscBool)(r.rank_y == nang && r.rank_v == nang),
+                             "one column rotated: ranks: got %d, expected %d", (int)r.rank_y, (int)nang));
   }
   PetscCall(PetscFree4(V, w, Yr, Y));
   PetscFunctionReturn(0);
@@ -688,26 +667,27 @@ static PetscErrorCode TestGrassmannSerial(MPI_Comm comm, PetscInt N)
     }
     PetscCallMPI(MPI_Bcast(&serial, (int)sizeof(GV), MPI_BYTE, 0, comm));
     PetscCallMPI(MPI_Bcast(&direct, 1, MPI_DOUBLE, 0, comm));
-    PetscCall(ExpectNear(comm, "d_G equals a serial run", r.dG, serial.dG, 1e-12));
-    PetscCall(ExpectNear(comm, "non-trivial d_G equals a serial run", r.dG_nt, serial.dG_nt, 1e-12));
-    PetscCall(ExpectNear(comm, "published d_G equals a serial run", r.dG_pub, serial.dG_pub, 1e-12));
+    PetscCall(BasisTestCheckNear(comm, "d_G equals a serial run", r.dG, serial.dG, 1e-12));
+    PetscCall(BasisTestCheckNear(comm, "non-trivial d_G equals a serial run", r.dG_nt, serial.dG_nt, 1e-12));
+    PetscCall(BasisTestCheckNear(comm, "published d_G equals a serial run", r.dG_pub, serial.dG_pub, 1e-12));
     for (PetscInt i = 0; i < K; i++) {
-      PetscCall(ExpectNear(comm, "sin^2 equal a serial run", r.sin2[i], serial.sin2[i], 1e-12));
+      PetscCall(BasisTestCheckNear(comm, "sin^2 equal a serial run", r.sin2[i], serial.sin2[i], 1e-12));
       if (i < K - 1)
-        PetscCall(
-            ExpectNear(comm, "non-trivial sin^2 equal a serial run", r.sin2_nt[i], serial.sin2_nt[i], 1e-12));
+        PetscCall(BasisTestCheckNear(comm, "non-trivial sin^2 equal a serial run", r.sin2_nt[i],
+                                     serial.sin2_nt[i], 1e-12));
     }
-    PetscCall(ExpectNear(comm, "published d_G equals its recipe computed directly", r.dG_pub, direct, 1e-12));
+    PetscCall(BasisTestCheckNear(comm, "published d_G equals its recipe computed directly", r.dG_pub, direct,
+                                 1e-12));
     if (c == 0) {
       /* centre(Y_0) = cos th centre(V_0) + sin th w, and centre(V_0) lies in centre(V):
          sin^2 phi = sin^2 th / (cos^2 th a2 + sin^2 th) */
       phi2 = PetscSqr(PetscSinReal(th)) / (PetscSqr(PetscCosReal(th)) * a2 + PetscSqr(PetscSinReal(th)));
-      PetscCall(ExpectNear(comm, "trivial column rotated: d_G", r.dG, phi2, TOL));
-      PetscCall(ExpectNear(comm, "trivial column rotated: non-trivial d_G", r.dG_nt, 0.0, TOL));
+      PetscCall(BasisTestCheckNear(comm, "trivial column rotated: d_G", r.dG, phi2, TOL));
+      PetscCall(BasisTestCheckNear(comm, "trivial column rotated: non-trivial d_G", r.dG_nt, 0.0, TOL));
     } else
-      PetscCall(Expect(comm, r.dG > 0.5 && r.dG_nt > 0.5 && r.dG_pub > 0.5 ? PETSC_TRUE : PETSC_FALSE,
-                       "random Y: every measure far from 0", PetscMin(r.dG, PetscMin(r.dG_nt, r.dG_pub)),
-                       1.0));
+      PetscCall(BasisTestCheck(comm, (PetscBool)(r.dG > 0.5 && r.dG_nt > 0.5 && r.dG_pub > 0.5),
+                               "random Y: every measure far from 0: got %.17g, expected 1",
+                               (double)PetscMin(r.dG, PetscMin(r.dG_nt, r.dG_pub))));
   }
   PetscCall(PetscFree3(V, w, Y));
   PetscFunctionReturn(0);
@@ -729,7 +709,6 @@ int main(int argc, char **argv)
   PetscCall(TestKMeans(comm));
   PetscCall(TestLinearProbe(comm));
   PetscCall(TestFewRows(comm));
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &failures, 1, MPI_INT, MPI_SUM, comm));
   PetscCall(SlepcFinalize());
-  return failures ? 1 : 0;
+  return BasisTestFailures() ? 1 : 0;
 }

@@ -14,6 +14,7 @@
   reference forward is itself checked against the library's forward.
 */
 #include <basis/mlp.h>
+#include "check.h"
 #include <math.h>
 #include <string.h>
 
@@ -88,7 +89,7 @@ static PetscInt GradMismatches(PetscCount np, const float *g, const double *fd, 
 }
 
 static PetscErrorCode CheckNetwork(PetscInt L, const PetscInt *w, PetscInt n, PetscInt max_batch,
-                                   uint64_t seed, int *failures)
+                                   uint64_t seed)
 {
   BasisMLP mlp;
   BasisRng rng;
@@ -96,7 +97,7 @@ static PetscErrorCode CheckNetwork(PetscInt L, const PetscInt *w, PetscInt n, Pe
   PetscInt D = w[0], K = w[L];
   float   *x, *t, *y, *params, *grad, *grad1, loss;
   double  *p, *fd, *yref, ymax = 0.0, err = 0.0, ref_loss, worst;
-  PetscInt bad;
+  PetscInt bad, changed = -1;
   char     name[64];
 
   PetscFunctionBeginUser;
@@ -121,31 +122,23 @@ static PetscErrorCode CheckNetwork(PetscInt L, const PetscInt *w, PetscInt n, Pe
     ymax = PetscMax(ymax, fabs(yref[i]));
     err  = PetscMax(err, fabs(y[i] - yref[i]));
   }
-  if (!(err <= TOL_FORWARD * ymax)) {
-    PetscCall(PetscPrintf(PETSC_COMM_WORLD,
-                          "FAIL %s: forward differs from the double reference by %g (max |y| %g)\n", name,
-                          err, ymax));
-    (*failures)++;
-  }
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, (PetscBool)(err <= TOL_FORWARD * ymax),
+                           "%s: forward differs from the double reference by %g (max |y| %g)", name, err,
+                           ymax));
 
   /* loss and gradient; called twice: the gradient must be overwritten, not accumulated */
   PetscCall(BasisMLPLossBackward(mlp, n, x, t, &loss));
   PetscCall(PetscArraycpy(grad1, grad, a.nparams));
   PetscCall(BasisMLPLossBackward(mlp, n, x, t, &loss));
-  for (PetscCount i = 0; i < a.nparams; i++)
-    if (grad[i] != grad1[i]) {
-      PetscCall(PetscPrintf(PETSC_COMM_WORLD,
-                            "FAIL %s: a second LossBackward changed gradient entry %d (%g -> %g)\n", name,
-                            (int)i, (double)grad1[i], (double)grad[i]));
-      (*failures)++;
-      break;
-    }
+  for (PetscCount i = 0; i < a.nparams && changed < 0; i++)
+    if (grad[i] != grad1[i]) changed = (PetscInt)i;
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, (PetscBool)(changed < 0),
+                           "%s: a second LossBackward changed gradient entry %d (%g -> %g)", name,
+                           (int)changed, changed < 0 ? 0.0 : (double)grad1[changed],
+                           changed < 0 ? 0.0 : (double)grad[changed]));
   ref_loss = RefLoss(&a, p, n, x, t, yref);
-  if (!(fabs(loss - ref_loss) <= TOL_FORWARD * ref_loss)) {
-    PetscCall(PetscPrintf(PETSC_COMM_WORLD, "FAIL %s: loss %.8g, double reference %.8g\n", name, (double)loss,
-                          ref_loss));
-    (*failures)++;
-  }
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, (PetscBool)(fabs(loss - ref_loss) <= TOL_FORWARD * ref_loss),
+                           "%s: loss %.8g, double reference %.8g", name, (double)loss, ref_loss));
   for (PetscCount i = 0; i < a.nparams; i++) {
     double save = p[i], lp, lm;
     p[i]        = save + FD_STEP;
@@ -156,13 +149,10 @@ static PetscErrorCode CheckNetwork(PetscInt L, const PetscInt *w, PetscInt n, Pe
     fd[i]       = (lp - lm) / (2 * FD_STEP);
   }
   bad = GradMismatches(a.nparams, grad, fd, &worst);
-  if (bad) {
-    PetscCall(PetscPrintf(
-        PETSC_COMM_WORLD,
-        "FAIL %s: %d of %d gradient entries differ from finite differences (worst scaled error %g)\n", name,
-        (int)bad, (int)a.nparams, worst));
-    (*failures)++;
-  }
+  PetscCall(
+      BasisTestCheck(PETSC_COMM_WORLD, (PetscBool)(bad == 0),
+                     "%s: %d of %d gradient entries differ from finite differences (worst scaled error %g)",
+                     name, (int)bad, (int)a.nparams, worst));
 
   /* the check has teeth: a sign error in any layer's weights or bias gradient is caught */
   for (PetscInt l = 0, off = 0; l < L; off += w[l + 1] * (w[l] + 1), l++) {
@@ -170,12 +160,9 @@ static PetscErrorCode CheckNetwork(PetscInt L, const PetscInt *w, PetscInt n, Pe
       PetscInt start = off + (part ? w[l + 1] * w[l] : 0), len = part ? w[l + 1] : w[l + 1] * w[l];
       PetscCall(PetscArraycpy(grad1, grad, a.nparams));
       for (PetscInt i = start; i < start + len; i++) grad1[i] = -grad1[i];
-      if (!GradMismatches(a.nparams, grad1, fd, &worst)) {
-        PetscCall(PetscPrintf(PETSC_COMM_WORLD,
-                              "FAIL %s: gradient check misses a sign error in layer %d %s\n", name, (int)l,
-                              part ? "bias" : "weights"));
-        (*failures)++;
-      }
+      PetscCall(BasisTestCheck(
+          PETSC_COMM_WORLD, (PetscBool)(GradMismatches(a.nparams, grad1, fd, &worst) != 0),
+          "%s: gradient check misses a sign error in layer %d %s", name, (int)l, part ? "bias" : "weights"));
     }
   }
 
@@ -186,7 +173,7 @@ static PetscErrorCode CheckNetwork(PetscInt L, const PetscInt *w, PetscInt n, Pe
 }
 
 /* Two Adam steps on a 2-3 linear layer (9 parameters) against the formulas in double. */
-static PetscErrorCode CheckAdam(int *failures)
+static PetscErrorCode CheckAdam(void)
 {
   const PetscInt w[] = {2, 3};
   const double   lr  = 0.01;
@@ -217,14 +204,12 @@ static PetscErrorCode CheckAdam(int *failures)
     PetscCall(BasisMLPAdamStep(mlp, lr, step));
     for (int i = 0; i < 9; i++) {
       /* float32 parameters ~0.5: rounding ~3e-8; the update itself is ~lr, good to ~1e-6 lr */
-      if (!(fabs(params[i] - p[i]) <= 1e-7 + 1e-5 * lr && fabs(am[i] - m[i]) <= 1e-6 * fabs(m[i]) + 1e-30 &&
-            fabs(av[i] - v[i]) <= 1e-6 * fabs(v[i]) + 1e-30)) {
-        PetscCall(
-            PetscPrintf(PETSC_COMM_WORLD,
-                        "FAIL Adam step %d, parameter %d: p %.9g (expected %.9g), m %g (%g), v %g (%g)\n",
-                        step, i, (double)params[i], p[i], (double)am[i], m[i], (double)av[i], v[i]));
-        (*failures)++;
-      }
+      PetscBool ok = (PetscBool)(fabs(params[i] - p[i]) <= 1e-7 + 1e-5 * lr &&
+                                 fabs(am[i] - m[i]) <= 1e-6 * fabs(m[i]) + 1e-30 &&
+                                 fabs(av[i] - v[i]) <= 1e-6 * fabs(v[i]) + 1e-30);
+      PetscCall(BasisTestCheck(PETSC_COMM_WORLD, ok,
+                               "Adam step %d, parameter %d: p %.9g (expected %.9g), m %g (%g), v %g (%g)",
+                               step, i, (double)params[i], p[i], (double)am[i], m[i], (double)av[i], v[i]));
     }
   }
   PetscCall(BasisMLPDestroy(&mlp));
@@ -232,13 +217,14 @@ static PetscErrorCode CheckAdam(int *failures)
 }
 
 /* Same stream, same network; Forward refuses n > max_batch. */
-static PetscErrorCode CheckReplicasAndLimits(int *failures)
+static PetscErrorCode CheckReplicasAndLimits(void)
 {
   const PetscInt w[] = {5, 16, 4};
   BasisMLP       a, b;
   BasisRng       ra, rb;
   float         *pa, *pb, x[6 * 5] = {0}, y[6 * 4];
-  PetscCount     np;
+  PetscCount     np, bad = -1;
+  double         bound = 0.0;
   PetscErrorCode ierr;
 
   PetscFunctionBeginUser;
@@ -251,22 +237,18 @@ static PetscErrorCode CheckReplicasAndLimits(int *failures)
   PetscCall(BasisMLPGetSizes(a, NULL, NULL, &np));
   PetscCall(BasisMLPGetArrays(a, &pa, NULL, NULL, NULL));
   PetscCall(BasisMLPGetArrays(b, &pb, NULL, NULL, NULL));
-  for (PetscCount i = 0; i < np; i++) {
-    double bound = i < 5 * 16 + 16 ? 1.0 / sqrt(5.0) : 1.0 / sqrt(16.0); /* U(-1/sqrt(fan_in), ..) */
-    if (memcmp(&pa[i], &pb[i], sizeof(float)) || !(fabs(pa[i]) <= bound)) {
-      PetscCall(PetscPrintf(PETSC_COMM_WORLD, "FAIL init: parameter %d is %g and %g (bound %g)\n", (int)i,
-                            (double)pa[i], (double)pb[i], bound));
-      (*failures)++;
-      break;
-    }
+  for (PetscCount i = 0; i < np && bad < 0; i++) {
+    bound = i < 5 * 16 + 16 ? 1.0 / sqrt(5.0) : 1.0 / sqrt(16.0); /* U(-1/sqrt(fan_in), ..) */
+    if (memcmp(&pa[i], &pb[i], sizeof(float)) || !(fabs(pa[i]) <= bound)) bad = i;
   }
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, (PetscBool)(bad < 0),
+                           "init: parameter %d is %g and %g (bound %g)", (int)bad,
+                           bad < 0 ? 0.0 : (double)pa[bad], bad < 0 ? 0.0 : (double)pb[bad], bound));
   PetscCall(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
   ierr = BasisMLPForward(a, 6, x, y);
   PetscCall(PetscPopErrorHandler());
-  if (!ierr) {
-    PetscCall(PetscPrintf(PETSC_COMM_WORLD, "FAIL Forward accepted 6 rows on a network created for 5\n"));
-    (*failures)++;
-  }
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, (PetscBool)(ierr != 0),
+                           "Forward accepted 6 rows on a network created for 5"));
   PetscCall(BasisMLPDestroy(&a));
   PetscCall(BasisMLPDestroy(&b));
   PetscFunctionReturn(0);
@@ -275,20 +257,18 @@ static PetscErrorCode CheckReplicasAndLimits(int *failures)
 int main(int argc, char **argv)
 {
   const PetscInt w1[] = {7, 5, 6, 3}, w2[] = {4, 3}, w3[] = {3, 17, 2}, w4[] = {6, 32, 33, 31, 5};
-  int            failures = 0;
 
   PetscCall(PetscInitialize(&argc, &argv, NULL, NULL));
   PetscCall(BasisInitialize());
-  PetscCall(CheckNetwork(3, w1, 4, 8, 1, &failures));   /* the brief's small net, n < max_batch */
-  PetscCall(CheckNetwork(1, w2, 5, 5, 2, &failures));   /* one linear layer, no hidden state */
-  PetscCall(CheckNetwork(2, w3, 19, 19, 3, &failures)); /* vector loops with a scalar tail */
-  PetscCall(CheckNetwork(4, w4, 9, 12, 4, &failures));  /* deeper, widths around 32 */
+  PetscCall(CheckNetwork(3, w1, 4, 8, 1));   /* the brief's small net, n < max_batch */
+  PetscCall(CheckNetwork(1, w2, 5, 5, 2));   /* one linear layer, no hidden state */
+  PetscCall(CheckNetwork(2, w3, 19, 19, 3)); /* vector loops with a scalar tail */
+  PetscCall(CheckNetwork(4, w4, 9, 12, 4));  /* deeper, widths around 32 */
   /* more rows than one pass (BASIS_MLP_CHUNK_ROWS = 1024): three passes, the last partial,
      whose gradients must add up */
-  PetscCall(CheckNetwork(3, w1, 2500, 2600, 5, &failures));
-  PetscCall(CheckAdam(&failures));
-  PetscCall(CheckReplicasAndLimits(&failures));
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &failures, 1, MPI_INT, MPI_SUM, PETSC_COMM_WORLD));
+  PetscCall(CheckNetwork(3, w1, 2500, 2600, 5));
+  PetscCall(CheckAdam());
+  PetscCall(CheckReplicasAndLimits());
   PetscCall(PetscFinalize());
-  return failures ? 1 : 0;
+  return BasisTestFailures() ? 1 : 0;
 }

@@ -22,6 +22,7 @@
 #include <basis/h5io.h>
 #include <basis/metrics.h>
 #include <basis/train.h>
+#include "check.h"
 #include <slepcsys.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -133,35 +134,38 @@ static PetscErrorCode WriteSortedData(MPI_Comm comm, const float all_x[], const 
   PetscFunctionReturn(0);
 }
 
-/* 1 (and a message naming what, with a hint) when d_G exceeds limit; d_G when verbose. */
-static int CheckDistance(MPI_Comm comm, const char *what, const char *hint, PetscReal dG, PetscReal limit)
+/* Check d_G <= limit (the message names what, with a hint); prints d_G when verbose. */
+static PetscErrorCode CheckDistance(MPI_Comm comm, const char *what, const char *hint, PetscReal dG,
+                                    PetscReal limit)
 {
-  int fail = !(dG <= limit);
-
-  if (fail) (void)PetscPrintf(comm, "FAIL: d_G%s is %.3f > %.2f%s\n", what, (double)dG, (double)limit, hint);
+  PetscFunctionBeginUser;
+  PetscCall(BasisTestCheck(comm, (PetscBool)(dG <= limit), "d_G%s is %.3f > %.2f%s", what, (double)dG,
+                           (double)limit, hint));
   if (PetscDefined(USE_DEBUG) || getenv("BASIS_TEST_VERBOSE"))
-    (void)PetscPrintf(comm, "d_G%s = %.4f\n", what, (double)dG);
-  return fail;
+    PetscCall(PetscPrintf(comm, "d_G%s = %.4f\n", what, (double)dG));
+  PetscFunctionReturn(0);
 }
 
 /* BasisNthNotIn against counting, on random sorted skip lists (with runs and a leading 0). */
-static int CheckNthNotIn(MPI_Comm comm)
+static PetscErrorCode CheckNthNotIn(MPI_Comm comm)
 {
   BasisRng rng;
   PetscInt skip[40], fails = 0;
 
+  PetscFunctionBeginUser;
   BasisRngSeed(&rng, 5, 0);
   for (int trial = 0; trial < 50; trial++) {
     PetscInt n = BasisRngInt(&rng, 41), top = n + BasisRngInt(&rng, 60);
-    if (BasisRngSample(&rng, top, n, skip)) return 1;
+    PetscCall(BasisRngSample(&rng, top, n, skip));
     for (PetscInt p = 0, g = 0; p < top - n + 5; p++, g++) { /* g: the p-th integer not in skip */
       for (PetscInt s = 0; s < n; s++)
         if (skip[s] == g) g++;
       if (BasisNthNotIn(n, skip, p) != g) fails++;
     }
   }
-  if (fails) (void)PetscPrintf(comm, "FAIL: BasisNthNotIn differs from counting in %d cases\n", (int)fails);
-  return fails > 0;
+  PetscCall(BasisTestCheck(comm, (PetscBool)(fails == 0), "BasisNthNotIn differs from counting in %d cases",
+                           (int)fails));
+  PetscFunctionReturn(0);
 }
 
 /* Train with the options set now and embed this rank's rows with the result. */
@@ -193,7 +197,6 @@ int main(int argc, char **argv)
   BasisShard        sorted;
   float            *root_params, *all_x, *sorted_x;
   PetscReal        *Y, *Y_back, dG;
-  int               failures = 0;
 
   PetscCall(SlepcInitialize(&argc, &argv, NULL, NULL));
   PetscCall(BasisInitialize());
@@ -203,7 +206,7 @@ int main(int argc, char **argv)
   PetscCall(PetscSNPrintf(data, sizeof(data), "test_train_np%d_data.h5", size));
   PetscCall(PetscSNPrintf(model, sizeof(model), "test_train_np%d_model.h5", size));
   PetscCall(WriteData(comm, data));
-  failures += CheckNthNotIn(comm);
+  PetscCall(CheckNthNotIn(comm));
 
   /* train: small network, batches of 200 with 60 anchors; 2-4 ranks see more data per
      step, so fewer steps per rank would do, but the same count keeps the test simple */
@@ -233,11 +236,8 @@ int main(int argc, char **argv)
   {
     int differ = memcmp(root_params, mo->params, sizeof(float) * (size_t)mo->nparams) != 0;
     PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &differ, 1, MPI_INT, MPI_SUM, comm));
-    if (differ) {
-      PetscCall(
-          PetscPrintf(comm, "FAIL: weights differ from rank 0's on %d rank(s) after training\n", differ));
-      failures++;
-    }
+    PetscCall(BasisTestCheck(comm, (PetscBool)(differ == 0),
+                             "weights differ from rank 0's on %d rank(s) after training", differ));
   }
 
   /* 2. the model file reproduces the network exactly */
@@ -246,11 +246,8 @@ int main(int argc, char **argv)
   {
     int differ = memcmp(Y, Y_back, sizeof(PetscReal) * (size_t)shard.n * K_DIM) != 0;
     PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &differ, 1, MPI_INT, MPI_SUM, comm));
-    if (differ) {
-      PetscCall(
-          PetscPrintf(comm, "FAIL: embedding from the saved model differs from the trained network's\n"));
-      failures++;
-    }
+    PetscCall(BasisTestCheck(comm, (PetscBool)(differ == 0),
+                             "embedding from the saved model differs from the trained network's"));
   }
 
   /* 2b. the next batch prepared while the allreduce is in flight (the default) or after
@@ -267,11 +264,8 @@ int main(int argc, char **argv)
     PetscCall(BasisTrainerGetModel(tr_serial, &mo_serial));
     differ = memcmp(mo->params, mo_serial->params, sizeof(float) * (size_t)mo->nparams) != 0;
     PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &differ, 1, MPI_INT, MPI_SUM, comm));
-    if (differ) {
-      PetscCall(
-          PetscPrintf(comm, "FAIL: -train_overlap 0 trained different weights on %d rank(s)\n", differ));
-      failures++;
-    }
+    PetscCall(BasisTestCheck(comm, (PetscBool)(differ == 0),
+                             "-train_overlap 0 trained different weights on %d rank(s)", differ));
     PetscCall(BasisTrainerDestroy(&tr_serial));
     PetscCall(PetscOptionsClearValue(NULL, "-train_overlap"));
   }
@@ -290,8 +284,7 @@ int main(int argc, char **argv)
     PetscCall(PetscFree2(counts, displs));
   }
   PetscCall(DistanceToExact(comm, mo, all_x, &shard, Y, &dG));
-  failures +=
-      CheckDistance(comm, "", " (trained embedding against the exact eigenvectors)", dG, DG_THRESHOLD);
+  PetscCall(CheckDistance(comm, "", " (trained embedding against the exact eigenvectors)", dG, DG_THRESHOLD));
 
   /* 4. the sym Laplacian, the default: the same data and options otherwise */
   PetscCall(PetscSNPrintf(model, sizeof(model), "test_train_np%d_model_sym.h5", size));
@@ -303,7 +296,7 @@ int main(int argc, char **argv)
     PetscCall(BasisTrainerGetModel(tr_sym, &mo_sym));
     PetscCall(DistanceToExact(comm, mo_sym, all_x, &shard, Y, &dG));
   }
-  failures += CheckDistance(comm, " (sym)", "", dG, DG_THRESHOLD_SYM);
+  PetscCall(CheckDistance(comm, " (sym)", "", dG, DG_THRESHOLD_SYM));
   PetscCall(BasisTrainerDestroy(&tr_sym));
 
   /* 5. the data sorted by their first feature: rank r's shard is one stretch of it */
@@ -319,8 +312,8 @@ int main(int argc, char **argv)
   PetscCall(TrainAndEmbed(comm, &sorted, &tr_sorted, Y));
   PetscCall(BasisTrainerGetModel(tr_sorted, &mo));
   PetscCall(DistanceToExact(comm, mo, sorted_x, &sorted, Y, &dG));
-  failures +=
-      CheckDistance(comm, " (sorted data)", " (batches drawn from one shard?)", dG, DG_THRESHOLD_SORTED);
+  PetscCall(
+      CheckDistance(comm, " (sorted data)", " (batches drawn from one shard?)", dG, DG_THRESHOLD_SORTED));
   if (size == 1) { /* one shard: the global draw must pick the very rows the shard draw does */
     BasisTrainer      tr_shard;
     const BasisModel *mo_shard;
@@ -328,11 +321,9 @@ int main(int argc, char **argv)
     PetscCall(PetscOptionsSetValue(NULL, "-sample", "shard"));
     PetscCall(TrainAndEmbed(comm, &sorted, &tr_shard, Y_back));
     PetscCall(BasisTrainerGetModel(tr_shard, &mo_shard));
-    if (memcmp(mo->params, mo_shard->params, sizeof(float) * (size_t)mo->nparams)) {
-      PetscCall(
-          PetscPrintf(comm, "FAIL: on one rank, -sample global and -sample shard trained differently\n"));
-      failures++;
-    }
+    PetscCall(BasisTestCheck(
+        comm, (PetscBool)(!memcmp(mo->params, mo_shard->params, sizeof(float) * (size_t)mo->nparams)),
+        "on one rank, -sample global and -sample shard trained differently"));
     PetscCall(BasisTrainerDestroy(&tr_shard));
     PetscCall(PetscOptionsClearValue(NULL, "-sample"));
   }
@@ -345,5 +336,5 @@ int main(int argc, char **argv)
   PetscCall(BasisModelFree(&back));
   PetscCall(BasisTrainerDestroy(&tr));
   PetscCall(SlepcFinalize());
-  return failures ? 1 : 0;
+  return BasisTestFailures() ? 1 : 0;
 }
