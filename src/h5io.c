@@ -14,6 +14,7 @@
 */
 #include <basis/h5io.h>
 #include <basis/log.h>
+#include <basis/output.h>
 #include <math.h>
 #include <string.h>
 #include <unistd.h>
@@ -202,6 +203,8 @@ PetscErrorCode BasisH5WriteRows(MPI_Comm comm, hid_t dset, PetscInt start, Petsc
 {
   PetscFunctionBeginUser;
   PetscCall(PetscLogEventBegin(BASIS_WriteRows, 0, 0, 0, 0));
+  /* a full disk is refused here, agreed, before any rank starts a collective write */
+  PetscCall(BasisOutputReserveSpace(comm, dset));
   PetscCall(TransferRows(comm, dset, start, n, cols, memtype, (void *)buf, PETSC_TRUE));
   PetscCall(PetscLogEventEnd(BASIS_WriteRows, 0, 0, 0, 0));
   PetscFunctionReturn(0);
