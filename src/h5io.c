@@ -17,6 +17,7 @@
 #include <basis/output.h>
 #include <math.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* 64 MiB per collective call: far under MPI-IO's 2 GiB, few calls for large shards. */
@@ -32,8 +33,9 @@
 PetscErrorCode BasisH5OpenRead(MPI_Comm comm, const char *path, const char *what, hid_t *file)
 {
   PetscMPIInt rank;
-  int         state = 0; /* 0 ok, 1 missing, 2 unreadable, 3 not HDF5 */
+  int         state = 0; /* 0 ok, 1 missing, 2 unreadable, 3 not HDF5, 4 not a regular file */
   hid_t       fapl;
+  struct stat st;
 
   PetscFunctionBeginUser;
   PetscCheck(path && path[0], comm, PETSC_ERR_ARG_WRONG, "no %s file given", what);
@@ -41,6 +43,8 @@ PetscErrorCode BasisH5OpenRead(MPI_Comm comm, const char *path, const char *what
   if (rank == 0) {
     if (access(path, F_OK))
       state = 1;
+    else if (stat(path, &st) || !S_ISREG(st.st_mode)) /* a FIFO would block every open */
+      state = 4;
     else if (access(path, R_OK))
       state = 2;
     else if (H5Fis_hdf5(path) <= 0)
@@ -50,6 +54,9 @@ PetscErrorCode BasisH5OpenRead(MPI_Comm comm, const char *path, const char *what
   PetscCheck(state != 1, comm, PETSC_ERR_FILE_OPEN, "%s file %s does not exist; check the path", what, path);
   PetscCheck(state != 2, comm, PETSC_ERR_FILE_OPEN, "%s file %s is not readable; check its permissions", what,
              path);
+  PetscCheck(state != 4, comm, PETSC_ERR_FILE_UNEXPECTED,
+             "%s file %s is not a regular file (a directory, FIFO, device or socket); give an HDF5 file",
+             what, path);
   PetscCheck(state != 3, comm, PETSC_ERR_FILE_UNEXPECTED,
              "%s file %s is not an HDF5 file (or is truncated); give an HDF5 file", what, path);
   fapl = H5Pcreate(H5P_FILE_ACCESS);

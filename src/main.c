@@ -82,6 +82,31 @@ static int FirstRank(void)
   return 1;
 }
 
+/* The first line of an options file that PETSc would refuse (a line is "-name [value]",
+   "alias -name -other", blank, or a '#' comment), as a message; NULL when all are fine. */
+static const char *BadOptionsLine(const char *path)
+{
+  static char why[128];
+  char        line[4096];
+  FILE       *f = fopen(path, "r");
+  int         n = 0;
+
+  if (!f) return "cannot be read";
+  while (fgets(line, sizeof(line), f)) {
+    const char *p = line + strspn(line, " \t\r\n");
+    n++;
+    if (memchr(line, 0, strlen(line) + 1) != line + strlen(line) ||
+        (*p && *p != '#' && *p != '-' && strncmp(p, "alias", 5))) {
+      snprintf(why, sizeof(why),
+               "line %d is not an option: each line holds '-name value' ('#' starts a comment)", n);
+      fclose(f);
+      return why;
+    }
+  }
+  fclose(f);
+  return NULL;
+}
+
 /* -options_file F is read inside SlepcInitialize, before basis's error handler: check F
    here so that a missing or unreadable file is one line, not PETSc's trace. */
 static int CheckOptionsFiles(int argc, char **argv)
@@ -98,6 +123,8 @@ static int CheckOptionsFiles(int argc, char **argv)
       why = "is not a regular file; give a text file of options";
     else if (access(f, R_OK))
       why = "is not readable; check its permissions";
+    else if (!strcmp(argv[i], "-options_file"))
+      why = BadOptionsLine(f);
     if (why) {
       if (FirstRank()) fprintf(stderr, "basis: error: %s %s %s\n", argv[i], f ? f : "", why);
       return 1;
