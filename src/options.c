@@ -292,7 +292,7 @@ PetscErrorCode BasisOptionsCheckCommandLine(MPI_Comm comm)
     PetscCall(PetscSNPrintf(name, sizeof(name), "-%s", names[i]));
     kind = KnownKind(name);
     if (!kind && HandledByPetsc(name)) continue;
-    close = kind ? NULL : Closest(name);
+    close = kind ? NULL : (!strcmp(name, "-h") || !strcmp(name, "--help")) ? "-help" : Closest(name);
     if (!kind) {
       PetscCall(PetscOptionsLeftRestore(NULL, &N, &names, &values));
       SETERRQ(comm, PETSC_ERR_ARG_WRONG, "unknown option %s%s%s%s; 'basis COMMAND -help' lists the options",
