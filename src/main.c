@@ -126,7 +126,15 @@ static int CheckOptionsFiles(int argc, char **argv)
     else if (!strcmp(argv[i], "-options_file"))
       why = BadOptionsLine(f);
     if (why) {
-      if (FirstRank()) fprintf(stderr, "basis: error: %s %s %s\n", argv[i], f ? f : "", why);
+      /* MPI up just to report it once: rank 0 prints before any rank exits (mpiexec kills
+         the others when one exits with an error) */
+      int rank = 0;
+      MPI_Init(&argc, &argv);
+      MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+      if (rank == 0) fprintf(stderr, "basis: error: %s %s %s\n", argv[i], f ? f : "", why);
+      fflush(stderr);
+      MPI_Barrier(MPI_COMM_WORLD);
+      MPI_Finalize();
       return 1;
     }
   }

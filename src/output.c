@@ -5,10 +5,10 @@
   looks complete unless it is:
     1. check the path (rank 0, broadcast): not an input (same inode), not a directory,
        FIFO, device or socket (nor a link to one), not held by a live run's lock;
-    2. take the lock "<path>.lock" (O_CREAT|O_EXCL, works on NFSv3+ and Lustre; holds
-       "basis HOST PID"): a second run writing the same output is refused, naming the
-       first. A lock left by a killed run on this host is stale (its pid is gone) and is
-       taken over; one from another host is reported with how to clear it;
+    2. take the lock "<path>.lock" (written whole under a private name, then link(): atomic
+       also on NFS and Lustre; holds "basis HOST PID"): a second run writing the same output is refused,
+  naming the first. A lock left by a killed run on this host is stale (its pid is gone) and is taken over; one
+  from another host is reported with how to clear it;
     3. create "<path>.<run>.partial" exclusively (run = job id or pid, and a random
        word), so two runs never share a temporary and a user's own file is never
        truncated or deleted;
@@ -124,37 +124,45 @@ static int LockHeld(const char *path, const char *lock, PetscBool *stale, char *
   return 1;
 }
 
-/* Take the lock (rank 0 only); msg set on failure. A stale lock is replaced. */
+/* Take the lock (rank 0 only); msg set on failure. A stale lock is replaced. The lock is
+   written complete under a private name and hard-linked to its name: link() is atomic
+   (also on NFS), so no other run ever reads a half-written lock. */
 static void LockTake(const char *path, const char *lock, PetscBool *locked, char *msg, size_t len)
 {
-  char host[256] = "", line[300];
+  char host[256] = "", line[300], mine[PETSC_MAX_PATH_LEN + 64];
+  int  fd, n;
 
   *locked = PETSC_FALSE;
   gethostname(host, sizeof(host) - 1);
-  for (int attempt = 0; attempt < 2 && !msg[0]; attempt++) {
-    PetscBool stale;
-    int       fd = open(lock, O_WRONLY | O_CREAT | O_EXCL, 0644), n;
-
-    if (fd >= 0) {
-      n = snprintf(line, sizeof(line), "basis %s %ld\n", host, (long)getpid());
-      if (write(fd, line, (size_t)n) != n || close(fd)) {
-        char hint[128];
-        SpaceHint(lock, hint, sizeof(hint));
-        unlink(lock);
-        snprintf(msg, len, "cannot write the lock file %s for output %s: %s; free space or write elsewhere",
-                 lock, path, hint);
-        return;
-      }
-      *locked = PETSC_TRUE;
-      return;
-    }
-    if (errno != EEXIST) {
-      snprintf(msg, len, "cannot create the lock file %s for output %s: %s", lock, path, strerror(errno));
-      return;
-    }
-    if (LockHeld(path, lock, &stale, msg, len)) return;
-    if (stale) unlink(lock); /* its run was killed; take over */
+  snprintf(mine, sizeof(mine), "%s.%ld", lock, (long)getpid());
+  n  = snprintf(line, sizeof(line), "basis %s %ld\n", host, (long)getpid());
+  fd = open(mine, O_WRONLY | O_CREAT | O_EXCL, 0644);
+  if (fd < 0 || write(fd, line, (size_t)n) != n || close(fd)) {
+    char hint[128];
+    SpaceHint(lock, hint, sizeof(hint));
+    if (fd >= 0) unlink(mine);
+    snprintf(msg, len, "cannot write the lock file %s for output %s: %s", mine, path,
+             errno == ENOSPC || errno == EDQUOT ? hint : strerror(errno));
+    return;
   }
+  for (int attempt = 0; attempt < 2 && !msg[0] && !*locked; attempt++) {
+    PetscBool stale;
+    if (!link(mine, lock)) {
+      *locked = PETSC_TRUE;
+    } else if (errno == EPERM || errno == EOPNOTSUPP || errno == ENOSYS) { /* no hard links here */
+      int lfd = open(lock, O_WRONLY | O_CREAT | O_EXCL, 0644);
+      if (lfd >= 0) *locked = (PetscBool)(write(lfd, line, (size_t)n) == n), close(lfd);
+      if (lfd >= 0 && !*locked) unlink(lock);
+      if (lfd < 0 && errno == EEXIST && !LockHeld(path, lock, &stale, msg, len) && stale) unlink(lock);
+      if (lfd < 0 && errno != EEXIST)
+        snprintf(msg, len, "cannot create the lock file %s for output %s: %s", lock, path, strerror(errno));
+    } else if (errno != EEXIST) {
+      snprintf(msg, len, "cannot create the lock file %s for output %s: %s", lock, path, strerror(errno));
+    } else if (!LockHeld(path, lock, &stale, msg, len) && stale) {
+      unlink(lock); /* its run was killed; take over */
+    }
+  }
+  unlink(mine);
   if (!*locked && !msg[0])
     snprintf(msg, len, "cannot take the lock %s for output %s: another run keeps creating it", lock, path);
 }
@@ -195,7 +203,9 @@ static void CheckPathLocal(const char *option, const char *path, PetscBool force
   }
   for (PetscInt i = 0; inputs && inputs[i]; i++)
     if (inputs[i][0] && SameFile(path, inputs[i])) {
-      snprintf(msg, len, "output %s is also an input (%s); choose another %s", path, inputs[i], option);
+      snprintf(msg, len, "output %s is also an input; choose another %s%s%s%s", path, option,
+               strcmp(path, inputs[i]) ? " (it is the same file as " : "",
+               strcmp(path, inputs[i]) ? inputs[i] : "", strcmp(path, inputs[i]) ? ")" : "");
       return;
     }
   if (stat(path, &st) == 0) {
