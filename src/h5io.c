@@ -15,6 +15,7 @@
 #include <basis/h5io.h>
 #include <basis/log.h>
 #include <basis/output.h>
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -153,9 +154,20 @@ static PetscInt SlabRows(PetscInt cols, size_t elem)
   return (PetscInt)PetscMax(rows, 1);
 }
 
-/* Collective transfer of rows [start, start+n) x cols between dset and buf, in slabs. */
+/* HDF5 conversion exception handler: count values clipped to the memory type's range
+   (HDF5 clips them silently) and let HDF5 clip. */
+static H5T_conv_ret_t CountClipped(H5T_conv_except_t except, hid_t src, hid_t dst, void *sbuf, void *dbuf,
+                                   void *ctx)
+{
+  (void)src, (void)dst, (void)sbuf, (void)dbuf;
+  if (except == H5T_CONV_EXCEPT_RANGE_HI || except == H5T_CONV_EXCEPT_RANGE_LOW) (*(long long *)ctx)++;
+  return H5T_CONV_UNHANDLED;
+}
+
+/* Collective transfer of rows [start, start+n) x cols between dset and buf, in slabs.
+   clipped (reads only, may be NULL): counts values outside the range of memtype. */
 static PetscErrorCode TransferRows(MPI_Comm comm, hid_t dset, PetscInt start, PetscInt n, PetscInt cols,
-                                   hid_t memtype, void *buf, PetscBool write)
+                                   hid_t memtype, void *buf, PetscBool write, long long *clipped)
 {
   hid_t    fspace, mspace, dxpl;
   size_t   elem = H5Tget_size(memtype);
@@ -169,6 +181,7 @@ static PetscErrorCode TransferRows(MPI_Comm comm, hid_t dset, PetscInt start, Pe
   rank_ndims = H5Sget_simple_extent_ndims(fspace);
   dxpl       = H5Pcreate(H5P_DATASET_XFER);
   BasisCallH5(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE));
+  if (clipped) BasisCallH5(H5Pset_type_conv_cb(dxpl, CountClipped, clipped));
   for (PetscInt s = 0; s < max_slabs; s++) {
     PetscInt lo = PetscMin(s * slab, n), cnt = PetscMin(slab, n - lo);
     hsize_t  off[2] = {(hsize_t)(start + lo), 0}, count[2] = {(hsize_t)cnt, (hsize_t)cols};
@@ -200,8 +213,21 @@ static PetscErrorCode TransferRows(MPI_Comm comm, hid_t dset, PetscInt start, Pe
 PetscErrorCode BasisH5ReadRows(MPI_Comm comm, hid_t dset, PetscInt start, PetscInt n, PetscInt cols,
                                hid_t memtype, void *buf)
 {
+  long long clipped = 0, all;
+  PetscBool integer = (PetscBool)(H5Tget_class(memtype) == H5T_INTEGER);
+
   PetscFunctionBeginUser;
-  PetscCall(TransferRows(comm, dset, start, n, cols, memtype, buf, PETSC_FALSE));
+  PetscCall(TransferRows(comm, dset, start, n, cols, memtype, buf, PETSC_FALSE, integer ? &clipped : NULL));
+  PetscCallMPI(MPI_Allreduce(&clipped, &all, 1, MPI_LONG_LONG, MPI_SUM, comm));
+  if (all) {
+    char name[256] = "?", file[PETSC_MAX_PATH_LEN] = "?";
+    H5Iget_name(dset, name, sizeof(name));
+    H5Fget_name(dset, file, sizeof(file));
+    SETERRQ(comm, PETSC_ERR_FILE_UNEXPECTED,
+            "%s in %s holds %lld values outside the range of a 32-bit integer, which basis would clip; "
+            "renumber them (class ids from 0 to %d)",
+            name, file, all, INT_MAX);
+  }
   PetscFunctionReturn(0);
 }
 
@@ -212,7 +238,7 @@ PetscErrorCode BasisH5WriteRows(MPI_Comm comm, hid_t dset, PetscInt start, Petsc
   PetscCall(PetscLogEventBegin(BASIS_WriteRows, 0, 0, 0, 0));
   /* a full disk is refused here, agreed, before any rank starts a collective write */
   PetscCall(BasisOutputReserveSpace(comm, dset));
-  PetscCall(TransferRows(comm, dset, start, n, cols, memtype, (void *)buf, PETSC_TRUE));
+  PetscCall(TransferRows(comm, dset, start, n, cols, memtype, (void *)buf, PETSC_TRUE, NULL));
   PetscCall(PetscLogEventEnd(BASIS_WriteRows, 0, 0, 0, 0));
   PetscFunctionReturn(0);
 }

@@ -4,6 +4,7 @@
 #
 #   faults_setup BASIS WORK   tiny inputs in WORK (1 rank, ~15 s): d.h5 (200 x 5), big.h5
 #                             (20000 x 5), mid.h5 (3000 x 5), model m.h5 (D = 5, K = 4),
+#                             biglabel.h5 (a label of 3e9, beyond a 32-bit integer),
 #                             e.h5 (an embedding), a FIFO, a link to /dev/null, a lock
 #                             file of a live run (this shell) and one of another host,
 #                             an options file of garbage, and, when root, a full tmpfs
@@ -29,6 +30,13 @@ faults_setup() {
   mkfifo "$w/fifo" && ln -s /dev/null "$w/null" && ln "$w/d.h5" "$w/d_link.h5" && mkdir "$w/adir" || return 1
   echo "basis $(hostname) $$" >"$w/live.h5.lock"     # a live run of this host: this shell
   echo "basis otherhost.example 4242" >"$w/far.h5.lock" # a run elsewhere: cannot be checked
+  /usr/bin/python3 - "$w" <<'PY' || return 1
+import sys, h5py, numpy as np
+w = sys.argv[1] + "/"
+with h5py.File(w + "d.h5", "r") as f, h5py.File(w + "biglabel.h5", "w") as g:
+    g["features"] = f["features"][()]
+    lab = f["labels"][()].astype(np.int64); lab[7] = 3000000000; g["labels"] = lab  # above INT_MAX
+PY
   head -c 600 /dev/urandom >"$w/garbage.opts"
   printf -- '-steps 3\n' >"$w/good.opts"
   if [[ $(id -u) == 0 ]]; then
@@ -61,6 +69,8 @@ faults_cases() {
   # inputs that are not regular files (a FIFO blocked every rank forever)
   add "-input a FIFO" "input file .*fifo is not a regular file" "info -input $w/fifo"
   add "embed -input a FIFO" "input file .*fifo is not a regular file" "embed -input $w/fifo -model $w/m.h5 -output $w/out.h5"
+  add "/labels above INT_MAX" "/labels in .*biglabel.h5 holds 1 values outside the range of a 32-bit integer" \
+    "info -input $w/biglabel.h5"
   add "-input a directory" "input file .* is not a regular file" "info -input $w"
   # options
   add "unknown option -ouput" "unknown option -ouput; did you mean -output\?" "$E -ouput $w/out.h5"
