@@ -28,6 +28,7 @@
   Not collective: every rank aligns its own batch. Errors are raised on PETSC_COMM_SELF.
 */
 #include <basis/align.h>
+#include <basis/graph.h>
 #include <basis/log.h>
 #include <basis/options.h>
 #include <petscblaslapack.h>
@@ -91,6 +92,14 @@ PetscErrorCode BasisAlignParamsSetFromOptions(MPI_Comm comm, BasisAlignParams *p
   PetscOptionsEnd();
   PetscCheck(p->ransac_iters >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-ransac_iters %d must be at least 1",
              (int)p->ransac_iters);
+  if (p->type == BASIS_ALIGN_RANSAC) { /* refused here once, not by every rank at every batch */
+    BasisGraphParams g;
+    BasisGraphParamsDefault(&g);
+    PetscCall(PetscOptionsGetInt(NULL, NULL, "-dim", &g.K, NULL));
+    PetscCheck(p->ransac_points >= PetscMax(g.K + 1, 2), comm, PETSC_ERR_ARG_OUTOFRANGE,
+               "-ransac_points %d must be at least -dim + 1 = %d (the K + 1 coefficients of each row of T)",
+               (int)p->ransac_points, (int)PetscMax(g.K + 1, 2));
+  }
   PetscCheck(p->ransac_points >= 2, comm, PETSC_ERR_ARG_OUTOFRANGE,
              "-ransac_points %d must be at least -dim + 1 (the K + 1 coefficients of each row of T)",
              (int)p->ransac_points);

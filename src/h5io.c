@@ -14,8 +14,11 @@
 */
 #include <basis/h5io.h>
 #include <basis/log.h>
+#include <basis/output.h>
+#include <limits.h>
 #include <math.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* 64 MiB per collective call: far under MPI-IO's 2 GiB, few calls for large shards. */
@@ -31,8 +34,9 @@
 PetscErrorCode BasisH5OpenRead(MPI_Comm comm, const char *path, const char *what, hid_t *file)
 {
   PetscMPIInt rank;
-  int         state = 0; /* 0 ok, 1 missing, 2 unreadable, 3 not HDF5 */
+  int         state = 0; /* 0 ok, 1 missing, 2 unreadable, 3 not HDF5, 4 not a regular file */
   hid_t       fapl;
+  struct stat st;
 
   PetscFunctionBeginUser;
   PetscCheck(path && path[0], comm, PETSC_ERR_ARG_WRONG, "no %s file given", what);
@@ -40,6 +44,8 @@ PetscErrorCode BasisH5OpenRead(MPI_Comm comm, const char *path, const char *what
   if (rank == 0) {
     if (access(path, F_OK))
       state = 1;
+    else if (stat(path, &st) || !S_ISREG(st.st_mode)) /* a FIFO would block every open */
+      state = 4;
     else if (access(path, R_OK))
       state = 2;
     else if (H5Fis_hdf5(path) <= 0)
@@ -49,6 +55,9 @@ PetscErrorCode BasisH5OpenRead(MPI_Comm comm, const char *path, const char *what
   PetscCheck(state != 1, comm, PETSC_ERR_FILE_OPEN, "%s file %s does not exist; check the path", what, path);
   PetscCheck(state != 2, comm, PETSC_ERR_FILE_OPEN, "%s file %s is not readable; check its permissions", what,
              path);
+  PetscCheck(state != 4, comm, PETSC_ERR_FILE_UNEXPECTED,
+             "%s file %s is not a regular file (a directory, FIFO, device or socket); give an HDF5 file",
+             what, path);
   PetscCheck(state != 3, comm, PETSC_ERR_FILE_UNEXPECTED,
              "%s file %s is not an HDF5 file (or is truncated); give an HDF5 file", what, path);
   fapl = H5Pcreate(H5P_FILE_ACCESS);
@@ -130,9 +139,20 @@ static PetscInt SlabRows(PetscInt cols, size_t elem)
   return (PetscInt)PetscMax(rows, 1);
 }
 
-/* Collective transfer of rows [start, start+n) x cols between dset and buf, in slabs. */
+/* HDF5 conversion exception handler: count values clipped to the memory type's range
+   (HDF5 clips them silently) and let HDF5 clip. */
+static H5T_conv_ret_t CountClipped(H5T_conv_except_t except, hid_t src, hid_t dst, void *sbuf, void *dbuf,
+                                   void *ctx)
+{
+  (void)src, (void)dst, (void)sbuf, (void)dbuf;
+  if (except == H5T_CONV_EXCEPT_RANGE_HI || except == H5T_CONV_EXCEPT_RANGE_LOW) (*(long long *)ctx)++;
+  return H5T_CONV_UNHANDLED;
+}
+
+/* Collective transfer of rows [start, start+n) x cols between dset and buf, in slabs.
+   clipped (reads only, may be NULL): counts values outside the range of memtype. */
 static PetscErrorCode TransferRows(MPI_Comm comm, hid_t dset, PetscInt start, PetscInt n, PetscInt cols,
-                                   hid_t memtype, void *buf, PetscBool write)
+                                   hid_t memtype, void *buf, PetscBool write, long long *clipped)
 {
   hid_t    fspace, mspace, dxpl;
   size_t   elem = H5Tget_size(memtype);
@@ -146,6 +166,7 @@ static PetscErrorCode TransferRows(MPI_Comm comm, hid_t dset, PetscInt start, Pe
   rank_ndims = H5Sget_simple_extent_ndims(fspace);
   dxpl       = H5Pcreate(H5P_DATASET_XFER);
   BasisCallH5(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE));
+  if (clipped) BasisCallH5(H5Pset_type_conv_cb(dxpl, CountClipped, clipped));
   for (PetscInt s = 0; s < max_slabs; s++) {
     PetscInt lo = PetscMin(s * slab, n), cnt = PetscMin(slab, n - lo);
     hsize_t  off[2] = {(hsize_t)(start + lo), 0}, count[2] = {(hsize_t)cnt, (hsize_t)cols};
@@ -177,8 +198,21 @@ static PetscErrorCode TransferRows(MPI_Comm comm, hid_t dset, PetscInt start, Pe
 PetscErrorCode BasisH5ReadRows(MPI_Comm comm, hid_t dset, PetscInt start, PetscInt n, PetscInt cols,
                                hid_t memtype, void *buf)
 {
+  long long clipped = 0, all;
+  PetscBool integer = (PetscBool)(H5Tget_class(memtype) == H5T_INTEGER);
+
   PetscFunctionBeginUser;
-  PetscCall(TransferRows(comm, dset, start, n, cols, memtype, buf, PETSC_FALSE));
+  PetscCall(TransferRows(comm, dset, start, n, cols, memtype, buf, PETSC_FALSE, integer ? &clipped : NULL));
+  PetscCallMPI(MPI_Allreduce(&clipped, &all, 1, MPI_LONG_LONG, MPI_SUM, comm));
+  if (all) {
+    char name[256] = "?", file[PETSC_MAX_PATH_LEN] = "?";
+    H5Iget_name(dset, name, sizeof(name));
+    H5Fget_name(dset, file, sizeof(file));
+    SETERRQ(comm, PETSC_ERR_FILE_UNEXPECTED,
+            "%s in %s holds %lld values outside the range of a 32-bit integer, which basis would clip; "
+            "renumber them (class ids from 0 to %d)",
+            name, file, all, INT_MAX);
+  }
   PetscFunctionReturn(0);
 }
 
@@ -187,7 +221,9 @@ PetscErrorCode BasisH5WriteRows(MPI_Comm comm, hid_t dset, PetscInt start, Petsc
 {
   PetscFunctionBeginUser;
   PetscCall(PetscLogEventBegin(BASIS_WriteRows, 0, 0, 0, 0));
-  PetscCall(TransferRows(comm, dset, start, n, cols, memtype, (void *)buf, PETSC_TRUE));
+  /* a full disk is refused here, agreed, before any rank starts a collective write */
+  PetscCall(BasisOutputReserveSpace(comm, dset));
+  PetscCall(TransferRows(comm, dset, start, n, cols, memtype, (void *)buf, PETSC_TRUE, NULL));
   PetscCall(PetscLogEventEnd(BASIS_WriteRows, 0, 0, 0, 0));
   PetscFunctionReturn(0);
 }

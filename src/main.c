@@ -4,7 +4,13 @@
   All work lives in libbasiscore. Error exit: every check in basis is agreed across ranks
   before it is raised, so normally all ranks return the same error here and finalize
   cleanly with exit status 1. If some rank does not arrive within a grace period (a
-  rank-local failure), the job is aborted so nothing hangs.
+  rank-local failure), the job is aborted so nothing hangs. Outputs left open by the
+  error are removed, then (all ranks having arrived) closed, so HDF5 never flushes a file
+  from inside MPI_Finalize.
+
+  MPI-IO: Open MPI 4.1's OMPIO drops the error of a failed collective write (a full disk
+  gave exit 0 and a file of zeros marked complete) and aborts on paths of more than ~240
+  characters; ROMIO reports both. basis selects ROMIO unless OMPI_MCA_io is set.
 */
 #include <slepcsys.h>
 #include <basis/error.h>
@@ -13,11 +19,15 @@
 #include <basis/h5io.h>
 #include <basis/train.h>
 #include <basis/exact.h>
+#include <basis/options.h>
 
 PetscErrorCode BasisEmbedMain(MPI_Comm);
 
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 typedef PetscErrorCode (*BasisCommand)(MPI_Comm);
@@ -63,6 +73,74 @@ static int AllRanksFailed(double seconds)
   return done;
 }
 
+/* True on the process that prints errors found before MPI is up (rank 0 of the job). */
+static int FirstRank(void)
+{
+  const char *vars[] = {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"};
+  for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+    if (getenv(vars[i])) return atoi(getenv(vars[i])) == 0;
+  return 1;
+}
+
+/* The first line of an options file that PETSc would refuse (a line is "-name [value]",
+   "alias -name -other", blank, or a '#' comment), as a message; NULL when all are fine. */
+static const char *BadOptionsLine(const char *path)
+{
+  static char why[128];
+  char        line[4096];
+  FILE       *f = fopen(path, "r");
+  int         n = 0;
+
+  if (!f) return "cannot be read";
+  while (fgets(line, sizeof(line), f)) {
+    const char *p = line + strspn(line, " \t\r\n");
+    n++;
+    if (memchr(line, 0, strlen(line) + 1) != line + strlen(line) ||
+        (*p && *p != '#' && *p != '-' && strncmp(p, "alias", 5))) {
+      snprintf(why, sizeof(why),
+               "line %d is not an option: each line holds '-name value' ('#' starts a comment)", n);
+      fclose(f);
+      return why;
+    }
+  }
+  fclose(f);
+  return NULL;
+}
+
+/* -options_file F is read inside SlepcInitialize, before basis's error handler: check F
+   here so that a missing or unreadable file is one line, not PETSc's trace. */
+static int CheckOptionsFiles(int argc, char **argv)
+{
+  for (int i = 2; i < argc; i++) {
+    struct stat st;
+    const char *f = i + 1 < argc ? argv[i + 1] : NULL, *why = NULL;
+    if (strcmp(argv[i], "-options_file") && strcmp(argv[i], "-options_file_yaml")) continue;
+    if (!f || f[0] == '-')
+      why = "needs a file name";
+    else if (stat(f, &st))
+      why = errno == ENOENT ? "does not exist; check the path" : "cannot be read";
+    else if (!S_ISREG(st.st_mode))
+      why = "is not a regular file; give a text file of options";
+    else if (access(f, R_OK))
+      why = "is not readable; check its permissions";
+    else if (!strcmp(argv[i], "-options_file"))
+      why = BadOptionsLine(f);
+    if (why) {
+      /* MPI up just to report it once: rank 0 prints before any rank exits (mpiexec kills
+         the others when one exits with an error) */
+      int rank = 0;
+      MPI_Init(&argc, &argv);
+      MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+      if (rank == 0) fprintf(stderr, "basis: error: %s %s %s\n", argv[i], f ? f : "", why);
+      fflush(stderr);
+      MPI_Barrier(MPI_COMM_WORLD);
+      MPI_Finalize();
+      return 1;
+    }
+  }
+  return 0;
+}
+
 int main(int argc, char **argv)
 {
   BasisCommand   run = NULL;
@@ -81,16 +159,25 @@ int main(int argc, char **argv)
     Usage(stderr);
     return 1;
   }
-  argv[1] = argv[0]; /* PETSc sees "basis -opt ..." */
+  if (CheckOptionsFiles(argc, argv)) return 1;
+  setenv("OMPI_MCA_io", "^ompio", 0); /* ROMIO: see the top of this file */
+  argv[1] = argv[0];                  /* PETSc sees "basis -opt ..." */
   ierr    = SlepcInitialize(&argc, &argv, NULL, NULL);
-  if (ierr) return 1;
+  if (ierr) {
+    if (FirstRank())
+      fprintf(stderr,
+              "basis: error: initialisation failed (see above); check -options_file and the options\n");
+    return 1;
+  }
   argv++, argc--;
   ierr = BasisInitialize();
+  if (!ierr) ierr = BasisOptionsCheckCommandLine(PETSC_COMM_WORLD);
   if (!ierr) ierr = run(PETSC_COMM_WORLD);
   if (ierr) {
     BasisOutputCleanupAll();
     /* 30 s: long enough for ranks still finishing a slow collective to arrive. */
     if (!AllRanksFailed(30.0)) MPI_Abort(MPI_COMM_WORLD, 1);
+    BasisOutputCloseAll();
     BasisFinalize();
     SlepcFinalize();
     return 1;

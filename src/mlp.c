@@ -29,6 +29,7 @@
 #include <basis/log.h>
 #include <cblas.h>
 #include <math.h>
+#include <unistd.h>
 
 /* Rows per forward/backward pass. The 50-512-512-1024-10 net of docs/performance.md, one
    process, fwd + bwd per row: 48.1 us in one pass of 1024 rows, 50.5 us in one pass of
@@ -90,6 +91,23 @@ PetscErrorCode BasisMLPCreate(PetscInt nlayers, const PetscInt widths[], PetscIn
   }
   net->chunk = PetscMin(max_batch, BASIS_MLP_CHUNK_ROWS);
   for (PetscInt l = 1; l < nlayers; l++) nact += (PetscCount)net->chunk * widths[l];
+  {
+    /* weights, gradient and two Adam moments, plus activations: refuse what cannot fit
+       before asking for it, with the size and the option to lower */
+    double bytes = 4.0 * sizeof(float) * (double)nparams +
+                   sizeof(float) * (double)(nact + (2 * (PetscCount)max_width + 1) * net->chunk);
+    double mem = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+    if (nparams > PETSC_MAX_INT || (mem > 0 && bytes > mem)) {
+      PetscCall(PetscFree2(net->widths, net->offset));
+      PetscCall(PetscFree(net));
+      SETERRQ(
+          PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
+          "the network (-hidden widths between D = %d and -dim %d) has %.3g parameters and needs %.1f GiB "
+          "per rank, more than this machine's %.1f GiB%s; lower -hidden",
+          (int)widths[0], (int)widths[nlayers], (double)nparams, bytes / 1073741824.0, mem / 1073741824.0,
+          nparams > PETSC_MAX_INT ? " (and more than 2^31 parameters)" : "");
+    }
+  }
   net->nparams   = nparams;
   net->max_width = max_width;
   PetscCall(

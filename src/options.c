@@ -1,8 +1,20 @@
 /*
   options.c - helpers around the PETSc options database (include/basis/options.h).
+
+  PetscInt is 32-bit here and PETSc converts an option's text with a silent cast, so
+  "-steps 4294967299" would train 3 steps: BasisOptionsInt reads the text itself (64-bit
+  strtoll) and refuses values outside the option's range. PETSc ignores options nobody
+  asks for, so "-ouput x" would be dropped silently: BasisOptionsCheckCommandLine refuses
+  any option that is neither one of basis's (the table below; tests/cli_faults.sh checks
+  it against every command's -help), nor handled by PETSc/SLEPc (queried already, or of
+  a solver prefix), naming the closest known name; it also range-checks every integer
+  option of the table before any command reads it.
 */
 #include <basis/options.h>
+#include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
+#include <string.h>
 
 /*
   BasisParseIntList - parse a comma-separated list of positive integers ("256,512").
@@ -68,5 +80,242 @@ PetscErrorCode BasisHelpRequested(PetscBool *help)
 {
   PetscFunctionBeginUser;
   PetscCall(PetscOptionsHasHelp(NULL, help));
+  PetscFunctionReturn(0);
+}
+
+/* Every option basis reads, with its kind: i integer, l integer list, r real, s string,
+   b boolean, e enum. Keep in step with the commands (tests/cli_faults.sh checks that every
+   option a command's -help lists is here). */
+static const struct {
+  const char *name;
+  char        kind;
+} known_options[] = {
+    {"-align", 'e'},
+    {"-align_max_cond", 'r'},
+    {"-anchors", 'i'},
+    {"-basis_traceback", 'b'},
+    {"-batch", 'i'},
+    {"-batch_solver", 'e'},
+    {"-checkpoint_every", 'i'},
+    {"-chunk", 'i'},
+    {"-classes", 'i'},
+    {"-clusters", 'i'},
+    {"-d", 'i'},
+    {"-data", 's'},
+    {"-dim", 'i'},
+    {"-exact", 's'},
+    {"-force", 'b'},
+    {"-help", 'b'},
+    {"-hidden", 's'},
+    {"-input", 's'},
+    {"-json", 's'},
+    {"-knn", 'i'},
+    {"-laplacian", 'e'},
+    {"-latent", 'i'},
+    {"-lr", 'r'},
+    {"-lr_final", 'r'},
+    {"-match_batch", 'l'},
+    {"-model", 's'},
+    {"-monitor_every", 'i'},
+    {"-n", 'i'},
+    {"-noise", 'r'},
+    {"-orthonormalize", 'e'},
+    {"-output", 's'},
+    {"-probe_test_fraction", 'r'},
+    {"-ransac_iters", 'i'},
+    {"-ransac_points", 'i'},
+    {"-ransac_tol", 'r'},
+    {"-reference_size", 'i'},
+    {"-restarts", 'i'},
+    {"-resume", 'b'},
+    {"-sample", 'e'},
+    {"-scale", 'e'},
+    {"-scale_neighbor", 'i'},
+    {"-seed", 'i'},
+    {"-standardize_targets", 'b'},
+    {"-steps", 'i'},
+    {"-train_monitor", 'b'},
+    {"-train_overlap", 'b'},
+    {"-type", 'e'},
+};
+
+/* Solver prefixes (-ref_eps_*, -exact_eps_*, -batch_eps_*: src/graph.c BasisGraphSolve)
+   followed by what a prefixed solver reads: SLEPc/PETSc objects and basis's own two. */
+static const char *const solver_prefixes[] = {"-ref_", "-exact_", "-batch_"};
+static const char *const solver_options[]  = {
+     "eps_",           "st_",         "bv_", "ds_", "rg_", "fn_", "ksp_", "pc_", "mat_", "vec_",
+     "recover_missed", "max_residual"};
+/* PETSc options read at finalize or by objects after the check (the rest PETSc has read
+   in PetscInitialize, so they are marked used) */
+static const char *const petsc_prefixes[] = {"-malloc",
+                                             "-options_",
+                                             "-log",
+                                             "-info",
+                                             "-objects_dump",
+                                             "-viewer",
+                                             "-draw",
+                                             "-mat_",
+                                             "-vec_",
+                                             "-eps_",
+                                             "-st_",
+                                             "-bv_",
+                                             "-ds_",
+                                             "-memory_",
+                                             "-get_total_flops",
+                                             "-on_error",
+                                             "-fp_trap",
+                                             "-check_pointer_intensity",
+                                             "-saws",
+                                             "-petsc",
+                                             "-mpi_",
+                                             "-device",
+                                             "-use_gpu_aware_mpi"};
+
+static int KnownKind(const char *name)
+{
+  for (size_t i = 0; i < sizeof(known_options) / sizeof(known_options[0]); i++)
+    if (!strcasecmp(name, known_options[i].name)) return known_options[i].kind;
+  return 0;
+}
+
+static PetscBool StartsWith(const char *s, const char *prefix)
+{
+  return strncasecmp(s, prefix, strlen(prefix)) ? PETSC_FALSE : PETSC_TRUE;
+}
+
+static PetscBool HandledByPetsc(const char *name)
+{
+  for (size_t i = 0; i < sizeof(solver_prefixes) / sizeof(solver_prefixes[0]); i++)
+    if (StartsWith(name, solver_prefixes[i]))
+      for (size_t j = 0; j < sizeof(solver_options) / sizeof(solver_options[0]); j++)
+        if (StartsWith(name + strlen(solver_prefixes[i]), solver_options[j])) return PETSC_TRUE;
+  for (size_t i = 0; i < sizeof(petsc_prefixes) / sizeof(petsc_prefixes[0]); i++)
+    if (StartsWith(name, petsc_prefixes[i])) return PETSC_TRUE;
+  return PETSC_FALSE;
+}
+
+/* Edit distance (insert, delete, substitute, swap of neighbours) of two short names. */
+static int Distance(const char *a, const char *b)
+{
+  int la = (int)strlen(a), lb = (int)strlen(b), d[64][64];
+
+  if (la >= 63 || lb >= 63) return 99;
+  for (int i = 0; i <= la; i++) d[i][0] = i;
+  for (int j = 0; j <= lb; j++) d[0][j] = j;
+  for (int i = 1; i <= la; i++)
+    for (int j = 1; j <= lb; j++) {
+      int c = a[i - 1] == b[j - 1] ? 0 : 1, v = PetscMin(d[i - 1][j] + 1, d[i][j - 1] + 1);
+      v = PetscMin(v, d[i - 1][j - 1] + c);
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+        v = PetscMin(v, d[i - 2][j - 2] + 1);
+      d[i][j] = v;
+    }
+  return d[la][lb];
+}
+
+/* The known option closest to name, if it is close (at most a third of its letters). */
+static const char *Closest(const char *name)
+{
+  const char *best = NULL;
+  int         bd   = 99;
+
+  for (size_t i = 0; i < sizeof(known_options) / sizeof(known_options[0]); i++) {
+    int d = Distance(name, known_options[i].name);
+    if (d < bd) bd = d, best = known_options[i].name;
+  }
+  return bd <= PetscMax(1, (int)strlen(name) / 3) ? best : NULL;
+}
+
+/* Parse text as a 64-bit decimal integer; false when it is not one (PETSc then reports
+   a value of the wrong kind). */
+static PetscBool ParseInt64(const char *text, long long *v)
+{
+  char *end;
+
+  if (!text || !text[0]) return PETSC_FALSE;
+  errno = 0;
+  *v    = strtoll(text, &end, 10);
+  if (*end) return PETSC_FALSE;
+  if (errno == ERANGE) *v = text[0] == '-' ? LLONG_MIN : LLONG_MAX;
+  return PETSC_TRUE;
+}
+
+/*
+  BasisOptionsInt - PetscOptionsInt with the value read as a 64-bit integer and checked
+  against [min, max]; use inside PetscOptionsBegin/End exactly like PetscOptionsInt.
+
+  Collective on PetscOptionsObject's communicator (every rank reads the same database and
+  raises the same error, naming the option and the allowed range). A value that is not an
+  integer is left to PetscOptionsInt, whose message names it.
+*/
+PetscErrorCode BasisOptionsInt_Private(PetscOptionItems *PetscOptionsObject, const char opt[],
+                                       const char text[], const char man[], PetscInt value, PetscInt *result,
+                                       PetscBool *set, PetscInt min, PetscInt max)
+{
+  char      raw[256];
+  PetscBool given;
+  long long v;
+
+  PetscFunctionBeginUser;
+  PetscCall(PetscOptionsGetString(PetscOptionsObject->options, PetscOptionsObject->prefix, opt, raw,
+                                  sizeof(raw), &given));
+  if (given && ParseInt64(raw, &v))
+    PetscCheck(v >= min && v <= max, PetscOptionsObject->comm, PETSC_ERR_ARG_OUTOFRANGE,
+               "%s %s is out of range; give an integer from %lld to %lld", opt, raw, (long long)min,
+               (long long)max);
+  PetscCall(PetscOptionsInt_Private(PetscOptionsObject, opt, text, man, value, result, set, PETSC_MIN_INT,
+                                    PETSC_MAX_INT));
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisOptionsCheckCommandLine - refuse unknown options and integers that do not fit.
+
+  Collective on comm (every rank holds the same database). Call once the options that
+  PETSc reads at initialisation have been read (after SlepcInitialize), before the
+  command: an option that is not basis's (known_options), not yet used by PETSc and not of
+  a solver prefix is an error naming the closest known option; an integer option whose
+  value does not fit a 32-bit integer is an error naming it.
+*/
+PetscErrorCode BasisOptionsCheckCommandLine(MPI_Comm comm)
+{
+  PetscInt N;
+  char   **names, **values;
+
+  PetscFunctionBeginUser;
+  PetscCall(PetscOptionsLeftGet(NULL, &N, &names, &values));
+  for (PetscInt i = 0; i < N; i++) {
+    char        name[256];
+    const char *close;
+    int         kind;
+
+    PetscCall(PetscSNPrintf(name, sizeof(name), "-%s", names[i]));
+    kind = KnownKind(name);
+    if (!kind && HandledByPetsc(name)) continue;
+    close = kind ? NULL : (!strcmp(name, "-h") || !strcmp(name, "--help")) ? "-help" : Closest(name);
+    if (!kind) {
+      PetscCall(PetscOptionsLeftRestore(NULL, &N, &names, &values));
+      SETERRQ(comm, PETSC_ERR_ARG_WRONG, "unknown option %s%s%s%s; 'basis COMMAND -help' lists the options",
+              name, close ? "; did you mean " : "", close ? close : "", close ? "?" : "");
+    }
+    if ((kind == 'i' || kind == 'l') && values[i]) {
+      char        text[256];
+      const char *p = text;
+      PetscCall(PetscStrncpy(text, values[i], sizeof(text)));
+      for (char *q = text; p; p = q) { /* each entry of a list */
+        long long v;
+        q = strchr(text + (p - text), ',');
+        if (q) *q++ = 0;
+        if (ParseInt64(p, &v) && (v > INT_MAX || v < INT_MIN)) {
+          char opt[256];
+          PetscCall(PetscStrncpy(opt, name, sizeof(opt)));
+          PetscCall(PetscOptionsLeftRestore(NULL, &N, &names, &values));
+          SETERRQ(comm, PETSC_ERR_ARG_OUTOFRANGE,
+                  "%s %s is out of range; integers must lie between %d and %d", opt, p, INT_MIN, INT_MAX);
+        }
+      }
+    }
+  }
+  PetscCall(PetscOptionsLeftRestore(NULL, &N, &names, &values));
   PetscFunctionReturn(0);
 }

@@ -16,3 +16,17 @@ PetscErrorCode BasisParseIntList(MPI_Comm comm, const char *option, const char *
    PetscOptionsEnum sees it: PETSc raises that error on PETSC_COMM_SELF, so each rank would
    print it. list is a PETSc enum list (names, type name, prefix, NULL). */
 PetscErrorCode BasisOptionsCheckEnum(MPI_Comm comm, const char *option, const char *const list[]);
+
+/* PetscOptionsInt (inside PetscOptionsBegin/End) reading the value as a 64-bit integer:
+   a value outside [min, max] is an error naming the option and the range, instead of
+   PETSc's silent 32-bit cast ("-steps 4294967299" is not 3 steps). Same call as
+   PetscOptionsInt plus the range. */
+PetscErrorCode BasisOptionsInt_Private(PetscOptionItems *, const char opt[], const char text[],
+                                       const char man[], PetscInt value, PetscInt *result, PetscBool *set,
+                                       PetscInt min, PetscInt max);
+#define BasisOptionsInt(opt, text, man, value, result, set, min, max)                                        \
+  BasisOptionsInt_Private(PetscOptionsObject, opt, text, man, value, result, set, min, max)
+
+/* Refuse unknown options (naming the closest known one) and integer options whose value
+   does not fit 32 bits. Collective; main calls it once after SlepcInitialize. */
+PetscErrorCode BasisOptionsCheckCommandLine(MPI_Comm comm);
