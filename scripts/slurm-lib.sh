@@ -155,7 +155,9 @@ stop_munge() {
 cancel_all_jobs() {
     if squeue -h -o %A 2>/dev/null | grep -q .; then
         log "cancelling the jobs still in the queue"
-        squeue -h -o %A | sort -u | xargs -r scancel --quiet 2>/dev/null || true
+        local id
+        # a loop, not xargs: scancel may be a shell function (scripts/cluster-local)
+        for id in $(squeue -h -o %A | sort -u); do scancel --quiet "$id" 2>/dev/null || true; done
         for _ in $(seq 200); do squeue -h 2>/dev/null | grep -q . || break; sleep 0.2; done
     fi
 }
