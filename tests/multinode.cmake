@@ -1,0 +1,6 @@
+# The jobs/ scripts on a real multi-node Slurm (scripts/cluster-local: a head node and 3
+# compute nodes in their own network + UTS namespaces, TCP between them), started and
+# always torn down by the test itself: the pipeline on 2 nodes x 2 ranks bitwise equal to
+# 1 node x 4 ranks, and a node powered off mid-training (requeue, resume, bitwise equal).
+# Needs root (else SKIP); installs Slurm/munge with apt when missing. About 3-4 minutes.
+basis_add_cli_test(multinode multinode.sh TIMEOUT 900)
