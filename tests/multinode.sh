@@ -26,6 +26,7 @@ if [[ ${2:-} != --on-head ]]; then
   export CLUSTER_LOCAL_DIR=/var/tmp/basis-multinode-test CLUSTER_LOCAL_NS=bmt CLUSTER_LOCAL_NODES=3 \
     CLUSTER_LOCAL_CPUS=2
   up_log=$(mktemp "${TMPDIR:-/tmp}/basis-multinode-up.XXXXXX")
+  # shellcheck disable=SC2317  # called by the trap
   cleanup() {
     local rc=$?
     trap - EXIT INT TERM
@@ -60,10 +61,10 @@ trap on_fail EXIT
 field() { scontrol show job -o "$1" 2>/dev/null | tr ' ' '\n' | sed -n "s/^$2=//p" | head -1; }
 note "cluster up: $(sinfo -h -o '%D nodes %N %C')"
 
-# Long enough to kill a node mid-way (part 2): ~2000 steps, checkpoints every 400.
+# Long enough to kill a node mid-way (part 2): 1000 steps, checkpoints every 200.
 opts=$work/mn.opts
 small_opts "$opts"
-printf -- '-steps 2000\n-checkpoint_every 400\n-monitor_every 100\n' >>"$opts"
+printf -- '-steps 1000\n-checkpoint_every 200\n-monitor_every 50\n' >>"$opts"
 
 # ---- 1. the pipeline on 2 nodes x 2 ranks (TCP) and on 1 node x 4 ranks ----------------
 stages=(prepare train embed eval)
@@ -111,12 +112,12 @@ out=$(OMPI_MCA_btl=self,tcp "$root/jobs/submit-pipeline" --run-dir "$work/nf" --
   --data "$work/n2/data.h5" --stages train -- --nodes=2 --ntasks-per-node=2 2>&1) || die "submit-pipeline (node failure): $out"
 id=$(id_of train "$out")
 [[ $id =~ ^[0-9]+$ ]] || die "no train job id: $out"
-wait_step "$work/nf/logs/train.$id.r0.log" 1000 180
+wait_step "$work/nf/logs/train.$id.r0.log" 500 180
 nodes0=$(field "$id" NodeList) batch0=$(field "$id" BatchHost)
 victim=$(scontrol show hostnames "$nodes0" | grep -vx "$batch0" | head -1)
 t_kill=$SECONDS
 "$root/scripts/cluster-local" kill-node "$victim" 2>/dev/null
-note "train job $id on $nodes0 (batch host $batch0) passed step 1000: powered $victim off"
+note "train job $id on $nodes0 (batch host $batch0) passed step 500: powered $victim off"
 # the timeline: poll the job's state until it completes
 last='' deadline=$((SECONDS + 240)) t_end='' t_again=''
 while :; do
@@ -139,7 +140,7 @@ n=$(restarts "$id")
 ((n >= 1)) || die "job $id was not requeued (Restarts=$n)"
 nodes1=$(field "$id" NodeList)
 scontrol show hostnames "$nodes1" | grep -qx "$victim" && die "the requeued job ran on the dead node $victim ($nodes1)"
-resumed=$(sed -n 's/^train: resuming .* at step \([0-9]*\) of 2000.*/\1/p' "$work/nf/logs/train.$id.r$n.log" | head -1)
+resumed=$(sed -n 's/^train: resuming .* at step \([0-9]*\) of 1000.*/\1/p' "$work/nf/logs/train.$id.r$n.log" | head -1)
 [[ -n $resumed ]] || die "restart $n did not resume from a checkpoint (log $work/nf/logs/train.$id.r$n.log)"
 "$cmp_h5" "$work/nf/model.h5" "$work/n2/model.h5" /network/params \
   || die "the run that survived the node failure differs from the uninterrupted one (max |diff| $(max_diff "$work/nf/model.h5" "$work/n2/model.h5" /network/params))"
