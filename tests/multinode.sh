@@ -22,7 +22,9 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 if [[ ${2:-} != --on-head ]]; then
   # A fixed folder and namespace prefix: a run killed by ctest's timeout (no trap) is
-  # cleaned up by the next run's "cluster-local up".
+  # cleaned up by the next run's "cluster-local up"; two runs at once take turns (lock).
+  exec 9>/var/tmp/basis-multinode-test.lock
+  flock -w 900 9 || { echo "FAIL: another multinode test held the lock for 900 s"; exit 1; }
   export CLUSTER_LOCAL_DIR=/var/tmp/basis-multinode-test CLUSTER_LOCAL_NS=bmt CLUSTER_LOCAL_NODES=3 \
     CLUSTER_LOCAL_CPUS=2
   up_log=$(mktemp "${TMPDIR:-/tmp}/basis-multinode-up.XXXXXX")
