@@ -1,12 +1,13 @@
 /*
   pingpong.c - the two numbers of the alpha-beta model of docs/performance-model.md,
   measured on whatever transport MPI uses between ranks 0 and 1: the one-way time of a
-  message of n bytes, t(n) = alpha + n / beta (alpha: the 8- or 64-byte time, the smaller; beta: the best
-  n / (t(n) - alpha) over n >= 256 KiB). Ranks 0 and 1 bounce messages of 8 B to
-  2 MiB (each size repeated for ~0.2 s, the minimum over three rounds kept: other work on
-  the machine only ever adds time); then every rank times MPI_Allreduce (MPI_SUM, float)
-  of the gradient buffer of basis' default network (-bytes, default 4 (P + 6) = 2,916,416 B)
-  and rank 0 prints the model's ring prediction next to it.
+  message of n bytes, t(n) = alpha + n / beta (alpha: the smaller of the 8- and 64-byte
+  times; beta: the best n / (t(n) - alpha) over n >= 256 KiB). Ranks 0 and 1 bounce
+  messages of 8 B to 2 MiB (each size repeated for ~0.2 s, the minimum over three rounds
+  kept: other work on the machine only ever adds time); then every rank times
+  MPI_Allreduce (MPI_SUM, float) of the gradient buffer of basis' default network
+  (-bytes, default 4 (P + 6) = 2,916,416 B) and rank 0 prints the model's ring
+  prediction next to it.
 
   Output (rank 0):  pingpong BYTES ONE_WAY_US MB_PER_S
                     fit alpha_us A beta_MB_per_s B
