@@ -86,9 +86,9 @@ shutil.copy(sys.argv[1], sys.argv[2])
 with h5py.File(sys.argv[2], "r+") as f:
     a = f["embedding"].attrs
     v = [int(a[k][0]) for k in ("step", "anchors", "batch", "reference_size", "seed", "knn", "scale_neighbor")]
-    for k in ("format_version", "step", "steps", "D", "dim", "anchors", "batch", "reference_size", "seed",
-              "knn", "scale_neighbor", "scale", "N"):
-        del a[k]
+    for k in list(a.keys()):  # earlier versions wrote only these besides the positional one
+        if k not in ("input", "model", "laplacian", "orthonormalize", "basis_version"):
+            del a[k]
     a["model_step_l_m_R_seed_knn_scaleneighbor"] = np.array(v, dtype=np.int64)
 PY
 for np in 1 2; do
