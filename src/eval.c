@@ -663,14 +663,15 @@ PetscErrorCode BasisEvaluatorView(BasisEvaluator ev)
   PetscFunctionReturn(0);
 }
 
-/* BasisEvaluatorWriteJson - the results as JSON at path (report.c). Collective. */
-PetscErrorCode BasisEvaluatorWriteJson(BasisEvaluator ev, const char *path)
+/* BasisEvaluatorWriteJson - the results as JSON into out (BasisOutputReserve; report.c).
+   Collective. */
+PetscErrorCode BasisEvaluatorWriteJson(BasisEvaluator ev, BasisOutput *out)
 {
   BasisEvalReport report;
 
   PetscFunctionBeginUser;
   PetscCall(BasisEvaluatorGetReport(ev, &report));
-  PetscCall(BasisReportWriteJson(ev->comm, path, &report));
+  PetscCall(BasisReportWriteJson(ev->comm, out, &report));
   PetscFunctionReturn(0);
 }
 
@@ -737,6 +738,7 @@ PetscErrorCode BasisEvalMain(MPI_Comm comm)
     PetscCall(PetscPrintf(comm, "  -exact_eps_*: SLEPc options of the exact eigensolver (with -data)\n"));
   } else {
     const char *inputs[BASIS_EVAL_MAX_INPUTS + 4];
+    BasisOutput jout; /* the -json report, reserved (locked) before the work */
     PetscInt    k = 0;
 
     PetscCheck(ninputs >= 1, comm, PETSC_ERR_ARG_WRONG,
@@ -749,7 +751,7 @@ PetscErrorCode BasisEvalMain(MPI_Comm comm)
     /* the report may not replace a file this command reads, nor an old report without -force */
     for (PetscInt i = 0; i < ninputs; i++) inputs[k++] = input_list[i];
     inputs[k++] = exact_path, inputs[k++] = data_path, inputs[k++] = model_path, inputs[k] = NULL;
-    PetscCall(BasisOutputCheckPathOption(comm, "-json", json, force, inputs));
+    PetscCall(BasisOutputReserve(comm, "-json", json, force, inputs, &jout));
 
     PetscCall(PetscLogStagePush(BASIS_StageEval));
     for (PetscInt i = 0; i < ninputs; i++) PetscCall(BasisEvaluatorAddEmbedding(ev, input_list[i]));
@@ -762,7 +764,7 @@ PetscErrorCode BasisEvalMain(MPI_Comm comm)
     PetscCall(BasisEvaluatorCompute(ev));
     PetscCall(PetscLogStagePop());
     PetscCall(BasisEvaluatorView(ev));
-    PetscCall(BasisEvaluatorWriteJson(ev, json));
+    PetscCall(BasisEvaluatorWriteJson(ev, &jout));
     PetscCall(PetscPrintf(comm, "eval: wrote %s (%.1f s)\n", json, MPI_Wtime() - t0));
   }
   PetscCall(BasisEvaluatorDestroy(&ev));

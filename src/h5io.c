@@ -638,11 +638,16 @@ PetscErrorCode BasisH5WriteArray(hid_t loc, const char *name, hid_t filetype, hi
     BasisCallH5(H5Pset_fletcher32(dcpl));
   }
   dset = H5Dcreate2(loc, name, filetype, space, lcpl, dcpl, H5P_DEFAULT);
-  BasisCallH5(dset);
+  PetscCheck(dset >= 0, PETSC_COMM_SELF, PETSC_ERR_FILE_WRITE,
+             "cannot create dataset /%s of %llu bytes (is the file system full?)", name,
+             (unsigned long long)bytes);
   /* files are open through MPI-IO: parallel HDF5 writes filtered datasets only collectively */
   dxpl = H5Pcreate(H5P_DATASET_XFER);
   BasisCallH5(dxpl);
   BasisCallH5(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE));
+  /* arrays go to files written by one rank (models, on PETSC_COMM_SELF): a full disk is an
+     error here, before the write */
+  PetscCall(BasisOutputReserveSpace(PETSC_COMM_SELF, dset));
   BasisCallH5(H5Dwrite(dset, memtype, H5S_ALL, H5S_ALL, dxpl, buf));
   BasisCallH5(H5Pclose(dxpl));
   BasisCallH5(H5Dclose(dset));

@@ -178,19 +178,14 @@ PetscErrorCode BasisModelWriteAttributes(hid_t obj, const BasisModel *mo)
   PetscFunctionReturn(0);
 }
 
-/* Serial write by one rank; errors are returned, not raised collectively. */
-static PetscErrorCode ModelWriteSerial(const char *path, PetscBool force, const char *const inputs[],
-                                       const BasisModel *mo)
+/* The model's attributes and datasets into the open file f. Not collective. */
+static PetscErrorCode ModelWriteFile(hid_t f, const BasisModel *mo)
 {
-  BasisOutput out;
-  hid_t       f;
   PetscInt    K = mo->spec.widths[mo->spec.nlayers], D = mo->spec.D, format = BASIS_MODEL_FORMAT;
   hsize_t     dims[2];
   const hid_t F32 = H5T_IEEE_F32LE, F64 = H5T_IEEE_F64LE, MF = H5T_NATIVE_FLOAT, MD = H5T_NATIVE_DOUBLE;
 
   PetscFunctionBeginUser;
-  PetscCall(BasisOutputCreate(PETSC_COMM_SELF, path, force, inputs, &out));
-  f = out.file;
   PetscCall(BasisH5AttrWriteString(f, "basis_version", BASIS_VERSION));
   PetscCall(BasisH5AttrWriteInt(f, "format_version", 1, &format));
   PetscCall(BasisModelWriteAttributes(f, mo));
@@ -221,6 +216,24 @@ static PetscErrorCode ModelWriteSerial(const char *path, PetscBool force, const 
     dims[0] = dims[1] = (hsize_t)K;
     PetscCall(BasisH5WriteArray(f, "orthonormalize/R", F64, MD, 2, dims, mo->ortho_R));
   }
+  PetscFunctionReturn(0);
+}
+
+/* Serial write by one rank; errors are returned, not raised collectively. A failed write
+   (a full disk) removes the temporary file before returning: nothing is left behind. */
+static PetscErrorCode ModelWriteSerial(const char *path, PetscBool force, const char *const inputs[],
+                                       const BasisModel *mo)
+{
+  BasisOutput    out;
+  PetscErrorCode ierr;
+
+  PetscFunctionBeginUser;
+  PetscCall(BasisOutputCreate(PETSC_COMM_SELF, path, force, inputs, &out));
+  ierr = ModelWriteFile(out.file, mo);
+  if (ierr) {
+    PetscCall(BasisOutputAbort(&out));
+    PetscFunctionReturn(ierr);
+  }
   PetscCall(BasisOutputCommit(&out));
   PetscFunctionReturn(0);
 }
@@ -241,7 +254,11 @@ PetscErrorCode BasisModelWrite(MPI_Comm comm, const char *path, PetscBool force,
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
   if (rank == 0) err = ModelWriteSerial(path, force, inputs, mo);
   PetscCallMPI(MPI_Bcast(&err, 1, MPI_INT, 0, comm));
-  PetscCheck(!err, comm, PETSC_ERR_FILE_WRITE, "writing model file %s failed (see the message above)", path);
+  PetscCheck(
+      !err, comm, PETSC_ERR_FILE_WRITE,
+      "writing model file %s failed (see the message above); if its file system is full, free space or "
+      "give -model a file elsewhere",
+      path);
   PetscCall(PetscLogEventEnd(BASIS_Checkpoint, 0, 0, 0, 0));
   PetscFunctionReturn(0);
 }

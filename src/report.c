@@ -137,37 +137,35 @@ static void JsonReport(FILE *f, const BasisEvalReport *r)
 }
 
 /*
-  BasisReportWriteJson - the report as JSON at path (rank 0 writes "<path>.partial" and
-  renames it).
+  BasisReportWriteJson - the report as JSON into an output reserved with BasisOutputReserve
+  (its lock taken, its temporary name chosen): rank 0 writes out->tmp, then the output is
+  committed (renamed) or, on failure, aborted.
 
   Collective on comm (the verdict is broadcast; a failure is an error on every rank and
   leaves no file).
 */
-PetscErrorCode BasisReportWriteJson(MPI_Comm comm, const char *path, const BasisEvalReport *r)
+PetscErrorCode BasisReportWriteJson(MPI_Comm comm, BasisOutput *out, const BasisEvalReport *r)
 {
   PetscMPIInt rank;
   int         err = 0;
-  char        tmp[PETSC_MAX_PATH_LEN + 16];
 
   PetscFunctionBeginUser;
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
   if (rank == 0) {
-    FILE *f;
-    PetscCall(PetscSNPrintf(tmp, sizeof(tmp), "%s.partial", path));
-    f = fopen(tmp, "w");
+    FILE *f = fopen(out->tmp, "wx"); /* exclusive: never truncate a file that is not ours */
     if (!f)
       err = errno;
     else {
       JsonReport(f, r);
       if (ferror(f)) err = EIO;
       if (fclose(f) && !err) err = errno;
-      if (!err && rename(tmp, path)) err = errno;
-      if (err) unlink(tmp);
     }
   }
   PetscCallMPI(MPI_Bcast(&err, 1, MPI_INT, 0, comm));
-  PetscCheck(!err, comm, PETSC_ERR_FILE_WRITE, "cannot write %s: %s; choose another -json", path,
-             strerror(err));
+  if (err) PetscCall(BasisOutputAbort(out));
+  PetscCheck(!err, comm, PETSC_ERR_FILE_WRITE, "cannot write %s: %s; free space or choose another -json",
+             out->path, strerror(err));
+  PetscCall(BasisOutputCommit(out));
   PetscFunctionReturn(0);
 }
 

@@ -10,10 +10,11 @@
     BasisEvaluatorSetFromOptions(ev);              after the above: they give the defaults
     BasisEvaluatorAddReferenceFile(ev, "exact.h5") or BasisEvaluatorAddReferenceData(ev, "data.h5");
     BasisEvaluatorCompute(ev);
-    BasisEvaluatorView(ev);  BasisEvaluatorWriteJson(ev, "eval.json");
+    BasisEvaluatorView(ev);  BasisEvaluatorWriteJson(ev, &out);   out from BasisOutputReserve
     BasisEvaluatorDestroy(&ev);
 */
 #pragma once
+#include <basis/output.h>
 #include <basis/report.h>
 
 /* At most this many embeddings per run: a table that still fits a terminal. */
@@ -30,7 +31,7 @@ PetscErrorCode BasisEvaluatorAddReferenceData(BasisEvaluator ev, const char *pat
 PetscErrorCode BasisEvaluatorCompute(BasisEvaluator ev);
 PetscErrorCode BasisEvaluatorGetReport(BasisEvaluator ev, BasisEvalReport *report);
 PetscErrorCode BasisEvaluatorView(BasisEvaluator ev);
-PetscErrorCode BasisEvaluatorWriteJson(BasisEvaluator ev, const char *path);
+PetscErrorCode BasisEvaluatorWriteJson(BasisEvaluator ev, BasisOutput *out);
 PetscErrorCode BasisEvaluatorDestroy(BasisEvaluator *ev);
 
 PetscErrorCode BasisEvalMain(MPI_Comm comm);

@@ -4,6 +4,7 @@
   structs are plain data filled by the evaluator (eval.h).
 */
 #pragma once
+#include <basis/output.h>
 #include <basis/error.h>
 
 /* At most this many reference graphs per run: a table that still fits a terminal. */
@@ -44,4 +45,4 @@ typedef struct {
 } BasisEvalReport;
 
 PetscErrorCode BasisReportView(MPI_Comm comm, const BasisEvalReport *r);
-PetscErrorCode BasisReportWriteJson(MPI_Comm comm, const char *path, const BasisEvalReport *r);
+PetscErrorCode BasisReportWriteJson(MPI_Comm comm, BasisOutput *out, const BasisEvalReport *r);
