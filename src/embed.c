@@ -134,13 +134,14 @@ PetscErrorCode BasisEmbedderSetFromOptions(BasisEmbedder e)
 {
   PetscFunctionBeginUser;
   PetscOptionsBegin(e->comm, NULL, "Embedder: the trained network applied to rows", NULL);
-  PetscCall(
-      PetscOptionsInt("-chunk", "Rows per rank per read/forward/write", NULL, e->chunk, &e->chunk, NULL));
+  /* at most 1e8 rows: more than any rank's shard needs, and a typo like -chunk 1e10 is
+     refused instead of wrapping */
+  PetscCall(BasisOptionsInt("-chunk", "Rows per rank per read/forward/write", NULL, e->chunk, &e->chunk, NULL,
+                            1, 100000000));
   PetscCall(BasisOptionsCheckEnum(e->comm, "-orthonormalize", BasisOrthoTypes));
   PetscCall(PetscOptionsEnum("-orthonormalize", "Map the output to orthonormal columns", NULL,
                              BasisOrthoTypes, (PetscEnum)e->ortho, (PetscEnum *)&e->ortho, NULL));
   PetscOptionsEnd();
-  PetscCheck(e->chunk >= 1, e->comm, PETSC_ERR_ARG_OUTOFRANGE, "-chunk %d must be at least 1", (int)e->chunk);
   PetscFunctionReturn(0);
 }
 
