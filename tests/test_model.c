@@ -78,39 +78,35 @@ static PetscErrorCode CheckFormat1(MPI_Comm comm, const char *path, BasisModel *
   PetscFunctionBeginUser;
   PetscCall(BasisModelRead(comm, path, mo));
   {
-    const IntField ints[] = {
-        {"N", mo->spec.N, 600},
-        {"D", mo->spec.D, 8},
-        {"K", mo->spec.graph.K, 4},
-        {"l", mo->spec.l, 32},
-        {"m", mo->spec.m, 128},
-        {"R", mo->spec.R, 200},
-        {"seed", mo->spec.seed, 7},
-        {"step", mo->step, 5},
-        {"steps", mo->steps, 5},
-        {"nranks", mo->nranks, 2},
-        {"knn", mo->spec.graph.knn, 8},
-        {"scale_neighbor", mo->spec.graph.scale_neighbor, 5},
-        {"ransac_iters", mo->spec.align.ransac_iters, 30},
-        {"ransac_points", mo->spec.align.ransac_points, 12},
-        {"scale", mo->spec.graph.scale, BASIS_SCALE_MEDIAN},
-        {"laplacian", mo->spec.graph.laplacian, BASIS_LAPLACIAN_RW},
-        {"align", mo->spec.align.type, BASIS_ALIGN_RANSAC},
-        {"sample", mo->spec.sample, BASIS_SAMPLE_SHARD},
-    };
-    const RealField reals[] = {
-        {"input scale", mo->scale, 0.23829636429990095, 0},
-        {"target_scale", mo->target_scale, 14.142135623730951, 0},
-        {"lr", mo->spec.lr, 0.002, 0},
-        {"lr_final", mo->spec.lr_final, 0.0005, 0},
-        {"ransac_tol", mo->spec.align.ransac_tol, 0.2, 0},
-        {"max_cond", mo->spec.align.max_cond, 1e7, 0},
-    };
-    const IntField shape[] = {
-        {"nlayers", mo->spec.nlayers, 2},     {"widths[0]", mo->spec.widths[0], 8},
-        {"widths[1]", mo->spec.widths[1], 8}, {"widths[2]", mo->spec.widths[2], 4},
-        {"nparams", mo->nparams, 108},
-    };
+    const IntField  ints[]  = {{"N", mo->spec.N, 600},
+                               {"D", mo->spec.D, 8},
+                               {"K", mo->spec.graph.K, 4},
+                               {"l", mo->spec.l, 32},
+                               {"m", mo->spec.m, 128},
+                               {"R", mo->spec.R, 200},
+                               {"seed", mo->spec.seed, 7},
+                               {"step", mo->step, 5},
+                               {"steps", mo->steps, 5},
+                               {"nranks", mo->nranks, 2},
+                               {"knn", mo->spec.graph.knn, 8},
+                               {"scale_neighbor", mo->spec.graph.scale_neighbor, 5},
+                               {"ransac_iters", mo->spec.align.ransac_iters, 30},
+                               {"ransac_points", mo->spec.align.ransac_points, 12},
+                               {"scale", mo->spec.graph.scale, BASIS_SCALE_MEDIAN},
+                               {"laplacian", mo->spec.graph.laplacian, BASIS_LAPLACIAN_RW},
+                               {"align", mo->spec.align.type, BASIS_ALIGN_RANSAC},
+                               {"sample", mo->spec.sample, BASIS_SAMPLE_SHARD}};
+    const RealField reals[] = {{"input scale", mo->scale, 0.23829636429990095, 0},
+                               {"target_scale", mo->target_scale, 14.142135623730951, 0},
+                               {"lr", mo->spec.lr, 0.002, 0},
+                               {"lr_final", mo->spec.lr_final, 0.0005, 0},
+                               {"ransac_tol", mo->spec.align.ransac_tol, 0.2, 0},
+                               {"max_cond", mo->spec.align.max_cond, 1e7, 0}};
+    const IntField  shape[] = {{"nlayers", mo->spec.nlayers, 2},
+                               {"widths[0]", mo->spec.widths[0], 8},
+                               {"widths[1]", mo->spec.widths[1], 8},
+                               {"widths[2]", mo->spec.widths[2], 4},
+                               {"nparams", mo->nparams, 108}};
     PetscCall(ExpectInts(comm, PETSC_STATIC_ARRAY_LENGTH(ints), ints));
     PetscCall(ExpectReals(comm, PETSC_STATIC_ARRAY_LENGTH(reals), reals));
     PetscCall(ExpectInts(comm, PETSC_STATIC_ARRAY_LENGTH(shape), shape));
@@ -137,8 +133,7 @@ static PetscErrorCode CheckFormat1(MPI_Comm comm, const char *path, BasisModel *
         {"sum lambda_ref", SumD(4, mo->lambda_ref), 0.06233228080473352, tol},
         {"sum out_shift", SumD(4, mo->out_shift), 1.0121520567663884, tol},
         {"sum out_scale", SumD(4, mo->out_scale), 3.2066427078986957, tol},
-        {"sum history", SumD(5 * BASIS_HISTORY_FIELDS, mo->history), 183.09260017797351, tol},
-    };
+        {"sum history", SumD(5 * BASIS_HISTORY_FIELDS, mo->history), 183.09260017797351, tol}};
     PetscCall(ExpectReals(comm, PETSC_STATIC_ARRAY_LENGTH(arrays), arrays));
   }
   {
