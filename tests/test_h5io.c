@@ -7,7 +7,7 @@
 #include <basis/output.h>
 #include <basis/h5io.h>
 #include <slepcsys.h>
-#include <stdio.h>
+#include "check.h"
 
 static PetscErrorCode WriteDataset(MPI_Comm comm, const char *path, const BasisGenerateParams *p,
                                    hid_t filetype)
@@ -38,8 +38,9 @@ static PetscErrorCode WriteDataset(MPI_Comm comm, const char *path, const BasisG
   PetscFunctionReturn(0);
 }
 
-/* Gather all shards on rank 0 and compare with rows generated serially. */
-static PetscErrorCode CheckFile(MPI_Comm comm, const char *path, const BasisGenerateParams *p, int *failures)
+/* Gather all shards on rank 0 and compare with rows generated serially; the verdicts are
+   agreed over comm (rank 0 finds the first difference, every rank counts it). */
+static PetscErrorCode CheckFile(MPI_Comm comm, const char *path, const BasisGenerateParams *p)
 {
   BasisInput  in;
   BasisShard  s;
@@ -47,6 +48,8 @@ static PetscErrorCode CheckFile(MPI_Comm comm, const char *path, const BasisGene
   int        *counts, *displs, *lcounts, *ldispls;
   float      *all = NULL, *expect = NULL;
   int        *all_labels = NULL, *expect_labels = NULL;
+  PetscInt    bad_value = -1, bad_label = -1; /* first difference, found on rank 0 */
+  double      got = 0, want = 0;
 
   PetscFunctionBeginUser;
   PetscCallMPI(MPI_Comm_size(comm, &size));
@@ -66,25 +69,17 @@ static PetscErrorCode CheckFile(MPI_Comm comm, const char *path, const BasisGene
   PetscCallMPI(MPI_Gatherv(s.labels, (int)s.n, MPI_INT, all_labels, lcounts, ldispls, MPI_INT, 0, comm));
   if (rank == 0) {
     PetscCall(BasisGenerateRows(p, 0, p->N, expect, expect_labels));
-    for (PetscInt i = 0; i < p->N * p->D; i++)
-      if (all[i] != expect[i]) {
-        printf("FAIL %s: value %d differs (%g vs %g)\n", path, (int)i, (double)all[i], (double)expect[i]);
-        (*failures)++;
-        break;
-      }
-    for (PetscInt i = 0; i < p->N; i++)
-      if (all_labels[i] != expect_labels[i]) {
-        printf("FAIL %s: label %d differs\n", path, (int)i);
-        (*failures)++;
-        break;
-      }
+    for (PetscInt i = 0; i < p->N * p->D && bad_value < 0; i++)
+      if (all[i] != expect[i]) bad_value = i, got = all[i], want = expect[i];
+    for (PetscInt i = 0; i < p->N && bad_label < 0; i++)
+      if (all_labels[i] != expect_labels[i]) bad_label = i;
     PetscCall(PetscFree4(all, expect, all_labels, expect_labels));
   }
-  if (in.N != p->N || in.D != p->D || !in.has_labels) {
-    PetscCall(PetscPrintf(comm, "FAIL %s: shape %d x %d, labels %d\n", path, (int)in.N, (int)in.D,
-                          (int)in.has_labels));
-    (*failures)++;
-  }
+  PetscCall(BasisTestCheck(comm, (PetscBool)(bad_value < 0), "%s: value %d differs (%g vs %g)", path,
+                           (int)bad_value, got, want));
+  PetscCall(BasisTestCheck(comm, (PetscBool)(bad_label < 0), "%s: label %d differs", path, (int)bad_label));
+  PetscCall(BasisTestCheck(comm, (PetscBool)(in.N == p->N && in.D == p->D && in.has_labels),
+                           "%s: shape %d x %d, labels %d", path, (int)in.N, (int)in.D, (int)in.has_labels));
   PetscCall(PetscFree4(counts, displs, lcounts, ldispls));
   PetscCall(BasisShardDestroy(&s));
   PetscCall(BasisInputClose(&in));
@@ -98,7 +93,6 @@ int main(int argc, char **argv)
       {BASIS_GENERATE_CIRCLES, 257, 3, 3, 0.05, 6, 2},
       {BASIS_GENERATE_MOONS, 64, 2, 2, 0.1, 7, 2},
   };
-  int         failures = 0;
   char        path[PETSC_MAX_PATH_LEN];
   PetscMPIInt size;
 
@@ -110,10 +104,9 @@ int main(int argc, char **argv)
     for (int t = 0; t < 2; t++) {
       PetscCall(PetscSNPrintf(path, sizeof(path), "test_h5io_np%d_%d_%d.h5", size, (int)k, t));
       PetscCall(WriteDataset(PETSC_COMM_WORLD, path, &p[k], types[t]));
-      PetscCall(CheckFile(PETSC_COMM_WORLD, path, &p[k], &failures));
+      PetscCall(CheckFile(PETSC_COMM_WORLD, path, &p[k]));
     }
   }
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &failures, 1, MPI_INT, MPI_SUM, PETSC_COMM_WORLD));
   PetscCall(SlepcFinalize());
-  return failures ? 1 : 0;
+  return BasisTestFailures() ? 1 : 0;
 }

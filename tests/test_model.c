@@ -8,33 +8,43 @@
        default fails here.
     2. round trip of the current format: the model written and read back is bitwise the
        same in every field, and the file carries each parameter as a named attribute.
-  Silent on success; every rank holds the same model, so verdicts are rank-independent.
+  Silent on success; every verdict is agreed over the ranks (tests/check.h).
   Usage: test_model PATH/model-format1.h5
 */
 #include <basis/model.h>
 #include <basis/h5io.h>
 #include <slepcsys.h>
+#include "check.h"
 #include <string.h>
 
-static int failures = 0;
+/* One scalar of the fixture: an integer field compared exactly, a real one within rtol
+   relative to max(1, |want|) (0: exactly; a NaN fails). */
+typedef struct {
+  const char *what;
+  long long   got, want;
+} IntField;
+typedef struct {
+  const char *what;
+  double      got, want, rtol;
+} RealField;
 
-static PetscErrorCode ExpectInt(MPI_Comm comm, const char *what, long long got, long long want)
+static PetscErrorCode ExpectInts(MPI_Comm comm, size_t n, const IntField f[])
 {
   PetscFunctionBeginUser;
-  if (got != want) {
-    PetscCall(PetscPrintf(comm, "FAIL format 1: %s = %lld, expected %lld\n", what, got, want));
-    failures++;
-  }
+  for (size_t i = 0; i < n; i++)
+    PetscCall(BasisTestCheck(comm, (PetscBool)(f[i].got == f[i].want), "format 1: %s = %lld, expected %lld",
+                             f[i].what, f[i].got, f[i].want));
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode ExpectReal(MPI_Comm comm, const char *what, double got, double want, double rtol)
+static PetscErrorCode ExpectReals(MPI_Comm comm, size_t n, const RealField f[])
 {
   PetscFunctionBeginUser;
-  if (!(PetscAbsReal(got - want) <= rtol * PetscMax(1.0, PetscAbsReal(want)))) {
-    PetscCall(PetscPrintf(comm, "FAIL format 1: %s = %.17g, expected %.17g\n", what, got, want));
-    failures++;
-  }
+  for (size_t i = 0; i < n; i++)
+    PetscCall(BasisTestCheck(
+        comm,
+        (PetscBool)(PetscAbsReal(f[i].got - f[i].want) <= f[i].rtol * PetscMax(1.0, PetscAbsReal(f[i].want))),
+        "format 1: %s = %.17g, expected %.17g", f[i].what, f[i].got, f[i].want));
   PetscFunctionReturn(0);
 }
 
@@ -63,63 +73,78 @@ static PetscErrorCode CheckFormat1(MPI_Comm comm, const char *path, BasisModel *
                                 0x4e81c49dbe0697a5ULL, 0xaf3b0114428bfa86ULL};
   const double   tol         = 1e-12; /* sums of the same values in another order */
 
+  const int before = BasisTestFailures();
+
   PetscFunctionBeginUser;
   PetscCall(BasisModelRead(comm, path, mo));
-  PetscCall(ExpectInt(comm, "N", mo->spec.N, 600));
-  PetscCall(ExpectInt(comm, "D", mo->spec.D, 8));
-  PetscCall(ExpectInt(comm, "K", mo->spec.graph.K, 4));
-  PetscCall(ExpectInt(comm, "l", mo->spec.l, 32));
-  PetscCall(ExpectInt(comm, "m", mo->spec.m, 128));
-  PetscCall(ExpectInt(comm, "R", mo->spec.R, 200));
-  PetscCall(ExpectInt(comm, "seed", mo->spec.seed, 7));
-  PetscCall(ExpectInt(comm, "step", mo->step, 5));
-  PetscCall(ExpectInt(comm, "steps", mo->steps, 5));
-  PetscCall(ExpectInt(comm, "nranks", mo->nranks, 2));
-  PetscCall(ExpectInt(comm, "knn", mo->spec.graph.knn, 8));
-  PetscCall(ExpectInt(comm, "scale_neighbor", mo->spec.graph.scale_neighbor, 5));
-  PetscCall(ExpectInt(comm, "ransac_iters", mo->spec.align.ransac_iters, 30));
-  PetscCall(ExpectInt(comm, "ransac_points", mo->spec.align.ransac_points, 12));
-  PetscCall(ExpectInt(comm, "scale", mo->spec.graph.scale, BASIS_SCALE_MEDIAN));
-  PetscCall(ExpectInt(comm, "laplacian", mo->spec.graph.laplacian, BASIS_LAPLACIAN_RW));
-  PetscCall(ExpectInt(comm, "align", mo->spec.align.type, BASIS_ALIGN_RANSAC));
-  PetscCall(ExpectInt(comm, "sample", mo->spec.sample, BASIS_SAMPLE_SHARD));
-  PetscCall(ExpectReal(comm, "input scale", mo->scale, 0.23829636429990095, 0));
-  PetscCall(ExpectReal(comm, "target_scale", mo->target_scale, 14.142135623730951, 0));
-  PetscCall(ExpectReal(comm, "lr", mo->spec.lr, 0.002, 0));
-  PetscCall(ExpectReal(comm, "lr_final", mo->spec.lr_final, 0.0005, 0));
-  PetscCall(ExpectReal(comm, "ransac_tol", mo->spec.align.ransac_tol, 0.2, 0));
-  PetscCall(ExpectReal(comm, "max_cond", mo->spec.align.max_cond, 1e7, 0));
-  PetscCall(ExpectInt(comm, "nlayers", mo->spec.nlayers, 2));
-  PetscCall(ExpectInt(comm, "widths[0]", mo->spec.widths[0], 8));
-  PetscCall(ExpectInt(comm, "widths[1]", mo->spec.widths[1], 8));
-  PetscCall(ExpectInt(comm, "widths[2]", mo->spec.widths[2], 4));
-  PetscCall(ExpectInt(comm, "nparams", mo->nparams, 108));
-  if (failures) PetscFunctionReturn(0); /* the arrays' sizes depend on the above */
-  for (PetscInt i = 0; i < 32; i++) PetscCall(ExpectInt(comm, "an anchor", mo->anchors[i], anchors[i]));
+  {
+    const IntField  ints[]  = {{"N", mo->spec.N, 600},
+                               {"D", mo->spec.D, 8},
+                               {"K", mo->spec.graph.K, 4},
+                               {"l", mo->spec.l, 32},
+                               {"m", mo->spec.m, 128},
+                               {"R", mo->spec.R, 200},
+                               {"seed", mo->spec.seed, 7},
+                               {"step", mo->step, 5},
+                               {"steps", mo->steps, 5},
+                               {"nranks", mo->nranks, 2},
+                               {"knn", mo->spec.graph.knn, 8},
+                               {"scale_neighbor", mo->spec.graph.scale_neighbor, 5},
+                               {"ransac_iters", mo->spec.align.ransac_iters, 30},
+                               {"ransac_points", mo->spec.align.ransac_points, 12},
+                               {"scale", mo->spec.graph.scale, BASIS_SCALE_MEDIAN},
+                               {"laplacian", mo->spec.graph.laplacian, BASIS_LAPLACIAN_RW},
+                               {"align", mo->spec.align.type, BASIS_ALIGN_RANSAC},
+                               {"sample", mo->spec.sample, BASIS_SAMPLE_SHARD}};
+    const RealField reals[] = {{"input scale", mo->scale, 0.23829636429990095, 0},
+                               {"target_scale", mo->target_scale, 14.142135623730951, 0},
+                               {"lr", mo->spec.lr, 0.002, 0},
+                               {"lr_final", mo->spec.lr_final, 0.0005, 0},
+                               {"ransac_tol", mo->spec.align.ransac_tol, 0.2, 0},
+                               {"max_cond", mo->spec.align.max_cond, 1e7, 0}};
+    const IntField  shape[] = {{"nlayers", mo->spec.nlayers, 2},
+                               {"widths[0]", mo->spec.widths[0], 8},
+                               {"widths[1]", mo->spec.widths[1], 8},
+                               {"widths[2]", mo->spec.widths[2], 4},
+                               {"nparams", mo->nparams, 108}};
+    PetscCall(ExpectInts(comm, PETSC_STATIC_ARRAY_LENGTH(ints), ints));
+    PetscCall(ExpectReals(comm, PETSC_STATIC_ARRAY_LENGTH(reals), reals));
+    PetscCall(ExpectInts(comm, PETSC_STATIC_ARRAY_LENGTH(shape), shape));
+  }
+  /* the arrays' sizes depend on the above (failures are agreed: every rank returns here) */
+  if (BasisTestFailures() != before) PetscFunctionReturn(0);
+  for (PetscInt i = 0; i < 32; i++)
+    PetscCall(BasisTestCheck(comm, (PetscBool)(mo->anchors[i] == anchors[i]),
+                             "format 1: anchors[%d] = %lld, expected %lld", (int)i, (long long)mo->anchors[i],
+                             (long long)anchors[i]));
   for (PetscInt i = 0; i < 8; i++)
-    if (mo->rng[i] != rng[i]) {
-      PetscCall(PetscPrintf(comm, "FAIL format 1: rng[%d] differs\n", (int)i));
-      failures++;
+    PetscCall(BasisTestCheck(comm, (PetscBool)(mo->rng[i] == rng[i]), "format 1: rng[%d] differs", (int)i));
+  {
+    const RealField arrays[] = {
+        {"params[0]", mo->params[0], -0.0581890232861042, 0},
+        {"mean[0]", mo->mean[0], -0.11889425665140152, 0},
+        {"lambda[3]", mo->lambda_ref[3], 0.0417457834448286, 0},
+        {"sum params", SumF(mo->nparams, mo->params), 1.6051523047499359, tol},
+        {"sum adam_m", SumF(mo->nparams, mo->adam_m), -0.56891403628105763, tol},
+        {"sum adam_v", SumF(mo->nparams, mo->adam_v), 0.059928047725227973, tol},
+        {"sum mean", SumF(mo->spec.D, mo->mean), -1.312104863114655, tol},
+        {"sum anchor_x", SumF(32 * 8, mo->anchor_x), -43.938649803109001, tol},
+        {"sum phi_ref", SumD(32 * 4, mo->phi_ref), 2.2902386653805591, tol},
+        {"sum lambda_ref", SumD(4, mo->lambda_ref), 0.06233228080473352, tol},
+        {"sum out_shift", SumD(4, mo->out_shift), 1.0121520567663884, tol},
+        {"sum out_scale", SumD(4, mo->out_scale), 3.2066427078986957, tol},
+        {"sum history", SumD(5 * BASIS_HISTORY_FIELDS, mo->history), 183.09260017797351, tol}};
+    PetscCall(ExpectReals(comm, PETSC_STATIC_ARRAY_LENGTH(arrays), arrays));
+  }
+  {
+    const int had = BasisTestFailures();
+    PetscCall(
+        BasisTestCheck(comm, (PetscBool)(mo->ortho_R != NULL), "format 1: /orthonormalize/R was not read"));
+    if (BasisTestFailures() == had) { /* agreed: R was read on every rank */
+      const RealField r = {"sum ortho_R", SumD(16, mo->ortho_R), 24.834079655815792, tol};
+      PetscCall(ExpectReals(comm, 1, &r));
     }
-  PetscCall(ExpectReal(comm, "params[0]", mo->params[0], -0.0581890232861042, 0));
-  PetscCall(ExpectReal(comm, "mean[0]", mo->mean[0], -0.11889425665140152, 0));
-  PetscCall(ExpectReal(comm, "lambda[3]", mo->lambda_ref[3], 0.0417457834448286, 0));
-  PetscCall(ExpectReal(comm, "sum params", SumF(mo->nparams, mo->params), 1.6051523047499359, tol));
-  PetscCall(ExpectReal(comm, "sum adam_m", SumF(mo->nparams, mo->adam_m), -0.56891403628105763, tol));
-  PetscCall(ExpectReal(comm, "sum adam_v", SumF(mo->nparams, mo->adam_v), 0.059928047725227973, tol));
-  PetscCall(ExpectReal(comm, "sum mean", SumF(mo->spec.D, mo->mean), -1.312104863114655, tol));
-  PetscCall(ExpectReal(comm, "sum anchor_x", SumF(32 * 8, mo->anchor_x), -43.938649803109001, tol));
-  PetscCall(ExpectReal(comm, "sum phi_ref", SumD(32 * 4, mo->phi_ref), 2.2902386653805591, tol));
-  PetscCall(ExpectReal(comm, "sum lambda_ref", SumD(4, mo->lambda_ref), 0.06233228080473352, tol));
-  PetscCall(ExpectReal(comm, "sum out_shift", SumD(4, mo->out_shift), 1.0121520567663884, tol));
-  PetscCall(ExpectReal(comm, "sum out_scale", SumD(4, mo->out_scale), 3.2066427078986957, tol));
-  PetscCall(
-      ExpectReal(comm, "sum history", SumD(5 * BASIS_HISTORY_FIELDS, mo->history), 183.09260017797351, tol));
-  if (!mo->ortho_R) {
-    PetscCall(PetscPrintf(comm, "FAIL format 1: /orthonormalize/R was not read\n"));
-    failures++;
-  } else
-    PetscCall(ExpectReal(comm, "sum ortho_R", SumD(16, mo->ortho_R), 24.834079655815792, tol));
+  }
   PetscFunctionReturn(0);
 }
 
@@ -151,10 +176,8 @@ static PetscErrorCode CompareModels(MPI_Comm comm, const BasisModel *a, const Ba
 #undef SAME
 #undef SAME_SPEC
 #undef SAME_ARRAY
-  if (!same) {
-    PetscCall(PetscPrintf(comm, "FAIL round trip: the model read back differs from the one written\n"));
-    failures++;
-  }
+  PetscCall(
+      BasisTestCheck(comm, (PetscBool)same, "round trip: the model read back differs from the one written"));
   PetscFunctionReturn(0);
 }
 
@@ -170,18 +193,21 @@ static PetscErrorCode CheckNamedAttributes(MPI_Comm comm, const char *path)
   PetscFunctionBeginUser;
   PetscCall(BasisH5OpenRead(comm, path, "model", &f));
   PetscCall(BasisH5AttrReadInt(f, "format_version", &n, &v));
-  if (n != 1 || v != BASIS_MODEL_FORMAT) failures++;
+  PetscCall(BasisTestCheck(comm, (PetscBool)(n == 1 && v == BASIS_MODEL_FORMAT),
+                           "round trip: %s does not name its parameters (format_version)", path));
   n = 1;
   PetscCall(BasisH5AttrReadInt(f, "batch", &n, &v));
-  if (n != 1 || v != 128) failures++;
+  PetscCall(BasisTestCheck(comm, (PetscBool)(n == 1 && v == 128),
+                           "round trip: %s does not name its parameters (batch)", path));
   PetscCall(BasisH5AttrReadString(f, "laplacian", sizeof(s), s, &found));
-  if (!found || strcmp(s, "rw")) failures++;
-  if (H5Aexists(f, "format_N_D_K_l_m_R_seed_step_steps_nranks_knn_scaleneighbor_ransaciters_ransacpoints") !=
-          0 ||
-      H5Aexists(f, "scale_targetscale_lr_ransactol_maxcond") != 0)
-    failures++;
+  PetscCall(BasisTestCheck(comm, (PetscBool)(found && !strcmp(s, "rw")),
+                           "round trip: %s does not name its parameters (laplacian)", path));
+  PetscCall(BasisTestCheck(comm,
+                           (PetscBool)(H5Aexists(f, "format_N_D_K_l_m_R_seed_step_steps_nranks_knn_"
+                                                    "scaleneighbor_ransaciters_ransacpoints") == 0 &&
+                                       H5Aexists(f, "scale_targetscale_lr_ransactol_maxcond") == 0),
+                           "round trip: %s does not name its parameters (a positional attribute)", path));
   BasisCallH5(H5Fclose(f));
-  if (failures) PetscCall(PetscPrintf(comm, "FAIL round trip: %s does not name its parameters\n", path));
   PetscFunctionReturn(0);
 }
 
@@ -196,7 +222,7 @@ int main(int argc, char **argv)
   PetscCheck(argc > 1, PETSC_COMM_WORLD, PETSC_ERR_ARG_WRONG, "usage: test_model PATH/model-format1.h5");
   PetscCallMPI(MPI_Comm_size(PETSC_COMM_WORLD, &size));
   PetscCall(CheckFormat1(PETSC_COMM_WORLD, argv[1], &v1));
-  if (!failures) {
+  if (!BasisTestFailures()) { /* agreed: every rank writes, or none */
     const char *inputs[] = {argv[1], NULL};
     PetscCall(PetscSNPrintf(path, sizeof(path), "test_model_np%d.h5", size));
     PetscCall(BasisModelWrite(PETSC_COMM_WORLD, path, PETSC_TRUE, inputs, &v1));
@@ -207,5 +233,5 @@ int main(int argc, char **argv)
   }
   PetscCall(BasisModelFree(&v1));
   PetscCall(SlepcFinalize());
-  return failures ? 1 : 0;
+  return BasisTestFailures() ? 1 : 0;
 }
