@@ -5,7 +5,7 @@
 #    first checkpoint, once by killing the whole process group (mpiexec and the ranks),
 #    once by killing one rank (mpiexec then takes down the other);
 #  * the file under the model's name is then always a complete checkpoint (a multiple of
-#    20 steps): checkpoints are written as NAME.partial and renamed;
+#    20 steps): checkpoints are written as NAME.<run>.partial and renamed;
 #  * -resume runs to the end with network parameters, Adam moments and random streams
 #    bitwise identical to an uninterrupted run;
 #  * a NAME.partial (left by the kill, or made by deleting basis_complete from a
@@ -59,10 +59,12 @@ killed() {
     "$here/h5cmp.py" "$work/ref.h5" "$model" "$d" >/dev/null || die "kill -9 ($how) at step $at + resume: $d differs from the uninterrupted run"
   done
   # a .partial left by the kill must never be taken for a model
-  if [[ -e $model.partial ]]; then
-    timeout 60 "${mpiexec[@]}" -n 2 "$basis" embed -model "$model.partial" -input "$work/data.h5" -output "$work/e.h5" >/dev/null 2>&1 \
-      && die "basis embed accepted $model.partial left by kill -9"
-  fi
+  # (temporaries are named NAME.<run>.partial, one per run)
+  for partial in "$model".*.partial; do
+    [[ -e $partial ]] || continue
+    timeout 60 "${mpiexec[@]}" -n 2 "$basis" embed -model "$partial" -input "$work/data.h5" -output "$work/e.h5" >/dev/null 2>&1 \
+      && die "basis embed accepted $partial left by kill -9"
+  done
 }
 killed group
 killed rank
