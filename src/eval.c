@@ -584,8 +584,14 @@ static PetscErrorCode ScoreRow(BasisEvaluator ev, BasisEvalRow *w)
     PetscReal           s = 0;
 
     PetscCall(PetscCalloc1(PetscMin(w->K, v->K), &w->theta[j]));
-    PetscCall(BasisMetricGrassmannRanks(ev->comm, ev->n, w->K, w->Y, v->K, v->Y, &w->dG[j], w->theta[j],
-                                        &w->rank_y, NULL));
+    PetscCall(PetscCalloc1(PetscMin(w->K, v->K), &w->sin2[j]));
+    PetscCall(BasisMetricGrassmannAngles(ev->comm, ev->n, w->K, w->Y, v->K, v->Y, &w->dG[j], w->theta[j],
+                                         w->sin2[j], &w->rank_y, NULL));
+    w->dG_nontrivial[j] = NAN; /* a reference of one column has no non-trivial direction */
+    if (v->K >= 2)
+      PetscCall(BasisMetricGrassmannNontrivial(ev->comm, ev->n, w->K, w->Y, v->K, v->Y, &w->dG_nontrivial[j],
+                                               NULL, NULL, NULL, NULL));
+    PetscCall(BasisMetricGrassmannPublished(ev->comm, ev->n, w->K, w->Y, v->K, v->Y, &w->dG_published[j]));
     for (PetscInt t = 0; t < PetscMin(w->K, v->K); t++) s += w->theta[j][t] * w->theta[j][t];
     w->theta_norm[j] = PetscSqrtReal(s);
   }
@@ -682,7 +688,10 @@ PetscErrorCode BasisEvaluatorDestroy(BasisEvaluator *ev)
   if (!*ev) PetscFunctionReturn(0);
   for (PetscInt i = 0; i < (*ev)->nrows; i++) {
     PetscCall(PetscFree((*ev)->rows[i].Y));
-    for (PetscInt j = 0; j < BASIS_EVAL_MAX_REFS; j++) PetscCall(PetscFree((*ev)->rows[i].theta[j]));
+    for (PetscInt j = 0; j < BASIS_EVAL_MAX_REFS; j++) {
+      PetscCall(PetscFree((*ev)->rows[i].theta[j]));
+      PetscCall(PetscFree((*ev)->rows[i].sin2[j]));
+    }
   }
   for (PetscInt j = 0; j < (*ev)->nrefs; j++) PetscCall(PetscFree((*ev)->refs[j].lambda));
   PetscCall(PetscFree3((*ev)->labels, (*ev)->assign, (*ev)->gidx));

@@ -97,6 +97,16 @@ static void JsonRow(FILE *f, const BasisEvalReport *r, PetscInt i)
   fprintf(f, ", \"kind\": \"%s\", \"K\": %d, \"rank\": %d,\n     \"d_G\": ", w->exact ? "exact" : "embedding",
           (int)w->K, (int)w->rank_y);
   JsonNumbers(f, r->nrefs, w->dG);
+  fprintf(f, ",\n     \"d_G_nontrivial\": ");
+  JsonNumbers(f, r->nrefs, w->dG_nontrivial);
+  fprintf(f, ",\n     \"d_G_published\": ");
+  JsonNumbers(f, r->nrefs, w->dG_published);
+  fprintf(f, ",\n     \"sin2\": [");
+  for (PetscInt j = 0; j < r->nrefs; j++) {
+    if (j) fprintf(f, ", ");
+    JsonNumbers(f, PetscMin(w->K, r->rows[r->refs[j].row].K), w->sin2[j]);
+  }
+  fprintf(f, "]");
   fprintf(f, ",\n     \"sqrt_sum_theta2\": ");
   JsonNumbers(f, r->nrefs, w->theta_norm);
   fprintf(f, ",\n     \"theta\": [");
@@ -171,6 +181,7 @@ PetscErrorCode BasisReportWriteJson(MPI_Comm comm, BasisOutput *out, const Basis
 
 static void FormatValue(char *buf, size_t len, PetscReal v)
 {
+  if (PetscAbsReal(v) < 5e-5) v = 0; /* rounds to 0.0000: no "-0.0000" for rounding noise */
   if (PetscIsInfOrNanReal(v))
     PetscSNPrintf(buf, len, "%s", "-");
   else
@@ -188,7 +199,8 @@ static PetscErrorCode PrintTable(MPI_Comm comm, const BasisEvalReport *r)
   w = PetscMin(w, BASIS_REPORT_NAME_WIDTH);
   PetscCall(PetscSNPrintf(line, sizeof(line), "%-*s %3s", (int)w, "row", "K"));
   for (PetscInt j = 0; j < r->nrefs; j++) {
-    PetscSNPrintf(cell, sizeof(cell), " %7s%c %7s%c", "d_G:", (char)('A' + j), "theta:", (char)('A' + j));
+    PetscSNPrintf(cell, sizeof(cell), " %7s%c %7s%c %7s%c %7s%c", "d_G:", (char)('A' + j),
+                  "ntr:", (char)('A' + j), "pub:", (char)('A' + j), "theta:", (char)('A' + j));
     PetscCall(PetscStrlcat(line, cell, sizeof(line)));
   }
   PetscCall(PetscStrlcat(line, "   d_perp     NMI     ACC   probe\n", sizeof(line)));
@@ -202,8 +214,10 @@ static PetscErrorCode PrintTable(MPI_Comm comm, const BasisEvalReport *r)
     PetscCall(PetscSNPrintf(line, sizeof(line), "%-*s %3d", (int)w, name, (int)row->K));
     for (PetscInt j = 0; j < r->nrefs; j++) {
       FormatValue(v[0], sizeof(v[0]), row->dG[j]);
-      FormatValue(v[1], sizeof(v[1]), row->theta_norm[j]);
-      PetscSNPrintf(cell, sizeof(cell), " %8s %8s", v[0], v[1]);
+      FormatValue(v[1], sizeof(v[1]), row->dG_nontrivial[j]);
+      FormatValue(v[2], sizeof(v[2]), row->dG_published[j]);
+      FormatValue(v[3], sizeof(v[3]), row->theta_norm[j]);
+      PetscSNPrintf(cell, sizeof(cell), " %8s %8s %8s %8s", v[0], v[1], v[2], v[3]);
       PetscCall(PetscStrlcat(line, cell, sizeof(line)));
     }
     FormatValue(v[0], sizeof(v[0]), row->dperp);
@@ -213,6 +227,23 @@ static PetscErrorCode PrintTable(MPI_Comm comm, const BasisEvalReport *r)
     PetscSNPrintf(cell, sizeof(cell), " %8s %7s %7s %7s\n", v[0], v[1], v[2], v[3]);
     PetscCall(PetscStrlcat(line, cell, sizeof(line)));
     PetscCall(PetscPrintf(comm, "%s", line));
+  }
+  PetscFunctionReturn(0);
+}
+
+/* Every embedding's sin^2 of the principal angles against each reference, ascending. */
+static PetscErrorCode PrintAngles(MPI_Comm comm, const BasisEvalReport *r)
+{
+  PetscFunctionBeginUser;
+  for (PetscInt i = 0; i < r->nrows; i++) {
+    const BasisEvalRow *row = &r->rows[i];
+    if (row->exact) continue;
+    for (PetscInt j = 0; j < r->nrefs; j++) {
+      PetscInt n = PetscMin(row->K, r->rows[r->refs[j].row].K);
+      PetscCall(PetscPrintf(comm, "eval: sin^2 %s vs %c:", row->name, (char)('A' + j)));
+      for (PetscInt t = 0; t < n; t++) PetscCall(PetscPrintf(comm, " %.4f", (double)row->sin2[j][t]));
+      PetscCall(PetscPrintf(comm, "\n"));
+    }
   }
   PetscFunctionReturn(0);
 }
@@ -238,6 +269,11 @@ PetscErrorCode BasisReportView(MPI_Comm comm, const BasisEvalReport *r)
                           desc, ref->computed ? "" : " (read)"));
   }
   PetscCall(PrintTable(comm, r));
+  PetscCall(PetscPrintf(comm,
+                        "eval: d_G = sum sin^2 of the principal angles (DESIGN.md); ntr = d_G over the "
+                        "reference's non-trivial directions; pub = d_G as the published BASiS/SpectralNet "
+                        "tables compute it; theta = sqrt(sum theta^2)\n"));
+  PetscCall(PrintAngles(comm, r));
   for (PetscInt i = 0; i < r->nrows; i++) {
     const BasisEvalRow *row = &r->rows[i];
     if (!row->exact && row->rank_y < row->K - 1)

@@ -51,6 +51,9 @@ run 2 exact -input "$work/data.h5" -output "$work/exm.h5" -dim 4 -match_batch 10
 # the exact file against itself, and against the same computation at another rank count
 run 2 eval -input "$work/ex.h5" -exact "$work/ex.h5" -json "$work/self.json" >/dev/null
 check "eval exact vs itself: d_G" "$(json "$work/self.json" "d['rows'][0]['d_G'][0]")" "<" 1e-10
+check "eval exact vs itself: d_G non-trivial" "$(json "$work/self.json" "d['rows'][0]['d_G_nontrivial'][0]")" "<" 1e-10
+check "eval exact vs itself: |d_G published|" "$(json "$work/self.json" "abs(d['rows'][0]['d_G_published'][0])")" "<" 1e-8
+check "eval exact vs itself: 4 sin^2" "$(json "$work/self.json" "len(d['rows'][0]['sin2'][0])")" "==" 4
 check "eval exact vs itself: NMI present" "$(json "$work/self.json" "d['rows'][0]['nmi']")" ">" 0
 run 2 eval -input "$work/ex1.h5" -exact "$work/ex.h5" -json "$work/ranks.json" >/dev/null
 check "exact at 1 vs 2 ranks: d_G" "$(json "$work/ranks.json" "d['rows'][0]['d_G'][0]")" "<" 1e-8
@@ -61,6 +64,9 @@ run 2 eval -input "$work/ex.h5" -exact "$work/ex.h5" >/dev/null
 # an unrelated embedding is far from the eigenvectors (d_G is at most K = 4 here)
 run 2 eval -input "$work/random.h5,$work/ex.h5" -exact "$work/ex.h5" -json "$work/random.json" >/dev/null
 check "eval of an unrelated embedding: d_G" "$(json "$work/random.json" "d['rows'][0]['d_G'][0]")" ">" 0.5
+check "eval of an unrelated embedding: sum of sin^2 - d_G" \
+  "$(json "$work/random.json" "abs(sum(d['rows'][0]['sin2'][0]) - d['rows'][0]['d_G'][0])")" "<" 1e-8
+check "eval of an unrelated embedding: d_G non-trivial" "$(json "$work/random.json" "d['rows'][0]['d_G_nontrivial'][0]")" ">" 0.3
 check "eval second input: d_G" "$(json "$work/random.json" "d['rows'][1]['d_G'][0]")" "<" 1e-10
 
 # eigenvectors recomputed from the data: same-k and density-matched graphs in one run

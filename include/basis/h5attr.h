@@ -46,4 +46,3 @@ PetscErrorCode BasisH5WriteIntArray(hid_t loc, const char *name, PetscInt n, con
 PetscErrorCode BasisH5ArrayShape(hid_t loc, const char *name, int maxrank, int *rank, hsize_t dims[]);
 PetscErrorCode BasisH5ReadArray(hid_t loc, const char *name, hid_t memtype, int rank, const hsize_t dims[],
                                 void *buf);
-

@@ -18,8 +18,12 @@ typedef struct {
   PetscReal *Y; /* [n][K] this rank's rows */
   PetscReal  dG[BASIS_EVAL_MAX_REFS], theta_norm[BASIS_EVAL_MAX_REFS];
   PetscReal *theta[BASIS_EVAL_MAX_REFS]; /* [min(K, K of the reference)] principal angles */
-  PetscInt   rank_y;                     /* numerical rank of centre(Y) */
-  PetscReal  dperp, nmi, acc, probe;     /* NaN when not computed */
+  PetscReal *sin2[BASIS_EVAL_MAX_REFS];  /* [min(K, K of the reference)] their sin^2, ascending */
+  /* d_G over the reference's non-trivial directions (its first column left out), and d_G
+     as the published BASiS/SpectralNet tables compute it (DESIGN.md "Metrics") */
+  PetscReal dG_nontrivial[BASIS_EVAL_MAX_REFS], dG_published[BASIS_EVAL_MAX_REFS];
+  PetscInt  rank_y;                 /* numerical rank of centre(Y) */
+  PetscReal dperp, nmi, acc, probe; /* NaN when not computed */
 } BasisEvalRow;
 
 /* An exact reference: which graph, where it came from. */
