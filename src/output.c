@@ -90,6 +90,22 @@ static void SpaceHint(const char *path, char *hint, size_t len)
     snprintf(hint, len, "an I/O error, the disk full or the quota exceeded");
 }
 
+/* Whether process pid of this host has ended: it does not exist, or it is a zombie (killed
+   and not yet reaped by its parent -- e.g. ranks of a job just killed with kill -9, whose
+   mpiexec has not waited for them yet: they hold no files any more). */
+static PetscBool ProcessGone(pid_t pid)
+{
+  char  stat[64], line[512], *close;
+  FILE *f;
+
+  if (kill(pid, 0) && errno == ESRCH) return PETSC_TRUE;
+  snprintf(stat, sizeof(stat), "/proc/%ld/stat", (long)pid);
+  if (!(f = fopen(stat, "r"))) return PETSC_FALSE; /* no /proc: alive as far as we can tell */
+  close = fgets(line, sizeof(line), f) ? strrchr(line, ')') : NULL; /* "pid (comm) S ..." */
+  fclose(f);
+  return close && (close[2] == 'Z' || close[2] == 'X') ? PETSC_TRUE : PETSC_FALSE;
+}
+
 /*
   Who holds lock (rank 0 only). Returns 0 when there is no lock or it is stale (written by
   a process of this host that no longer exists; *stale set), else fills msg.
@@ -113,7 +129,7 @@ static int LockHeld(const char *path, const char *lock, PetscBool *stale, char *
              path, lock, path, lock);
     return 1;
   }
-  if (!strcmp(who, host) && kill((pid_t)pid, 0) && errno == ESRCH) {
+  if (!strcmp(who, host) && ProcessGone((pid_t)pid)) {
     *stale = PETSC_TRUE;
     return 0;
   }
