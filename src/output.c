@@ -27,6 +27,7 @@
 #include <basis/error.h>
 #include <basis/h5io.h>
 #include <errno.h>
+#include <glob.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
@@ -140,6 +141,29 @@ static int LockHeld(const char *path, const char *lock, PetscBool *stale, char *
   return 1;
 }
 
+/* Remove a stale lock and the temporary files its run left (killed before it could clean up):
+   "<path>.<pid>-<random>.partial" or "<path>.<job>-<pid>-<random>.partial" of that pid. */
+static void RemoveStaleLock(const char *path, const char *lock)
+{
+  char   who[256], pattern[PETSC_MAX_PATH_LEN + 64];
+  long   pid = 0;
+  FILE  *f   = fopen(lock, "r");
+  glob_t g;
+
+  if (f) {
+    if (fscanf(f, "basis %255s %ld", who, &pid) != 2) pid = 0;
+    fclose(f);
+  }
+  unlink(lock);
+  for (int form = 0; pid > 0 && form < 2; form++) {
+    snprintf(pattern, sizeof(pattern),
+             form ? "%s.*-%ld-\?\?\?\?\?\?\?\?.partial" : "%s.%ld-\?\?\?\?\?\?\?\?.partial", path, pid);
+    if (glob(pattern, GLOB_NOSORT, NULL, &g) == 0)
+      for (size_t i = 0; i < g.gl_pathc; i++) unlink(g.gl_pathv[i]);
+    globfree(&g);
+  }
+}
+
 /* Take the lock (rank 0 only); msg set on failure. A stale lock is replaced. The lock is
    written complete under a private name and hard-linked to its name: link() is atomic
    (also on NFS), so no other run ever reads a half-written lock. */
@@ -169,13 +193,14 @@ static void LockTake(const char *path, const char *lock, PetscBool *locked, char
       int lfd = open(lock, O_WRONLY | O_CREAT | O_EXCL, 0644);
       if (lfd >= 0) *locked = (PetscBool)(write(lfd, line, (size_t)n) == n), close(lfd);
       if (lfd >= 0 && !*locked) unlink(lock);
-      if (lfd < 0 && errno == EEXIST && !LockHeld(path, lock, &stale, msg, len) && stale) unlink(lock);
+      if (lfd < 0 && errno == EEXIST && !LockHeld(path, lock, &stale, msg, len) && stale)
+        RemoveStaleLock(path, lock);
       if (lfd < 0 && errno != EEXIST)
         snprintf(msg, len, "cannot create the lock file %s for output %s: %s", lock, path, strerror(errno));
     } else if (errno != EEXIST) {
       snprintf(msg, len, "cannot create the lock file %s for output %s: %s", lock, path, strerror(errno));
     } else if (!LockHeld(path, lock, &stale, msg, len) && stale) {
-      unlink(lock); /* its run was killed; take over */
+      RemoveStaleLock(path, lock); /* its run was killed; take over */
     }
   }
   unlink(mine);

@@ -112,6 +112,23 @@ PY
   [[ -z $left ]] || { die "race $attempt: left $left"; rm -f $left; }
 done
 
+# A stale lock (its run killed by SIGKILL: the pid is gone) is taken over, and that run's own
+# temporaries go with it; a user's file named like a temporary, and another run's, stay.
+echo "basis $(hostname) 999999" >"$work/st.h5.lock"
+touch "$work/st.h5.999999-abcdef12.partial" "$work/st.h5.job7-999999-abcdef12.partial" "$work/st.h5.partial" \
+  "$work/st.h5.1999999-abcdef12.partial"
+for np in 1 2 4; do
+  mpiexec --oversubscribe --allow-run-as-root -n $np "$basis" generate -n 100 -d 3 -output "$work/st.h5" -force \
+    >/dev/null 2>&1 || die "stale lock at $np ranks: generate failed"
+done
+for f in st.h5.999999-abcdef12.partial st.h5.job7-999999-abcdef12.partial st.h5.lock; do
+  [[ ! -e $work/$f ]] || die "stale lock: $f left behind"
+done
+for f in st.h5.partial st.h5.1999999-abcdef12.partial; do
+  [[ -e $work/$f ]] || die "stale lock: $f, not the killed run's, was deleted"
+done
+rm -f "$work"/st.h5*
+
 # Every option a command's -help lists is known (the unknown-option check would refuse it).
 for cmd in generate train embed exact eval info; do
   for name in $("$basis" $cmd -help 2>&1 | sed -n '/^basis '$cmd'/,$p' | grep -oE '^  -[a-z_]+' | grep -v '_$' | sort -u); do
