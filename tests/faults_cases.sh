@@ -80,6 +80,7 @@ faults_cases() {
   add "-seed 4294967296" "-seed 4294967296 is out of range" "$T -model $w/out.h5 -seed 4294967296"
   add "-batch 2147483648" "-batch 2147483648 is out of range" "$T -model $w/out.h5 -batch 2147483648"
   add "-n -9999999999" "-n -9999999999 is out of range" "generate -n -9999999999 -output $w/out.h5"
+  add "generate -noise inf" "-noise inf.? must be a number from 0 to 1e30" "generate -n 50 -noise inf -output $w/out.h5"
   add "-match_batch 56,99999999999" "-match_batch 99999999999 is out of range" \
     "exact -input $w/d.h5 -dim 4 -match_batch 56,99999999999 -output $w/out.h5"
   add "-options_file missing" "-options_file .*nothere.opts does not exist" "$T -model $w/out.h5 -options_file $w/nothere.opts"
