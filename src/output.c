@@ -277,6 +277,29 @@ static void CheckPathLocal(const char *option, const char *path, PetscBool force
   LockHeld(path, lock, &stale, msg, len);
 }
 
+/* The last path component of a temporary name (what basis_temporary_name records). */
+static const char *TmpBase(const char *tmp)
+{
+  const char *slash = strrchr(tmp, '/');
+  return slash ? slash + 1 : tmp;
+}
+
+/*
+  BasisOutputIsTemporary - whether the open file `file`, found at `path`, is an output that was
+  never committed: it is still under the temporary name its writer recorded (the writer was
+  killed between marking it complete and renaming it). Not collective.
+*/
+PetscErrorCode BasisOutputIsTemporary(hid_t file, const char *path, PetscBool *temporary)
+{
+  char      name[PETSC_MAX_PATH_LEN];
+  PetscBool found;
+
+  PetscFunctionBeginUser;
+  PetscCall(BasisH5AttrReadString(file, "basis_temporary_name", sizeof(name), name, &found));
+  *temporary = (PetscBool)(found && !strcmp(name, TmpBase(path)));
+  PetscFunctionReturn(0);
+}
+
 /*
   BasisOutputCheckPathOption - refuse an output path before any work is done.
 
@@ -547,6 +570,9 @@ PetscErrorCode BasisOutputCommit(BasisOutput *out)
     herr_t e;
     /* the mark goes in first, so the reservation covers its object header space */
     ok = BasisH5AttrWriteInt(out->file, "basis_complete", 1, &one) == 0;
+    /* the name it has until the rename: a file still under it was never committed (killed
+       between the mark and the rename), and readers refuse it (BasisOutputIsTemporary) */
+    ok = ok && BasisH5AttrWriteString(out->file, "basis_temporary_name", TmpBase(out->tmp)) == 0;
     PetscCall(Agree(out, ok, msg, sizeof(msg), "marking it complete"));
     if (rank == 0) ReserveSpace(out, msg, sizeof(msg));
     PetscCall(Agree(out, !msg[0], msg, sizeof(msg), "reserving its space"));

@@ -79,4 +79,18 @@ for np in 1 2; do
   grep -q "is incomplete (its writer was interrupted)" <<<"$out" || { die "np=$np embed of a .partial model: unexpected message"; head -3 <<<"$out"; }
   [[ ! -e $work/e.h5 ]] || die "np=$np embed of a .partial model wrote an output"
 done
+# Killed after the mark but before the rename: complete, but still under the temporary name
+# its writer recorded; it must be refused too (it was never committed).
+cp "$work/ref.h5" "$work/ref.h5.4242-abcdef01.partial"
+/usr/bin/python3 -c 'import h5py, sys; h5py.File(sys.argv[1], "r+").attrs["basis_temporary_name"] = "ref.h5.4242-abcdef01.partial"' \
+  "$work/ref.h5.4242-abcdef01.partial"
+for np in 1 2; do
+  out=$(timeout 60 "${mpiexec[@]}" -n $np "$basis" embed -model "$work/ref.h5.4242-abcdef01.partial" -input "$work/data.h5" \
+    -output "$work/e.h5" 2>&1)
+  rc=$?
+  [[ $rc == 1 ]] || die "np=$np embed of an uncommitted temporary model exited $rc, expected 1"
+  grep -q "is the temporary file of a run that was stopped before it committed it" <<<"$out" ||
+    { die "np=$np embed of an uncommitted temporary model: unexpected message"; head -3 <<<"$out"; }
+  [[ ! -e $work/e.h5 ]] || die "np=$np embed of an uncommitted temporary model wrote an output"
+done
 exit $fail

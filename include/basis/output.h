@@ -27,6 +27,8 @@ PetscErrorCode BasisOutputReserve(MPI_Comm, const char *option, const char *path
                                   const char *const inputs[], BasisOutput *out);
 PetscErrorCode BasisOutputReserveSpace(MPI_Comm, hid_t obj);
 PetscErrorCode BasisOutputCommit(BasisOutput *out);
+/* Whether an open file is an output left under its temporary name (never committed). */
+PetscErrorCode BasisOutputIsTemporary(hid_t file, const char *path, PetscBool *temporary);
 PetscErrorCode BasisOutputAbort(BasisOutput *out);
 void           BasisOutputCleanupAll(void);
 void           BasisOutputCloseAll(void);
