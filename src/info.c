@@ -4,6 +4,7 @@
   every rank's block (so NaN/Inf are found) and prints N, D, labels and rows per rank.
   Collective on comm.
 */
+#include <basis/info.h>
 #include <basis/h5io.h>
 #include <basis/options.h>
 

@@ -19,9 +19,10 @@
 #include <basis/h5io.h>
 #include <basis/train.h>
 #include <basis/exact.h>
+#include <basis/embed.h>
+#include <basis/eval.h>
+#include <basis/info.h>
 #include <basis/options.h>
-
-PetscErrorCode BasisEmbedMain(MPI_Comm);
 
 #include <errno.h>
 #include <stdio.h>

@@ -18,4 +18,3 @@ PetscErrorCode BasisExactCompute(MPI_Comm comm, const char *prefix, const BasisS
                                  const BasisGraphParams *p, PetscReal phi[], PetscReal lambda[],
                                  PetscReal residual[], PetscReal seconds[2]);
 PetscErrorCode BasisExactMain(MPI_Comm comm);
-PetscErrorCode BasisEvalMain(MPI_Comm comm);

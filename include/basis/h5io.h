@@ -48,7 +48,6 @@ PetscErrorCode BasisH5WriteRows(MPI_Comm comm, hid_t dset, PetscInt start, Petsc
 PetscErrorCode BasisH5ReadRows(MPI_Comm comm, hid_t dset, PetscInt start, PetscInt n, PetscInt cols,
                                hid_t memtype, void *buf);
 PetscErrorCode BasisH5OpenRead(MPI_Comm comm, const char *path, const char *what, hid_t *file);
-PetscErrorCode BasisInfoMain(MPI_Comm comm);
 
 /* Readers and copiers shared by the commands (embed, exact, eval); see h5io.c. */
 PetscBool      BasisH5LinkExists(hid_t file, const char *path);
