@@ -7,23 +7,11 @@ basis=$1
 here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/basis-bad.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-mpiexec=(mpiexec --oversubscribe --allow-run-as-root)
-fail=0
+# shellcheck source=tests/cli_lib.sh
+source "$here/cli_lib.sh"
 
 "$(dirname "$basis")/tests/make_bad_inputs" "$work" || { echo "FAIL: make_bad_inputs"; exit 1; }
 "${mpiexec[@]}" -n 2 "$basis" generate -n 50 -d 4 -output "$work/good.h5" >/dev/null || { echo "FAIL: generate"; exit 1; }
-
-# expect NP PATTERN COMMAND... : non-zero exit in <= 60 s, stderr+stdout matches PATTERN
-expect() {
-  local np=$1 pattern=$2; shift 2
-  local out rc
-  out=$(timeout 60 "${mpiexec[@]}" -n "$np" "$basis" "$@" 2>&1); rc=$?
-  if [[ $rc == 0 ]]; then echo "FAIL np=$np '$*': exit 0, expected an error matching '$pattern'"; fail=1
-  elif [[ $rc == 124 ]]; then echo "FAIL np=$np '$*': hung (killed after 60 s)"; fail=1
-  elif ! grep -q -- "$pattern" <<<"$out"; then
-    echo "FAIL np=$np '$*': message does not match '$pattern':"; sed 's/^/    /' <<<"$out" | head -8; fail=1
-  fi
-}
 
 for np in 2 4; do
   expect $np "does not exist" info -input "$work/missing.h5"
