@@ -195,12 +195,15 @@ static PetscErrorCode OpenScored(MPI_Comm comm, const char *path, PetscBool exac
                                  hid_t *dset, PetscInt *N, PetscInt *K)
 {
   const char *name = NULL;
+  PetscBool   has_embedding, has_vectors;
 
   PetscFunctionBeginUser;
   PetscCall(BasisH5OpenRead(comm, path, exact_only ? "exact" : "embedding", file));
-  if (!exact_only && BasisH5LinkExists(*file, "embedding"))
+  PetscCall(BasisH5Has(*file, "embedding", &has_embedding));
+  PetscCall(BasisH5Has(*file, "exact/vectors", &has_vectors));
+  if (!exact_only && has_embedding)
     name = "embedding";
-  else if (BasisH5LinkExists(*file, "exact/vectors"))
+  else if (has_vectors)
     name = "exact/vectors";
   PetscCheck(name, comm, PETSC_ERR_FILE_UNEXPECTED, "%s has no dataset %s; give a file written by %s", path,
              exact_only ? "/exact/vectors" : "/embedding (or /exact/vectors)",
@@ -358,12 +361,14 @@ PetscErrorCode BasisEvaluatorSetFromOptions(BasisEvaluator ev)
 /* /exact/values of an exact file when it holds K values, else NULL. Collective. */
 static PetscErrorCode ReadEigenvalues(MPI_Comm comm, hid_t file, PetscInt K, PetscReal **lambda)
 {
-  hid_t    eset, space;
-  hssize_t npts;
+  hid_t     eset, space;
+  hssize_t  npts;
+  PetscBool has;
 
   PetscFunctionBeginUser;
   *lambda = NULL;
-  if (!BasisH5LinkExists(file, "exact/values")) PetscFunctionReturn(0);
+  PetscCall(BasisH5Has(file, "exact/values", &has));
+  if (!has) PetscFunctionReturn(0);
   eset = H5Dopen2(file, "exact/values", H5P_DEFAULT);
   BasisCallH5(eset);
   space = H5Dget_space(eset);

@@ -337,27 +337,6 @@ PetscErrorCode BasisH5CreateMatrix(hid_t file, const char *name, PetscInt rows, 
 /* ---- Readers and copiers shared by the commands (embed, exact, eval) ---- */
 
 /*
-  BasisH5LinkExists - whether path (e.g. "exact/vectors") names an object of file; every
-  intermediate group must exist (H5Lexists alone fails on a missing group).
-
-  Not collective (HDF5 metadata, the same on every rank).
-*/
-PetscBool BasisH5LinkExists(hid_t file, const char *path)
-{
-  char   buf[PETSC_MAX_PATH_LEN];
-  size_t len = strlen(path);
-
-  if (len >= sizeof(buf)) return PETSC_FALSE;
-  memcpy(buf, path, len + 1);
-  for (char *s = buf; (s = strchr(s + 1, '/'));) {
-    *s = 0;
-    if (H5Lexists(file, buf, H5P_DEFAULT) <= 0) return PETSC_FALSE;
-    *s = '/';
-  }
-  return H5Lexists(file, buf, H5P_DEFAULT) > 0 ? PETSC_TRUE : PETSC_FALSE;
-}
-
-/*
   BasisH5MatrixOpen - open the 2-D numeric dataset name of an open file and return its shape.
 
   Collective on comm (every rank opens the same dataset; errors are raised on comm).

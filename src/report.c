@@ -87,6 +87,18 @@ static void JsonReference(FILE *f, const BasisEvalReport *r, PetscInt j)
   fprintf(f, "}");
 }
 
+/* One array per reference of row w's per-angle values a[j] [min(K, K of reference j)]. */
+static void JsonPerReference(FILE *f, const BasisEvalReport *r, const BasisEvalRow *w,
+                             PetscReal *const a[BASIS_EVAL_MAX_REFS])
+{
+  fprintf(f, "[");
+  for (PetscInt j = 0; j < r->nrefs; j++) {
+    if (j) fprintf(f, ", ");
+    JsonNumbers(f, PetscMin(w->K, r->rows[r->refs[j].row].K), a[j]);
+  }
+  fprintf(f, "]");
+}
+
 static void JsonRow(FILE *f, const BasisEvalReport *r, PetscInt i)
 {
   const BasisEvalRow *w = &r->rows[i];
@@ -101,21 +113,14 @@ static void JsonRow(FILE *f, const BasisEvalReport *r, PetscInt i)
   JsonNumbers(f, r->nrefs, w->dG_nontrivial);
   fprintf(f, ",\n     \"d_G_published\": ");
   JsonNumbers(f, r->nrefs, w->dG_published);
-  fprintf(f, ",\n     \"sin2\": [");
-  for (PetscInt j = 0; j < r->nrefs; j++) {
-    if (j) fprintf(f, ", ");
-    JsonNumbers(f, PetscMin(w->K, r->rows[r->refs[j].row].K), w->sin2[j]);
-  }
-  fprintf(f, "]");
+  fprintf(f, ",\n     \"sin2\": ");
+  JsonPerReference(f, r, w, w->sin2);
   fprintf(f, ",\n     \"sqrt_sum_theta2\": ");
   JsonNumbers(f, r->nrefs, w->theta_norm);
-  fprintf(f, ",\n     \"theta\": [");
-  for (PetscInt j = 0; j < r->nrefs; j++) {
-    if (j) fprintf(f, ", ");
-    JsonNumbers(f, PetscMin(w->K, r->rows[r->refs[j].row].K), w->theta[j]);
-  }
+  fprintf(f, ",\n     \"theta\": ");
+  JsonPerReference(f, r, w, w->theta);
   v[0] = w->dperp, v[1] = w->nmi, v[2] = w->acc, v[3] = w->probe;
-  fprintf(f, "],\n     \"d_perp\": ");
+  fprintf(f, ",\n     \"d_perp\": ");
   JsonNumber(f, v[0]);
   fprintf(f, ", \"nmi\": ");
   JsonNumber(f, v[1]);

@@ -9,8 +9,8 @@ set -u
 basis=$1
 work=$(mktemp -d "${TMPDIR:-/tmp}/basis-values.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-mpiexec=(mpiexec --oversubscribe --allow-run-as-root)
-fail=0
+# shellcheck source=tests/cli_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/cli_lib.sh"
 
 timeout 120 "${mpiexec[@]}" -n 2 "$basis" generate -n 300 -d 5 -data_seed 3 -output "$work/d.h5" >/dev/null &&
   timeout 120 "${mpiexec[@]}" -n 2 "$basis" train -input "$work/d.h5" -model "$work/m.h5" -batch 64 -anchors 16 \

@@ -11,8 +11,8 @@ set -u
 basis=$1
 work=$(mktemp -d "${TMPDIR:-/tmp}/basis-units.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-mpiexec=(mpiexec --oversubscribe --allow-run-as-root)
-fail=0
+# shellcheck source=tests/cli_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/cli_lib.sh"
 
 timeout 120 "${mpiexec[@]}" -n 2 "$basis" generate -n 800 -d 6 -classes 4 -data_seed 3 -output "$work/x.h5" \
   >/dev/null || { echo "FAIL: cannot generate the test data"; exit 1; }

@@ -50,7 +50,6 @@ PetscErrorCode BasisH5ReadRows(MPI_Comm comm, hid_t dset, PetscInt start, PetscI
 PetscErrorCode BasisH5OpenRead(MPI_Comm comm, const char *path, const char *what, hid_t *file);
 
 /* Readers and copiers shared by the commands (embed, exact, eval); see h5io.c. */
-PetscBool      BasisH5LinkExists(hid_t file, const char *path);
 PetscErrorCode BasisH5MatrixOpen(MPI_Comm comm, hid_t file, const char *path, const char *name, hid_t *dset,
                                  PetscInt *rows, PetscInt *cols);
 PetscErrorCode BasisH5MatrixReadRows(MPI_Comm comm, const char *path, hid_t dset, PetscInt rstart, PetscInt n,
