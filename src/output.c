@@ -164,6 +164,9 @@ static void RemoveStaleLock(const char *path, const char *lock)
   }
 }
 
+/* Looks at a held lock before refusing (x 0.1 s; see LockTake). */
+#define LOCK_GRACE_TRIES 50
+
 /* Take the lock (rank 0 only); msg set on failure. A stale lock is replaced. The lock is
    written complete under a private name and hard-linked to its name: link() is atomic
    (also on NFS), so no other run ever reads a half-written lock. */
@@ -185,8 +188,16 @@ static void LockTake(const char *path, const char *lock, PetscBool *locked, char
              errno == ENOSPC || errno == EDQUOT ? hint : strerror(errno));
     return;
   }
-  for (int attempt = 0; attempt < 2 && !msg[0] && !*locked; attempt++) {
+  /* A held lock is looked at again for up to LOCK_GRACE_TRIES x 0.1 s: the ranks of a run
+     killed with kill -9 a moment ago may still be exiting (the lock is then released by
+     their death, not by them), and a -resume started right after must not be refused. */
+  for (int attempt = 0, held = 0; !*locked && attempt < 2 + LOCK_GRACE_TRIES; attempt++) {
     PetscBool stale;
+    if (msg[0]) {
+      if (!held || attempt >= 2 + LOCK_GRACE_TRIES - 1) break;
+      msg[0] = 0, held = 0;
+      usleep(100000);
+    }
     if (!link(mine, lock)) {
       *locked = PETSC_TRUE;
     } else if (errno == EPERM || errno == EOPNOTSUPP || errno == ENOSYS) { /* no hard links here */
@@ -201,6 +212,8 @@ static void LockTake(const char *path, const char *lock, PetscBool *locked, char
       snprintf(msg, len, "cannot create the lock file %s for output %s: %s", lock, path, strerror(errno));
     } else if (!LockHeld(path, lock, &stale, msg, len) && stale) {
       RemoveStaleLock(path, lock); /* its run was killed; take over */
+    } else if (msg[0]) {
+      held = 1;
     }
   }
   unlink(mine);

@@ -54,7 +54,7 @@ killed() {
   fi
   ((at < 300)) || { die "kill -9 ($how): the run finished before it was killed; make it longer"; return; }
   timeout 300 "${mpiexec[@]}" -n 2 "$basis" "${opts[@]}" -model "$model" -resume >"$work/$how.resume.log" 2>&1 \
-    || { die "kill -9 ($how): -resume from step $at failed:"; tail -3 "$work/$how.resume.log"; return; }
+    || { die "kill -9 ($how): -resume from step $at failed:"; grep -m3 "error" "$work/$how.resume.log"; return; }
   for d in /network/params /optimizer/adam_m /optimizer/adam_v /train/rng; do
     "$here/h5cmp.py" "$work/ref.h5" "$model" "$d" >/dev/null || die "kill -9 ($how) at step $at + resume: $d differs from the uninterrupted run"
   done
