@@ -2,7 +2,7 @@
 # cli_kill_resume.sh BASIS - training survives kill -9 (a node failure, an OOM kill, a
 # job killed past its time limit without a warning signal):
 #  * a 2-rank, 300-step run with -checkpoint_every 20 is killed with SIGKILL after its
-#    first checkpoint, once by killing the whole process group (mpiexec and the ranks),
+#    first checkpoint, once by killing mpiexec and the ranks at once (as a node failure does),
 #    once by killing one rank (mpiexec then takes down the other);
 #  * the file under the model's name is then always a complete checkpoint (a multiple of
 #    20 steps): checkpoints are written as NAME.<run>.partial and renamed;
@@ -40,7 +40,10 @@ killed() {
   bg=$!
   for _ in $(seq 3000); do [[ -e $model ]] && break; sleep 0.01; done
   if [[ $how == group ]]; then
-    kill -9 -- -"$bg"
+    # Open MPI puts each rank in a process group of its own, so a signal to mpiexec's
+    # group would leave the ranks running (for seconds, still holding the output's lock);
+    # a node failure or Slurm's cgroup kill takes all of them at once.
+    kill -9 -- -"$bg" $(pgrep -P "$bg")
   else # one rank: a child of mpiexec running basis
     rank=$(pgrep -P "$bg" -x basis | head -1)
     [[ -n $rank ]] && kill -9 "$rank"
