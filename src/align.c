@@ -2,13 +2,19 @@
   align.c - the affine alignment of a batch's eigenvectors to the reference (DESIGN.md
   step 4) and the targets it produces.
 
-  T (K x (K+1)) = argmin_T sum_{anchors i} ||phi_ref_i - T [phi_b_i, 1]||^2 is the linear
-  least-squares problem A X = B with A = [phi_b, 1] (l x (K+1)), B = phi_ref (l x K) and
+  T (K x (Kb+1)) = argmin_T sum_{anchors i} ||phi_ref_i - T [phi_b_i, 1]||^2 is the linear
+  least-squares problem A X = B with A = [phi_b, 1] (l x (Kb+1)), B = phi_ref (l x K) and
   X = T^T, solved by LAPACK's SVD-based dgelss: the singular values it returns give the
   2-norm condition number of A from the same factorisation, and at l ~ 250, K ~ 10 the
-  solve costs microseconds. An ill-conditioned A (the anchors barely span the batch
-  eigenspace, so T would amplify eigenvector noise by up to cond) is refused with the
-  number and what to change, never silently used.
+  solve costs microseconds.
+
+  phi_b holds Kb = K + -align_extra batch eigenvectors. With Kb = K (DESIGN.md step 4) the
+  batch's last eigenvectors, whose eigenvalues sit close to the next ones, come out of the
+  batch solve mixed with eigenvectors beyond K, and no map of K columns can undo that: on
+  MNIST-10k the aligned target of column 9 had half its variance as error. The extra
+  columns let the fit take back what leaked out of the first K (docs/quality.md). An ill-conditioned A (the
+  anchors barely span the batch eigenspace, so T would amplify eigenvector noise by up to cond) is refused
+  with the number and what to change, never silently used.
 
   For -laplacian unnormalized|rw the constant vector is an eigenvector, so it lies in
   span(phi_b): as one column, or mixed over several when the batch graph has nearly
@@ -57,6 +63,7 @@ void BasisAlignParamsDefault(BasisAlignParams *p)
      refuses only designs that are singular in all but rounding (duplicate columns, too
      few distinct anchors). */
   p->max_cond = 1e8;
+  p->extra    = 0;
 }
 
 /*
@@ -64,12 +71,13 @@ void BasisAlignParamsDefault(BasisAlignParams *p)
 
   Collective on comm (every rank reads the same options and reaches the same verdict).
 
-  Options: -align lsq|ransac, -ransac_iters, -ransac_points, -ransac_tol, -align_max_cond
+  Options: -align lsq|ransac, -align_extra, -ransac_iters, -ransac_points, -ransac_tol,
+  -align_max_cond
 
   Notes:
     Call it inside the caller's PetscOptionsBegin/End; it opens its own (nested) section so
-    that -help lists these options under one heading. -ransac_points >= K + 1 is checked
-    by BasisAlignFit, where K is known.
+    that -help lists these options under one heading. -ransac_points >= K + extra + 1 is
+    checked by BasisAlignFit too, where K is known.
 */
 PetscErrorCode BasisAlignParamsSetFromOptions(MPI_Comm comm, BasisAlignParams *p)
 {
@@ -79,6 +87,11 @@ PetscErrorCode BasisAlignParamsSetFromOptions(MPI_Comm comm, BasisAlignParams *p
   PetscCall(PetscOptionsEnum("-align",
                              "Affine fit on the anchors: least squares or RANSAC then least squares", NULL,
                              BasisAlignTypes, (PetscEnum)p->type, (PetscEnum *)&p->type, NULL));
+  PetscCall(
+      BasisOptionsInt("-align_extra",
+                      "Batch eigenvectors beyond -dim in the fit, to take back what the batch solve mixed "
+                      "into them from the next eigenvectors",
+                      NULL, p->extra, &p->extra, NULL, 0, PETSC_MAX_INT));
   PetscCall(PetscOptionsInt("-ransac_iters", "RANSAC: number of random subsets tried", NULL, p->ransac_iters,
                             &p->ransac_iters, NULL));
   PetscCall(PetscOptionsInt("-ransac_points", "RANSAC: anchors per subset (at least -dim + 1)", NULL,
@@ -96,9 +109,11 @@ PetscErrorCode BasisAlignParamsSetFromOptions(MPI_Comm comm, BasisAlignParams *p
     BasisGraphParams g;
     BasisGraphParamsDefault(&g);
     PetscCall(PetscOptionsGetInt(NULL, NULL, "-dim", &g.K, NULL));
-    PetscCheck(p->ransac_points >= PetscMax(g.K + 1, 2), comm, PETSC_ERR_ARG_OUTOFRANGE,
-               "-ransac_points %d must be at least -dim + 1 = %d (the K + 1 coefficients of each row of T)",
-               (int)p->ransac_points, (int)PetscMax(g.K + 1, 2));
+    PetscCheck(
+        p->ransac_points >= PetscMax(g.K + p->extra + 1, 2), comm, PETSC_ERR_ARG_OUTOFRANGE,
+        "-ransac_points %d must be at least -dim + -align_extra + 1 = %d (the coefficients of each row "
+        "of T)",
+        (int)p->ransac_points, (int)PetscMax(g.K + p->extra + 1, 2));
   }
   PetscCheck(p->ransac_points >= 2, comm, PETSC_ERR_ARG_OUTOFRANGE,
              "-ransac_points %d must be at least -dim + 1 (the K + 1 coefficients of each row of T)",
@@ -113,8 +128,9 @@ PetscErrorCode BasisAlignParamsSetFromOptions(MPI_Comm comm, BasisAlignParams *p
 
 /* Scratch space for one BasisAlignFit call, sized for all l anchors. */
 typedef struct {
-  PetscInt     l, K;
-  PetscInt     nc;    /* columns of the design: K, plus 1 for the bias unless it is in span(phi_b) */
+  PetscInt     l, K;  /* anchors, reference columns (targets) */
+  PetscInt     Kb;    /* batch eigenvector columns, K + -align_extra */
+  PetscInt     nc;    /* columns of the design: Kb, plus 1 for the bias unless it is in span(phi_b) */
   PetscInt     bias;  /* 1: last design column is the ones vector; 0: ones lie in span(phi_b) */
   PetscBLASInt ldb;   /* max(l, nc) */
   PetscBLASInt lwork; /* dgelss and dgels workspace for any row count <= l */
@@ -123,7 +139,7 @@ typedef struct {
   PetscReal   *s;     /* [nc] singular values */
   PetscReal   *work;  /* [lwork] */
   PetscReal   *res;   /* [l] residual norms of the anchors */
-  PetscReal   *Tc;    /* [K][K+1] a RANSAC candidate */
+  PetscReal   *Tc;    /* [K][Kb+1] a RANSAC candidate */
   PetscReal   *Y;     /* [l][K] T phi_b at the anchors (without the bias) */
   PetscInt    *rows;  /* [l] rows of a fit */
 } Work;
@@ -140,7 +156,7 @@ typedef struct {
 static PetscErrorCode Fit(Work *w, PetscInt r, const PetscInt rows[], const PetscReal phi_ref[],
                           const PetscReal phi_b[], PetscBool svd, PetscReal T[], PetscReal *cond)
 {
-  const PetscInt K = w->K, nc = w->nc;
+  const PetscInt K = w->K, Kb = w->Kb, nc = w->nc;
   PetscBLASInt   m, n, nrhs, lda, rank, info;
   PetscReal      rcond = -1.0; /* LAPACK: drop only singular values below machine precision;
                                   ill-conditioned fits are refused by the caller instead */
@@ -152,8 +168,8 @@ static PetscErrorCode Fit(Work *w, PetscInt r, const PetscInt rows[], const Pets
   lda = m;
   for (PetscInt i = 0; i < r; i++) {
     const PetscInt a = rows ? rows[i] : i;
-    for (PetscInt j = 0; j < K; j++) w->A[i + j * lda] = phi_b[a * K + j];
-    if (w->bias) w->A[i + K * lda] = 1.0;
+    for (PetscInt j = 0; j < Kb; j++) w->A[i + j * lda] = phi_b[a * Kb + j];
+    if (w->bias) w->A[i + Kb * lda] = 1.0;
     for (PetscInt k = 0; k < K; k++) w->B[i + k * w->ldb] = phi_ref[a * K + k];
   }
   if (svd) {
@@ -175,9 +191,9 @@ static PetscErrorCode Fit(Work *w, PetscInt r, const PetscInt rows[], const Pets
   }
   /* X = T^T is in the first nc rows of B; without a bias column T's last column is zero */
   for (PetscInt k = 0; k < K; k++) {
-    PetscReal *t = T + k * (K + 1);
-    for (PetscInt j = 0; j < K; j++) t[j] = w->B[j + k * w->ldb];
-    t[K] = w->bias ? w->B[K + k * w->ldb] : 0.0;
+    PetscReal *t = T + k * (Kb + 1);
+    for (PetscInt j = 0; j < Kb; j++) t[j] = w->B[j + k * w->ldb];
+    t[Kb] = w->bias ? w->B[Kb + k * w->ldb] : 0.0;
   }
   PetscCall(PetscLogFlops(2.0 * r * nc * (nc + K)));
   PetscFunctionReturn(0);
@@ -188,47 +204,49 @@ static PetscErrorCode Fit(Work *w, PetscInt r, const PetscInt rows[], const Pets
 static PetscErrorCode Residuals(Work *w, const PetscReal phi_ref[], const PetscReal phi_b[],
                                 const PetscReal T[], PetscReal *sumsq)
 {
-  const PetscInt l = w->l, K = w->K;
+  const PetscInt l = w->l, K = w->K, Kb = w->Kb;
 
   PetscFunctionBeginUser;
-  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, l, K, K, 1.0, phi_b, K, T, K + 1, 0.0, w->Y, K);
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, l, K, Kb, 1.0, phi_b, Kb, T, Kb + 1, 0.0, w->Y, K);
   *sumsq = 0.0;
   for (PetscInt i = 0; i < l; i++) {
     PetscReal r2 = 0.0;
     for (PetscInt k = 0; k < K; k++) {
-      PetscReal r = phi_ref[i * K + k] - w->Y[i * K + k] - T[k * (K + 1) + K];
+      PetscReal r = phi_ref[i * K + k] - w->Y[i * K + k] - T[k * (Kb + 1) + Kb];
       r2 += r * r;
     }
     w->res[i] = PetscSqrtReal(r2);
     *sumsq += r2;
   }
-  PetscCall(PetscLogFlops(2.0 * l * K * K + 4.0 * l * K));
+  PetscCall(PetscLogFlops(2.0 * l * K * Kb + 4.0 * l * K));
   PetscFunctionReturn(0);
 }
 
 /*
   BasisAlignFit - the affine map from the batch's eigenvectors to the reference's.
 
-  Not collective. Errors on PETSC_COMM_SELF: l < K + 1, -ransac_points outside
-  K + 1 .. l, or a final design matrix with condition number above -align_max_cond.
+  Not collective. Errors on PETSC_COMM_SELF: l < Kb + 1, -ransac_points outside
+  Kb + 1 .. l, or a final design matrix with condition number above -align_max_cond.
 
   Input:
     p       - the alignment parameters (BasisAlignParamsSetFromOptions)
     l, K    - anchors and embedding dimension
+    Kb      - batch eigenvectors in the fit, at least K (BasisAlignBatchVectors)
     phi_ref - [l][K] row-major reference eigenvectors at the anchors
-    phi_b   - [l][K] row-major batch eigenvectors at the same anchors, same order
+    phi_b   - [l][Kb] row-major batch eigenvectors at the same anchors, same order
   Input/Output:
     rng     - draws the RANSAC subsets (untouched for -align lsq)
   Output:
-    T       - [K][K+1] row-major: phi_ref_i ~ T [phi_b_i, 1]
+    T       - [K][Kb+1] row-major: phi_ref_i ~ T [phi_b_i, 1]
     stats   - RMS residual over all l anchors of the final T, condition number of its
               design matrix, anchors in the final fit, whether RANSAC fell back to all
 
   Notes:
     One small allocation per call (tens of KB at l = 250, K = 10), plus BasisRngSample's.
 */
-PetscErrorCode BasisAlignFit(const BasisAlignParams *p, PetscInt l, PetscInt K, const PetscReal phi_ref[],
-                             const PetscReal phi_b[], BasisRng *rng, PetscReal T[], BasisAlignStats *stats)
+PetscErrorCode BasisAlignFit(const BasisAlignParams *p, PetscInt l, PetscInt K, PetscInt Kb,
+                             const PetscReal phi_ref[], const PetscReal phi_b[], BasisRng *rng, PetscReal T[],
+                             BasisAlignStats *stats)
 {
   Work         w;
   PetscReal   *rbuf, query, dummy = 0.0, cond = PETSC_INFINITY, sumsq;
@@ -239,17 +257,20 @@ PetscErrorCode BasisAlignFit(const BasisAlignParams *p, PetscInt l, PetscInt K, 
   PetscFunctionBeginUser;
   PetscCheck(K >= 1, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "alignment: -dim %d must be at least 1",
              (int)K);
-  PetscCheck(l >= K + 1, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
-             "alignment needs at least -dim + 1 = %d anchors to fit the %d x %d affine map, got %d; "
-             "raise -anchors or lower -dim",
-             (int)(K + 1), (int)K, (int)(K + 1), (int)l);
+  PetscCheck(Kb >= K, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
+             "alignment: %d batch eigenvectors cannot be fitted to %d reference ones", (int)Kb, (int)K);
+  PetscCheck(
+      l >= Kb + 1, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
+      "alignment needs at least -dim + -align_extra + 1 = %d anchors to fit the %d x %d affine map, got "
+      "%d; raise -anchors or lower -dim or -align_extra",
+      (int)(Kb + 1), (int)K, (int)(Kb + 1), (int)l);
   if (p->type == BASIS_ALIGN_RANSAC)
-    PetscCheck(p->ransac_points >= K + 1 && p->ransac_points <= l, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
-               "-ransac_points %d must be at least -dim + 1 = %d and at most the %d anchors",
-               (int)p->ransac_points, (int)(K + 1), (int)l);
+    PetscCheck(p->ransac_points >= Kb + 1 && p->ransac_points <= l, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
+               "-ransac_points %d must be at least -dim + -align_extra + 1 = %d and at most the %d anchors",
+               (int)p->ransac_points, (int)(Kb + 1), (int)l);
   PetscCall(PetscLogEventBegin(BASIS_Align, 0, 0, 0, 0));
 
-  w.l = l, w.K = K, w.bias = 1, w.nc = K + 1;
+  w.l = l, w.K = K, w.Kb = Kb, w.bias = 1, w.nc = Kb + 1;
   PetscCall(PetscMalloc1(l, &w.rows));
 
   /* workspace: the queries for l rows satisfy dgelss's and dgels's minimum for fewer rows */
@@ -265,31 +286,33 @@ PetscErrorCode BasisAlignFit(const BasisAlignParams *p, PetscInt l, PetscInt K, 
                 LAPACKgels_("N", &m, &n, &nrhs, &dummy, &m, &dummy, &w.ldb, &query, &minus1, &info));
   BasisCheckLapack("dgels (workspace query)", info);
   w.lwork = PetscMax(w.lwork, (PetscBLASInt)query);
-  PetscCall(PetscMalloc1(
-      (size_t)l * w.nc + (size_t)w.ldb * K + w.nc + w.lwork + l + K * (K + 1) + (size_t)l * K, &rbuf));
+  PetscCall(PetscMalloc1((size_t)l * w.nc + (size_t)w.ldb * PetscMax(K, 1) + w.nc + w.lwork + l +
+                             K * (Kb + 1) + (size_t)l * K,
+                         &rbuf));
   w.A    = rbuf;
   w.B    = w.A + (size_t)l * w.nc;
   w.s    = w.B + (size_t)w.ldb * K;
   w.work = w.s + w.nc;
   w.res  = w.work + w.lwork;
   w.Tc   = w.res + l;
-  w.Y    = w.Tc + K * (K + 1);
+  w.Y    = w.Tc + K * (Kb + 1);
 
   /* Is the ones vector in span(phi_b) over the anchors? Least squares of 1 on phi_b (the
-     first K design columns, solved in place by the same SVD routine). */
+     first Kb design columns, solved in place by the same SVD routine). */
   {
     PetscBLASInt nK, one = 1, r_;
     PetscReal    rc = -1.0, res2 = 0.0;
-    PetscCall(PetscBLASIntCast(K, &nK));
+    PetscCall(PetscBLASIntCast(Kb, &nK));
     for (PetscInt i = 0; i < l; i++) {
-      for (PetscInt j = 0; j < K; j++) w.A[i + j * m] = phi_b[i * K + j];
+      for (PetscInt j = 0; j < Kb; j++) w.A[i + j * m] = phi_b[i * Kb + j];
       w.B[i] = 1.0;
     }
     PetscCallBLAS("LAPACKgelss",
                   LAPACKgelss_(&m, &nK, &one, w.A, &m, w.B, &w.ldb, w.s, &rc, &r_, w.work, &w.lwork, &info));
     BasisCheckLapack("dgelss", info);
-    for (PetscInt i = K; i < l; i++) res2 += w.B[i] * w.B[i]; /* dgelss leaves the residual in rows K..l-1 */
-    if (l > K && PetscSqrtReal(res2 / l) < BASIS_ALIGN_ONES_IN_SPAN) w.bias = 0, w.nc = K;
+    for (PetscInt i = Kb; i < l; i++)
+      res2 += w.B[i] * w.B[i]; /* dgelss leaves the residual in rows Kb..l-1 */
+    if (l > Kb && PetscSqrtReal(res2 / l) < BASIS_ALIGN_ONES_IN_SPAN) w.bias = 0, w.nc = Kb;
   }
 
   switch (p->type) {
@@ -312,18 +335,18 @@ PetscErrorCode BasisAlignFit(const BasisAlignParams *p, PetscInt l, PetscInt K, 
         if (w.res[i] < p->ransac_tol) count++, score += w.res[i];
       if (count > best || (count == best && score < best_score)) {
         best = count, best_score = score;
-        PetscCall(PetscArraycpy(T, w.Tc, K * (K + 1)));
+        PetscCall(PetscArraycpy(T, w.Tc, K * (Kb + 1)));
       }
     }
     /* refit on the inliers of the best candidate (stopping early above is exact: once every
        anchor is an inlier, the refit uses all of them whatever candidate found it) */
     used = 0;
-    if (best >= K + 1) {
+    if (best >= Kb + 1) {
       PetscCall(Residuals(&w, phi_ref, phi_b, T, &sumsq));
       for (PetscInt i = 0; i < l; i++)
         if (w.res[i] < p->ransac_tol) w.rows[used++] = i;
     }
-    if (used >= K + 1)
+    if (used >= Kb + 1)
       PetscCall(Fit(&w, used, w.rows, phi_ref, phi_b, PETSC_TRUE, T, &cond));
     else {
       fallback = PETSC_TRUE;
@@ -358,25 +381,27 @@ PetscErrorCode BasisAlignFit(const BasisAlignParams *p, PetscInt l, PetscInt K, 
 
   Input:
     m, K - rows and embedding dimension
-    T    - [K][K+1] row-major (BasisAlignFit)
-    phi  - [m][K] row-major batch eigenvectors
+    Kb   - batch eigenvectors per row (as given to BasisAlignFit)
+    T    - [K][Kb+1] row-major (BasisAlignFit)
+    phi  - [m][Kb] row-major batch eigenvectors
   Output:
     y    - [m][K] row-major float32 targets (computed in double, rounded once)
 */
-PetscErrorCode BasisAlignApply(PetscInt m, PetscInt K, const PetscReal T[], const PetscReal phi[], float y[])
+PetscErrorCode BasisAlignApply(PetscInt m, PetscInt K, PetscInt Kb, const PetscReal T[],
+                               const PetscReal phi[], float y[])
 {
   PetscFunctionBeginUser;
   PetscCall(PetscLogEventBegin(BASIS_Align, 0, 0, 0, 0));
   for (PetscInt i = 0; i < m; i++) {
-    const PetscReal *x = phi + (size_t)i * K;
+    const PetscReal *x = phi + (size_t)i * Kb;
     for (PetscInt k = 0; k < K; k++) {
-      const PetscReal *t = T + k * (K + 1);
-      PetscReal        s = t[K];
-      for (PetscInt j = 0; j < K; j++) s += t[j] * x[j];
+      const PetscReal *t = T + k * (Kb + 1);
+      PetscReal        s = t[Kb];
+      for (PetscInt j = 0; j < Kb; j++) s += t[j] * x[j];
       y[(size_t)i * K + k] = (float)s;
     }
   }
-  PetscCall(PetscLogFlops(2.0 * m * K * (K + 1)));
+  PetscCall(PetscLogFlops(2.0 * m * K * (Kb + 1)));
   PetscCall(PetscLogEventEnd(BASIS_Align, 0, 0, 0, 0));
   PetscFunctionReturn(0);
 }

@@ -64,7 +64,8 @@ PetscErrorCode BasisModelFree(BasisModel *mo)
   The model's scalar parameters (format 2), one named, typed attribute each, named after
   the command-line option where one exists (docs/files.md has the table):
     train_size (N), features (D), dim (K), anchors (l), batch (m), reference_size (R),
-    seed, step, steps, nranks, knn, scale_neighbor, ransac_iters, ransac_points: int64[1]
+    seed, step, steps, nranks, knn, scale_neighbor, ransac_iters, ransac_points,
+    align_extra: int64[1]
     lr, lr_final, ransac_tol, align_max_cond: float64[1]
     scale, laplacian, align, sample: strings, the option's value
   and two values of the training state, not stamped on embeddings: input_scale (the
@@ -80,37 +81,43 @@ typedef struct {
   const char *const *list;      /* MODEL_ENUM: its PETSc enum list */
   PetscBool          state;     /* training state rather than a parameter */
   PetscBool          new_in_v1; /* absent from early format-1 files: a default applies */
+  PetscBool          new_in_v2; /* absent from files written before it existed: 0 applies */
 } ModelField;
 
 #define OFF(member) offsetof(BasisModel, member)
-/* name, type, member, enum list, training state, absent from early format-1 files */
+/* name, type, member, enum list, training state, absent from early format-1 files, absent
+   from files written before it existed */
 static const ModelField model_fields[] = {
-    {"train_size", MODEL_INT, OFF(spec.N), NULL, PETSC_FALSE, PETSC_FALSE},
-    {"features", MODEL_INT, OFF(spec.D), NULL, PETSC_FALSE, PETSC_FALSE},
-    {"dim", MODEL_INT, OFF(spec.graph.K), NULL, PETSC_FALSE, PETSC_FALSE},
-    {"anchors", MODEL_INT, OFF(spec.l), NULL, PETSC_FALSE, PETSC_FALSE},
-    {"batch", MODEL_INT, OFF(spec.m), NULL, PETSC_FALSE, PETSC_FALSE},
-    {"reference_size", MODEL_INT, OFF(spec.R), NULL, PETSC_FALSE, PETSC_FALSE},
-    {"seed", MODEL_INT, OFF(spec.seed), NULL, PETSC_FALSE, PETSC_FALSE},
-    {"step", MODEL_INT, OFF(step), NULL, PETSC_FALSE, PETSC_FALSE},
-    {"steps", MODEL_INT, OFF(steps), NULL, PETSC_FALSE, PETSC_FALSE},
-    {"nranks", MODEL_INT, OFF(nranks), NULL, PETSC_FALSE, PETSC_FALSE},
-    {"knn", MODEL_INT, OFF(spec.graph.knn), NULL, PETSC_FALSE, PETSC_FALSE},
-    {"scale_neighbor", MODEL_INT, OFF(spec.graph.scale_neighbor), NULL, PETSC_FALSE, PETSC_FALSE},
-    {"ransac_iters", MODEL_INT, OFF(spec.align.ransac_iters), NULL, PETSC_FALSE, PETSC_FALSE},
-    {"ransac_points", MODEL_INT, OFF(spec.align.ransac_points), NULL, PETSC_FALSE, PETSC_FALSE},
-    {"lr", MODEL_REAL, OFF(spec.lr), NULL, PETSC_FALSE, PETSC_FALSE},
+    {"train_size", MODEL_INT, OFF(spec.N), NULL, PETSC_FALSE, PETSC_FALSE, PETSC_FALSE},
+    {"features", MODEL_INT, OFF(spec.D), NULL, PETSC_FALSE, PETSC_FALSE, PETSC_FALSE},
+    {"dim", MODEL_INT, OFF(spec.graph.K), NULL, PETSC_FALSE, PETSC_FALSE, PETSC_FALSE},
+    {"anchors", MODEL_INT, OFF(spec.l), NULL, PETSC_FALSE, PETSC_FALSE, PETSC_FALSE},
+    {"batch", MODEL_INT, OFF(spec.m), NULL, PETSC_FALSE, PETSC_FALSE, PETSC_FALSE},
+    {"reference_size", MODEL_INT, OFF(spec.R), NULL, PETSC_FALSE, PETSC_FALSE, PETSC_FALSE},
+    {"seed", MODEL_INT, OFF(spec.seed), NULL, PETSC_FALSE, PETSC_FALSE, PETSC_FALSE},
+    {"step", MODEL_INT, OFF(step), NULL, PETSC_FALSE, PETSC_FALSE, PETSC_FALSE},
+    {"steps", MODEL_INT, OFF(steps), NULL, PETSC_FALSE, PETSC_FALSE, PETSC_FALSE},
+    {"nranks", MODEL_INT, OFF(nranks), NULL, PETSC_FALSE, PETSC_FALSE, PETSC_FALSE},
+    {"knn", MODEL_INT, OFF(spec.graph.knn), NULL, PETSC_FALSE, PETSC_FALSE, PETSC_FALSE},
+    {"scale_neighbor", MODEL_INT, OFF(spec.graph.scale_neighbor), NULL, PETSC_FALSE, PETSC_FALSE,
+     PETSC_FALSE},
+    {"ransac_iters", MODEL_INT, OFF(spec.align.ransac_iters), NULL, PETSC_FALSE, PETSC_FALSE, PETSC_FALSE},
+    {"ransac_points", MODEL_INT, OFF(spec.align.ransac_points), NULL, PETSC_FALSE, PETSC_FALSE, PETSC_FALSE},
+    {"lr", MODEL_REAL, OFF(spec.lr), NULL, PETSC_FALSE, PETSC_FALSE, PETSC_FALSE},
     /* files written before the schedule existed trained at a constant rate: lr_final = lr */
-    {"lr_final", MODEL_REAL, OFF(spec.lr_final), NULL, PETSC_FALSE, PETSC_TRUE},
-    {"ransac_tol", MODEL_REAL, OFF(spec.align.ransac_tol), NULL, PETSC_FALSE, PETSC_FALSE},
-    {"align_max_cond", MODEL_REAL, OFF(spec.align.max_cond), NULL, PETSC_FALSE, PETSC_FALSE},
-    {"scale", MODEL_ENUM, OFF(spec.graph.scale), BasisScaleTypes, PETSC_FALSE, PETSC_FALSE},
-    {"laplacian", MODEL_ENUM, OFF(spec.graph.laplacian), BasisLaplacianTypes, PETSC_FALSE, PETSC_FALSE},
-    {"align", MODEL_ENUM, OFF(spec.align.type), BasisAlignTypes, PETSC_FALSE, PETSC_FALSE},
+    {"lr_final", MODEL_REAL, OFF(spec.lr_final), NULL, PETSC_FALSE, PETSC_TRUE, PETSC_FALSE},
+    {"ransac_tol", MODEL_REAL, OFF(spec.align.ransac_tol), NULL, PETSC_FALSE, PETSC_FALSE, PETSC_FALSE},
+    {"align_max_cond", MODEL_REAL, OFF(spec.align.max_cond), NULL, PETSC_FALSE, PETSC_FALSE, PETSC_FALSE},
+    {"scale", MODEL_ENUM, OFF(spec.graph.scale), BasisScaleTypes, PETSC_FALSE, PETSC_FALSE, PETSC_FALSE},
+    {"laplacian", MODEL_ENUM, OFF(spec.graph.laplacian), BasisLaplacianTypes, PETSC_FALSE, PETSC_FALSE,
+     PETSC_FALSE},
+    {"align", MODEL_ENUM, OFF(spec.align.type), BasisAlignTypes, PETSC_FALSE, PETSC_FALSE, PETSC_FALSE},
+    /* files written before guard vectors existed fitted the K batch eigenvectors alone */
+    {"align_extra", MODEL_INT, OFF(spec.align.extra), NULL, PETSC_FALSE, PETSC_FALSE, PETSC_TRUE},
     /* files written before global sampling existed drew from the shards */
-    {"sample", MODEL_ENUM, OFF(spec.sample), BasisSampleTypes, PETSC_FALSE, PETSC_TRUE},
-    {"input_scale", MODEL_REAL, OFF(scale), NULL, PETSC_TRUE, PETSC_FALSE},
-    {"target_scale", MODEL_REAL, OFF(target_scale), NULL, PETSC_TRUE, PETSC_FALSE},
+    {"sample", MODEL_ENUM, OFF(spec.sample), BasisSampleTypes, PETSC_FALSE, PETSC_TRUE, PETSC_FALSE},
+    {"input_scale", MODEL_REAL, OFF(scale), NULL, PETSC_TRUE, PETSC_FALSE, PETSC_FALSE},
+    {"target_scale", MODEL_REAL, OFF(target_scale), NULL, PETSC_TRUE, PETSC_FALSE, PETSC_FALSE},
 };
 #undef OFF
 #define MODEL_NFIELDS (sizeof(model_fields) / sizeof(model_fields[0]))
@@ -335,6 +342,7 @@ static PetscErrorCode ModelReadParameters(hid_t f, const char *path, BasisModel 
   PetscInt format = 0, n = 1;
 
   PetscFunctionBeginUser;
+  mo->spec.align.extra = 0; /* the default of fields that older files lack (new_in_v2) */
   PetscCall(BasisH5AttrReadInt(f, "format_version", &n, &format));
   if (n == 0) PetscCall(ModelReadV1Numbers(f, path, mo, &format));
   PetscCheck(format == BASIS_MODEL_FORMAT || (n == 0 && format == 1), PETSC_COMM_SELF,
@@ -348,7 +356,8 @@ static PetscErrorCode ModelReadParameters(hid_t f, const char *path, BasisModel 
 
     if (format == 1 && InV1Numbers(fd->name)) continue;
     PetscCall(ModelFieldRead(f, fd, mo, &found));
-    PetscCheck(found || (format == 1 && fd->new_in_v1), PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
+    PetscCheck(found || (format == 1 && fd->new_in_v1) || fd->new_in_v2, PETSC_COMM_SELF,
+               PETSC_ERR_FILE_UNEXPECTED,
                "model file %s has no attribute %s; it is not a basis model or is from another version", path,
                fd->name);
   }

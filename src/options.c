@@ -91,6 +91,7 @@ static const struct {
   char        kind;
 } known_options[] = {
     {"-align", 'e'},
+    {"-align_extra", 'i'},
     {"-align_max_cond", 'r'},
     {"-anchors", 'i'},
     {"-basis_traceback", 'b'},

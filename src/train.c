@@ -91,7 +91,7 @@ struct _p_BasisTrainer {
   PetscErrorCode  prep_err; /* non-zero: its graph or alignment failed on this rank */
   BasisAlignStats prep_stats;
   float          *xraw, *xn, *yb;       /* [m][D] batch as read, [m][D] normalised, [m][K] targets */
-  PetscReal      *phi_b, *lambda_b, *T; /* [m][K], [K], [K][K+1] */
+  PetscReal      *phi_b, *lambda_b, *T; /* [m][Kb], [Kb], [K][Kb+1]; Kb = K + -align_extra */
   float          *reduce;               /* [nparams + TAIL_SIZE] gradient + diagnostics */
   PetscBool       setup;
 };
@@ -397,7 +397,7 @@ PetscErrorCode BasisTrainerSetUp(BasisTrainer t)
 {
   BasisModel *mo = &t->model;
   BasisInput  in;
-  PetscInt    K = mo->spec.graph.K;
+  PetscInt    K = mo->spec.graph.K, Kb;
   BasisModel  ck;
   PetscBool   have_checkpoint = PETSC_FALSE;
   const char *inputs[]        = {t->input, NULL};
@@ -458,10 +458,15 @@ PetscErrorCode BasisTrainerSetUp(BasisTrainer t)
 
   PetscCall(BasisSamplerCreate(t->comm, mo->spec.sample, &t->shard, mo->spec.l, mo->anchors, mo->spec.m,
                                &t->sampler));
-  PetscCall(BasisBatchGraphCreate(&mo->spec.graph, mo->spec.m, mo->spec.D, &t->bg));
+  Kb = K + mo->spec.align.extra;
+  { /* the batch solve computes the Kb = K + -align_extra eigenpairs the alignment fits */
+    BasisGraphParams batch = mo->spec.graph;
+    batch.K                = Kb;
+    PetscCall(BasisBatchGraphCreate(&batch, mo->spec.m, mo->spec.D, &t->bg));
+  }
   PetscCall(PetscMalloc6((size_t)mo->spec.m * mo->spec.D, &t->xraw, (size_t)mo->spec.m * mo->spec.D, &t->xn,
-                         (size_t)mo->spec.m * K, &t->yb, (size_t)mo->spec.m * K, &t->phi_b, K, &t->lambda_b,
-                         K * (K + 1), &t->T));
+                         (size_t)mo->spec.m * K, &t->yb, (size_t)mo->spec.m * Kb, &t->phi_b, Kb, &t->lambda_b,
+                         K * (Kb + 1), &t->T));
   PetscCall(PetscMalloc1(mo->nparams + TAIL_SIZE, &t->reduce));
   /* the anchors are the first l rows of every batch */
   PetscCall(PetscArraycpy(t->xraw, mo->anchor_x, (size_t)mo->spec.l * mo->spec.D));
@@ -513,8 +518,9 @@ static PetscErrorCode LocalTargets(BasisTrainer t, MPI_Request *req, BasisAlignS
   PetscCall(BasisBatchGraphEmbed(t->bg, t->xraw, t->phi_b, t->lambda_b));
   PetscCall(Progress(req));
   /* align to the reference on the anchors, targets for the whole batch */
-  PetscCall(BasisAlignFit(&mo->spec.align, l, K, mo->phi_ref, t->phi_b, &t->rng, t->T, stats));
-  PetscCall(BasisAlignApply(m, K, t->T, t->phi_b, t->yb));
+  PetscCall(BasisAlignFit(&mo->spec.align, l, K, K + mo->spec.align.extra, mo->phi_ref, t->phi_b, &t->rng,
+                          t->T, stats));
+  PetscCall(BasisAlignApply(m, K, K + mo->spec.align.extra, t->T, t->phi_b, t->yb));
   for (PetscInt i = 0; i < m; i++) /* the network's targets: the embedding before BasisModelOutput */
     for (PetscInt j = 0; j < K; j++)
       t->yb[i * K + j] = (float)((t->yb[i * K + j] * mo->target_scale - mo->out_shift[j]) / mo->out_scale[j]);

@@ -86,8 +86,9 @@ faults_cases() {
   add "-options_file missing" "-options_file .*nothere.opts does not exist" "$T -model $w/out.h5 -options_file $w/nothere.opts"
   add "-options_file garbage" "-options_file .*garbage.opts line 1 is not an option" "$T -model $w/out.h5 -options_file $w/garbage.opts"
   add "-options_file a directory" "-options_file .* is not a regular file" "$T -model $w/out.h5 -options_file $w"
-  add "-align ransac -ransac_points 2" "-ransac_points 2 must be at least -dim \+ 1 = 5" \
-    "$T -model $w/out.h5 -align ransac -ransac_points 2"
+  add "-align ransac -ransac_points 2" "-ransac_points 2 must be at least -dim \+ -align_extra \+ 1 = 7" \
+    "$T -model $w/out.h5 -align ransac -ransac_points 2 -align_extra 2"
+  add "-align_extra -1" "-align_extra -1 is out of range; give an integer from 0" "$T -model $w/out.h5 -align_extra -1"
   # rank-local (every rank checks its own memory): printed once per rank
   add "-hidden too large" "the network .* needs [0-9.]+ GiB per rank.*lower -hidden" \
     "$T -model $w/out.h5 -hidden 999999,999999" 0

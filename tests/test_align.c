@@ -8,7 +8,9 @@
      Laplacians) is absorbed by the bias instead of making the fit singular;
    - an ill-conditioned design (two identical columns of phi_b), too few anchors and
      -ransac_points below K + 1 are refused with an error;
-   - BasisAlignApply equals the map evaluated in double, rounded to float32.
+   - BasisAlignApply equals the map evaluated in double, rounded to float32;
+   - with -align_extra, a map of Kb = K + 3 batch columns is recovered exactly, and the
+     first K columns alone cannot fit it; l = Kb anchors are refused.
 */
 #include <basis/align.h>
 #include "check.h"
@@ -52,7 +54,7 @@ static PetscErrorCode ExpectRefusal(const BasisAlignParams *p, PetscInt l, const
 
   PetscFunctionBeginUser;
   PetscCall(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
-  ierr = BasisAlignFit(p, l, K_DIM, phi_ref, phi_b, rng, T, &stats);
+  ierr = BasisAlignFit(p, l, K_DIM, K_DIM, phi_ref, phi_b, rng, T, &stats);
   PetscCall(PetscPopErrorHandler());
   *refused = ierr ? PETSC_TRUE : PETSC_FALSE;
   PetscFunctionReturn(0);
@@ -76,7 +78,7 @@ int main(int argc, char **argv)
 
   /* least squares on exact data */
   BasisAlignParamsDefault(&p);
-  PetscCall(BasisAlignFit(&p, L_ANCHORS, K_DIM, phi_ref, phi_b, &draws, T, &stats));
+  PetscCall(BasisAlignFit(&p, L_ANCHORS, K_DIM, K_DIM, phi_ref, phi_b, &draws, T, &stats));
   PetscCall(BasisTestCheck(PETSC_COMM_WORLD, (PetscBool)(MaxDiff(K_DIM * KP1, T, T_true) < TOL_EXACT),
                            "lsq: T differs from the known map"
                            " (%g)",
@@ -96,7 +98,7 @@ int main(int argc, char **argv)
                            (double)(stats.cond)));
 
   /* targets: Apply equals the map in double, rounded once to float32 */
-  PetscCall(BasisAlignApply(L_ANCHORS, K_DIM, T_true, phi_b, y));
+  PetscCall(BasisAlignApply(L_ANCHORS, K_DIM, K_DIM, T_true, phi_b, y));
   for (PetscInt i = 0; i < L_ANCHORS * K_DIM; i++)
     if (y[i] != (float)phi_ref[i] && !(fabs(y[i] - phi_ref[i]) <= 1e-7 * fabs(phi_ref[i]))) {
       PetscCall(BasisTestCheck(PETSC_COMM_WORLD, PETSC_FALSE, "apply: target differs from T [phi, 1] (%g)",
@@ -117,7 +119,7 @@ int main(int argc, char **argv)
   expect          = PetscSqrtReal(sumsq / L_ANCHORS);
   p.type          = BASIS_ALIGN_RANSAC;
   p.ransac_points = K_DIM + 2; /* small subsets: P(clean) = 0.08 each, so 100 draws find one */
-  PetscCall(BasisAlignFit(&p, L_ANCHORS, K_DIM, bad, phi_b, &draws, T, &stats));
+  PetscCall(BasisAlignFit(&p, L_ANCHORS, K_DIM, K_DIM, bad, phi_b, &draws, T, &stats));
   PetscCall(BasisTestCheck(PETSC_COMM_WORLD, (PetscBool)(MaxDiff(K_DIM * KP1, T, T_true) < TOL_RANSAC),
                            "ransac: T differs from the known map"
                            " (%g)",
@@ -132,7 +134,7 @@ int main(int argc, char **argv)
                            (double)(stats.residual - expect)));
   /* plain least squares is pulled away by the same outliers: the test data do need RANSAC */
   p.type = BASIS_ALIGN_LSQ;
-  PetscCall(BasisAlignFit(&p, L_ANCHORS, K_DIM, bad, phi_b, &draws, T, &stats));
+  PetscCall(BasisAlignFit(&p, L_ANCHORS, K_DIM, K_DIM, bad, phi_b, &draws, T, &stats));
   PetscCall(BasisTestCheck(PETSC_COMM_WORLD, (PetscBool)(MaxDiff(K_DIM * KP1, T, T_true) > 1e-2),
                            "lsq with outliers unexpectedly exact"
                            " (%g)",
@@ -141,7 +143,7 @@ int main(int argc, char **argv)
   /* RANSAC without consensus: no anchor fits to 1e-30, so the final fit uses all */
   p.type       = BASIS_ALIGN_RANSAC;
   p.ransac_tol = 1e-30;
-  PetscCall(BasisAlignFit(&p, L_ANCHORS, K_DIM, phi_ref, phi_b, &draws, T, &stats));
+  PetscCall(BasisAlignFit(&p, L_ANCHORS, K_DIM, K_DIM, phi_ref, phi_b, &draws, T, &stats));
   PetscCall(BasisTestCheck(PETSC_COMM_WORLD,
                            (PetscBool)(!(!stats.ransac_fallback || stats.inliers != L_ANCHORS)),
                            "ransac: no fallback to all anchors"
@@ -169,7 +171,7 @@ int main(int argc, char **argv)
     PetscCall(PetscArraycpy(Tc, T_true, K_DIM * KP1));
     for (PetscInt k = 0; k < K_DIM; k++)
       Tc[k * KP1 + 2] += Tc[k * KP1 + K_DIM] / 0.3, Tc[k * KP1 + K_DIM] = 0.0;
-    PetscCall(BasisAlignFit(&p, L_ANCHORS, K_DIM, rc, pc, &draws, T, &stats));
+    PetscCall(BasisAlignFit(&p, L_ANCHORS, K_DIM, K_DIM, rc, pc, &draws, T, &stats));
     PetscCall(BasisTestCheck(PETSC_COMM_WORLD, (PetscBool)(MaxDiff(K_DIM * KP1, T, Tc) < TOL_EXACT),
                              "constant column: T is not the map with the column folded into the bias"
                              " (%g)",
@@ -190,7 +192,7 @@ int main(int argc, char **argv)
         for (PetscInt j = 0; j < K_DIM; j++) s += T_true[k * KP1 + j] * pc[i * K_DIM + j];
         rc[i * K_DIM + k] = s;
       }
-    PetscCall(BasisAlignFit(&p, L_ANCHORS, K_DIM, rc, pc, &draws, T, &stats));
+    PetscCall(BasisAlignFit(&p, L_ANCHORS, K_DIM, K_DIM, rc, pc, &draws, T, &stats));
     PetscCall(BasisTestCheck(PETSC_COMM_WORLD, (PetscBool)(stats.residual < TOL_EXACT && stats.cond < 1e3),
                              "constant mixed over two columns: not fitted exactly (cond)"
                              " (%g)",
@@ -225,6 +227,54 @@ int main(int argc, char **argv)
                              "lsq accepted l = K anchors"
                              " (%g)",
                              (double)(K_DIM)));
+  }
+
+  /* guard vectors (-align_extra): the reference is an affine map of Kb = K + 3 batch
+     columns. Fitting all Kb recovers it exactly; fitting the first K alone cannot, which is
+     the mixing the extra columns are there to take back. */
+  {
+    enum { KB = K_DIM + 3 };
+    PetscReal Tb_true[K_DIM * (KB + 1)], Tb[K_DIM * (KB + 1)], phib[L_ANCHORS * KB], ref[L_ANCHORS * K_DIM];
+    PetscReal phik[L_ANCHORS * K_DIM];
+    float     yb[L_ANCHORS * K_DIM];
+
+    for (PetscInt i = 0; i < K_DIM * (KB + 1); i++) Tb_true[i] = BasisRngNormal(&rng);
+    for (PetscInt i = 0; i < L_ANCHORS * KB; i++) phib[i] = 0.1 * BasisRngNormal(&rng);
+    for (PetscInt i = 0; i < L_ANCHORS; i++) {
+      for (PetscInt k = 0; k < K_DIM; k++) {
+        PetscReal v = Tb_true[k * (KB + 1) + KB];
+        for (PetscInt j = 0; j < KB; j++) v += Tb_true[k * (KB + 1) + j] * phib[i * KB + j];
+        ref[i * K_DIM + k] = v;
+      }
+      for (PetscInt j = 0; j < K_DIM; j++) phik[i * K_DIM + j] = phib[i * KB + j];
+    }
+    BasisAlignParamsDefault(&p);
+    p.extra = KB - K_DIM;
+    PetscCall(BasisAlignFit(&p, L_ANCHORS, K_DIM, KB, ref, phib, &draws, Tb, &stats));
+    PetscCall(BasisTestCheck(PETSC_COMM_WORLD,
+                             (PetscBool)(MaxDiff(K_DIM * (KB + 1), Tb, Tb_true) < TOL_EXACT),
+                             "extra columns: T differs from the known K x (Kb+1) map (%g)",
+                             (double)MaxDiff(K_DIM * (KB + 1), Tb, Tb_true)));
+    PetscCall(BasisTestCheck(PETSC_COMM_WORLD, (PetscBool)(stats.residual < TOL_EXACT),
+                             "extra columns: residual on exact data (%g)", (double)stats.residual));
+    PetscCall(BasisAlignApply(L_ANCHORS, K_DIM, KB, Tb_true, phib, yb));
+    for (PetscInt i = 0; i < L_ANCHORS * K_DIM; i++)
+      if (!(fabs(yb[i] - ref[i]) <= 1e-7 * fabs(ref[i]) + 1e-12)) {
+        PetscCall(BasisTestCheck(PETSC_COMM_WORLD, PETSC_FALSE,
+                                 "extra columns: target differs from T [phi, 1] (%g)", fabs(yb[i] - ref[i])));
+        break;
+      }
+    BasisAlignParamsDefault(&p);
+    PetscCall(BasisAlignFit(&p, L_ANCHORS, K_DIM, K_DIM, ref, phik, &draws, T, &stats));
+    PetscCall(BasisTestCheck(PETSC_COMM_WORLD, (PetscBool)(stats.residual > 0.1),
+                             "first K columns alone fitted a map of Kb columns (residual %g)",
+                             (double)stats.residual));
+    /* l = Kb anchors cannot determine a K x (Kb+1) map */
+    p.extra = KB - K_DIM;
+    PetscCall(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
+    refused = BasisAlignFit(&p, KB, K_DIM, KB, ref, phib, &draws, Tb, &stats) ? PETSC_TRUE : PETSC_FALSE;
+    PetscCall(PetscPopErrorHandler());
+    PetscCall(BasisTestCheck(PETSC_COMM_WORLD, refused, "lsq accepted l = Kb anchors (%d)", (int)KB));
   }
 
   PetscCall(PetscFinalize());

@@ -92,6 +92,7 @@ static PetscErrorCode CheckFormat1(MPI_Comm comm, const char *path, BasisModel *
                                {"scale_neighbor", mo->spec.graph.scale_neighbor, 5},
                                {"ransac_iters", mo->spec.align.ransac_iters, 30},
                                {"ransac_points", mo->spec.align.ransac_points, 12},
+                               {"align_extra (absent: 0)", mo->spec.align.extra, 0},
                                {"scale", mo->spec.graph.scale, BASIS_SCALE_MEDIAN},
                                {"laplacian", mo->spec.graph.laplacian, BASIS_LAPLACIAN_RW},
                                {"align", mo->spec.align.type, BASIS_ALIGN_RANSAC},
@@ -162,6 +163,7 @@ static PetscErrorCode CompareModels(MPI_Comm comm, const BasisModel *a, const Ba
          SAME_SPEC(seed) && SAME(step) && SAME(steps) && SAME(nranks) && SAME_SPEC(graph.knn) &&
          SAME_SPEC(graph.scale_neighbor) && SAME_SPEC(graph.scale) && SAME_SPEC(graph.laplacian) &&
          SAME_SPEC(align.type) && SAME_SPEC(align.ransac_iters) && SAME_SPEC(align.ransac_points) &&
+         SAME_SPEC(align.extra) &&
          SAME_SPEC(align.ransac_tol) && SAME_SPEC(align.max_cond) && SAME_SPEC(sample) && SAME(scale) &&
          SAME(target_scale) && SAME_SPEC(lr) && SAME_SPEC(lr_final) && SAME_SPEC(nlayers) && SAME(nparams) &&
          SAME_ARRAY(spec.widths, a->spec.nlayers + 1);
@@ -199,6 +201,10 @@ static PetscErrorCode CheckNamedAttributes(MPI_Comm comm, const char *path)
   PetscCall(BasisH5AttrReadInt(f, "batch", &n, &v));
   PetscCall(BasisTestCheck(comm, (PetscBool)(n == 1 && v == 128),
                            "round trip: %s does not name its parameters (batch)", path));
+  n = 1;
+  PetscCall(BasisH5AttrReadInt(f, "align_extra", &n, &v));
+  PetscCall(BasisTestCheck(comm, (PetscBool)(n == 1 && v == 3),
+                           "round trip: %s does not name its parameters (align_extra)", path));
   PetscCall(BasisH5AttrReadString(f, "laplacian", sizeof(s), s, &found));
   PetscCall(BasisTestCheck(comm, (PetscBool)(found && !strcmp(s, "rw")),
                            "round trip: %s does not name its parameters (laplacian)", path));
@@ -225,6 +231,7 @@ int main(int argc, char **argv)
   if (!BasisTestFailures()) { /* agreed: every rank writes, or none */
     const char *inputs[] = {argv[1], NULL};
     PetscCall(PetscSNPrintf(path, sizeof(path), "test_model_np%d.h5", size));
+    v1.spec.align.extra = 3; /* a field format 1 lacks, written and read back by name */
     PetscCall(BasisModelWrite(PETSC_COMM_WORLD, path, PETSC_TRUE, inputs, &v1));
     PetscCall(BasisModelRead(PETSC_COMM_WORLD, path, &back));
     PetscCall(CompareModels(PETSC_COMM_WORLD, &v1, &back));

@@ -1,7 +1,8 @@
 /*
   align.h - the affine alignment of a batch's eigenvectors to the reference (DESIGN.md
-  step 4): T (K x (K+1)) = argmin_T sum_{anchors} ||phi_ref_i - T [phi_b_i, 1]||^2, by
-  least squares (-align lsq) or RANSAC then least squares on the inliers (-align ransac).
+  step 4): T (K x (Kb+1)) = argmin_T sum_{anchors} ||phi_ref_i - T [phi_b_i, 1]||^2, by
+  least squares (-align lsq) or RANSAC then least squares on the inliers (-align ransac),
+  phi_b holding Kb = K + -align_extra batch eigenvectors.
 */
 #pragma once
 #include <basis/error.h>
@@ -16,6 +17,7 @@ typedef struct {
   PetscInt       ransac_points; /* -ransac_points 20 */
   PetscReal      ransac_tol;    /* -ransac_tol 0.1: inlier if ||residual_i|| < tol */
   PetscReal      max_cond;      /* -align_max_cond: refuse fits whose design matrix is worse */
+  PetscInt       extra;         /* -align_extra: batch eigenvectors beyond K in the fit */
 } BasisAlignParams;
 
 typedef struct {
@@ -28,6 +30,8 @@ typedef struct {
 void           BasisAlignParamsDefault(BasisAlignParams *p);
 PetscErrorCode BasisAlignParamsSetFromOptions(MPI_Comm          comm,
                                               BasisAlignParams *p); /* inside PetscOptionsBegin/End */
-PetscErrorCode BasisAlignFit(const BasisAlignParams *p, PetscInt l, PetscInt K, const PetscReal phi_ref[],
-                             const PetscReal phi_b[], BasisRng *rng, PetscReal T[], BasisAlignStats *stats);
-PetscErrorCode BasisAlignApply(PetscInt m, PetscInt K, const PetscReal T[], const PetscReal phi[], float y[]);
+PetscErrorCode BasisAlignFit(const BasisAlignParams *p, PetscInt l, PetscInt K, PetscInt Kb,
+                             const PetscReal phi_ref[], const PetscReal phi_b[], BasisRng *rng, PetscReal T[],
+                             BasisAlignStats *stats);
+PetscErrorCode BasisAlignApply(PetscInt m, PetscInt K, PetscInt Kb, const PetscReal T[],
+                               const PetscReal phi[], float y[]);
