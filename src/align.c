@@ -12,9 +12,14 @@
   batch's last eigenvectors, whose eigenvalues sit close to the next ones, come out of the
   batch solve mixed with eigenvectors beyond K, and no map of K columns can undo that: on
   MNIST-10k the aligned target of column 9 had half its variance as error. The extra
-  columns let the fit take back what leaked out of the first K (docs/quality.md). An ill-conditioned A (the
-  anchors barely span the batch eigenspace, so T would amplify eigenvector noise by up to cond) is refused
-  with the number and what to change, never silently used.
+  columns let the fit take back what leaked out of the first K (docs/quality.md). More
+  columns also mean more coefficients to fit on the same anchors, so the default
+  (BasisAlignResolveExtra) keeps at least BASIS_ALIGN_ANCHORS_PER_COEF anchors per
+  coefficient and stops at BASIS_ALIGN_EXTRA_MAX, where the measured gain levelled off.
+
+  An ill-conditioned A (the anchors barely span the batch eigenspace, so T would amplify
+  eigenvector noise by up to cond) is refused with the number and what to change, never
+  silently used.
 
   For -laplacian unnormalized|rw the constant vector is an eigenvector, so it lies in
   span(phi_b): as one column, or mixed over several when the batch graph has nearly
@@ -48,6 +53,13 @@ const char *const BasisAlignTypes[] = {"lsq", "ransac", "BasisAlignType", "BASIS
    the relative spread of the degrees, ~1e-2 or more. */
 #define BASIS_ALIGN_ONES_IN_SPAN 1e-6
 
+/* -align_extra's default: min(BASIS_ALIGN_EXTRA_MAX, l / BASIS_ALIGN_ANCHORS_PER_COEF - K - 1),
+   at least 0. MNIST-10k, defaults (K = 10, l = 250), seed 42, 2 ranks: d_G 0.1445 (0 extra),
+   0.1232 (3), 0.1192 (5), 0.1114 (10), 0.1059 (20), 0.1039 (30), 0.1037 (40), for steps
+   3%, 9% and 17% dearer at 10, 20 and 30 (docs/quality.md). */
+#define BASIS_ALIGN_EXTRA_MAX        20
+#define BASIS_ALIGN_ANCHORS_PER_COEF 8
+
 /*
   BasisAlignParamsDefault - the defaults of the authors' code, with least squares (the
   talk's method) as the default type. Not collective.
@@ -63,7 +75,42 @@ void BasisAlignParamsDefault(BasisAlignParams *p)
      refuses only designs that are singular in all but rounding (duplicate columns, too
      few distinct anchors). */
   p->max_cond = 1e8;
-  p->extra    = 0;
+  p->extra    = BASIS_ALIGN_EXTRA_AUTO;
+}
+
+/*
+  BasisAlignResolveExtra - the number of extra batch eigenvectors a run fits: the default's
+  value for l anchors, batch m and K, or the one given, checked against what the fit and the
+  batch can hold.
+
+  Collective on comm (same options and sizes everywhere, same verdict).
+
+  Notes:
+    Default (BASIS_ALIGN_EXTRA_AUTO): min(BASIS_ALIGN_EXTRA_MAX, l / BASIS_ALIGN_ANCHORS_PER_COEF
+    - K - 1), at least 0; with -align ransac also at most -ransac_points - K - 1 (a subset
+    must determine the map). An explicit value must leave l >= K + extra + 1 anchors and
+    m >= K + extra + 1 batch points.
+*/
+PetscErrorCode BasisAlignResolveExtra(MPI_Comm comm, BasisAlignParams *p, PetscInt l, PetscInt m, PetscInt K)
+{
+  PetscFunctionBeginUser;
+  if (p->extra == BASIS_ALIGN_EXTRA_AUTO) {
+    PetscInt e = PetscMin(BASIS_ALIGN_EXTRA_MAX, l / BASIS_ALIGN_ANCHORS_PER_COEF - K - 1);
+    if (p->type == BASIS_ALIGN_RANSAC) e = PetscMin(e, p->ransac_points - K - 1);
+    p->extra = PetscMax(e, 0);
+    PetscFunctionReturn(0);
+  }
+  PetscCheck(
+      l >= K + p->extra + 1, comm, PETSC_ERR_ARG_OUTOFRANGE,
+      "-align_extra %d: the fit of %d + %d batch eigenvectors needs at least -dim + -align_extra + 1 = %d "
+      "anchors, -anchors is %d; raise -anchors or lower -align_extra",
+      (int)p->extra, (int)K, (int)p->extra, (int)(K + p->extra + 1), (int)l);
+  PetscCheck(
+      m >= K + p->extra + 1, comm, PETSC_ERR_ARG_OUTOFRANGE,
+      "-align_extra %d: a batch of %d points cannot have the %d eigenvectors -dim + -align_extra asks for; "
+      "lower -align_extra",
+      (int)p->extra, (int)m, (int)(K + p->extra));
+  PetscFunctionReturn(0);
 }
 
 /*
@@ -90,8 +137,8 @@ PetscErrorCode BasisAlignParamsSetFromOptions(MPI_Comm comm, BasisAlignParams *p
   PetscCall(
       BasisOptionsInt("-align_extra",
                       "Batch eigenvectors beyond -dim in the fit, to take back what the batch solve mixed "
-                      "into them from the next eigenvectors",
-                      NULL, p->extra, &p->extra, NULL, 0, PETSC_MAX_INT));
+                      "into the last ones from the next (-1: min(20, anchors/8 - dim - 1), at least 0)",
+                      NULL, p->extra, &p->extra, NULL, BASIS_ALIGN_EXTRA_AUTO, PETSC_MAX_INT));
   PetscCall(PetscOptionsInt("-ransac_iters", "RANSAC: number of random subsets tried", NULL, p->ransac_iters,
                             &p->ransac_iters, NULL));
   PetscCall(PetscOptionsInt("-ransac_points", "RANSAC: anchors per subset (at least -dim + 1)", NULL,
@@ -110,10 +157,10 @@ PetscErrorCode BasisAlignParamsSetFromOptions(MPI_Comm comm, BasisAlignParams *p
     BasisGraphParamsDefault(&g);
     PetscCall(PetscOptionsGetInt(NULL, NULL, "-dim", &g.K, NULL));
     PetscCheck(
-        p->ransac_points >= PetscMax(g.K + p->extra + 1, 2), comm, PETSC_ERR_ARG_OUTOFRANGE,
+        p->ransac_points >= PetscMax(g.K + PetscMax(p->extra, 0) + 1, 2), comm, PETSC_ERR_ARG_OUTOFRANGE,
         "-ransac_points %d must be at least -dim + -align_extra + 1 = %d (the coefficients of each row "
         "of T)",
-        (int)p->ransac_points, (int)PetscMax(g.K + p->extra + 1, 2));
+        (int)p->ransac_points, (int)PetscMax(g.K + PetscMax(p->extra, 0) + 1, 2));
   }
   PetscCheck(p->ransac_points >= 2, comm, PETSC_ERR_ARG_OUTOFRANGE,
              "-ransac_points %d must be at least -dim + 1 (the K + 1 coefficients of each row of T)",

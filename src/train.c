@@ -225,6 +225,7 @@ PetscErrorCode BasisTrainerSetFromOptions(BasisTrainer t)
              (double)mo->spec.lr);
   PetscCheck(t->checkpoint_every >= 0, t->comm, PETSC_ERR_ARG_OUTOFRANGE, "-checkpoint_every must be >= 0");
   PetscCheck(t->monitor_every >= 1, t->comm, PETSC_ERR_ARG_OUTOFRANGE, "-monitor_every must be >= 1");
+  PetscCall(BasisAlignResolveExtra(t->comm, &mo->spec.align, mo->spec.l, mo->spec.m, mo->spec.graph.K));
   PetscFunctionReturn(0);
 }
 
@@ -661,7 +662,8 @@ PetscErrorCode BasisTrainerRun(BasisTrainer t)
                         (int)mo->spec.widths[0]));
   for (PetscInt i = 1; i <= mo->spec.nlayers; i++)
     PetscCall(PetscPrintf(t->comm, "-%d", (int)mo->spec.widths[i]));
-  PetscCall(PetscPrintf(t->comm, " (%lld parameters)\n", (long long)mo->nparams));
+  PetscCall(PetscPrintf(t->comm, " (%lld parameters); alignment fits %d + %d batch eigenvectors\n",
+                        (long long)mo->nparams, (int)mo->spec.graph.K, (int)mo->spec.align.extra));
   if (mo->step < mo->steps) PetscCall(PrepareBatch(t, NULL));
   while (mo->step < mo->steps) {
     PetscBool stop;

@@ -88,7 +88,9 @@ faults_cases() {
   add "-options_file a directory" "-options_file .* is not a regular file" "$T -model $w/out.h5 -options_file $w"
   add "-align ransac -ransac_points 2" "-ransac_points 2 must be at least -dim \+ -align_extra \+ 1 = 7" \
     "$T -model $w/out.h5 -align ransac -ransac_points 2 -align_extra 2"
-  add "-align_extra -1" "-align_extra -1 is out of range; give an integer from 0" "$T -model $w/out.h5 -align_extra -1"
+  add "-align_extra -2" "-align_extra -2 is out of range; give an integer from -1" "$T -model $w/out.h5 -align_extra -2"
+  add "-align_extra too large" "-align_extra 1000: the fit of .* needs at least .* anchors.*raise -anchors or lower -align_extra" \
+    "$T -model $w/out.h5 -align_extra 1000"
   # rank-local (every rank checks its own memory): printed once per rank
   add "-hidden too large" "the network .* needs [0-9.]+ GiB per rank.*lower -hidden" \
     "$T -model $w/out.h5 -hidden 999999,999999" 0

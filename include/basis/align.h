@@ -17,8 +17,12 @@ typedef struct {
   PetscInt       ransac_points; /* -ransac_points 20 */
   PetscReal      ransac_tol;    /* -ransac_tol 0.1: inlier if ||residual_i|| < tol */
   PetscReal      max_cond;      /* -align_max_cond: refuse fits whose design matrix is worse */
-  PetscInt       extra;         /* -align_extra: batch eigenvectors beyond K in the fit */
+  PetscInt       extra;         /* -align_extra: batch eigenvectors beyond K in the fit, or
+                                   BASIS_ALIGN_EXTRA_AUTO until BasisAlignResolveExtra */
 } BasisAlignParams;
+
+/* -align_extra's default: as many as the anchors determine well, up to 20 (align.c) */
+#define BASIS_ALIGN_EXTRA_AUTO (-1)
 
 typedef struct {
   PetscReal residual;        /* RMS over the anchors of ||phi_ref_i - T [phi_b_i, 1]|| */
@@ -30,6 +34,7 @@ typedef struct {
 void           BasisAlignParamsDefault(BasisAlignParams *p);
 PetscErrorCode BasisAlignParamsSetFromOptions(MPI_Comm          comm,
                                               BasisAlignParams *p); /* inside PetscOptionsBegin/End */
+PetscErrorCode BasisAlignResolveExtra(MPI_Comm comm, BasisAlignParams *p, PetscInt l, PetscInt m, PetscInt K);
 PetscErrorCode BasisAlignFit(const BasisAlignParams *p, PetscInt l, PetscInt K, PetscInt Kb,
                              const PetscReal phi_ref[], const PetscReal phi_b[], BasisRng *rng, PetscReal T[],
                              BasisAlignStats *stats);
