@@ -10,7 +10,9 @@
      -ransac_points below K + 1 are refused with an error;
    - BasisAlignApply equals the map evaluated in double, rounded to float32;
    - with -align_extra, a map of Kb = K + 3 batch columns is recovered exactly, and the
-     first K columns alone cannot fit it; l = Kb anchors are refused.
+     first K columns alone cannot fit it; l = Kb anchors are refused;
+   - -align_extra's default resolves to min(20, l/8 - K - 1) (RANSAC: also <= -ransac_points
+     - K - 1), at least 0, and explicit values too large for the anchors or batch are refused.
 */
 #include <basis/align.h>
 #include "check.h"
@@ -275,6 +277,38 @@ int main(int argc, char **argv)
     refused = BasisAlignFit(&p, KB, K_DIM, KB, ref, phib, &draws, Tb, &stats) ? PETSC_TRUE : PETSC_FALSE;
     PetscCall(PetscPopErrorHandler());
     PetscCall(BasisTestCheck(PETSC_COMM_WORLD, refused, "lsq accepted l = Kb anchors (%d)", (int)KB));
+  }
+
+  /* -align_extra's default and its checks (BasisAlignResolveExtra) */
+  {
+    struct {
+      PetscInt       extra, l, m, K;
+      BasisAlignType type;
+      PetscInt       expect; /* -1: refused */
+    } cases[] = {
+        {BASIS_ALIGN_EXTRA_AUTO, 250, 1024, 10, BASIS_ALIGN_LSQ, 20},   /* the defaults: the cap */
+        {BASIS_ALIGN_EXTRA_AUTO, 160, 1024, 10, BASIS_ALIGN_LSQ, 9},    /* 160/8 - 11 */
+        {BASIS_ALIGN_EXTRA_AUTO, 64, 256, 10, BASIS_ALIGN_LSQ, 0},      /* few anchors: none */
+        {BASIS_ALIGN_EXTRA_AUTO, 250, 1024, 10, BASIS_ALIGN_RANSAC, 9}, /* -ransac_points 20 - 11 */
+        {5, 16, 1024, 10, BASIS_ALIGN_LSQ, 5},                          /* explicit, just fits */
+        {6, 16, 1024, 10, BASIS_ALIGN_LSQ, -1},                         /* explicit, too many for l */
+        {40, 250, 50, 10, BASIS_ALIGN_LSQ, -1},                         /* explicit, too many for m */
+    };
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+      PetscErrorCode ierr;
+      BasisAlignParamsDefault(&p);
+      p.type  = cases[c].type;
+      p.extra = cases[c].extra;
+      PetscCall(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
+      ierr = BasisAlignResolveExtra(PETSC_COMM_WORLD, &p, cases[c].l, cases[c].m, cases[c].K);
+      PetscCall(PetscPopErrorHandler());
+      PetscCall(
+          BasisTestCheck(PETSC_COMM_WORLD,
+                         (PetscBool)(cases[c].expect < 0 ? ierr != 0 : !ierr && p.extra == cases[c].expect),
+                         "-align_extra case %d (given %d, l %d, m %d, K %d): got %d (error %d), expected %d",
+                         (int)c, (int)cases[c].extra, (int)cases[c].l, (int)cases[c].m, (int)cases[c].K,
+                         (int)p.extra, (int)ierr, (int)cases[c].expect));
+    }
   }
 
   PetscCall(PetscFinalize());
