@@ -6,7 +6,8 @@
 #    once by killing one rank (mpiexec then takes down the other);
 #  * the file under the model's name is then always a complete checkpoint (a multiple of
 #    20 steps): checkpoints are written as NAME.<run>.partial and renamed;
-#  * -resume runs to the end with network parameters, Adam moments and random streams
+#  * -resume (guard vectors on: -align_extra 3) runs to the end with network parameters,
+#    Adam moments and random streams
 #    bitwise identical to an uninterrupted run;
 #  * a NAME.partial (left by the kill, or made by deleting basis_complete from a
 #    checkpoint, which is what an interrupted write leaves) is refused by basis embed.
@@ -22,7 +23,7 @@ fail=0
 die() { echo "FAIL: $*"; fail=1; }
 
 "${mpiexec[@]}" -n 1 "$basis" generate -n 800 -d 6 -classes 4 -output "$work/data.h5" >/dev/null || { echo "FAIL: generate"; exit 1; }
-opts=(train -input "$work/data.h5" -batch 200 -anchors 20 -hidden 32,32 -dim 4 -lr 1e-3 -steps 300
+opts=(train -input "$work/data.h5" -batch 200 -anchors 20 -hidden 32,32 -dim 4 -align_extra 3 -lr 1e-3 -steps 300
   -checkpoint_every 20 -train_monitor 0)
 timeout 300 "${mpiexec[@]}" -n 2 "$basis" "${opts[@]}" -model "$work/ref.h5" >/dev/null 2>&1 || { echo "FAIL: uninterrupted run"; exit 1; }
 
