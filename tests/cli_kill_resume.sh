@@ -7,8 +7,7 @@
 #  * the file under the model's name is then always a complete checkpoint (a multiple of
 #    20 steps): checkpoints are written as NAME.<run>.partial and renamed;
 #  * -resume (guard vectors on: -align_extra 3) runs to the end with network parameters,
-#    Adam moments and random streams
-#    bitwise identical to an uninterrupted run;
+#    Adam moments and random streams bitwise identical to an uninterrupted run;
 #  * a NAME.partial (left by the kill, or made by deleting basis_complete from a
 #    checkpoint, which is what an interrupted write leaves) is refused by basis embed.
 # Silent on success; prints each failure.
