@@ -5,16 +5,17 @@ timed against (scripts/bench -vs-torch). Not part of basis: a benchmark.
 Same algorithm and settings as `basis train` (DESIGN.md): a batch is the l anchors plus
 m - l rows drawn uniformly from the other rows; its graph is the one graph rule (k = 10
 nearest neighbours, sigma_i = distance to the 7th, W_ij = exp(-d_ij^2 / sigma_i^2),
-W = (W + W^T) / 2, L = I - D^-1/2 W D^-1/2); its first K eigenvectors come from a sparse
-Krylov solve (SciPy's ARPACK eigsh on D^-1/2 W D^-1/2, largest algebraic = smallest of
-L), signs fixed (largest-magnitude entry positive); an affine least-squares map fitted on
+W = (W + W^T) / 2, L = I - D^-1/2 W D^-1/2); its first K + E eigenvectors (E = --extra, as
+basis's -align_extra, with the same default) come from a sparse Krylov solve (SciPy's
+ARPACK eigsh on D^-1/2 W D^-1/2, largest algebraic = smallest of L), signs fixed
+(largest-magnitude entry positive); an affine least-squares map (K x (K+E+1)) fitted on
 the anchors aligns them to the reference eigenvectors Phi_ref (computed once, the same
 way, on a reference set of m points); the network (ReLU MLP) learns the standardised
 targets with MSE and Adam (lr 1e-3). Batch kNN and network in float32 on torch's CPU
 kernels; the eigensolve in float64 as ARPACK needs.
 
     torch_basis.py DATA.h5 [--anchors 256] [--batch 1280] [--hidden 512,512,1024]
-                   [--dim 10] [--steps 100] [--warmup 10] [--threads 2] [--seed 7]
+                   [--dim 10] [--steps 100] [--warmup 10] [--threads 2] [--seed 7] [--extra -1]
 
 Prints one line: "torch: S steps in T s (X ms/step, Y new points/s, threads P)" and the
 phases (sample, graph, eig, align, fwd+bwd+adam) in ms per step.
@@ -40,6 +41,9 @@ ap.add_argument("--steps", type=int, default=100)
 ap.add_argument("--warmup", type=int, default=10)
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--seed", type=int, default=7)
+ap.add_argument("--extra", type=int, default=-1,
+                help="batch eigenvectors beyond K in the affine fit, as basis's -align_extra "
+                     "(-1: its default, min(20, anchors/8 - dim - 1), at least 0)")
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(a.seed)
@@ -48,13 +52,14 @@ rng = np.random.default_rng(a.seed)
 X = torch.from_numpy(np.asarray(h5py.File(a.data, "r")["features"][()], dtype=np.float32))
 N, D = X.shape
 K, l, m, k = a.dim, a.anchors, a.batch, a.knn
+E = a.extra if a.extra >= 0 else max(0, min(20, l // 8 - K - 1))
 mean, scale = X.mean(0), X.std(0).pow(2).mean().sqrt()  # the network's input normalisation
 anchors = torch.from_numpy(np.sort(rng.choice(N, l, replace=False)))
 others = torch.from_numpy(np.setdiff1d(np.arange(N), anchors.numpy()))
 
 
-def eigvecs(x):
-    """First K eigenvectors of L_sym of the batch graph on x [n][D] (float64 [n][K])."""
+def eigvecs(x, nev):
+    """First nev eigenvectors of L_sym of the batch graph on x [n][D] (float64 [n][nev])."""
     n = x.shape[0]
     d2 = torch.cdist(x, x).pow_(2)
     d2.fill_diagonal_(float("inf"))
@@ -67,9 +72,9 @@ def eigvecs(x):
     dinv = 1.0 / np.sqrt(np.asarray(W.sum(1)).ravel())
     A = sp.diags(dinv) @ W @ sp.diags(dinv)
     t = time.perf_counter()
-    vals, vecs = sla.eigsh(A, k=K, which="LA", v0=np.ones(n) / np.sqrt(n))
+    vals, vecs = sla.eigsh(A, k=nev, which="LA", v0=np.ones(n) / np.sqrt(n))
     vecs = vecs[:, ::-1].copy()  # largest of A = smallest of L
-    sign = np.sign(vecs[np.abs(vecs).argmax(0), np.arange(K)])
+    sign = np.sign(vecs[np.abs(vecs).argmax(0), np.arange(nev)])
     return vecs * sign, time.perf_counter() - t
 
 
@@ -78,7 +83,7 @@ def draw():
     return torch.cat([X[anchors], X[pick]])
 
 
-phi_ref, _ = eigvecs(draw())
+phi_ref, _ = eigvecs(draw(), K)
 phi_ref = phi_ref[:l]
 shift, spread = phi_ref.mean(0), phi_ref.std(0)
 widths = [D] + [int(w) for w in a.hidden.split(",")] + [K]
@@ -96,7 +101,7 @@ for s in range(a.warmup + a.steps):
     t0 = time.perf_counter()
     xb = draw()
     t1 = time.perf_counter()
-    phi_b, teig = eigvecs(xb)
+    phi_b, teig = eigvecs(xb, K + E)
     t2 = time.perf_counter()
     B = np.hstack([phi_b, np.ones((m, 1))])
     T, *_ = np.linalg.lstsq(B[:l], phi_ref, rcond=None)
