@@ -163,10 +163,9 @@ static PetscErrorCode CompareModels(MPI_Comm comm, const BasisModel *a, const Ba
          SAME_SPEC(seed) && SAME(step) && SAME(steps) && SAME(nranks) && SAME_SPEC(graph.knn) &&
          SAME_SPEC(graph.scale_neighbor) && SAME_SPEC(graph.scale) && SAME_SPEC(graph.laplacian) &&
          SAME_SPEC(align.type) && SAME_SPEC(align.ransac_iters) && SAME_SPEC(align.ransac_points) &&
-         SAME_SPEC(align.extra) &&
-         SAME_SPEC(align.ransac_tol) && SAME_SPEC(align.max_cond) && SAME_SPEC(sample) && SAME(scale) &&
-         SAME(target_scale) && SAME_SPEC(lr) && SAME_SPEC(lr_final) && SAME_SPEC(nlayers) && SAME(nparams) &&
-         SAME_ARRAY(spec.widths, a->spec.nlayers + 1);
+         SAME_SPEC(align.extra) && SAME_SPEC(align.ransac_tol) && SAME_SPEC(align.max_cond) &&
+         SAME_SPEC(sample) && SAME(scale) && SAME(target_scale) && SAME_SPEC(lr) && SAME_SPEC(lr_final) &&
+         SAME_SPEC(nlayers) && SAME(nparams) && SAME_ARRAY(spec.widths, a->spec.nlayers + 1);
   if (same)
     same = SAME_ARRAY(params, a->nparams) && SAME_ARRAY(adam_m, a->nparams) &&
            SAME_ARRAY(adam_v, a->nparams) && SAME_ARRAY(mean, a->spec.D) && SAME_ARRAY(anchors, a->spec.l) &&
