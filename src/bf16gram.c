@@ -23,14 +23,14 @@
 #define BasisCallDnnl(call)                                                                                  \
   do {                                                                                                       \
     dnnl_status_t basis_st_ = (call);                                                                        \
-    PetscCheck(basis_st_ == dnnl_success, PETSC_COMM_SELF, PETSC_ERR_LIB, "oneDNN call failed (status %d): %s", \
-               (int)basis_st_, #call);                                                                       \
+    PetscCheck(basis_st_ == dnnl_success, PETSC_COMM_SELF, PETSC_ERR_LIB,                                    \
+               "oneDNN call failed (status %d): %s", (int)basis_st_, #call);                                 \
   } while (0)
 
 typedef struct {
-  PetscInt       rows, cols, D, ldg;
+  PetscInt         rows, cols, D, ldg;
   dnnl_primitive_t prim;
-  dnnl_memory_t  src, wei, dst;
+  dnnl_memory_t    src, wei, dst;
 } Bf16Shape;
 
 struct _p_BasisBf16Gram {
@@ -58,13 +58,27 @@ PetscErrorCode BasisBf16GramNative(PetscBool *native, const char **isa)
   *native = ((e & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16) ? PETSC_TRUE : PETSC_FALSE;
   if (isa) {
     switch (e) {
-    case dnnl_cpu_isa_avx512_core_amx: *isa = "avx512_core_amx"; break;
-    case dnnl_cpu_isa_avx512_core_bf16: *isa = "avx512_core_bf16"; break;
-    case dnnl_cpu_isa_avx512_core_vnni: *isa = "avx512_core_vnni"; break;
-    case dnnl_cpu_isa_avx512_core: *isa = "avx512_core"; break;
-    case dnnl_cpu_isa_avx2_vnni: *isa = "avx2_vnni"; break;
-    case dnnl_cpu_isa_avx2: *isa = "avx2"; break;
-    default: *isa = "older than avx2"; break;
+    case dnnl_cpu_isa_avx512_core_amx:
+      *isa = "avx512_core_amx";
+      break;
+    case dnnl_cpu_isa_avx512_core_bf16:
+      *isa = "avx512_core_bf16";
+      break;
+    case dnnl_cpu_isa_avx512_core_vnni:
+      *isa = "avx512_core_vnni";
+      break;
+    case dnnl_cpu_isa_avx512_core:
+      *isa = "avx512_core";
+      break;
+    case dnnl_cpu_isa_avx2_vnni:
+      *isa = "avx2_vnni";
+      break;
+    case dnnl_cpu_isa_avx2:
+      *isa = "avx2";
+      break;
+    default:
+      *isa = "older than avx2";
+      break;
     }
   }
   PetscFunctionReturn(0);
@@ -181,9 +195,8 @@ PetscErrorCode BasisBf16GramSetPoints(BasisBf16Gram g, PetscInt n, PetscInt D, c
    (an output scale: a power of two, exact). */
 static PetscErrorCode ShapeCreate(BasisBf16Gram g, PetscInt rows, PetscInt cols, PetscInt ldg, Bf16Shape *s)
 {
-  const dnnl_dim_t      D = g->D;
-  dnnl_dims_t           sd = {rows, D}, ss = {D, 1}, wd = {D, cols}, ws = {1, D}, dd = {rows, cols},
-              ds = {ldg, 1};
+  const dnnl_dim_t D  = g->D;
+  dnnl_dims_t      sd = {rows, D}, ss = {D, 1}, wd = {D, cols}, ws = {1, D}, dd = {rows, cols}, ds = {ldg, 1};
   dnnl_memory_desc_t    smd, wmd, dmd;
   dnnl_matmul_desc_t    mm;
   dnnl_primitive_attr_t attr;
