@@ -12,7 +12,10 @@
   float GEMM cancellation would otherwise corrupt small distances and with them sigma.
   BasisKnnSelf: the same lists of a point set among itself (the batch graph) with a
   symmetric Gram matrix, half the GEMM flops; its workspace is kept in the lists, so a batch
-  graph reusing one BasisKnn allocates nothing per step.
+  graph reusing one BasisKnn allocates nothing per step. Its Gram products may be bfloat16
+  (BasisKnnSetGemm, -knn_gemm; oneDNN, bf16gram.c: twice the float rate on CPUs with
+  bfloat16 dot products): the margin then also covers the rounding of the points, bounded
+  from the actual rounding errors of the batch, and the lists are the same bit for bit.
 
   Units (BasisKnnScaleExponent, BasisKnnScaleCopy, BasisKnnUnscale): the float GEMM
   overflows for coordinates near 1e19 and loses small products below ~1e-19, so the lists
