@@ -298,29 +298,30 @@ static inline PetscBool InList(PetscInt k, const PetscInt idx[], PetscInt g)
   - bfloat16 (BasisKnnSelf with -knn_gemm bf16): the product reads q^ = q + e_q, p^ = p +
     e_p, the points rounded to bfloat16 (8 significant bits) with subnormals flushed, and
     rho >= ||e_x|| / ||x|| for every point, computed from the actual roundings
-    (BasisBf16GramSetPoints: at most u_b = 2^-8, about 0.4 u_b on average). Then |q^.p^ -
-    q.p| = |q.e_p + e_q.p + e_q.e_p| <= (2 rho + rho^2) ||q|| ||p|| (Cauchy-Schwarz). A
-    product of two bfloat16 values is exact in float (16 significant bits); the D products
-    are summed in float in the kernel's order, within gamma_D sum_d |q^_d p^_d| <= gamma_D
-    (1 + rho)^2 ||q|| ||p||, and a product or sum below 2^-126 may be flushed to zero (at
-    most 2^-126 each, 2 D + 1 of them with the exact scale by -2). With 2 ||q|| ||p|| <= qn
-    + pn_j: |g_j + 2 q.p_j| <= [2 rho + rho^2 + (1 + rho)^2 gamma_D] (qn + pn_j) + (4 D +
-    2) 2^-126; c takes gamma_D with the float case's factor 2 of safety. rho is computed,
-    not estimated, so its term needs none (a worst case 2 u_b would send twice as many
-    candidates or more to the exact recheck).
+    (BasisBf16GramSetPoints: at most u_b = 2^-8, 0.4-0.6 u_b on batches of data). Then
+    |q^.p^ - q.p| = |q.e_p + e_q.p + e_q.e_p| <= (2 rho + rho^2) ||q|| ||p|| (Cauchy-
+    Schwarz). A product of two bfloat16 values is exact in float (16 significant bits); the
+    D products are summed in float in the kernel's order, within gamma_D sum_d |q^_d p^_d|
+    <= gamma_D (1 + rho)^2 ||q|| ||p||, and a product or sum below 2^-126 may be flushed to
+    zero (at most 2^-126 each, 2 D + 1 of them with the exact scale by -2). With 2 ||q||
+    ||p|| <= qn + pn_j: |g_j + 2 q.p_j| <= [2 rho + rho^2 + (1 + rho)^2 gamma_D] (qn + pn_j)
+    + (4 D + 2) 2^-126; c takes gamma_D with the float case's factor 2 of safety. rho is
+    computed, not estimated, so its term needs none (a worst case 2 u_b would send twice as
+    many candidates or more to the exact recheck).
   - a = (D + 2) 2^-120 covers those flushes 16 times over; float's gradual underflow (at
     most 2^-150 per operation) is far inside it.
-  A point whose lower bound a_j - margin_j exceeds a
-  threshold tau that k other points are known to meet cannot enter the list; every other
-  one is recomputed exactly (Dist2) and merged. Ties are kept (<=), so the lists are those
-  of a double-precision brute force. The double bound is computed only for the survivors
-  of a float pre-filter, ((1 - c2) pn_j + g_j <= tau - (1 - c2) qn + a in float, c2 = c + 4
-  FLT_EPSILON): the wider margin covers the filter's own roundings, u pn_j for pf_j and u
-  |pf_j + g_j| <= u (2 + c)(qn + pn_j) for the sum (|g_j| <= (1 + c)(qn + pn_j)), within 8u
-  (qn + pn_j) in either precision; the threshold is rounded up. The filter marks a whole tile row in one
-  vector pass (a byte per column) and the marks are scanned eight at a time, so with a good threshold the
-  per-column scalar work is done for a few columns of a row. Norms of 1e30 or more (float could overflow)
-  switch the filter off: every column gets the double bound (and BasisKnnSelf the float product).
+  A point whose lower bound a_j - margin_j exceeds a threshold tau that k other points are
+  known to meet cannot enter the list; every other one is recomputed exactly (Dist2) and
+  merged. Ties are kept (<=), so the lists are those of a double-precision brute force. The
+  double bound is computed only for the survivors of a float pre-filter, ((1 - c2) pn_j +
+  g_j <= tau - (1 - c2) qn + a in float, c2 = c + 4 FLT_EPSILON): the wider margin covers
+  the filter's own roundings, u pn_j for pf_j and u |pf_j + g_j| <= u (2 + c)(qn + pn_j) for
+  the sum (|g_j| <= (1 + c)(qn + pn_j)), within 8u (qn + pn_j) in either precision; the
+  threshold is rounded up. The filter marks a whole tile row in one vector pass (a byte per
+  column) and the marks are scanned eight at a time, so with a good threshold the per-column
+  scalar work is done for a few columns of a row. Norms of 1e30 or more (float could
+  overflow) switch the filter off: every column gets the double bound (and BasisKnnSelf the
+  float product).
 */
 
 /*
