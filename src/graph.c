@@ -72,12 +72,11 @@ static PetscErrorCode KnnGemmResolve(MPI_Comm comm, BasisGraphParams *p)
   PetscCall(BasisBf16GramNative(&native, &isa));
   lacks = !native;
   PetscCallMPI(MPI_Allreduce(&lacks, &any, 1, MPI_INT, MPI_MAX, comm));
-  if (any)
-    PetscCall(
-        PetscPrintf(comm,
-                    "-knn_gemm bf16: %s has no bfloat16 dot-product instructions (oneDNN: %s); the batch "
-                    "kNN uses float there\n",
-                    lacks ? "this CPU" : "some rank's CPU", isa));
+  if (any) /* rank 0 prints: its own ISA if it is one of those without */
+    PetscCall(PetscPrintf(
+        comm,
+        "-knn_gemm bf16: %s%s%s has no bfloat16 dot-product instructions; the batch kNN uses float there\n",
+        lacks ? "this CPU (oneDNN: " : "some rank's CPU", lacks ? isa : "", lacks ? ")" : ""));
   if (lacks) p->knn_gemm = BASIS_KNN_GEMM_FLOAT;
   PetscFunctionReturn(0);
 }
