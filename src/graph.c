@@ -34,6 +34,7 @@ void BasisGraphParamsDefault(BasisGraphParams *p)
   p->laplacian      = BASIS_LAPLACIAN_SYM;
   p->K              = 10;
   p->batch_solver   = BASIS_BATCH_AUTO;
+  p->knn_gemm       = BASIS_KNN_GEMM_FLOAT;
   p->eps_tol        = 0;
 }
 
@@ -42,11 +43,13 @@ void BasisGraphParamsDefault(BasisGraphParams *p)
 
   Collective on comm (every rank reads the same options and reaches the same verdict).
 
-  Options: -dim K, -knn k, -scale_neighbor s, -scale local|median, -laplacian sym|unnormalized|rw
+  Options: -dim K, -knn k, -scale_neighbor s, -scale local|median, -laplacian sym|unnormalized|rw,
+  -batch_solver auto|dense|krylov, -knn_gemm auto|float|bf16
 
   Notes:
     Call it inside the caller's PetscOptionsBegin/End; it opens its own (nested) section so
-    that -help lists these options under one heading.
+    that -help lists these options under one heading. -knn_gemm bf16 where some rank's CPU
+    has no bfloat16 dot products is said once (rank 0) and those ranks use float.
 */
 /* Batches larger than this use the sparse Krylov route by default. Measured per step
    (graph + eigensolve, MNIST-10k, D = 784, K = 10, docs/performance.md): dense/Krylov
@@ -56,6 +59,27 @@ void BasisGraphParamsDefault(BasisGraphParams *p)
 
 const char *const BasisBatchSolverTypes[] = {"auto",         "dense", "krylov", "BasisBatchSolverType",
                                              "BASIS_BATCH_", NULL};
+
+/* -knn_gemm bf16 on a CPU without bfloat16 dot products: float there, said once. */
+static PetscErrorCode KnnGemmResolve(MPI_Comm comm, BasisGraphParams *p)
+{
+  PetscBool   native;
+  const char *isa;
+  int         lacks, any;
+
+  PetscFunctionBeginUser;
+  if (p->knn_gemm != BASIS_KNN_GEMM_BF16) PetscFunctionReturn(0);
+  PetscCall(BasisBf16GramNative(&native, &isa));
+  lacks = !native;
+  PetscCallMPI(MPI_Allreduce(&lacks, &any, 1, MPI_INT, MPI_MAX, comm));
+  if (any) /* rank 0 prints: its own ISA if it is one of those without */
+    PetscCall(PetscPrintf(
+        comm,
+        "-knn_gemm bf16: %s%s%s has no bfloat16 dot-product instructions; the batch kNN uses float there\n",
+        lacks ? "this CPU (oneDNN: " : "some rank's CPU", lacks ? isa : "", lacks ? ")" : ""));
+  if (lacks) p->knn_gemm = BASIS_KNN_GEMM_FLOAT;
+  PetscFunctionReturn(0);
+}
 
 PetscErrorCode BasisGraphParamsSetFromOptions(MPI_Comm comm, BasisGraphParams *p)
 {
@@ -69,6 +93,7 @@ PetscErrorCode BasisGraphParamsSetFromOptions(MPI_Comm comm, BasisGraphParams *p
   PetscCall(BasisOptionsCheckEnum(comm, "-scale", BasisScaleTypes));
   PetscCall(BasisOptionsCheckEnum(comm, "-laplacian", BasisLaplacianTypes));
   PetscCall(BasisOptionsCheckEnum(comm, "-batch_solver", BasisBatchSolverTypes));
+  PetscCall(BasisOptionsCheckEnum(comm, "-knn_gemm", BasisKnnGemmTypes));
   PetscCall(PetscOptionsEnum("-scale", "Affinity scale: per point (local) or one median", NULL,
                              BasisScaleTypes, (PetscEnum)p->scale, (PetscEnum *)&p->scale, NULL));
   PetscCall(PetscOptionsEnum("-laplacian", "Graph Laplacian", NULL, BasisLaplacianTypes,
@@ -76,7 +101,13 @@ PetscErrorCode BasisGraphParamsSetFromOptions(MPI_Comm comm, BasisGraphParams *p
   PetscCall(PetscOptionsEnum(
       "-batch_solver", "Batch eigensolver: dense LAPACK or sparse Krylov (SLEPc, -batch_eps_*)", NULL,
       BasisBatchSolverTypes, (PetscEnum)p->batch_solver, (PetscEnum *)&p->batch_solver, NULL));
+  PetscCall(PetscOptionsEnum("-knn_gemm",
+                             "Batch kNN distance products: float, bf16 (bfloat16 inputs, float sums; same "
+                             "lists), auto (bf16 where the CPU has bfloat16 dot products)",
+                             NULL, BasisKnnGemmTypes, (PetscEnum)p->knn_gemm, (PetscEnum *)&p->knn_gemm,
+                             NULL));
   PetscOptionsEnd();
+  PetscCall(KnnGemmResolve(comm, p));
   PetscCheck(p->K >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-dim %d must be at least 1", (int)p->K);
   PetscCheck(p->knn >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-knn %d must be at least 1", (int)p->knn);
   PetscCheck(p->scale_neighbor >= 1 && p->scale_neighbor <= p->knn, comm, PETSC_ERR_ARG_OUTOFRANGE,
@@ -438,6 +469,7 @@ PetscErrorCode BasisBatchGraphCreate(const BasisGraphParams *p, PetscInt m, Pets
   b->m = m;
   b->D = D;
   PetscCall(BasisKnnCreate(m, p->knn, &b->knn));
+  PetscCall(BasisKnnSetGemm(&b->knn, p->knn_gemm, NULL));
   PetscCall(PetscMalloc2(m, &b->sigma, m, &b->sorted));
   b->krylov = (PetscBool)(p->batch_solver == BASIS_BATCH_KRYLOV ||
                           (p->batch_solver == BASIS_BATCH_AUTO && m > BASIS_BATCH_DENSE_MAX));

@@ -12,7 +12,10 @@
   float GEMM cancellation would otherwise corrupt small distances and with them sigma.
   BasisKnnSelf: the same lists of a point set among itself (the batch graph) with a
   symmetric Gram matrix, half the GEMM flops; its workspace is kept in the lists, so a batch
-  graph reusing one BasisKnn allocates nothing per step.
+  graph reusing one BasisKnn allocates nothing per step. Its Gram products may be bfloat16
+  (BasisKnnSetGemm, -knn_gemm; oneDNN, bf16gram.c: twice the float rate on CPUs with
+  bfloat16 dot products): the margin then also covers the rounding of the points, bounded
+  from the actual rounding errors of the batch, and the lists are the same bit for bit.
 
   Units (BasisKnnScaleExponent, BasisKnnScaleCopy, BasisKnnUnscale): the float GEMM
   overflows for coordinates near 1e19 and loses small products below ~1e-19, so the lists
@@ -85,6 +88,9 @@ PetscErrorCode BasisKnnCreate(PetscInt nq, PetscInt k, BasisKnn *knn)
   knn->nscaled = 0;
   knn->pf      = NULL;
   knn->gram    = NULL;
+  knn->gemm    = BASIS_KNN_GEMM_FLOAT;
+  knn->bf16    = NULL;
+  knn->nexact  = 0;
   PetscCall(PetscMalloc5((size_t)nq * k, &knn->idx, (size_t)nq * k, &knn->d2,
                          2 * PetscMax(BASIS_KNN_TILE_COLS, BASIS_KNN_SELF_BLOCK) + k, &knn->fwork,
                          PetscMax(BASIS_KNN_TILE_COLS, BASIS_KNN_SELF_BLOCK) + k, &knn->iwork,
@@ -102,8 +108,37 @@ PetscErrorCode BasisKnnDestroy(BasisKnn *knn)
   PetscCall(PetscFree5(knn->idx, knn->d2, knn->fwork, knn->iwork, knn->mark));
   PetscCall(PetscFree3(knn->xn, knn->pf, knn->gram));
   PetscCall(PetscFree(knn->scaled));
+  PetscCall(BasisBf16GramDestroy(&knn->bf16));
   knn->nscaled = 0;
   knn->nq = knn->k = 0;
+  PetscFunctionReturn(0);
+}
+
+const char *const BasisKnnGemmTypes[] = {"auto", "float", "bf16", "BasisKnnGemmType", "BASIS_KNN_GEMM_",
+                                         NULL};
+
+/*
+  BasisKnnSetGemm - the precision of BasisKnnSelf's Gram products.
+
+  Not collective. Input: type, float, bf16 or auto (bf16 where BasisBf16GramNative). Output:
+  used (may be NULL), float or bf16: bf16 where oneDNN runs a bfloat16 matmul on this CPU,
+  with or without native instructions (the tests compare both paths anywhere), else float.
+
+  Notes: the lists are the same in either precision; bf16 selects the candidates with a
+  wider margin (see the candidate bound below).
+*/
+PetscErrorCode BasisKnnSetGemm(BasisKnn *knn, BasisKnnGemmType type, BasisKnnGemmType *used)
+{
+  PetscBool native;
+
+  PetscFunctionBeginUser;
+  if (type == BASIS_KNN_GEMM_AUTO) {
+    PetscCall(BasisBf16GramNative(&native, NULL));
+    type = native ? BASIS_KNN_GEMM_BF16 : BASIS_KNN_GEMM_FLOAT;
+  }
+  if (type == BASIS_KNN_GEMM_BF16 && !knn->bf16) PetscCall(BasisBf16GramCreate(&knn->bf16));
+  knn->gemm = type == BASIS_KNN_GEMM_BF16 && knn->bf16 ? BASIS_KNN_GEMM_BF16 : BASIS_KNN_GEMM_FLOAT;
+  if (used) *used = knn->gemm;
   PetscFunctionReturn(0);
 }
 
@@ -173,31 +208,46 @@ BASIS_ALWAYS_INLINE static inline void Offer(PetscInt D, const float a[], const 
   if (Before(d, g, d2[k - 1], idx[k - 1])) ListInsert(k, idx, d2, d, g);
 }
 
-/* The margins of the candidate bound below: c for the double bound, c2 for the float filter. */
-static inline PetscReal BoundMargin(PetscInt D)
-{
-  return (PetscReal)(D + 2) * FLT_EPSILON;
-}
+/* The margins of the candidate bound (see below MarkRow): c relative and a absolute for the
+   double bound, c2 for the float pre-filter. */
+typedef struct {
+  PetscReal c, c2, a;
+} KnnMargin;
 
-static inline PetscReal FilterMargin(PetscInt D)
+/* rho: a bound on the relative rounding error of the points before the product, 0 for
+   float GEMM on the float points, BasisBf16GramSetPoints' for bfloat16. */
+static inline KnnMargin Margins(PetscInt D, PetscReal rho)
 {
-  return BoundMargin(D) + 4 * FLT_EPSILON;
+  const PetscReal cf = (PetscReal)(D + 2) * FLT_EPSILON;
+  KnnMargin       m;
+
+  m.c  = 2 * rho + rho * rho + (1 + rho) * (1 + rho) * cf;
+  m.c2 = m.c + 4 * FLT_EPSILON;
+  m.a  = (PetscReal)(D + 2) * 0x1p-120;
+  return m;
 }
 
 /* The float pre-filter: with a threshold tau that k points are known to meet (the list's
    k-th exact distance, once full), a point j can enter the list of point i only if
    FilterNorm(pn_j) + g_ij <= FilterThreshold(tau, qn_i), both sides in float. */
-static inline float FilterNorm(PetscReal xn, PetscReal c2)
+static inline float FilterNorm(PetscReal xn, KnnMargin mg)
 {
-  return xn < 1e30 ? (float)((1 - c2) * xn) : -INFINITY; /* the filter is off there anyway */
+  return xn < 1e30 ? (float)((1 - mg.c2) * xn) : -INFINITY; /* the filter is off there anyway */
 }
 
-static inline float FilterThreshold(PetscReal tau, PetscReal xn, PetscReal c2)
+static inline float FilterThreshold(PetscReal tau, PetscReal xn, KnnMargin mg)
 {
-  const PetscReal thr = tau - (1 - c2) * xn;
+  const PetscReal thr = tau - (1 - mg.c2) * xn + mg.a;
   const float     T   = (float)thr;
 
   return (PetscReal)T < thr ? nextafterf(T, FLT_MAX) : T; /* rounded up; a list not full: inf */
+}
+
+/* The double bound: a_j - margin_j, a lower bound on the exact d2_j; s = qn + pn_j, g = g_j.
+   A point whose bound exceeds a list's k-th exact distance cannot enter it. */
+static inline PetscReal LowerBound(PetscReal s, float g, KnnMargin mg)
+{
+  return s + (PetscReal)g - mg.c * s - mg.a;
 }
 
 static void SquaredNorms(PetscInt n, PetscInt D, const float x[], PetscReal nrm[])
@@ -239,19 +289,39 @@ static inline PetscBool InList(PetscInt k, const PetscInt idx[], PetscInt g)
 
 /*
   The candidate bound, shared by every kNN routine below. From GEMM, a_j = qn + pn_j +
-  g_j with g_j = -2 q.p_j in float differs from the exact d2_j by at most margin_j = c (qn
-  + pn_j), c = (D + 2) FLT_EPSILON (the float dot-product error bound gamma_D ||q|| ||p||
-  <= D u (qn + pn_j)/2, doubled by the factor 2, plus the final rounding; FLT_EPSILON = 2u
-  leaves another factor 2 of safety). A point whose lower bound a_j - margin_j exceeds a
-  threshold tau that k other points are known to meet cannot enter the list; every other
-  one is recomputed exactly (Dist2) and merged. Ties are kept (<=), so the lists are those
-  of a double-precision brute force. The double bound is computed only for the survivors
-  of a float pre-filter, ((1 - c2) pn_j + g_j <= tau - (1 - c2) qn in float, c2 = c + 4
-  FLT_EPSILON): the wider margin covers the filter's own three roundings of at most u (qn
-  + pn_j) each. The filter marks a whole tile row in one vector pass (a byte per column)
-  and the marks are scanned eight at a time, so with a good threshold the per-column
+  g_j with g_j the computed -2 q.p_j differs from the exact d2_j by at most margin_j = c (qn
+  + pn_j) + a (Margins), c = 2 rho + rho^2 + (1 + rho)^2 (D + 2) FLT_EPSILON, a = (D + 2)
+  2^-120, where rho bounds the relative error of the points as the product reads them:
+  - float (BasisKnnUpdate; BasisKnnSelf by default): rho = 0, c = (D + 2) FLT_EPSILON (the
+    float dot-product error bound gamma_D ||q|| ||p|| <= D u (qn + pn_j)/2, doubled by the
+    factor 2, plus the final rounding; FLT_EPSILON = 2u leaves another factor 2 of safety).
+  - bfloat16 (BasisKnnSelf with -knn_gemm bf16): the product reads q^ = q + e_q, p^ = p +
+    e_p, the points rounded to bfloat16 (8 significant bits) with subnormals flushed, and
+    rho >= ||e_x|| / ||x|| for every point, computed from the actual roundings
+    (BasisBf16GramSetPoints: at most u_b = 2^-8, 0.4-0.6 u_b on batches of data). Then
+    |q^.p^ - q.p| = |q.e_p + e_q.p + e_q.e_p| <= (2 rho + rho^2) ||q|| ||p|| (Cauchy-
+    Schwarz). A product of two bfloat16 values is exact in float (16 significant bits); the
+    D products are summed in float in the kernel's order, within gamma_D sum_d |q^_d p^_d|
+    <= gamma_D (1 + rho)^2 ||q|| ||p||, and a product or sum below 2^-126 may be flushed to
+    zero (at most 2^-126 each, 2 D + 1 of them with the exact scale by -2). With 2 ||q||
+    ||p|| <= qn + pn_j: |g_j + 2 q.p_j| <= [2 rho + rho^2 + (1 + rho)^2 gamma_D] (qn + pn_j)
+    + (4 D + 2) 2^-126; c takes gamma_D with the float case's factor 2 of safety. rho is
+    computed, not estimated, so its term needs none (a worst case 2 u_b would send twice as
+    many candidates or more to the exact recheck).
+  - a = (D + 2) 2^-120 covers those flushes 16 times over; float's gradual underflow (at
+    most 2^-150 per operation) is far inside it.
+  A point whose lower bound a_j - margin_j exceeds a threshold tau that k other points are
+  known to meet cannot enter the list; every other one is recomputed exactly (Dist2) and
+  merged. Ties are kept (<=), so the lists are those of a double-precision brute force. The
+  double bound is computed only for the survivors of a float pre-filter, ((1 - c2) pn_j +
+  g_j <= tau - (1 - c2) qn + a in float, c2 = c + 4 FLT_EPSILON): the wider margin covers
+  the filter's own roundings, u pn_j for pf_j and u |pf_j + g_j| <= u (2 + c)(qn + pn_j) for
+  the sum (|g_j| <= (1 + c)(qn + pn_j)), within 8u (qn + pn_j) in either precision; the
+  threshold is rounded up. The filter marks a whole tile row in one vector pass (a byte per
+  column) and the marks are scanned eight at a time, so with a good threshold the per-column
   scalar work is done for a few columns of a row. Norms of 1e30 or more (float could
-  overflow) switch the filter off: every column gets the double bound.
+  overflow) switch the filter off: every column gets the double bound (and BasisKnnSelf the
+  float product).
 */
 
 /*
@@ -263,22 +333,21 @@ static inline PetscBool InList(PetscInt k, const PetscInt idx[], PetscInt g)
   start (mark [cols] scratch), the double bound uses the current one. seeded: the list
   holds seeds from this tile row (SeedRow), which are not offered twice.
 */
-static void FilterRow(PetscInt D, const float qi[], PetscInt gi, PetscReal qni, const float p[], PetscInt g0,
-                      const PetscReal pn[], const float pf[], const float g[], PetscInt cols,
+static void FilterRow(PetscInt D, KnnMargin mg, const float qi[], PetscInt gi, PetscReal qni, const float p[],
+                      PetscInt g0, const PetscReal pn[], const float pf[], const float g[], PetscInt cols,
                       PetscBool filter, PetscBool seeded, PetscInt k, PetscInt idx[], PetscReal d2[],
                       unsigned char mark[], PetscLogDouble *exact)
 {
-  const PetscReal c = BoundMargin(D), c2 = FilterMargin(D);
-  PetscReal       tau = d2[k - 1];
+  PetscReal tau = d2[k - 1];
 
   if (filter)
-    MarkRow(cols, pf, g, FilterThreshold(tau, qni, c2), mark);
+    MarkRow(cols, pf, g, FilterThreshold(tau, qni, mg), mark);
   else
     memset(mark, 1, (size_t)cols);
   for (PetscInt j = NextMark(0, cols, mark); j < cols; j = NextMark(j + 1, cols, mark)) {
     const PetscReal s = qni + pn[j];
 
-    if (g0 + j == gi || s + (PetscReal)g[j] - c * s > tau) continue;
+    if (g0 + j == gi || LowerBound(s, g[j], mg) > tau) continue;
     if (seeded && InList(k, idx, g0 + j)) continue;
     Offer(D, qi, p + (size_t)j * D, g0 + j, k, idx, d2, exact);
     tau = d2[k - 1];
@@ -335,15 +404,15 @@ static void SeedRow(PetscInt D, const float qi[], PetscInt gi, const float p[], 
 
   Rows i0 .. i0 + rows of q against points j0 .. j0 + cols of p; G [rows][ldg] holds
   -2 q_i.p_j in float in its first cols columns; qn [nq], pn [np] are squared norms in
-  double. A row whose list is
-  not full yet (its first tile) is seeded first (SeedRow), then filtered (FilterRow).
+  double; mg the margins of the precision G was computed in. A row whose list is not full
+  yet (its first tile) is seeded first (SeedRow), then filtered (FilterRow).
 */
-static void MergeTile(BasisKnn *knn, PetscInt D, const float q[], PetscInt qstart, const PetscReal qn[],
-                      PetscInt i0, PetscInt rows, const float p[], PetscInt pstart, const PetscReal pn[],
-                      PetscInt j0, PetscInt cols, const float G[], PetscInt ldg, PetscLogDouble *exact)
+static void MergeTile(BasisKnn *knn, PetscInt D, KnnMargin mg, const float q[], PetscInt qstart,
+                      const PetscReal qn[], PetscInt i0, PetscInt rows, const float p[], PetscInt pstart,
+                      const PetscReal pn[], PetscInt j0, PetscInt cols, const float G[], PetscInt ldg,
+                      PetscLogDouble *exact)
 {
   const PetscInt   k = knn->k, g0 = pstart + j0;
-  const PetscReal  c2  = FilterMargin(D);
   const PetscReal *pnj = pn + j0;
   const float     *pj  = p + (size_t)j0 * D;
   /* scratch (BasisKnnCreate): pf [cols], fm [cols], bestv [k]; fa [cols], best [k]; mark [cols] */
@@ -352,7 +421,7 @@ static void MergeTile(BasisKnn *knn, PetscInt D, const float q[], PetscInt qstar
   PetscReal pnmax = 0;
 
   for (PetscInt j = 0; j < cols; j++) {
-    pf[j] = FilterNorm(pnj[j], c2);
+    pf[j] = FilterNorm(pnj[j], mg);
     pnmax = PetscMax(pnmax, pnj[j]);
   }
   for (PetscInt r = 0; r < rows; r++) {
@@ -363,8 +432,8 @@ static void MergeTile(BasisKnn *knn, PetscInt D, const float q[], PetscInt qstar
     const PetscBool seeded = d2[k - 1] == PETSC_MAX_REAL ? PETSC_TRUE : PETSC_FALSE;
 
     if (seeded) SeedRow(D, qi, gi, pj, g0, pf, g, cols, k, idx, d2, fm, fa, best, bestv, exact);
-    FilterRow(D, qi, gi, qn[i], pj, g0, pnj, pf, g, cols, (PetscBool)(pnmax < 1e30 && qn[i] < 1e30), seeded,
-              k, idx, d2, knn->mark, exact);
+    FilterRow(D, mg, qi, gi, qn[i], pj, g0, pnj, pf, g, cols, (PetscBool)(pnmax < 1e30 && qn[i] < 1e30),
+              seeded, k, idx, d2, knn->mark, exact);
   }
 }
 
@@ -376,14 +445,13 @@ static void MergeTile(BasisKnn *knn, PetscInt D, const float q[], PetscInt qstar
   of columns and kept current here as j's list improves). pf [m]: FilterNorm of every
   point; filter: no norm of 1e30 or more.
 */
-static void FilterPairs(BasisKnn *knn, PetscInt D, const float x[], const PetscReal xn[], const float pf[],
-                        PetscInt i0, PetscInt rows, PetscInt j0, PetscInt cols, const float G[], float T[],
-                        PetscBool filter, PetscLogDouble *exact)
+static void FilterPairs(BasisKnn *knn, PetscInt D, KnnMargin mg, const float x[], const PetscReal xn[],
+                        const float pf[], PetscInt i0, PetscInt rows, PetscInt j0, PetscInt cols,
+                        const float G[], float T[], PetscBool filter, PetscLogDouble *exact)
 {
-  const PetscInt  k = knn->k;
-  const PetscReal c = BoundMargin(D), c2 = FilterMargin(D);
-  unsigned char  *mark = knn->mark;
-  const float    *pfj  = pf + j0;
+  const PetscInt k    = knn->k;
+  unsigned char *mark = knn->mark;
+  const float   *pfj  = pf + j0;
 
   for (PetscInt r = 0; r < rows; r++) {
     const PetscInt  i = i0 + r;
@@ -391,7 +459,7 @@ static void FilterPairs(BasisKnn *knn, PetscInt D, const float x[], const PetscR
     const PetscReal xni = xn[i];
     PetscInt       *idx = knn->idx + (size_t)i * k;
     PetscReal      *d2  = knn->d2 + (size_t)i * k;
-    const float     TR  = FilterThreshold(d2[k - 1], xni, c2);
+    const float     TR  = FilterThreshold(d2[k - 1], xni, mg);
 
     if (filter) {
 #pragma omp simd
@@ -399,14 +467,14 @@ static void FilterPairs(BasisKnn *knn, PetscInt D, const float x[], const PetscR
     } else
       memset(mark, 3, (size_t)cols);
     for (PetscInt j = NextMark(0, cols, mark); j < cols; j = NextMark(j + 1, cols, mark)) {
-      const PetscReal s = xni + xn[j0 + j], a = s + (PetscReal)g[j] - c * s;
+      const PetscReal a   = LowerBound(xni + xn[j0 + j], g[j], mg);
       PetscReal      *d2j = knn->d2 + (size_t)(j0 + j) * k;
 
       if ((mark[j] & 1) && !(a > d2[k - 1]))
         Offer(D, xi, x + (size_t)(j0 + j) * D, j0 + j, k, idx, d2, exact);
       if ((mark[j] & 2) && !(a > d2j[k - 1])) {
         Offer(D, x + (size_t)(j0 + j) * D, xi, i, k, knn->idx + (size_t)(j0 + j) * k, d2j, exact);
-        T[j] = FilterThreshold(d2j[k - 1], xn[j0 + j], c2);
+        T[j] = FilterThreshold(d2j[k - 1], xn[j0 + j], mg);
       }
     }
   }
@@ -426,15 +494,55 @@ static void MirrorLower(PetscInt n, PetscInt ld, float G[])
           G[(size_t)i * ld + j] = G[(size_t)j * ld + i];
 }
 
+/* G [rows][ldg] = -2 x_i.x_j, rows i0 .. of the batch x against its columns j0 ..: float
+   GEMM, or bfloat16 (the points BasisBf16GramSetPoints kept, which are x rounded). */
+static PetscErrorCode GramStrip(BasisKnn *knn, PetscBool bf16, PetscInt D, const float x[], PetscInt i0,
+                                PetscInt rows, PetscInt j0, PetscInt cols, float G[], PetscInt ldg)
+{
+  PetscFunctionBeginUser;
+  if (bf16)
+    PetscCall(BasisBf16GramProduct(knn->bf16, i0, rows, j0, cols, G, ldg));
+  else {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)cols, (int)D, -2.0f,
+                x + (size_t)i0 * D, (int)D, x + (size_t)j0 * D, (int)D, 0.0f, G, (int)ldg);
+    PetscCall(PetscLogFlops(2.0 * rows * cols * D));
+  }
+  PetscFunctionReturn(0);
+}
+
+/* The diagonal Gram block of points b0 .. b0 + n, G [n][ld], whole: its lower triangle by
+   SYRK (float) or by strips of BASIS_KNN_STRIP rows up to the diagonal (bfloat16: oneDNN
+   has no SYRK; 9/16 of a full GEMM's flops for n = 1024), then mirrored. */
+static PetscErrorCode GramDiag(BasisKnn *knn, PetscBool bf16, PetscInt D, const float x[], PetscInt b0,
+                               PetscInt n, float G[], PetscInt ld)
+{
+  PetscFunctionBeginUser;
+  if (bf16)
+    for (PetscInt i0 = 0; i0 < n; i0 += BASIS_KNN_STRIP) {
+      const PetscInt rows = PetscMin(BASIS_KNN_STRIP, n - i0);
+      PetscCall(BasisBf16GramProduct(knn->bf16, b0 + i0, rows, b0, i0 + rows, G + (size_t)i0 * ld, ld));
+    }
+  else {
+    cblas_ssyrk(CblasRowMajor, CblasLower, CblasNoTrans, (int)n, (int)D, -2.0f, x + (size_t)b0 * D, (int)D,
+                0.0f, G, (int)ld);
+    PetscCall(PetscLogFlops((PetscLogDouble)n * (n + 1) * D));
+  }
+  MirrorLower(n, ld, G);
+  PetscFunctionReturn(0);
+}
+
 /*
   KnnSelf - the kNN lists of m points among themselves (the batch graph), with workspace
   xn [m] (squared norms), pf [m] (their FilterNorm) and G [KnnSelfGramSize(m)].
 
   The points are cut into blocks of BASIS_KNN_SELF_BLOCK. First each block against itself
-  (SYRK, half the flops of a GEMM, mirrored), which seeds and fills every list from its
-  own block (MergeTile); then each pair of blocks once, in strips of BASIS_KNN_STRIP rows
+  (GramDiag: half the flops of a GEMM), which seeds and fills every list from its own block
+  (MergeTile); then each pair of blocks once, in strips of BASIS_KNN_STRIP rows
   (FilterPairs), each strip of G read once for both lists of every pair in it. Same lists
-  as BasisKnnUpdate of x against itself, ties included.
+  as BasisKnnUpdate of x against itself, ties included, in either precision of the Gram
+  products (knn->gemm; bfloat16 only where the float filter is on, i.e. every squared norm
+  is below 1e30 -- BasisKnnSelf's scaling makes them at most 4 D -- and with its wider
+  margins). The exact distances computed are counted in knn->nexact.
 */
 static inline size_t KnnSelfGramSize(PetscInt m)
 {
@@ -443,42 +551,44 @@ static inline size_t KnnSelfGramSize(PetscInt m)
   return (size_t)n * (n + BASIS_KNN_SELF_PAD);
 }
 
-static void KnnSelf(BasisKnn *knn, PetscInt D, const float x[], PetscReal xn[], float pf[], float G[])
+static PetscErrorCode KnnSelf(BasisKnn *knn, PetscInt D, const float x[], PetscReal xn[], float pf[],
+                              float G[])
 {
-  const PetscInt  m = knn->nq, B = BASIS_KNN_SELF_BLOCK, S = BASIS_KNN_STRIP;
-  const PetscReal c2     = FilterMargin(D);
-  float          *T      = knn->fwork; /* [B]: FilterPairs' column thresholds */
-  PetscBool       filter = PETSC_TRUE;
-  PetscLogDouble  exact = 0, flops = 0;
+  const PetscInt m = knn->nq, B = BASIS_KNN_SELF_BLOCK, S = BASIS_KNN_STRIP;
+  float         *T      = knn->fwork; /* [B]: FilterPairs' column thresholds */
+  PetscBool      filter = PETSC_TRUE, bf16;
+  PetscReal      rho    = 0;
+  KnnMargin      mg;
+  PetscLogDouble exact = 0;
 
+  PetscFunctionBeginUser;
   KnnReset(knn);
   SquaredNorms(m, D, x, xn);
-  for (PetscInt i = 0; i < m; i++) {
-    pf[i] = FilterNorm(xn[i], c2);
+  for (PetscInt i = 0; i < m; i++)
     if (!(xn[i] < 1e30)) filter = PETSC_FALSE;
-  }
+  bf16 = (PetscBool)(filter && knn->gemm == BASIS_KNN_GEMM_BF16);
+  if (bf16) PetscCall(BasisBf16GramSetPoints(knn->bf16, m, D, x, xn, &rho));
+  mg = Margins(D, rho);
+  for (PetscInt i = 0; i < m; i++) pf[i] = FilterNorm(xn[i], mg);
   for (PetscInt b0 = 0; b0 < m; b0 += B) {
     const PetscInt n = PetscMin(B, m - b0), ld = n + BASIS_KNN_SELF_PAD;
-    cblas_ssyrk(CblasRowMajor, CblasLower, CblasNoTrans, (int)n, (int)D, -2.0f, x + (size_t)b0 * D, (int)D,
-                0.0f, G, (int)ld);
-    MirrorLower(n, ld, G);
-    MergeTile(knn, D, x, 0, xn, b0, n, x, 0, xn, b0, n, G, ld, &exact);
-    flops += (PetscLogDouble)n * (n + 1) * D;
+    PetscCall(GramDiag(knn, bf16, D, x, b0, n, G, ld));
+    MergeTile(knn, D, mg, x, 0, xn, b0, n, x, 0, xn, b0, n, G, ld, &exact);
   }
   for (PetscInt b0 = 0; b0 < m; b0 += B)
     for (PetscInt c0 = b0 + B; c0 < m; c0 += B) {
       const PetscInt cols = PetscMin(B, m - c0);
       for (PetscInt j = 0; j < cols; j++)
-        T[j] = FilterThreshold(knn->d2[(size_t)(c0 + j) * knn->k + knn->k - 1], xn[c0 + j], c2);
+        T[j] = FilterThreshold(knn->d2[(size_t)(c0 + j) * knn->k + knn->k - 1], xn[c0 + j], mg);
       for (PetscInt i0 = b0; i0 < b0 + B; i0 += S) { /* block b0 is full: c0 follows it */
         const PetscInt rows = PetscMin(S, b0 + B - i0);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)cols, (int)D, -2.0f,
-                    x + (size_t)i0 * D, (int)D, x + (size_t)c0 * D, (int)D, 0.0f, G, (int)cols);
-        FilterPairs(knn, D, x, xn, pf, i0, rows, c0, cols, G, T, filter, &exact);
-        flops += 2.0 * rows * cols * D;
+        PetscCall(GramStrip(knn, bf16, D, x, i0, rows, c0, cols, G, cols));
+        FilterPairs(knn, D, mg, x, xn, pf, i0, rows, c0, cols, G, T, filter, &exact);
       }
     }
-  (void)PetscLogFlops(flops + 3.0 * D * exact);
+  knn->nexact = exact;
+  PetscCall(PetscLogFlops(3.0 * D * exact));
+  PetscFunctionReturn(0);
 }
 
 /* Lists longer than this use selection + sort-merge (MergeTileLargeK): insertion into a
@@ -543,8 +653,8 @@ static void MergeTileLargeK(BasisKnn *knn, PetscInt D, const float q[], PetscInt
                             const PetscReal pn[], PetscInt j0, PetscInt cols, const float G[], LargeKWork *w,
                             PetscLogDouble *exact)
 {
-  const PetscInt  k = knn->k;
-  const PetscReal c = BoundMargin(D);
+  const PetscInt  k  = knn->k;
+  const KnnMargin mg = Margins(D, 0);
 
   for (PetscInt r = 0; r < rows; r++) {
     const PetscInt  i = i0 + r, gi = qstart + i;
@@ -556,13 +666,13 @@ static void MergeTileLargeK(BasisKnn *knn, PetscInt D, const float q[], PetscInt
     for (PetscInt j = 0; j < cols; j++) {
       PetscReal s = qni + pn[j0 + j];
       if (pstart + j0 + j == gi) continue;
-      w->u[nu++] = s + (PetscReal)g[j] + c * s;
+      w->u[nu++] = s + (PetscReal)g[j] + mg.c * s + mg.a; /* an upper bound on d2_j */
     }
     if (nu >= k) tau = PetscMin(tau, SelectKth(w->u, nu, k));
     for (PetscInt j = 0; j < cols; j++) {
       PetscReal s  = qni + pn[j0 + j], d;
       PetscInt  gj = pstart + j0 + j;
-      if (gj == gi || s + (PetscReal)g[j] - c * s > tau) continue;
+      if (gj == gi || LowerBound(s, g[j], mg) > tau) continue;
       d = Dist2(D, qi, p + (size_t)(j0 + j) * D);
       *exact += 1;
       if (Before(d, gj, d2[k - 1], idx[k - 1])) w->cand[nc].d = d, w->cand[nc++].g = gj;
@@ -603,7 +713,7 @@ static PetscErrorCode KnnMerge(BasisKnn *knn, PetscInt D, const float q[], Petsc
       if (lw)
         MergeTileLargeK(knn, D, q, qstart, qn, i0, rows, p, pstart, pn, j0, cols, G, lw, &exact);
       else
-        MergeTile(knn, D, q, qstart, qn, i0, rows, p, pstart, pn, j0, cols, G, cols, &exact);
+        MergeTile(knn, D, Margins(D, 0), q, qstart, qn, i0, rows, p, pstart, pn, j0, cols, G, cols, &exact);
     }
   }
   PetscCall(PetscLogFlops(3.0 * D * exact));
@@ -688,7 +798,7 @@ PetscErrorCode BasisKnnSelf(BasisKnn *knn, PetscInt D, const float x[])
     BasisKnnScaleCopy(n, x, e, knn->scaled);
     x = knn->scaled;
   }
-  KnnSelf(knn, D, x, knn->xn, knn->pf, knn->gram);
+  PetscCall(KnnSelf(knn, D, x, knn->xn, knn->pf, knn->gram));
   BasisKnnUnscale(knn, e);
   PetscFunctionReturn(0);
 }

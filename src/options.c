@@ -113,6 +113,7 @@ static const struct {
     {"-json", 's'},
     {"-kmeans_seed", 'i'},
     {"-knn", 'i'},
+    {"-knn_gemm", 'e'},
     {"-laplacian", 'e'},
     {"-latent", 'i'},
     {"-lr", 'r'},

@@ -332,7 +332,7 @@ static PetscErrorCode StartFresh(BasisTrainer t)
 }
 
 /* Adopt the specification of the checkpoint in -model (it wins over the command line,
-   except -steps, which may extend the run, and -batch_solver); called before anything is
+   except -steps, which may extend the run, -batch_solver and -knn_gemm); called before anything is
    allocated. */
 static PetscErrorCode AdoptCheckpointParameters(BasisTrainer t, const BasisModel *ck)
 {
@@ -347,11 +347,14 @@ static PetscErrorCode AdoptCheckpointParameters(BasisTrainer t, const BasisModel
       "checkpoint %s was written by %d ranks; resume with %d ranks (each rank's random stream is saved)",
       t->model_path, (int)ck->nranks, (int)ck->nranks);
   {
-    /* the specification whole; the batch solver is how, not what, and is not stored: keep
-       the command line's (resume with the same -batch_solver for bitwise continuation) */
+    /* the specification whole; the batch solver and the kNN's product precision are how,
+       not what, and are not stored: keep the command line's (resume with the same
+       -batch_solver for bitwise continuation; -knn_gemm never changes the lists) */
     BasisBatchSolverType solver = mo->spec.graph.batch_solver;
+    BasisKnnGemmType     gemm   = mo->spec.graph.knn_gemm;
     mo->spec                    = ck->spec;
     mo->spec.graph.batch_solver = solver;
+    mo->spec.graph.knn_gemm     = gemm;
   }
   mo->steps = PetscMax(mo->steps, ck->steps);
   PetscFunctionReturn(0);

@@ -3,7 +3,10 @@
     (a) BasisKnnUpdate, block by block in shuffled order, equals a brute-force double
         kNN, exact ties (integer grid, duplicates), large offsets and norms too large for
         the float filter included, within one tile and across several; so does
-        BasisKnnSelf (the batch graph's symmetric kNN), over up to three blocks;
+        BasisKnnSelf (the batch graph's symmetric kNN), over up to three blocks, and with
+        its Gram products in bfloat16 (-knn_gemm bf16) the very same lists as in float
+        (indices and distances bitwise): Gaussian, exact ties and duplicates, and points
+        c + small noise with ||c|| >> noise (the hard case for the margin), D = 1, 3, 50, 784;
     (b) the batch eigensolver equals a dense LAPACK solve of a W built here independently,
         all 3 Laplacians and both scales, eigenvectors with the sign convention;
     (c) two far clusters give two zero eigenvalues and piecewise-constant vectors;
@@ -200,6 +203,88 @@ static PetscErrorCode TestKnnAll(void)
   n = 400;
   for (PetscInt i = 0; i < n * 131; i++) x[i] = (float)(BasisRngUniform(&rng) < 0.5 ? 0 : 1 + (i % 2));
   PetscCall(TestKnn("D=131, integer ties", n, 131, x, 10, 0, n, 3, &rng));
+  PetscCall(PetscFree(x));
+  PetscFunctionReturn(0);
+}
+
+/*
+  (a) with bfloat16: BasisKnnSelf of the n points x [n][D] with float and with bfloat16 Gram
+  products; both must equal brute force and each other bitwise (idx and d2). Where oneDNN
+  has no bfloat16 matmul the second run is float again (nothing more to check).
+*/
+static PetscErrorCode TestKnnBf16(const char *name, PetscInt n, PetscInt D, const float x[], PetscInt k)
+{
+  BasisKnn         kf, kb;
+  BasisKnnGemmType used;
+  PetscInt        *idx;
+  PetscReal       *d2;
+  PetscBool        same;
+
+  PetscFunctionBeginUser;
+  PetscCall(PetscMalloc2((size_t)n * k, &idx, (size_t)n * k, &d2));
+  PetscCall(BruteKnn(n, D, x, k, idx, d2));
+  PetscCall(BasisKnnCreate(n, k, &kf));
+  PetscCall(BasisKnnCreate(n, k, &kb));
+  PetscCall(BasisKnnSelf(&kf, D, x));
+  PetscCall(CheckLists("knn self float", name, &kf, 0, idx, d2));
+  PetscCall(BasisKnnSetGemm(&kb, BASIS_KNN_GEMM_BF16, &used));
+  PetscCall(BasisKnnSelf(&kb, D, x));
+  PetscCall(CheckLists("knn self bf16", name, &kb, 0, idx, d2));
+  same = (PetscBool)(!memcmp(kf.idx, kb.idx, sizeof(PetscInt) * n * k) &&
+                     !memcmp(kf.d2, kb.d2, sizeof(PetscReal) * n * k));
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, same, "knn self %s: bf16 and float lists are not bitwise equal",
+                           name));
+  PetscCall(BasisKnnDestroy(&kf));
+  PetscCall(BasisKnnDestroy(&kb));
+  PetscCall(PetscFree2(idx, d2));
+  PetscFunctionReturn(0);
+}
+
+/* c + noise: a common centre c (Gaussian times scale) plus unit Gaussian noise per point. */
+static void CentredNoise(BasisRng *rng, PetscInt n, PetscInt D, PetscReal scale, float x[])
+{
+  for (PetscInt d = 0; d < D; d++) x[d] = (float)(scale * BasisRngNormal(rng));
+  for (PetscInt i = n - 1; i >= 0; i--)
+    for (PetscInt d = 0; d < D; d++) x[i * D + d] = (float)(x[d] + BasisRngNormal(rng));
+}
+
+static PetscErrorCode TestKnnBf16All(void)
+{
+  BasisRng rng;
+  float   *x;
+  PetscInt n;
+
+  PetscFunctionBeginUser;
+  BasisRngSeed(&rng, 23, 0);
+  PetscCall(PetscMalloc1(2800 * 3 + 1100 * 50 + 700 * 784, &x)); /* more than the largest below */
+  /* Gaussian, one block and two (the off-diagonal strips) */
+  Gaussian(&rng, 1500, 1, 0.0, x);
+  PetscCall(TestKnnBf16("Gaussian D=1", 1500, 1, x, 10));
+  Gaussian(&rng, 1100, 50, 0.0, x);
+  PetscCall(TestKnnBf16("Gaussian D=50", 1100, 50, x, 10));
+  Gaussian(&rng, 700, 784, 0.0, x);
+  PetscCall(TestKnnBf16("Gaussian D=784", 700, 784, x, 10));
+  /* exact ties at every distance and duplicates, three blocks */
+  n = GridWithDuplicates(14, 40, 0, 61, x);
+  PetscCall(TestKnnBf16("grid ties and duplicates D=3", n, 3, x, 10));
+  /* integer coordinates: ties; then every point duplicated */
+  for (PetscInt i = 0; i < 1100 * 50; i++) x[i] = (float)(BasisRngUniform(&rng) < 0.5 ? 0 : 1 + (i % 3));
+  PetscCall(TestKnnBf16("integer ties D=50", 1100, 50, x, 10));
+  for (PetscInt i = 0; i < 300 * 784; i++) x[i] = (float)(BasisRngUniform(&rng) < 0.8 ? 0 : 1);
+  PetscCall(PetscArraycpy(x + 300 * 784, x, 300 * 784));
+  PetscCall(TestKnnBf16("binary with duplicates D=784", 600, 784, x, 10));
+  /* ||c|| >> noise: bfloat16 rounds c + noise by more than the distances between the
+     points; only the margin keeps the true neighbours (the float products too, at
+     1000 on D = 1) */
+  CentredNoise(&rng, 1500, 1, 1000.0, x);
+  PetscCall(TestKnnBf16("c + noise, |c| ~ 1000, D=1", 1500, 1, x, 10));
+  CentredNoise(&rng, 1100, 50, 30.0, x);
+  PetscCall(TestKnnBf16("c + noise, |c| ~ 30, D=50", 1100, 50, x, 10));
+  CentredNoise(&rng, 700, 784, 30.0, x);
+  PetscCall(TestKnnBf16("c + noise, |c| ~ 30, D=784", 700, 784, x, 10));
+  /* duplicates far from the origin: c + integer offsets in {0, 1} */
+  for (PetscInt i = 0; i < 1100 * 50; i++) x[i] = (float)(100.0 + (BasisRngUniform(&rng) < 0.5 ? 0 : 1));
+  PetscCall(TestKnnBf16("c + binary offsets, |c| ~ 700, D=50", 1100, 50, x, 10));
   PetscCall(PetscFree(x));
   PetscFunctionReturn(0);
 }
@@ -781,6 +866,7 @@ int main(int argc, char **argv)
   PetscCall(BasisInitialize());
   PetscCall(TestMatched());
   PetscCall(TestKnnAll());
+  PetscCall(TestKnnBf16All());
   PetscCall(TestBatchDense());
   PetscCall(TestTwoClusters());
   PetscCall(TestDistributed());

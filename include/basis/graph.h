@@ -21,7 +21,7 @@ extern const char *const BasisBatchSolverTypes[];
 extern const char *const BasisScaleTypes[];
 extern const char *const BasisLaplacianTypes[];
 
-/* Plain parameter struct. Defaults: knn 10, scale_neighbor 7, local, sym, K 10. */
+/* Plain parameter struct. Defaults: knn 10, scale_neighbor 7, local, sym, K 10, knn_gemm float. */
 typedef struct {
   PetscInt             knn;            /* k: neighbours per point (-knn) */
   PetscInt             scale_neighbor; /* sigma_i = distance to this neighbour (-scale_neighbor) */
@@ -29,7 +29,9 @@ typedef struct {
   BasisLaplacianType   laplacian;      /* -laplacian sym|unnormalized|rw */
   PetscInt             K;              /* eigenpairs wanted (-dim) */
   BasisBatchSolverType batch_solver;   /* -batch_solver auto|dense|krylov (batches only) */
-  PetscReal            eps_tol;        /* code default of the Krylov tolerance, 0: SLEPc's (1e-8);
+  BasisKnnGemmType     knn_gemm;       /* -knn_gemm auto|float|bf16: precision of the batch kNN's
+                                          Gram products (same lists); how, not what: not stored */
+  PetscReal eps_tol;                   /* code default of the Krylov tolerance, 0: SLEPc's (1e-8);
                                           -<prefix>eps_tol wins. Not stored in models */
 } BasisGraphParams;
 

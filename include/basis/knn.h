@@ -7,25 +7,39 @@
   unit scale (1e30, 1e-30) scales them first (BasisKnnScaleExponent, as exact.c and ref.c do).
 */
 #pragma once
+#include <basis/bf16gram.h>
 #include <basis/error.h>
+
+/* Precision of BasisKnnSelf's Gram products (-knn_gemm): float, bfloat16 (inputs rounded to
+   bfloat16, products summed in float, through oneDNN), or auto (bfloat16 where the CPU has
+   bfloat16 dot-product instructions, float elsewhere). The lists are exact in every case. */
+typedef enum { BASIS_KNN_GEMM_AUTO, BASIS_KNN_GEMM_FLOAT, BASIS_KNN_GEMM_BF16 } BasisKnnGemmType;
+extern const char *const BasisKnnGemmTypes[];
 
 /* Running k-nearest-neighbour lists of nq query points, filled block by block. */
 typedef struct {
-  PetscInt       nq, k;
-  PetscInt      *idx;    /* [nq][k] global indices of neighbours, nearest first; -1 = empty */
-  PetscReal     *d2;     /* [nq][k] squared distances, ascending; PETSC_MAX_REAL = empty */
-  float         *fwork;  /* scratch of the merge: filter norms and seed minima of a tile row, thresholds */
-  PetscInt      *iwork;  /* scratch of the merge: where the seed minima are, the chosen seeds */
-  unsigned char *mark;   /* scratch of the merge: the float filter's verdict per column of a tile row */
-  PetscReal     *xn;     /* BasisKnnSelf's workspace, allocated by its first call: [nq] squared norms, */
-  float         *pf;     /*   [nq] their float filter values, */
-  float         *gram;   /*   one block of the Gram matrix, */
-  float         *scaled; /*  [nscaled] and the copy 2^e x of its points (see BasisKnnScaleExponent) */
-  size_t         nscaled;
+  PetscInt         nq, k;
+  PetscInt        *idx;    /* [nq][k] global indices of neighbours, nearest first; -1 = empty */
+  PetscReal       *d2;     /* [nq][k] squared distances, ascending; PETSC_MAX_REAL = empty */
+  float           *fwork;  /* scratch of the merge: filter norms and seed minima of a tile row, thresholds */
+  PetscInt        *iwork;  /* scratch of the merge: where the seed minima are, the chosen seeds */
+  unsigned char   *mark;   /* scratch of the merge: the float filter's verdict per column of a tile row */
+  PetscReal       *xn;     /* BasisKnnSelf's workspace, allocated by its first call: [nq] squared norms, */
+  float           *pf;     /*   [nq] their float filter values, */
+  float           *gram;   /*   one block of the Gram matrix, */
+  float           *scaled; /*  [nscaled] and the copy 2^e x of its points (see BasisKnnScaleExponent) */
+  size_t           nscaled;
+  BasisKnnGemmType gemm;   /* BasisKnnSelf's Gram products: float or bf16 (BasisKnnSetGemm) */
+  BasisBf16Gram    bf16;   /*   and their oneDNN object when bf16 */
+  PetscLogDouble   nexact; /* exact distances computed by the last BasisKnnSelf (candidates) */
 } BasisKnn;
 
 /* Empty lists (idx -1, d2 PETSC_MAX_REAL) for nq query points, k per point. Not collective. */
 PetscErrorCode BasisKnnCreate(PetscInt nq, PetscInt k, BasisKnn *knn);
+/* The precision of BasisKnnSelf's Gram products: float (the default of BasisKnnCreate), bf16
+   (wherever oneDNN runs a bfloat16 matmul, else float), auto (bf16 where the CPU has
+   bfloat16 dot products). used (may be NULL): float or bf16, what BasisKnnSelf will use. */
+PetscErrorCode BasisKnnSetGemm(BasisKnn *knn, BasisKnnGemmType type, BasisKnnGemmType *used);
 /* Merge the candidate points p [np][D] (global indices pstart ..) into the lists of the
    queries q [nq][D] (global indices qstart ..). Not collective. */
 PetscErrorCode BasisKnnUpdate(BasisKnn *knn, PetscInt D, const float q[], PetscInt qstart, PetscInt np,
