@@ -11,7 +11,7 @@ ARPACK eigsh on D^-1/2 W D^-1/2, largest algebraic = smallest of L), signs fixed
 (largest-magnitude entry positive); an affine least-squares map (K x (K+E+1)) fitted on
 the anchors aligns them to the reference eigenvectors Phi_ref (computed once, the same
 way, on a reference set of m points); the network (ReLU MLP) learns the standardised
-targets with MSE and Adam (lr 1e-3). Batch kNN and network in float32 on torch's CPU
+targets with MSE and Adam (lr 2e-3, as basis's default). Batch kNN and network in float32 on torch's CPU
 kernels; the eigensolve in float64 as ARPACK needs.
 
     torch_basis.py DATA.h5 [--anchors 256] [--batch 1280] [--hidden 512,512,1024]
@@ -91,7 +91,7 @@ layers = []
 for i in range(len(widths) - 1):
     layers += [torch.nn.Linear(widths[i], widths[i + 1])] + ([torch.nn.ReLU()] if i + 2 < len(widths) else [])
 net = torch.nn.Sequential(*layers)
-opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+opt = torch.optim.Adam(net.parameters(), lr=2e-3)
 phase = dict(sample=0.0, graph=0.0, eig=0.0, align=0.0, network=0.0)
 start = None
 for s in range(a.warmup + a.steps):
