@@ -39,7 +39,6 @@
   Not collective: every rank aligns its own batch. Errors are raised on PETSC_COMM_SELF.
 */
 #include <basis/align.h>
-#include <basis/graph.h>
 #include <basis/log.h>
 #include <basis/options.h>
 #include <petscblaslapack.h>
@@ -89,7 +88,7 @@ void BasisAlignParamsDefault(BasisAlignParams *p)
     Default (BASIS_ALIGN_EXTRA_AUTO): min(BASIS_ALIGN_EXTRA_MAX, l / BASIS_ALIGN_ANCHORS_PER_COEF
     - K - 1), at least 0; with -align ransac also at most -ransac_points - K - 1 (a subset
     must determine the map). An explicit value must leave l >= K + extra + 1 anchors and
-    m >= K + extra + 1 batch points.
+    m >= K + extra + 1 batch points; with -align ransac, -ransac_points >= K + extra + 1.
 */
 PetscErrorCode BasisAlignResolveExtra(MPI_Comm comm, BasisAlignParams *p, PetscInt l, PetscInt m, PetscInt K)
 {
@@ -98,18 +97,23 @@ PetscErrorCode BasisAlignResolveExtra(MPI_Comm comm, BasisAlignParams *p, PetscI
     PetscInt e = PetscMin(BASIS_ALIGN_EXTRA_MAX, l / BASIS_ALIGN_ANCHORS_PER_COEF - K - 1);
     if (p->type == BASIS_ALIGN_RANSAC) e = PetscMin(e, p->ransac_points - K - 1);
     p->extra = PetscMax(e, 0);
-    PetscFunctionReturn(0);
+  } else {
+    PetscCheck(
+        l >= K + p->extra + 1, comm, PETSC_ERR_ARG_OUTOFRANGE,
+        "-align_extra %d: the fit of %d + %d batch eigenvectors needs at least -dim + -align_extra + 1 = "
+        "%d anchors, -anchors is %d; raise -anchors or lower -align_extra",
+        (int)p->extra, (int)K, (int)p->extra, (int)(K + p->extra + 1), (int)l);
+    PetscCheck(
+        m >= K + p->extra + 1, comm, PETSC_ERR_ARG_OUTOFRANGE,
+        "-align_extra %d: a batch of %d points cannot have the %d eigenvectors -dim + -align_extra asks "
+        "for; lower -align_extra",
+        (int)p->extra, (int)m, (int)(K + p->extra));
   }
+  /* refused here once, not by every rank at every batch */
   PetscCheck(
-      l >= K + p->extra + 1, comm, PETSC_ERR_ARG_OUTOFRANGE,
-      "-align_extra %d: the fit of %d + %d batch eigenvectors needs at least -dim + -align_extra + 1 = %d "
-      "anchors, -anchors is %d; raise -anchors or lower -align_extra",
-      (int)p->extra, (int)K, (int)p->extra, (int)(K + p->extra + 1), (int)l);
-  PetscCheck(
-      m >= K + p->extra + 1, comm, PETSC_ERR_ARG_OUTOFRANGE,
-      "-align_extra %d: a batch of %d points cannot have the %d eigenvectors -dim + -align_extra asks for; "
-      "lower -align_extra",
-      (int)p->extra, (int)m, (int)(K + p->extra));
+      p->type != BASIS_ALIGN_RANSAC || p->ransac_points >= K + p->extra + 1, comm, PETSC_ERR_ARG_OUTOFRANGE,
+      "-ransac_points %d must be at least -dim + -align_extra + 1 = %d (the coefficients of each row of T)",
+      (int)p->ransac_points, (int)(K + p->extra + 1));
   PetscFunctionReturn(0);
 }
 
@@ -124,7 +128,7 @@ PetscErrorCode BasisAlignResolveExtra(MPI_Comm comm, BasisAlignParams *p, PetscI
   Notes:
     Call it inside the caller's PetscOptionsBegin/End; it opens its own (nested) section so
     that -help lists these options under one heading. -ransac_points >= K + extra + 1 is
-    checked by BasisAlignFit too, where K is known.
+    checked once by BasisAlignResolveExtra, where K is known (and by BasisAlignFit).
 */
 PetscErrorCode BasisAlignParamsSetFromOptions(MPI_Comm comm, BasisAlignParams *p)
 {
@@ -152,16 +156,6 @@ PetscErrorCode BasisAlignParamsSetFromOptions(MPI_Comm comm, BasisAlignParams *p
   PetscOptionsEnd();
   PetscCheck(p->ransac_iters >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-ransac_iters %d must be at least 1",
              (int)p->ransac_iters);
-  if (p->type == BASIS_ALIGN_RANSAC) { /* refused here once, not by every rank at every batch */
-    BasisGraphParams g;
-    BasisGraphParamsDefault(&g);
-    PetscCall(PetscOptionsGetInt(NULL, NULL, "-dim", &g.K, NULL));
-    PetscCheck(
-        p->ransac_points >= PetscMax(g.K + PetscMax(p->extra, 0) + 1, 2), comm, PETSC_ERR_ARG_OUTOFRANGE,
-        "-ransac_points %d must be at least -dim + -align_extra + 1 = %d (the coefficients of each row "
-        "of T)",
-        (int)p->ransac_points, (int)PetscMax(g.K + PetscMax(p->extra, 0) + 1, 2));
-  }
   PetscCheck(p->ransac_points >= 2, comm, PETSC_ERR_ARG_OUTOFRANGE,
              "-ransac_points %d must be at least -dim + 1 (the K + 1 coefficients of each row of T)",
              (int)p->ransac_points);
@@ -278,7 +272,7 @@ static PetscErrorCode Residuals(Work *w, const PetscReal phi_ref[], const PetscR
   Input:
     p       - the alignment parameters (BasisAlignParamsSetFromOptions)
     l, K    - anchors and embedding dimension
-    Kb      - batch eigenvectors in the fit, at least K (BasisAlignBatchVectors)
+    Kb      - batch eigenvectors in the fit, at least K (K + p->extra)
     phi_ref - [l][K] row-major reference eigenvectors at the anchors
     phi_b   - [l][Kb] row-major batch eigenvectors at the same anchors, same order
   Input/Output:

@@ -81,7 +81,8 @@ typedef struct {
   const char *const *list;      /* MODEL_ENUM: its PETSc enum list */
   PetscBool          state;     /* training state rather than a parameter */
   PetscBool          new_in_v1; /* absent from early format-1 files: a default applies */
-  PetscBool          new_in_v2; /* absent from files written before it existed: 0 applies */
+  PetscBool          new_in_v2; /* absent from files written before it existed: the zeroed
+                                   model's 0 applies (ModelReadSerial) */
 } ModelField;
 
 #define OFF(member) offsetof(BasisModel, member)
@@ -342,7 +343,6 @@ static PetscErrorCode ModelReadParameters(hid_t f, const char *path, BasisModel 
   PetscInt format = 0, n = 1;
 
   PetscFunctionBeginUser;
-  mo->spec.align.extra = 0; /* the default of fields that older files lack (new_in_v2) */
   PetscCall(BasisH5AttrReadInt(f, "format_version", &n, &format));
   if (n == 0) PetscCall(ModelReadV1Numbers(f, path, mo, &format));
   PetscCheck(format == BASIS_MODEL_FORMAT || (n == 0 && format == 1), PETSC_COMM_SELF,

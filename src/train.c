@@ -516,8 +516,8 @@ static PetscErrorCode Progress(MPI_Request *req)
    targets. Errors are returned, not raised on the communicator. */
 static PetscErrorCode LocalTargets(BasisTrainer t, MPI_Request *req, BasisAlignStats *stats)
 {
-  BasisModel *mo = &t->model;
-  PetscInt    l = mo->spec.l, m = mo->spec.m, K = mo->spec.graph.K;
+  BasisModel    *mo = &t->model;
+  const PetscInt l = mo->spec.l, m = mo->spec.m, K = mo->spec.graph.K, Kb = K + mo->spec.align.extra;
 
   PetscFunctionBeginUser;
   /* the batch graph's eigenvectors, on the features as given (the graph rule is defined
@@ -525,9 +525,8 @@ static PetscErrorCode LocalTargets(BasisTrainer t, MPI_Request *req, BasisAlignS
   PetscCall(BasisBatchGraphEmbed(t->bg, t->xraw, t->phi_b, t->lambda_b));
   PetscCall(Progress(req));
   /* align to the reference on the anchors, targets for the whole batch */
-  PetscCall(BasisAlignFit(&mo->spec.align, l, K, K + mo->spec.align.extra, mo->phi_ref, t->phi_b, &t->rng,
-                          t->T, stats));
-  PetscCall(BasisAlignApply(m, K, K + mo->spec.align.extra, t->T, t->phi_b, t->yb));
+  PetscCall(BasisAlignFit(&mo->spec.align, l, K, Kb, mo->phi_ref, t->phi_b, &t->rng, t->T, stats));
+  PetscCall(BasisAlignApply(m, K, Kb, t->T, t->phi_b, t->yb));
   for (PetscInt i = 0; i < m; i++) /* the network's targets: the embedding before BasisModelOutput */
     for (PetscInt j = 0; j < K; j++)
       t->yb[i * K + j] = (float)((t->yb[i * K + j] * mo->target_scale - mo->out_shift[j]) / mo->out_scale[j]);
