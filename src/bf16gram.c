@@ -20,13 +20,6 @@
 #include <stdint.h>
 #include <string.h>
 
-#define BasisCallDnnl(call)                                                                                  \
-  do {                                                                                                       \
-    dnnl_status_t basis_st_ = (call);                                                                        \
-    PetscCheck(basis_st_ == dnnl_success, PETSC_COMM_SELF, PETSC_ERR_LIB,                                    \
-               "oneDNN call failed (status %d): %s", (int)basis_st_, #call);                                 \
-  } while (0)
-
 typedef struct {
   PetscInt         rows, cols, D, ldg;
   dnnl_primitive_t prim;
@@ -139,6 +132,12 @@ static inline uint16_t ToBf16(float v)
   return (uint16_t)((u & 0x7f80u) ? u : (u & 0x8000u));
 }
 
+void BasisBf16Round(size_t n, const float x[], uint16_t xb[])
+{
+#pragma omp simd
+  for (size_t i = 0; i < n; i++) xb[i] = ToBf16(x[i]);
+}
+
 static inline float FromBf16(uint16_t b)
 {
   const uint32_t u = (uint32_t)b << 16;
@@ -171,8 +170,7 @@ PetscErrorCode BasisBf16GramSetPoints(BasisBf16Gram g, PetscInt n, PetscInt D, c
     PetscCall(PetscMalloc1(nd, &g->xb));
     g->nxb = nd;
   }
-#pragma omp simd
-  for (size_t i = 0; i < nd; i++) g->xb[i] = ToBf16(x[i]);
+  BasisBf16Round(nd, x, g->xb);
   for (PetscInt i = 0; i < n; i++) {
     const float    *xi = x + (size_t)i * D;
     const uint16_t *bi = g->xb + (size_t)i * D;

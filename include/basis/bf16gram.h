@@ -6,12 +6,25 @@
 */
 #pragma once
 #include <basis/error.h>
+#include <stdint.h>
+
+/* Wrap a oneDNN call: a status other than dnnl_success is an error naming the call. */
+#define BasisCallDnnl(call)                                                                                  \
+  do {                                                                                                       \
+    dnnl_status_t basis_st_ = (call);                                                                        \
+    PetscCheck(basis_st_ == dnnl_success, PETSC_COMM_SELF, PETSC_ERR_LIB,                                    \
+               "oneDNN call failed (status %d): %s", (int)basis_st_, #call);                                 \
+  } while (0)
 
 typedef struct _p_BasisBf16Gram *BasisBf16Gram;
 
 /* Whether this CPU has bfloat16 dot-product instructions (oneDNN's effective ISA is
    avx512_core_bf16 or AMX); isa: a name for messages. Not collective. */
 PetscErrorCode BasisBf16GramNative(PetscBool *native, const char **isa);
+/* xb [n] = x [n] rounded to bfloat16 (to nearest, ties to even; results below 2^-126 in
+   magnitude flushed to zero): the one rounding rule of every bfloat16 product in basis.
+   Not collective. */
+void BasisBf16Round(size_t n, const float x[], uint16_t xb[]);
 /* A oneDNN engine and stream, or NULL where oneDNN has no bfloat16 matmul on this CPU. Not
    collective. */
 PetscErrorCode BasisBf16GramCreate(BasisBf16Gram *g);
