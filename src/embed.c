@@ -47,6 +47,7 @@ struct _p_BasisEmbedder {
   char              name[PETSC_MAX_PATH_LEN];
   PetscInt          D, K, chunk, capacity; /* capacity: rows the MLP and xn hold now */
   BasisOrthoType    ortho;
+  BasisMLPPrecision precision; /* -mlp_precision, resolved */
   BasisMLP          mlp;
   float            *xn; /* [capacity][D] normalised input */
   PetscReal        *R;  /* [K][K] upper triangular, row-major; NULL: no orthonormalisation */
@@ -102,9 +103,10 @@ PetscErrorCode BasisEmbedderCreate(MPI_Comm comm, BasisEmbedder *e)
 {
   PetscFunctionBeginUser;
   PetscCall(PetscNew(e));
-  (*e)->comm  = comm;
-  (*e)->chunk = BASIS_EMBED_CHUNK;
-  (*e)->ortho = BASIS_ORTHO_NONE;
+  (*e)->comm      = comm;
+  (*e)->chunk     = BASIS_EMBED_CHUNK;
+  (*e)->ortho     = BASIS_ORTHO_NONE;
+  (*e)->precision = BASIS_MLP_FLOAT;
   PetscFunctionReturn(0);
 }
 
@@ -128,7 +130,9 @@ PetscErrorCode BasisEmbedderSetModel(BasisEmbedder e, const BasisModel *model, c
   BasisEmbedderSetFromOptions - read the embedder's options.
 
   Collective on the embedder's comm (same options, same verdict on every rank).
-  Options: -chunk n (rows per forward pass, >= 1), -orthonormalize none|compute|stored
+  Options: -chunk n (rows per forward pass, >= 1), -orthonormalize none|compute|stored,
+  -mlp_precision float|bf16|auto (the network's products; default float, whatever train used:
+  inference precision is the user's choice)
 */
 PetscErrorCode BasisEmbedderSetFromOptions(BasisEmbedder e)
 {
@@ -141,7 +145,14 @@ PetscErrorCode BasisEmbedderSetFromOptions(BasisEmbedder e)
   PetscCall(BasisOptionsCheckEnum(e->comm, "-orthonormalize", BasisOrthoTypes));
   PetscCall(PetscOptionsEnum("-orthonormalize", "Map the output to orthonormal columns", NULL,
                              BasisOrthoTypes, (PetscEnum)e->ortho, (PetscEnum *)&e->ortho, NULL));
+  PetscCall(BasisOptionsCheckEnum(e->comm, "-mlp_precision", BasisMLPPrecisions));
+  PetscCall(
+      PetscOptionsEnum("-mlp_precision",
+                       "Network products: float, bf16 (bfloat16 inputs, float sums; oneDNN), auto (bf16 "
+                       "where the CPU has bfloat16 dot products)",
+                       NULL, BasisMLPPrecisions, (PetscEnum)e->precision, (PetscEnum *)&e->precision, NULL));
   PetscOptionsEnd();
+  PetscCall(BasisMLPPrecisionResolve(e->comm, &e->precision));
   PetscFunctionReturn(0);
 }
 
@@ -198,6 +209,7 @@ static PetscErrorCode EnsureCapacity(BasisEmbedder e, PetscInt rows)
   PetscCall(BasisMLPDestroy(&e->mlp));
   PetscCall(PetscFree(e->xn));
   PetscCall(BasisMLPCreate(e->model->spec.nlayers, e->model->spec.widths, rows, &e->mlp));
+  PetscCall(BasisMLPSetPrecision(e->mlp, e->precision));
   PetscCall(BasisMLPGetArrays(e->mlp, &params, NULL, NULL, NULL));
   PetscCall(PetscArraycpy(params, e->model->params, e->model->nparams));
   PetscCall(PetscMalloc1((size_t)rows * e->D, &e->xn));
@@ -288,6 +300,7 @@ static PetscErrorCode WriteEmbeddingAttrs(hid_t dset, BasisEmbedder e, const cha
   PetscCall(BasisH5AttrWriteString(dset, "input", in->path));
   PetscCall(BasisH5AttrWriteInt(dset, "N", 1, &in->N));
   PetscCall(BasisH5AttrWriteString(dset, "orthonormalize", BasisOrthoTypes[e->ortho]));
+  PetscCall(BasisH5AttrWriteString(dset, "mlp_precision", BasisMLPPrecisions[e->precision]));
   PetscCall(BasisH5AttrWriteString(dset, "basis_version", BASIS_VERSION));
   PetscCall(
       BasisModelWriteAttributes(dset, e->model)); /* the model's parameters, by the model file's names */

@@ -68,8 +68,10 @@ PetscErrorCode BasisModelFree(BasisModel *mo)
     align_extra: int64[1]
     lr, lr_final, ransac_tol, align_max_cond: float64[1]
     scale, laplacian, align, sample: strings, the option's value
-  and two values of the training state, not stamped on embeddings: input_scale (the
-  network sees (x - mean) / input_scale) and target_scale, float64[1]. One table serves
+  and three values of the training state, not stamped on embeddings: input_scale (the
+  network sees (x - mean) / input_scale) and target_scale, float64[1], and mlp_precision,
+  the string float or bf16 (-mlp_precision of train, resolved; absent from files written
+  before it existed: float; an embedding carries the precision embed ran with instead). One table serves
   the writer, the reader and the format-1 reader, so a field cannot be written under one
   name and read under another.
 */
@@ -119,13 +121,17 @@ static const ModelField model_fields[] = {
     {"sample", MODEL_ENUM, OFF(spec.sample), BasisSampleTypes, PETSC_FALSE, PETSC_TRUE, PETSC_FALSE},
     {"input_scale", MODEL_REAL, OFF(scale), NULL, PETSC_TRUE, PETSC_FALSE, PETSC_FALSE},
     {"target_scale", MODEL_REAL, OFF(target_scale), NULL, PETSC_TRUE, PETSC_FALSE, PETSC_FALSE},
+    /* how training ran (the zeroed model's 0 is BASIS_MLP_FLOAT, which older files used) */
+    {"mlp_precision", MODEL_ENUM, OFF(mlp_precision), BasisMLPPrecisions, PETSC_TRUE, PETSC_FALSE,
+     PETSC_TRUE},
 };
 #undef OFF
 #define MODEL_NFIELDS (sizeof(model_fields) / sizeof(model_fields[0]))
 
 /* enum members are read and written as int */
 _Static_assert(sizeof(BasisScaleType) == sizeof(int) && sizeof(BasisLaplacianType) == sizeof(int) &&
-                   sizeof(BasisAlignType) == sizeof(int) && sizeof(BasisSampleType) == sizeof(int),
+                   sizeof(BasisAlignType) == sizeof(int) && sizeof(BasisSampleType) == sizeof(int) &&
+                   sizeof(BasisMLPPrecision) == sizeof(int),
                "enum members of BasisModel must be int-sized");
 
 /* Format 1 kept the scalars in two positional attributes; these are their fields in order

@@ -119,6 +119,7 @@ static const struct {
     {"-lr", 'r'},
     {"-lr_final", 'r'},
     {"-match_batch", 'l'},
+    {"-mlp_precision", 'e'},
     {"-model", 's'},
     {"-monitor_every", 'i'},
     {"-n", 'i'},

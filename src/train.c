@@ -147,8 +147,9 @@ PetscErrorCode BasisTrainerCreate(MPI_Comm comm, BasisTrainer *tr)
   BasisTrainerSetFromOptions - read the options database (the command line wins).
 
   Collective. Options: -input -model -force -resume -anchors -batch -sample -reference_size
-  -steps -lr -hidden -seed -checkpoint_every -train_monitor -monitor_every, the graph
-  options (-dim -knn -scale_neighbor -scale -laplacian) and the alignment options.
+  -steps -lr -hidden -seed -checkpoint_every -train_monitor -monitor_every -mlp_precision,
+  the graph options (-dim -knn -scale_neighbor -scale -laplacian) and the alignment
+  options.
 */
 PetscErrorCode BasisTrainerSetFromOptions(BasisTrainer t)
 {
@@ -199,9 +200,16 @@ PetscErrorCode BasisTrainerSetFromOptions(BasisTrainer t)
                              "Prepare the next batch while the gradient allreduce is in flight (the weights "
                              "are the same either way)",
                              NULL, t->overlap, &t->overlap, NULL));
+  PetscCall(BasisOptionsCheckEnum(t->comm, "-mlp_precision", BasisMLPPrecisions));
+  PetscCall(PetscOptionsEnum("-mlp_precision",
+                             "Network products: float, bf16 (bfloat16 inputs, float sums and weights; "
+                             "oneDNN), auto (bf16 where the CPU has bfloat16 dot products)",
+                             NULL, BasisMLPPrecisions, (PetscEnum)mo->mlp_precision,
+                             (PetscEnum *)&mo->mlp_precision, NULL));
   PetscCall(BasisGraphParamsSetFromOptions(t->comm, &mo->spec.graph));
   PetscCall(BasisAlignParamsSetFromOptions(t->comm, &mo->spec.align));
   PetscOptionsEnd();
+  PetscCall(BasisMLPPrecisionResolve(t->comm, &mo->mlp_precision));
   PetscCall(BasisParseIntList(t->comm, "-hidden", hidden, BASIS_MAX_LAYERS - 1, &t->nhidden, t->hidden));
   PetscCheck(mo->spec.graph.K >= 1, t->comm, PETSC_ERR_ARG_OUTOFRANGE, "-dim %d must be at least 1",
              (int)mo->spec.graph.K);
@@ -335,8 +343,8 @@ static PetscErrorCode StartFresh(BasisTrainer t)
 }
 
 /* Adopt the specification of the checkpoint in -model (it wins over the command line,
-   except -steps, which may extend the run, -batch_solver and -knn_gemm); called before anything is
-   allocated. */
+   except -steps, which may extend the run, -batch_solver, -knn_gemm and -mlp_precision, which
+   is not part of the spec); called before anything is allocated. */
 static PetscErrorCode AdoptCheckpointParameters(BasisTrainer t, const BasisModel *ck)
 {
   BasisModel *mo = &t->model;
@@ -451,6 +459,7 @@ PetscErrorCode BasisTrainerSetUp(BasisTrainer t)
   }
   mo->nranks = t->size;
   PetscCall(BasisMLPCreate(mo->spec.nlayers, mo->spec.widths, mo->spec.m, &t->mlp));
+  PetscCall(BasisMLPSetPrecision(t->mlp, mo->mlp_precision));
   {
     PetscInt        nl;
     const PetscInt *w;
@@ -667,8 +676,10 @@ PetscErrorCode BasisTrainerRun(BasisTrainer t)
                         (int)mo->spec.widths[0]));
   for (PetscInt i = 1; i <= mo->spec.nlayers; i++)
     PetscCall(PetscPrintf(t->comm, "-%d", (int)mo->spec.widths[i]));
-  PetscCall(PetscPrintf(t->comm, " (%lld parameters); alignment fits %d + %d batch eigenvectors\n",
-                        (long long)mo->nparams, (int)mo->spec.graph.K, (int)mo->spec.align.extra));
+  PetscCall(PetscPrintf(t->comm, " (%lld parameters%s); alignment fits %d + %d batch eigenvectors\n",
+                        (long long)mo->nparams,
+                        mo->mlp_precision == BASIS_MLP_BF16 ? ", bfloat16 products" : "",
+                        (int)mo->spec.graph.K, (int)mo->spec.align.extra));
   if (mo->step < mo->steps) PetscCall(PrepareBatch(t, NULL));
   while (mo->step < mo->steps) {
     PetscBool stop;

@@ -118,7 +118,8 @@ static PetscErrorCode CheckForward(void)
   PetscCall(BasisMLPSetPrecision(b, BASIS_MLP_FLOAT));
   PetscCall(BasisMLPForward(b, n, x, yb));
   (void)RelMaxDiff(n * w[L], yb, yf, &same);
-  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, same, "forward: a network set back to float is not bitwise float"));
+  PetscCall(
+      BasisTestCheck(PETSC_COMM_WORLD, same, "forward: a network set back to float is not bitwise float"));
   PetscCall(PetscFree3(x, yf, yb));
   PetscCall(BasisMLPDestroy(&f));
   PetscCall(BasisMLPDestroy(&b));
@@ -195,10 +196,11 @@ static PetscErrorCode CheckTraining(void)
   PetscFunctionBeginUser;
   PetscCall(Train(BASIS_MLP_FLOAT, &f0, &f1));
   PetscCall(Train(BASIS_MLP_BF16, &b0, &b1));
-  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, (PetscBool)(f1 < f0 / 10 && b1 < b0 / 10 && b1 < 2 * f1 && f1 < 2 * b1),
-                           "training: loss %.4g -> %.4g in float, %.4g -> %.4g in bf16; expected both to fall "
-                           "10x and to end within 2x of each other",
-                           f0, f1, b0, b1));
+  PetscCall(BasisTestCheck(
+      PETSC_COMM_WORLD, (PetscBool)(f1 < f0 / 10 && b1 < b0 / 10 && b1 < 2 * f1 && f1 < 2 * b1),
+      "training: loss %.4g -> %.4g in float, %.4g -> %.4g in bf16; expected both to fall "
+      "10x and to end within 2x of each other",
+      f0, f1, b0, b1));
   PetscFunctionReturn(0);
 }
 
@@ -212,18 +214,18 @@ int main(int argc, char **argv)
   PetscCall(BasisInitialize());
   PetscCall(BasisBf16GramNative(&native, &isa));
   if (!native) {
-    PetscCall(PetscPrintf(PETSC_COMM_WORLD,
-                          "SKIP test_mlp_bf16: this CPU (oneDNN: %s) has no bfloat16 dot-product instructions\n",
-                          isa));
+    PetscCall(PetscPrintf(
+        PETSC_COMM_WORLD,
+        "SKIP test_mlp_bf16: this CPU (oneDNN: %s) has no bfloat16 dot-product instructions\n", isa));
     PetscCall(PetscFinalize());
     return 77;
   }
   PetscCall(CheckForward());
-  PetscCall(CheckGradient(3, w1, 4, 21));     /* tiny, n below a vector */
-  PetscCall(CheckGradient(1, w2, 33, 22));    /* one linear layer, no hidden state */
-  PetscCall(CheckGradient(4, w3, 200, 23));   /* deeper, one partial pass */
-  PetscCall(CheckGradient(4, w3, 1024, 24));  /* exactly one pass */
-  PetscCall(CheckGradient(4, w3, 2500, 25));  /* three passes, the last partial: summed gradients */
+  PetscCall(CheckGradient(3, w1, 4, 21));    /* tiny, n below a vector */
+  PetscCall(CheckGradient(1, w2, 33, 22));   /* one linear layer, no hidden state */
+  PetscCall(CheckGradient(4, w3, 200, 23));  /* deeper, one partial pass */
+  PetscCall(CheckGradient(4, w3, 1024, 24)); /* exactly one pass */
+  PetscCall(CheckGradient(4, w3, 2500, 25)); /* three passes, the last partial: summed gradients */
   PetscCall(CheckTraining());
   PetscCall(PetscFinalize());
   return BasisTestFailures() ? 1 : 0;

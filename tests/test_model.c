@@ -93,6 +93,7 @@ static PetscErrorCode CheckFormat1(MPI_Comm comm, const char *path, BasisModel *
                                {"ransac_iters", mo->spec.align.ransac_iters, 30},
                                {"ransac_points", mo->spec.align.ransac_points, 12},
                                {"align_extra (absent: 0)", mo->spec.align.extra, 0},
+                               {"mlp_precision (absent: float)", mo->mlp_precision, BASIS_MLP_FLOAT},
                                {"scale", mo->spec.graph.scale, BASIS_SCALE_MEDIAN},
                                {"laplacian", mo->spec.graph.laplacian, BASIS_LAPLACIAN_RW},
                                {"align", mo->spec.align.type, BASIS_ALIGN_RANSAC},
@@ -164,8 +165,9 @@ static PetscErrorCode CompareModels(MPI_Comm comm, const BasisModel *a, const Ba
          SAME_SPEC(graph.scale_neighbor) && SAME_SPEC(graph.scale) && SAME_SPEC(graph.laplacian) &&
          SAME_SPEC(align.type) && SAME_SPEC(align.ransac_iters) && SAME_SPEC(align.ransac_points) &&
          SAME_SPEC(align.extra) && SAME_SPEC(align.ransac_tol) && SAME_SPEC(align.max_cond) &&
-         SAME_SPEC(sample) && SAME(scale) && SAME(target_scale) && SAME_SPEC(lr) && SAME_SPEC(lr_final) &&
-         SAME_SPEC(nlayers) && SAME(nparams) && SAME_ARRAY(spec.widths, a->spec.nlayers + 1);
+         SAME_SPEC(sample) && SAME(scale) && SAME(target_scale) && SAME(mlp_precision) && SAME_SPEC(lr) &&
+         SAME_SPEC(lr_final) && SAME_SPEC(nlayers) && SAME(nparams) &&
+         SAME_ARRAY(spec.widths, a->spec.nlayers + 1);
   if (same)
     same = SAME_ARRAY(params, a->nparams) && SAME_ARRAY(adam_m, a->nparams) &&
            SAME_ARRAY(adam_v, a->nparams) && SAME_ARRAY(mean, a->spec.D) && SAME_ARRAY(anchors, a->spec.l) &&

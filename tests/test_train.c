@@ -7,6 +7,7 @@
    3. on a small generated data set, the trained embedding is within a d_G threshold of
       the exact eigenvectors of the density-matched graph, computed here by dense
       LAPACK (the batch graph path run on all N points);
+      and with -mlp_precision bf16: replicas bitwise identical, the same d_G threshold;
    4. the same with the sym Laplacian, whose threshold only the standardised targets
       (-standardize_targets, the default) meet;
    5. batches come from the whole data set whatever the row order: on the same data sorted
@@ -285,6 +286,32 @@ int main(int argc, char **argv)
   }
   PetscCall(DistanceToExact(comm, mo, all_x, &shard, Y, &dG));
   PetscCall(CheckDistance(comm, "", " (trained embedding against the exact eigenvectors)", dG, DG_THRESHOLD));
+
+  /* 3b. -mlp_precision bf16 (float where the CPU has no bfloat16 dot products): replicas
+     still bitwise identical (the mean gradient and Adam are the same on every rank, the
+     bfloat16 products deterministic), and the same d_G threshold */
+  {
+    BasisTrainer      tr_bf16;
+    const BasisModel *mo_bf16;
+    int               differ;
+
+    PetscCall(PetscSNPrintf(model, sizeof(model), "test_train_np%d_model_bf16.h5", size));
+    PetscCall(PetscOptionsSetValue(NULL, "-model", model));
+    PetscCall(PetscOptionsSetValue(NULL, "-mlp_precision", "bf16"));
+    PetscCall(TrainAndEmbed(comm, &shard, &tr_bf16, Y_back));
+    PetscCall(BasisTrainerGetModel(tr_bf16, &mo_bf16));
+    PetscCall(PetscArraycpy(root_params, mo_bf16->params, mo_bf16->nparams));
+    PetscCallMPI(MPI_Bcast(root_params, (int)mo_bf16->nparams, MPI_FLOAT, 0, comm));
+    differ = memcmp(root_params, mo_bf16->params, sizeof(float) * (size_t)mo_bf16->nparams) != 0;
+    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &differ, 1, MPI_INT, MPI_SUM, comm));
+    PetscCall(BasisTestCheck(comm, (PetscBool)(differ == 0),
+                             "-mlp_precision bf16: weights differ from rank 0's on %d rank(s) after training",
+                             differ));
+    PetscCall(DistanceToExact(comm, mo_bf16, all_x, &shard, Y_back, &dG));
+    PetscCall(CheckDistance(comm, " (-mlp_precision bf16)", "", dG, DG_THRESHOLD));
+    PetscCall(BasisTrainerDestroy(&tr_bf16));
+    PetscCall(PetscOptionsClearValue(NULL, "-mlp_precision"));
+  }
 
   /* 4. the sym Laplacian, the default: the same data and options otherwise */
   PetscCall(PetscSNPrintf(model, sizeof(model), "test_train_np%d_model_sym.h5", size));

@@ -5,7 +5,7 @@
   Lifecycle (PETSc style):
     BasisEmbedderCreate(comm, &e);
     BasisEmbedderSetModel(e, &model, "model.h5");   (borrowed; BasisModelRead)
-    BasisEmbedderSetFromOptions(e);          -chunk, -orthonormalize
+    BasisEmbedderSetFromOptions(e);          -chunk, -orthonormalize, -mlp_precision
     BasisEmbedderSetUp(e);
     BasisEmbedderApply(e, n, x, y);          any n, in chunks of -chunk rows
     BasisEmbedderDestroy(&e);

@@ -10,6 +10,7 @@
 #include <basis/align.h>
 #include <basis/rng.h>
 #include <basis/sample.h>
+#include <basis/mlp.h>
 #include <hdf5.h>
 
 /* Bump when the layout changes. 2: every scalar its own named attribute (model.c lists
@@ -53,6 +54,9 @@ typedef struct {
   PetscInt   nranks;
   uint64_t  *rng;     /* [nranks][4] batch stream state of each rank */
   PetscReal *history; /* [steps][BASIS_HISTORY_FIELDS] mean over ranks per step */
+  /* how the network's products ran in training (-mlp_precision, resolved: float or bf16;
+     a resumed run records its last part's), for the record: embed has its own option */
+  BasisMLPPrecision mlp_precision;
   /* optional global orthonormalisation of the output, y <- y R^-1 */
   PetscReal *ortho_R; /* [K][K] upper triangular, row-major; NULL when not computed */
 } BasisModel;
