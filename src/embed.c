@@ -131,8 +131,8 @@ PetscErrorCode BasisEmbedderSetModel(BasisEmbedder e, const BasisModel *model, c
 
   Collective on the embedder's comm (same options, same verdict on every rank).
   Options: -chunk n (rows per forward pass, >= 1), -orthonormalize none|compute|stored,
-  -mlp_precision float|bf16|auto (the network's products; default float, whatever train used:
-  inference precision is the user's choice)
+  -mlp_precision float|bf16|auto (the network's products; default float whatever train
+  used: inference precision is the user's choice)
 */
 PetscErrorCode BasisEmbedderSetFromOptions(BasisEmbedder e)
 {

@@ -28,9 +28,10 @@
   bfloat16 (-mlp_precision bf16, BasisMLPSetPrecision): the three products of a layer are
   oneDNN matmuls with bfloat16 inputs and float sums; parameters, gradient and Adam moments
   stay float32 (the master copy), so only the products' inputs are rounded (relative
-  2^-9). Each Forward and LossBackward call first rounds the weights W_l (not the biases)
-  into a bfloat16 copy: the parameters change behind the network's back (Adam, the
-  allreduce, checkpoints through BasisMLPGetArrays), and a copy costs one pass over them.
+  2^-8 at most). Each Forward and LossBackward call first rounds the weights W_l (not the
+  biases) into a bfloat16 copy: the parameters change behind the network's back (Adam,
+  the allreduce, checkpoints through BasisMLPGetArrays), and a copy costs one pass over
+  them.
     forward   Hb_0 = bf16(x); Hb_{l+1} = relu(Hb_l W_l^T + b_l) in bfloat16 (bias and ReLU
               fused into the matmul), the last layer's output in float
     backward  dZb = bf16(dZ); dW_l = dZb^T Hb_l (float, summed across passes by a sum

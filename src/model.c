@@ -71,9 +71,9 @@ PetscErrorCode BasisModelFree(BasisModel *mo)
   and three values of the training state, not stamped on embeddings: input_scale (the
   network sees (x - mean) / input_scale) and target_scale, float64[1], and mlp_precision,
   the string float or bf16 (-mlp_precision of train, resolved; absent from files written
-  before it existed: float; an embedding carries the precision embed ran with instead). One table serves
-  the writer, the reader and the format-1 reader, so a field cannot be written under one
-  name and read under another.
+  before it existed: float; an embedding carries the precision embed ran with instead).
+  One table serves the writer, the reader and the format-1 reader, so a field cannot be
+  written under one name and read under another.
 */
 typedef enum { MODEL_INT, MODEL_REAL, MODEL_ENUM } ModelFieldType;
 typedef struct {

@@ -76,6 +76,7 @@ bad_args_cases() {
   add "train -steps 0" - "-steps 0 must be at least 1" "$T -model $w/out.h5 -steps 0"
   add "train -laplacian foo" - "Unknown option foo for -laplacian; choose one of: sym" "$T -model $w/out.h5 -laplacian foo"
   add "train -sample foo" - "Unknown option foo for -sample; choose one of: global" "$T -model $w/out.h5 -sample foo"
+  add "train -mlp_precision fp8" - "Unknown option fp8 for -mlp_precision; choose one of: float bf16 auto" "$T -model $w/out.h5 -mlp_precision fp8"
   add "train input missing" - "input file .*/none.h5 does not exist" "${T/d.h5/none.h5} -model $w/out.h5"
   add "train -model = -input" - "is also an input; choose another -model" "$T -model $w/d.h5 -force"
   add "train -model exists, no -force" - "m.h5 exists; pass -force" "$T -model $w/m.h5"
@@ -107,6 +108,7 @@ bad_args_cases() {
   add "embed -output = -model" - "is also an input; choose another -output" "$E -model $w/m.h5 -output $w/m.h5 -force"
   add "embed output exists, no -force" - "e.h5 exists; pass -force" "$E -model $w/m.h5 -output $w/e.h5"
   add "embed -orthonormalize foo" - "Unknown option foo for -orthonormalize" "$E -model $w/m.h5 -output $w/out.h5 -orthonormalize foo"
+  add "embed -mlp_precision fp8" - "Unknown option fp8 for -mlp_precision" "$E -model $w/m.h5 -output $w/out.h5 -mlp_precision fp8"
   # exact
   add "exact -dim >= N" - "200 points, fewer than -dim 200 \+ 1" "$X -output $w/out.h5 -dim 200"
   add "exact -knn >= N" - "needs 200 neighbours per point but .* has only 200 points" "$X -output $w/out.h5 -knn 200"

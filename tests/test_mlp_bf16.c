@@ -20,8 +20,8 @@
 #include <math.h>
 #include <string.h>
 
-/* bfloat16 keeps 8 significant bits: each input and weight is off by at most 2^-9
-   relative, so a dot product of n such terms is off by about 2^-8 of the sum of |terms|
+/* bfloat16 keeps 8 significant bits: each input and weight is off by at most 2^-8
+   relative, so a dot product of n such terms is off by about 2^-7 of the sum of |terms|
    (worst case, both factors), more where the terms cancel; a few layers compound it. On
    these nets (oneDNN brg:avx512_core_bf16) the measured relative errors are 3.6e-3 and
    4.4e-3 (forward), 2e-3 to 2.5e-2 (gradient, the largest for 4 layers) and below 2e-4
