@@ -61,6 +61,7 @@ const char *const BasisMLPPrecisions[] = {"float", "bf16", "auto", "BasisMLPPrec
 
 /* The three products of a layer in bfloat16 (the dataflow at the top of the file). */
 typedef enum { MM_FORWARD, MM_BACKWARD_WEIGHTS, MM_BACKWARD_DATA } MatmulKind;
+static const char *const MatmulKinds[] = {"forward", "backward-weights", "backward-data"};
 
 /* One cached oneDNN matmul and its memory objects (data handles set per call). */
 typedef struct {
@@ -492,8 +493,8 @@ static PetscErrorCode MatmulCreate(BasisMLP mlp, MatmulKind kind, PetscInt l, Pe
   BasisCallDnnl(dnnl_matmul_desc_init(&desc, &smd, &wmd, kind == MM_FORWARD ? &bmd : NULL, &dmd));
   BasisCallDnnl(dnnl_primitive_desc_create(&pd, &desc, attr, mlp->engine, NULL));
   BasisCallDnnl(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, (void *)&impl));
-  PetscCall(PetscInfo(NULL, "bfloat16 matmul %d of layer %d, %d rows%s: oneDNN %s\n", (int)kind, (int)l,
-                      (int)rows, accumulate ? ", accumulating" : "", impl ? impl : "(unknown)"));
+  PetscCall(PetscInfo(NULL, "bfloat16 %s product of layer %d, %d rows%s: oneDNN %s\n", MatmulKinds[kind],
+                      (int)l, (int)rows, accumulate ? ", accumulating" : "", impl ? impl : "(unknown)"));
   BasisCallDnnl(dnnl_primitive_create(&m->prim, pd));
   BasisCallDnnl(dnnl_primitive_desc_destroy(pd));
   BasisCallDnnl(dnnl_post_ops_destroy(ops));
