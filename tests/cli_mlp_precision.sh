@@ -3,7 +3,8 @@
 # command line, at 1 and 2 ranks:
 #  * train -mlp_precision bf16 runs, says so in its start line, records mlp_precision =
 #    "bf16" in the model, and trains other weights than float (the bfloat16 path ran);
-#    -mlp_precision auto trains the same bytes as bf16; float records "float";
+#    -mlp_precision auto, and no -mlp_precision (the default), train the same bytes as bf16;
+#    float records "float";
 #  * where oneDNN finds no bfloat16 instructions (DNNL_MAX_CPU_ISA=AVX2 pretends so),
 #    -mlp_precision bf16 says once that the network uses float and trains a model whose
 #    every dataset and whose mlp_precision are those of the float model;
@@ -28,6 +29,7 @@ for np in 1 2; do
     run $np "${train[@]}" -model "$work/$p.$np.h5" -mlp_precision $p || continue
     if [[ $p == bf16 ]] && grep -q "bfloat16 products" <<<"$out"; then native=1; fi
   done
+  run $np "${train[@]}" -model "$work/default.$np.h5"
   out=$(DNNL_MAX_CPU_ISA=AVX2 timeout 120 "${mpiexec[@]}" -x DNNL_MAX_CPU_ISA -n $np "$basis" "${train[@]}" \
     -model "$work/fallback.$np.h5" -mlp_precision bf16 2>&1) || { echo "FAIL np=$np: fallback run failed"; fail=1; }
   if [[ $(grep -c "mlp_precision bf16: .* has no bfloat16 dot-product instructions; the network uses float" \
@@ -53,9 +55,9 @@ def fail(msg):
     global bad
     print(f"FAIL np={np_}: {msg}")
     bad = 1
-models = {p: walk(f"{w}/{p}.{np_}.h5") for p in ("float", "bf16", "auto", "fallback")}
+models = {p: walk(f"{w}/{p}.{np_}.h5") for p in ("float", "bf16", "auto", "default", "fallback")}
 ran = "bf16" if native else "float"
-want = {"float": "float", "bf16": ran, "auto": ran, "fallback": "float"}
+want = {"float": "float", "bf16": ran, "auto": ran, "default": ran, "fallback": "float"}
 for p, (_, prec) in models.items():
     if prec != want[p]:
         fail(f"-mlp_precision {p}: model attribute mlp_precision is {prec!r}, expected {want[p]!r}")
@@ -64,8 +66,9 @@ def diff(a, b):
 ref = models["float"][0]
 if diff(ref, models["fallback"][0]):
     fail(f"the fallback model differs from float's in {diff(ref, models['fallback'][0])[:4]}")
-if diff(models["bf16"][0], models["auto"][0]):
-    fail(f"-mlp_precision auto model differs from bf16's in {diff(models['bf16'][0], models['auto'][0])[:4]}")
+for p in ("auto", "default"):
+    if diff(models["bf16"][0], models[p][0]):
+        fail(f"-mlp_precision {p} model differs from bf16's in {diff(models['bf16'][0], models[p][0])[:4]}")
 if native and "network/params" not in diff(ref, models["bf16"][0]):
     fail("-mlp_precision bf16 trained bitwise the float weights; the bfloat16 path did not run")
 if not native and diff(ref, models["bf16"][0]):

@@ -10,7 +10,7 @@
 
 typedef struct _p_BasisMLP *BasisMLP;
 
-/* -mlp_precision: the network's products in float32 (default; cblas_sgemm), or bf16:
+/* -mlp_precision: the network's products in float32 (a new network's; cblas_sgemm), or bf16:
    activations, weights and backward deltas rounded to bfloat16, products summed in float,
    parameters, gradient and Adam moments kept in float32 (oneDNN matmul); auto: bf16 where
    the CPU has bfloat16 dot-product instructions, float elsewhere. BASIS_MLP_FLOAT is 0:
