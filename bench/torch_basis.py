@@ -12,10 +12,13 @@ ARPACK eigsh on D^-1/2 W D^-1/2, largest algebraic = smallest of L), signs fixed
 the anchors aligns them to the reference eigenvectors Phi_ref (computed once, the same
 way, on a reference set of m points); the network (ReLU MLP) learns the standardised
 targets with MSE and Adam (lr 2e-3, as basis's default). Batch kNN and network in float32 on torch's CPU
-kernels; the eigensolve in float64 as ARPACK needs.
+kernels; the eigensolve in float64 as ARPACK needs. With --bf16 the network's forward and
+loss run under torch.autocast("cpu", dtype=torch.bfloat16) (bfloat16 products through
+torch's oneDNN kernels, float32 weights and Adam): the peer of basis's -mlp_precision bf16.
 
     torch_basis.py DATA.h5 [--anchors 256] [--batch 1280] [--hidden 512,512,1024]
                    [--dim 10] [--steps 100] [--warmup 10] [--threads 2] [--seed 7] [--extra -1]
+                   [--bf16]
 
 Prints one line: "torch: S steps in T s (X ms/step, Y new points/s, threads P)" and the
 phases (sample, graph, eig, align, fwd+bwd+adam) in ms per step.
@@ -44,6 +47,8 @@ ap.add_argument("--seed", type=int, default=7)
 ap.add_argument("--extra", type=int, default=-1,
                 help="batch eigenvectors beyond K in the affine fit, as basis's -align_extra "
                      "(-1: its default, min(20, anchors/8 - dim - 1), at least 0)")
+ap.add_argument("--bf16", action="store_true",
+                help="network forward and loss under CPU autocast to bfloat16 (weights, Adam in float32)")
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(a.seed)
@@ -108,7 +113,9 @@ for s in range(a.warmup + a.steps):
     y = torch.from_numpy(((B @ T - shift) / spread).astype(np.float32))
     t3 = time.perf_counter()
     opt.zero_grad()
-    loss = torch.nn.functional.mse_loss(net((xb - mean) / scale), y)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):
+        out = net((xb - mean) / scale)
+    loss = torch.nn.functional.mse_loss(out.float(), y)
     loss.backward()
     opt.step()
     t4 = time.perf_counter()
@@ -119,5 +126,6 @@ for s in range(a.warmup + a.steps):
     phase["network"] += t4 - t3
 total = time.perf_counter() - start
 print(f"torch: {a.steps} steps in {total:.2f} s ({1e3 * total / a.steps:.1f} ms/step, "
-      f"{a.steps * (m - l) / total:.0f} new points/s, threads {a.threads}); per step: "
+      f"{a.steps * (m - l) / total:.0f} new points/s, threads {a.threads}, "
+      f"network {'bfloat16 autocast' if a.bf16 else 'float32'}); per step: "
       + ", ".join(f"{p} {1e3 * v / a.steps:.1f} ms" for p, v in phase.items()))

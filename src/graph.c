@@ -34,7 +34,7 @@ void BasisGraphParamsDefault(BasisGraphParams *p)
   p->laplacian      = BASIS_LAPLACIAN_SYM;
   p->K              = 10;
   p->batch_solver   = BASIS_BATCH_AUTO;
-  p->knn_gemm       = BASIS_KNN_GEMM_FLOAT;
+  p->knn_gemm       = BASIS_KNN_GEMM_AUTO;
   p->eps_tol        = 0;
 }
 

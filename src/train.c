@@ -73,6 +73,7 @@ struct _p_BasisTrainer {
   /* options */
   char      input[PETSC_MAX_PATH_LEN], model_path[PETSC_MAX_PATH_LEN];
   PetscBool force, resume, monitor, standardize, overlap;
+  PetscBool precision_given; /* -mlp_precision on the command line (else -resume adopts the model's) */
   PetscInt  monitor_every, checkpoint_every;
   PetscInt  checkpoint_step; /* step of the last checkpoint in model_path, -1: none yet */
   PetscInt  hidden[BASIS_MAX_LAYERS], nhidden;
@@ -99,7 +100,7 @@ struct _p_BasisTrainer {
 /*
   BasisTrainerCreate - an empty trainer with the code defaults (DESIGN.md, from the
   authors' code; m, R and the learning rate changed by measurement, docs/quality.md): l = 250,
-  m = 1024, R = min(N, 16 m), 1000 steps, lr 2e-3 decayed to 0 along a half cosine,
+  m = 1024, R = min(N, 16 m), 1800 steps, lr 2e-3 decayed to 0 along a half cosine,
   hidden 256,512,512,256, -mlp_precision auto (bfloat16 products where the CPU has them).
 
   Collective on comm.
@@ -130,7 +131,11 @@ PetscErrorCode BasisTrainerCreate(MPI_Comm comm, BasisTrainer *tr)
   t->model.spec.l      = 250;
   t->model.spec.m      = 1024; /* authors: 512; 1024 measured better per second (docs/quality.md) */
   t->model.spec.R      = 0;    /* 0: min(N, 16 m), decided when N is known (docs/quality.md) */
-  t->model.steps       = 1000;
+  /* authors: 1000 (our default until the network ran in bfloat16). Fashion-MNIST-70k was
+     still learning at 1000 steps (seed 42, d_G 0.142 -> 0.111 at 1500, 0.095 at 2000); with
+     bfloat16 products a step costs ~0.7 of a float one, so 1800 steps take ~1.35x the old
+     1000 float steps (MNIST-10k, whole run, docs/quality.md) */
+  t->model.steps = 1800;
   /* authors: constant 1e-4. A cosine decay from 1e-3 to 0 cut d_G on MNIST-10k from
      0.40 to 0.24 and on Fashion-MNIST-10k from 0.62 to 0.22 at the same cost; with the
      guard vectors of -align_extra, starting at 2e-3 did better on every row (seed 42:
@@ -210,7 +215,7 @@ PetscErrorCode BasisTrainerSetFromOptions(BasisTrainer t)
                              "Network products: float, bf16 (bfloat16 inputs, float sums and weights; "
                              "oneDNN), auto (bf16 where the CPU has bfloat16 dot products)",
                              NULL, BasisMLPPrecisions, (PetscEnum)mo->mlp_precision,
-                             (PetscEnum *)&mo->mlp_precision, NULL));
+                             (PetscEnum *)&mo->mlp_precision, &t->precision_given));
   PetscCall(BasisGraphParamsSetFromOptions(t->comm, &mo->spec.graph));
   PetscCall(BasisAlignParamsSetFromOptions(t->comm, &mo->spec.align));
   PetscOptionsEnd();
@@ -348,8 +353,11 @@ static PetscErrorCode StartFresh(BasisTrainer t)
 }
 
 /* Adopt the specification of the checkpoint in -model (it wins over the command line,
-   except -steps, which may extend the run, -batch_solver, -knn_gemm and -mlp_precision, which
-   is not part of the spec); called before anything is allocated. */
+   except -steps, which may extend the run, -batch_solver and -knn_gemm, which are how, not
+   what); called before anything is allocated. The network's precision, which changes the
+   weights, is the checkpoint's unless -mlp_precision is given: a run requeued on a node
+   without bfloat16 instructions says so and goes on in float, rather than switching
+   silently. */
 static PetscErrorCode AdoptCheckpointParameters(BasisTrainer t, const BasisModel *ck)
 {
   BasisModel *mo = &t->model;
@@ -373,6 +381,10 @@ static PetscErrorCode AdoptCheckpointParameters(BasisTrainer t, const BasisModel
     mo->spec.graph.knn_gemm     = gemm;
   }
   mo->steps = PetscMax(mo->steps, ck->steps);
+  if (!t->precision_given && mo->mlp_precision != ck->mlp_precision) {
+    mo->mlp_precision = ck->mlp_precision;
+    PetscCall(BasisMLPPrecisionResolve(t->comm, &mo->mlp_precision));
+  }
   PetscFunctionReturn(0);
 }
 

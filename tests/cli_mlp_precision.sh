@@ -8,6 +8,10 @@
 #  * where oneDNN finds no bfloat16 instructions (DNNL_MAX_CPU_ISA=AVX2 pretends so),
 #    -mlp_precision bf16 says once that the network uses float and trains a model whose
 #    every dataset and whose mlp_precision are those of the float model;
+#  * -resume without -mlp_precision continues in the checkpoint's precision: a float
+#    checkpoint resumed (constant rate, so an extension is bitwise) gives the float model
+#    of an uninterrupted run, where the default would have run bf16; a bf16 checkpoint
+#    resumed where oneDNN finds no bfloat16 instructions says once that it uses float;
 #  * embed -mlp_precision bf16 of the float model stamps mlp_precision = "bf16" on
 #    /embedding and agrees with the float embedding to bfloat16 accuracy (3e-2 of the
 #    largest entry), without being bitwise equal.
@@ -38,6 +42,20 @@ for np in 1 2; do
     sed 's/^/    /' <<<"$out" | head -5; fail=1
   fi
   if [[ $np == 1 ]]; then
+    cst=(-lr_final 2e-3 -checkpoint_every 0)
+    run 1 "${train[@]}" -model "$work/straight.1.h5" -mlp_precision float "${cst[@]}"
+    run 1 "${train[@]}" -model "$work/resumed.1.h5" -mlp_precision float "${cst[@]}" -steps 10
+    run 1 train -input "$work/x.h5" -model "$work/resumed.1.h5" -resume -steps 20 -train_monitor 0 "${cst[@]}"
+    if [[ $native == 1 ]]; then
+      run 1 "${train[@]}" -model "$work/bf16ck.1.h5" -mlp_precision bf16 -steps 10 "${cst[@]}"
+      out=$(DNNL_MAX_CPU_ISA=AVX2 timeout 120 "${mpiexec[@]}" -x DNNL_MAX_CPU_ISA -n 1 "$basis" train -input \
+        "$work/x.h5" -model "$work/bf16ck.1.h5" -resume -steps 20 -train_monitor 0 "${cst[@]}" 2>&1) \
+        || { echo "FAIL: -resume of a bf16 checkpoint without bfloat16 instructions failed"; fail=1; }
+      if [[ $(grep -c "has no bfloat16 dot-product instructions; the network uses float" <<<"$out") != 1 ]]; then
+        echo "FAIL: -resume of a bf16 checkpoint without bfloat16 instructions did not say once that it uses float:"
+        sed 's/^/    /' <<<"$out" | head -5; fail=1
+      fi
+    fi
     run 1 embed -model "$work/float.1.h5" -input "$work/x.h5" -output "$work/e.float.h5" -force
     run 1 embed -model "$work/float.1.h5" -input "$work/x.h5" -output "$work/e.bf16.h5" -force -mlp_precision bf16
   fi
@@ -74,6 +92,12 @@ if native and "network/params" not in diff(ref, models["bf16"][0]):
 if not native and diff(ref, models["bf16"][0]):
     fail("-mlp_precision bf16 without bfloat16 instructions trained other bytes than float")
 if np_ == "1":
+    straight, resumed = walk(f"{w}/straight.1.h5"), walk(f"{w}/resumed.1.h5")
+    if resumed[1] != "float":
+        fail(f"-resume of a float checkpoint without -mlp_precision ran {resumed[1]!r}, expected 'float'")
+    if diff(straight[0], resumed[0]):
+        fail(f"a float run resumed without -mlp_precision differs from the uninterrupted float run in "
+             f"{diff(straight[0], resumed[0])[:4]}")
     with h5py.File(f"{w}/e.float.h5", "r") as f, h5py.File(f"{w}/e.bf16.h5", "r") as g:
         ef, eb = f["embedding"][()], g["embedding"][()]
         prec = g["embedding"].attrs.get("mlp_precision")
