@@ -149,7 +149,7 @@ expect_completed "train after the node failure" "$id" "$log"
 n=$(restarts "$id")
 ((n >= 1)) || die "job $id was not requeued (Restarts=$n)"
 nodes1=$(field "$id" NodeList)
-scontrol show hostnames "$nodes1" | grep -qx "$victim" && die "the requeued job ran on the dead node $victim ($nodes1)"
+grep -qx "$victim" <<<"$(scontrol show hostnames "$nodes1")" && die "the requeued job ran on the dead node $victim ($nodes1)"
 resumed=$(sed -n 's/^train: resuming .* at step \([0-9]*\) of 1000.*/\1/p' "$work/nf/logs/train.$id.r$n.log" | head -1)
 [[ -n $resumed ]] || die "restart $n did not resume from a checkpoint (log $work/nf/logs/train.$id.r$n.log)"
 "$cmp_h5" "$work/nf/model.h5" "$work/n2/model.h5" /network/params \

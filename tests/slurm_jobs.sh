@@ -72,7 +72,11 @@ for s in prepare train embed eval; do
   expect_completed "$s" "${ids[$i]}" "$work/pipe/logs/basis-$s-${ids[$i]}.out"; i=$((i + 1))
 done
 for f in data.h5 model.h5 embedding.h5 eval.json; do [[ -s $work/pipe/$f ]] || die "pipeline output $f missing"; done
-h5dump -H -d /embedding "$work/pipe/embedding.h5" | grep -q 'DATASPACE  SIMPLE { ( 3000, 4 )' || die "embedding is not 3000 x 4"
+# grep reads a captured string, not a pipe: under pipefail, grep -q leaving early kills
+# h5dump with SIGPIPE and fails the check when the header is long (it is: one attribute
+# per parameter)
+grep -q 'DATASPACE  SIMPLE { ( 3000, 4 )' <<<"$(h5dump -H -d /embedding "$work/pipe/embedding.h5")" \
+  || die "embedding is not 3000 x 4"
 /usr/bin/python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$work/pipe/eval.json" || die "eval.json is not JSON"
 note "pipeline prepare ${ids[0]} -> train ${ids[1]} -> embed ${ids[2]} -> eval ${ids[3]}: all COMPLETED"
 
@@ -133,7 +137,7 @@ if [[ ${BASIS_SLURM_TIMELIMIT:-1} == 1 ]]; then
   id=$(id_of train "$out")
   ref=$(id_of train "$("$root/jobs/submit-pipeline" --run-dir "$work/tl-ref" --ranks 1 --opts "$tl" \
     --data "$work/pipe/data.h5" --stages train 2>/dev/null)")
-  scontrol show job -o "$id" | grep -q 'TimeLimit=00:01:00' || die "time-limit job $id has no 1-minute limit"
+  grep -q 'TimeLimit=00:01:00' <<<"$(scontrol show job -o "$id")" || die "time-limit job $id has no 1-minute limit"
   wait_jobs 600 "$id" "$ref"
   log=$work/tl/logs/basis-train-$id.out
   expect_completed "time-limited train" "$id" "$log"

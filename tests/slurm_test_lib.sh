@@ -11,7 +11,7 @@ wait_jobs() {
   local limit=$1 deadline=$((SECONDS + $1)) ids
   shift
   ids=$(IFS=,; echo "$*")
-  while squeue -h -j "$ids" 2>/dev/null | grep -q .; do
+  while grep -q . <<<"$(squeue -h -j "$ids" 2>/dev/null)"; do # no pipe: grep -q + pipefail = SIGPIPE
     if ((SECONDS > deadline)); then
       squeue -j "$ids" || true
       scancel "$@" || true
