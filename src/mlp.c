@@ -247,8 +247,8 @@ PetscErrorCode BasisMLPPrecisionResolve(MPI_Comm comm, BasisMLPPrecision *precis
   Not collective.
 
   Input:
-    precision - BASIS_MLP_FLOAT (the default after Create), BASIS_MLP_BF16, or
-                BASIS_MLP_AUTO (bf16 where this CPU has bfloat16 dot products, else float)
+    precision - BASIS_MLP_FLOAT (the default after Create) or BASIS_MLP_BF16; auto is
+                BasisMLPPrecisionResolve's to decide, before this
 
   Notes:
     Call it after Create, before the first Forward or LossBackward. bf16 allocates the
@@ -263,13 +263,9 @@ PetscErrorCode BasisMLPSetPrecision(BasisMLP mlp, BasisMLPPrecision precision)
   PetscCount      nw = 0, nh = 0;
 
   PetscFunctionBeginUser;
-  if (precision == BASIS_MLP_AUTO) {
-    PetscBool native;
-    PetscCall(BasisBf16GramNative(&native, NULL));
-    precision = native ? BASIS_MLP_BF16 : BASIS_MLP_FLOAT;
-  }
   PetscCheck(precision == BASIS_MLP_FLOAT || precision == BASIS_MLP_BF16, PETSC_COMM_SELF,
-             PETSC_ERR_ARG_OUTOFRANGE, "unknown network precision %d", (int)precision);
+             PETSC_ERR_ARG_OUTOFRANGE, "network precision %d is neither float nor bf16 (resolve auto first)",
+             (int)precision);
   if (precision == mlp->precision) PetscFunctionReturn(0);
   PetscCall(Bf16Free(mlp));
   if (precision == BASIS_MLP_FLOAT) PetscFunctionReturn(0);
@@ -550,13 +546,16 @@ static PetscErrorCode MatmulRun(BasisMLP mlp, MatmulKind kind, PetscInt l, Petsc
   PetscFunctionReturn(0);
 }
 
-/* The bfloat16 copy of every W_l, from the float parameters as they are now. */
+/* The bfloat16 copy of every W_l, from the float parameters as they are now (logged as
+   forward work). */
 static PetscErrorCode Bf16RefreshWeights(BasisMLP mlp)
 {
   PetscFunctionBeginUser;
+  PetscCall(PetscLogEventBegin(BASIS_Forward, 0, 0, 0, 0));
   for (PetscInt l = 0; l < mlp->L; l++)
     BasisBf16Round((size_t)mlp->widths[l + 1] * mlp->widths[l], mlp->params + mlp->offset[l],
                    mlp->Wb + mlp->woff[l]);
+  PetscCall(PetscLogEventEnd(BASIS_Forward, 0, 0, 0, 0));
   PetscFunctionReturn(0);
 }
 
@@ -640,11 +639,7 @@ PetscErrorCode BasisMLPForward(BasisMLP mlp, PetscInt n, const float x[], float 
   PetscFunctionBeginUser;
   PetscCheck(n >= 0 && n <= mlp->max_batch, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
              "Forward on %d rows; the network was created for at most %d", (int)n, (int)mlp->max_batch);
-  if (mlp->precision == BASIS_MLP_BF16 && n > 0) {
-    PetscCall(PetscLogEventBegin(BASIS_Forward, 0, 0, 0, 0));
-    PetscCall(Bf16RefreshWeights(mlp));
-    PetscCall(PetscLogEventEnd(BASIS_Forward, 0, 0, 0, 0));
-  }
+  if (mlp->precision == BASIS_MLP_BF16 && n > 0) PetscCall(Bf16RefreshWeights(mlp));
   for (PetscInt i0 = 0; i0 < n; i0 += mlp->chunk) {
     const PetscInt rows = PetscMin(mlp->chunk, n - i0);
     const float   *xc   = x + (PetscCount)i0 * mlp->widths[0];
@@ -687,11 +682,7 @@ PetscErrorCode BasisMLPLossBackward(BasisMLP mlp, PetscInt n, const float x[], c
   PetscFunctionBeginUser;
   PetscCheck(n >= 1 && n <= mlp->max_batch, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
              "LossBackward on %d rows; the network was created for 1 to %d", (int)n, (int)mlp->max_batch);
-  if (mlp->precision == BASIS_MLP_BF16) {
-    PetscCall(PetscLogEventBegin(BASIS_Forward, 0, 0, 0, 0));
-    PetscCall(Bf16RefreshWeights(mlp));
-    PetscCall(PetscLogEventEnd(BASIS_Forward, 0, 0, 0, 0));
-  }
+  if (mlp->precision == BASIS_MLP_BF16) PetscCall(Bf16RefreshWeights(mlp));
   for (PetscInt i0 = 0; i0 < n; i0 += mlp->chunk) {
     const PetscInt rows = PetscMin(mlp->chunk, n - i0);
     const float   *xc = x + (PetscCount)i0 * w[0], *tc = target + (PetscCount)i0 * K;
