@@ -85,6 +85,7 @@ struct _p_BasisMLP {
   float      *delta[2]; /* ping-pong backward buffers [chunk][max_width] */
   float      *ones;     /* [chunk] ones: bias gradients as one GEMV */
   float      *work;     /* the one allocation behind H, delta and ones */
+  double      bytes;    /* the float state's size in bytes (BasisMLPCreate's memory check) */
   /* -mlp_precision bf16 (BasisMLPSetPrecision); all NULL / 0 in float */
   BasisMLPPrecision precision; /* BASIS_MLP_FLOAT or BASIS_MLP_BF16 */
   dnnl_engine_t     engine;
@@ -97,6 +98,24 @@ struct _p_BasisMLP {
   Matmul           *mm;    /* the primitives made so far */
   PetscInt          nmm, maxmm;
 };
+
+/* Refuse a network of nparams parameters (input width D, output K) that needs bytes per
+   rank, more than this machine's memory, before asking for them: with the size and the
+   option to lower. what: "" for the float state, or what a precision adds to it. Not
+   collective; the error is returned, not raised, for the caller to free first. */
+static PetscErrorCode CheckMemory(PetscInt D, PetscInt K, PetscCount nparams, double bytes, const char *what)
+{
+  const double mem = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+
+  if (nparams > PETSC_MAX_INT || (mem > 0 && bytes > mem))
+    return PetscError(PETSC_COMM_SELF, __LINE__, PETSC_FUNCTION_NAME, __FILE__, PETSC_ERR_ARG_OUTOFRANGE,
+                      PETSC_ERROR_INITIAL,
+                      "the network (-hidden widths between D = %d and -dim %d) has %.3g parameters and needs "
+                      "%.1f GiB%s per rank, more than this machine's %.1f GiB%s; lower -hidden",
+                      (int)D, (int)K, (double)nparams, bytes / 1073741824.0, what, mem / 1073741824.0,
+                      nparams > PETSC_MAX_INT ? " (and more than 2^31 parameters)" : "");
+  return 0;
+}
 
 /*
   BasisMLPCreate - allocate a network with the given layer widths.
@@ -142,16 +161,12 @@ PetscErrorCode BasisMLPCreate(PetscInt nlayers, const PetscInt widths[], PetscIn
        before asking for it, with the size and the option to lower */
     double bytes = 4.0 * sizeof(float) * (double)nparams +
                    sizeof(float) * (double)(nact + (2 * (PetscCount)max_width + 1) * net->chunk);
-    double mem = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
-    if (nparams > PETSC_MAX_INT || (mem > 0 && bytes > mem)) {
+    PetscErrorCode ierr = CheckMemory(widths[0], widths[nlayers], nparams, bytes, "");
+    net->bytes          = bytes;
+    if (ierr) {
       PetscCall(PetscFree2(net->widths, net->offset));
       PetscCall(PetscFree(net));
-      SETERRQ(
-          PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
-          "the network (-hidden widths between D = %d and -dim %d) has %.3g parameters and needs %.1f GiB "
-          "per rank, more than this machine's %.1f GiB%s; lower -hidden",
-          (int)widths[0], (int)widths[nlayers], (double)nparams, bytes / 1073741824.0, mem / 1073741824.0,
-          nparams > PETSC_MAX_INT ? " (and more than 2^31 parameters)" : "");
+      return ierr;
     }
   }
   net->nparams   = nparams;
@@ -269,7 +284,17 @@ PetscErrorCode BasisMLPSetPrecision(BasisMLP mlp, BasisMLPPrecision precision)
   if (precision == mlp->precision) PetscFunctionReturn(0);
   PetscCall(Bf16Free(mlp));
   if (precision == BASIS_MLP_FLOAT) PetscFunctionReturn(0);
+  for (PetscInt l = 0; l < mlp->L; l++) {
+    nw += (PetscCount)w[l + 1] * w[l];
+    nh += (PetscCount)mlp->chunk * w[l];
+  }
+  { /* the bfloat16 copies on top of the float state BasisMLPCreate checked */
+    const double bytes =
+        mlp->bytes + sizeof(uint16_t) * (double)(nw + nh + (PetscCount)mlp->chunk * mlp->max_width);
+    PetscCall(CheckMemory(w[0], w[mlp->L], mlp->nparams, bytes, " with its bfloat16 copies"));
+  }
   PetscCall(PetscMalloc2(mlp->L, &mlp->woff, mlp->L, &mlp->Hb));
+  nw = nh = 0;
   for (PetscInt l = 0; l < mlp->L; l++) {
     mlp->woff[l] = nw;
     nw += (PetscCount)w[l + 1] * w[l];
