@@ -140,8 +140,8 @@ PetscErrorCode BasisTrainerCreate(MPI_Comm comm, BasisTrainer *tr)
      still learning at 1000 steps (seed 42: d_G 0.142 -> 0.111 at 1500, 0.095 at 2000); with
      bfloat16 products in the network and the batch kNN a step costs ~0.65 of the old float
      one, so 2000 steps took ~1.3x the old 1000 (whole run, on a CPU with bfloat16 dot
-     products; docs/quality.md). 1600 with the wider network of -hidden below (1800 took 1.45-1.49x the old
-     1000 steps). */
+     products; docs/quality.md). 1600 with the wider network of -hidden above: 1.22-1.29x
+     the old 1000 steps, where 1800 took 1.45-1.49x. */
   t->model.steps = 1600;
   /* authors: constant 1e-4. A cosine decay from 1e-3 to 0 cut d_G on MNIST-10k from
      0.40 to 0.24 and on Fashion-MNIST-10k from 0.62 to 0.22 at the same cost; with the
