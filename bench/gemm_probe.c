@@ -37,7 +37,7 @@ static PetscErrorCode Product(BasisBf16Gram g, PetscInt n, const float a[], cons
 
 int main(int argc, char **argv)
 {
-  const char *const precisions[] = {"float", "bf16", "BasisGemmProbePrecision", "", NULL};
+  const char *const precisions[] = {"float", "bf16"};
   PetscInt          n = 2048, prec = 0;
   PetscReal         seconds = 1.0;
   float            *a, *b, *c;

@@ -284,7 +284,9 @@ PetscErrorCode BasisMLPSetPrecision(BasisMLP mlp, BasisMLPPrecision precision)
   if (precision == mlp->precision) PetscFunctionReturn(0);
   PetscCall(Bf16Free(mlp));
   if (precision == BASIS_MLP_FLOAT) PetscFunctionReturn(0);
+  PetscCall(PetscMalloc2(mlp->L, &mlp->woff, mlp->L, &mlp->Hb)); /* Bf16Free frees them on error */
   for (PetscInt l = 0; l < mlp->L; l++) {
+    mlp->woff[l] = nw;
     nw += (PetscCount)w[l + 1] * w[l];
     nh += (PetscCount)mlp->chunk * w[l];
   }
@@ -292,13 +294,6 @@ PetscErrorCode BasisMLPSetPrecision(BasisMLP mlp, BasisMLPPrecision precision)
     const double bytes =
         mlp->bytes + sizeof(uint16_t) * (double)(nw + nh + (PetscCount)mlp->chunk * mlp->max_width);
     PetscCall(CheckMemory(w[0], w[mlp->L], mlp->nparams, bytes, " with its bfloat16 copies"));
-  }
-  PetscCall(PetscMalloc2(mlp->L, &mlp->woff, mlp->L, &mlp->Hb));
-  nw = nh = 0;
-  for (PetscInt l = 0; l < mlp->L; l++) {
-    mlp->woff[l] = nw;
-    nw += (PetscCount)w[l + 1] * w[l];
-    nh += (PetscCount)mlp->chunk * w[l];
   }
   PetscCall(PetscMalloc1(nw + nh + (PetscCount)mlp->chunk * mlp->max_width, &mlp->bwork));
   mlp->Wb = mlp->bwork;
