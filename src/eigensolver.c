@@ -44,6 +44,7 @@ struct _p_BasisEigensolver {
   BasisLaplacianType laplacian;
   PetscInt           K;
   PetscReal          eps_tol; /* code default of the Krylov tolerance, 0: SLEPc's */
+  PetscInt           eps_ncv; /* code default of the Krylov subspace size, 0: SLEPc's */
   PetscBool          recover; /* -<prefix>recover_missed, when recover_set */
   PetscBool          recover_set;
   PetscReal          max_residual; /* -<prefix>max_residual, when max_residual_set */
@@ -88,8 +89,9 @@ PetscErrorCode BasisEigensolverCreate(MPI_Comm comm, const char prefix[], BasisE
 
 /*
   BasisEigensolverSetProblem - from the graph rule p: which Laplacian (p->laplacian), how
-  many pairs (p->K), and the code default of the Krylov tolerance (p->eps_tol, 0: SLEPc's
-  1e-8; -<prefix>eps_tol wins). Not collective; call before BasisEigensolverSetFromOptions.
+  many pairs (p->K), and the code defaults of the Krylov tolerance (p->eps_tol, 0: SLEPc's
+  1e-8; -<prefix>eps_tol wins) and subspace size (p->eps_ncv, 0: SLEPc's; -<prefix>eps_ncv
+  wins). Not collective; call before BasisEigensolverSetFromOptions.
 */
 PetscErrorCode BasisEigensolverSetProblem(BasisEigensolver es, const BasisGraphParams *p)
 {
@@ -100,6 +102,7 @@ PetscErrorCode BasisEigensolverSetProblem(BasisEigensolver es, const BasisGraphP
   es->laplacian = p->laplacian;
   es->K         = p->K;
   es->eps_tol   = p->eps_tol;
+  es->eps_ncv   = p->eps_ncv;
   PetscFunctionReturn(0);
 }
 
@@ -130,7 +133,8 @@ PetscErrorCode BasisEigensolverSetFromOptions(BasisEigensolver es)
   PetscCall(EPSSetProblemType(es->eps, EPS_HEP));
   PetscCall(EPSSetType(es->eps, EPSKRYLOVSCHUR));
   PetscCall(EPSSetWhichEigenpairs(es->eps, unnormal ? EPS_SMALLEST_REAL : EPS_LARGEST_REAL));
-  PetscCall(EPSSetDimensions(es->eps, es->K, PETSC_DEFAULT, PETSC_DEFAULT));
+  PetscCall(
+      EPSSetDimensions(es->eps, es->K, es->eps_ncv > es->K ? es->eps_ncv : PETSC_DEFAULT, PETSC_DEFAULT));
   /* D - W has the eigenvalue 0: a test relative to |lambda| would never accept it */
   if (unnormal) PetscCall(EPSSetConvergenceTest(es->eps, EPS_CONV_NORM));
   if (es->eps_tol > 0) PetscCall(EPSSetTolerances(es->eps, es->eps_tol, PETSC_DEFAULT));
@@ -228,12 +232,81 @@ static PetscErrorCode KrylovSetUp(BasisEigensolver es, Mat W, PetscMPIInt size)
     es->N      = N;
     es->nlocal = nlocal;
   }
+  if (size == 1 && !es->isscalapack) PetscFunctionReturn(0); /* OneProcessOperator reads W itself */
   if (es->A && size == 1)
     PetscCall(CopyRows(W, PETSC_FALSE, es->nnz, es->A));
   else {
     PetscCall(MatDestroy(&es->A));
     PetscCall(MatDuplicate(W, MAT_COPY_VALUES, &es->A));
   }
+  PetscFunctionReturn(0);
+}
+
+/*
+  OneProcessOperator - on one process without ScaLAPACK (every training step's batch graph,
+  the exact and reference graphs at one rank): the operator's upper triangle straight from
+  W's CSR arrays into es->As (SBAIJ, re-preallocated in one call), with no AIJ copy of W in
+  between -- the two row-by-row copies of KrylovOperator's general route cost ~1 ms of a
+  1274-point batch. The values are those of that route bit for bit: degrees summed along
+  each row in column order (as MatGetRowSum), D^-1/2 as VecSqrtAbs and VecReciprocal form
+  it, N_ij = (W_ij d_i) d_j (MatDiagonalScale's order), or D - W (-W_ij off the diagonal,
+  the degree on it). es->deg and es->dinv are filled as KrylovOperator fills them.
+*/
+static PetscErrorCode OneProcessOperator(BasisEigensolver es, Mat W, PetscReal *norm)
+{
+  const PetscBool    unnormal = es->laplacian == BASIS_LAPLACIAN_UNNORMALIZED ? PETSC_TRUE : PETSC_FALSE;
+  const PetscInt    *ia, *ja;
+  const PetscScalar *w;
+  PetscScalar       *deg, *dinv, *vu;
+  PetscInt           n, nr, *iu, *ju, c = 0;
+  PetscReal          dmin = PETSC_MAX_REAL, dmax = 0;
+  PetscBool          done;
+
+  PetscFunctionBeginUser;
+  PetscCall(MatGetRowIJ(W, 0, PETSC_FALSE, PETSC_FALSE, &nr, &ia, &ja, &done));
+  PetscCheck(done, PETSC_COMM_SELF, PETSC_ERR_SUP, "MatGetRowIJ is not available for this matrix type");
+  n = nr;
+  PetscCall(MatSeqAIJGetArrayRead(W, &w));
+  PetscCall(VecGetArray(es->deg, &deg));
+  PetscCall(VecGetArray(es->dinv, &dinv));
+  for (PetscInt i = 0; i < n; i++) {
+    PetscScalar d = 0;
+    for (PetscInt e = ia[i]; e < ia[i + 1]; e++) d += w[e];
+    deg[i] = d;
+    dmin   = PetscMin(dmin, PetscRealPart(d));
+    dmax   = PetscMax(dmax, PetscRealPart(d));
+  }
+  PetscCheck(unnormal || dmin > 0, es->comm, PETSC_ERR_ARG_WRONG, "the graph has isolated points (degree 0)");
+  if (!unnormal)
+    for (PetscInt i = 0; i < n; i++) dinv[i] = 1.0 / PetscSqrtScalar(PetscAbsScalar(deg[i]));
+  PetscCall(PetscMalloc3(n + 1, &iu, ia[n] + n, &ju, ia[n] + n, &vu));
+  for (PetscInt i = 0; i < n; i++) { /* row i: the diagonal (added if W lacks it), then j > i */
+    PetscInt e = ia[i];
+    while (e < ia[i + 1] && ja[e] < i) e++;
+    iu[i] = c;
+    ju[c] = i;
+    vu[c] = unnormal ? deg[i] : (e < ia[i + 1] && ja[e] == i ? (w[e] * dinv[i]) * dinv[i] : 0);
+    c++;
+    if (e < ia[i + 1] && ja[e] == i) e++;
+    for (; e < ia[i + 1]; e++, c++) {
+      ju[c] = ja[e];
+      vu[c] = unnormal ? -w[e] : (w[e] * dinv[i]) * dinv[ja[e]];
+    }
+  }
+  iu[n] = c;
+  PetscCall(VecRestoreArray(es->dinv, &dinv));
+  PetscCall(VecRestoreArray(es->deg, &deg));
+  PetscCall(MatSeqAIJRestoreArrayRead(W, &w));
+  PetscCall(MatRestoreRowIJ(W, 0, PETSC_FALSE, PETSC_FALSE, &nr, &ia, &ja, &done)); /* may reset nr */
+  if (!es->As) {
+    PetscCall(MatCreate(PETSC_COMM_SELF, &es->As));
+    PetscCall(MatSetSizes(es->As, n, n, n, n));
+    PetscCall(MatSetType(es->As, MATSEQSBAIJ));
+  }
+  PetscCall(MatSeqSBAIJSetPreallocationCSR(es->As, 1, iu, ju, vu));
+  PetscCall(PetscFree3(iu, ju, vu));
+  *norm = unnormal ? 2 * dmax : 1; /* Gershgorin: ||D - W||_2 <= 2 max degree */
+  PetscCall(EPSSetOperators(es->eps, es->As, NULL));
   PetscFunctionReturn(0);
 }
 
@@ -246,6 +319,10 @@ static PetscErrorCode KrylovOperator(BasisEigensolver es, Mat W, PetscMPIInt siz
   PetscReal dmax;
 
   PetscFunctionBeginUser;
+  if (size == 1 && !es->isscalapack) {
+    PetscCall(OneProcessOperator(es, W, norm));
+    PetscFunctionReturn(0);
+  }
   PetscCall(MatGetRowSum(W, es->deg));
   PetscCall(VecMax(es->deg, NULL, &dmax));
   *norm = 1;
@@ -600,6 +677,7 @@ PetscErrorCode BasisEigensolverSolve(BasisEigensolver es, Mat W, PetscReal phi[]
   PetscReal       tol, max_residual, norm;
   PetscBool       recover = es->recover;
   PetscMPIInt     size;
+  Mat             op;
 
   PetscFunctionBeginUser;
   PetscCheck(es->configured, es->comm, PETSC_ERR_ORDER, "call BasisEigensolverSetFromOptions before solving");
@@ -612,6 +690,7 @@ PetscErrorCode BasisEigensolverSolve(BasisEigensolver es, Mat W, PetscReal phi[]
       (int)N, (int)(K + 1), (int)K);
   PetscCall(KrylovSetUp(es, W, size));
   PetscCall(KrylovOperator(es, W, size, &norm));
+  op = es->A ? es->A : es->As; /* for products outside the solve: the whole operator either way */
   if (!es->recover_set && size == 1 && !es->isscalapack) {
     PetscInt ncomp = 1;
     PetscCall(CountComponents(W, &ncomp));
@@ -634,14 +713,14 @@ PetscErrorCode BasisEigensolverSolve(BasisEigensolver es, Mat W, PetscReal phi[]
     es->evs[j] = PetscRealPart(ev);
   }
   if (!es->isscalapack && recover)
-    PetscCall(RecoverMissedEigenpairs(es->comm, prefix, es->A, unnormal, tol * norm, K, es->evs, es->V));
+    PetscCall(RecoverMissedEigenpairs(es->comm, prefix, op, unnormal, tol * norm, K, es->evs, es->V));
   for (PetscInt j = 0; j < K; j++) {
     PetscScalar        ev = es->evs[j];
     const PetscScalar *a;
 
     PetscCall(VecCopy(es->V[j], es->v));
     PetscCall(VecNormalize(es->v, NULL));
-    PetscCall(MatMult(es->A, es->v, es->r));
+    PetscCall(MatMult(op, es->v, es->r));
     PetscCall(VecAXPY(es->r, -ev, es->v));
     PetscCall(VecNorm(es->r, NORM_2, &residual[j]));
     lambda[j] = unnormal ? PetscRealPart(ev) : 1.0 - PetscRealPart(ev);

@@ -36,6 +36,7 @@ void BasisGraphParamsDefault(BasisGraphParams *p)
   p->batch_solver   = BASIS_BATCH_AUTO;
   p->knn_gemm       = BASIS_KNN_GEMM_AUTO;
   p->eps_tol        = 0;
+  p->eps_ncv        = 0;
 }
 
 /*
@@ -316,14 +317,82 @@ static PetscErrorCode CheckLists(MPI_Comm comm, const BasisGraphParams *p, const
 }
 
 /*
+  AssembleOneProcess - W of all n points on one process (every training step's batch graph;
+  the reference and exact graphs at one rank), *W refilled if it exists. Its CSR arrays are
+  built here and handed to PETSc in one call (MatSeqAIJSetPreallocationCSR): row i holds its
+  k neighbours (h_ij), the rows j that list i (h_ji) and the diagonal (an explicit 0), its
+  columns sorted and the two halves of a mutual pair summed. Inserting the entries one
+  MatSetValues at a time, with a search and a shift each, cost ~1.5 ms of a 1274-point
+  batch (perf). The same W bit for bit: an entry is h_ij, h_ji or h_ij + h_ji, and a sum of
+  two terms does not depend on their order. cnt [n]: workspace. Output: the number of rows
+  with no positive entry and the first of them (PETSC_MAX_INT if none), for CheckDegrees.
+*/
+static PetscErrorCode AssembleOneProcess(MPI_Comm comm, const BasisGraphParams *p, const BasisKnn *knn,
+                                         const PetscReal sigma[], PetscInt cnt[], Mat *W, PetscInt *nzero,
+                                         PetscInt *first)
+{
+  const PetscInt n = knn->nq, k = p->knn;
+  PetscInt      *ia, *ja, out = 0;
+  PetscScalar   *va;
+
+  PetscFunctionBeginUser;
+  PetscCall(PetscArrayzero(cnt, n));
+  for (PetscInt i = 0; i < n; i++)
+    for (PetscInt t = 0; t < k; t++) cnt[knn->idx[(size_t)i * knn->k + t]]++;
+  PetscCall(PetscMalloc3(n + 1, &ia, (size_t)n * (2 * k + 1), &ja, (size_t)n * (2 * k + 1), &va));
+  ia[0] = 0;
+  for (PetscInt i = 0; i < n; i++) ia[i + 1] = ia[i] + cnt[i] + k + 1; /* before merging pairs */
+  for (PetscInt i = 0; i < n; i++) { /* cnt: where row i's next entry goes; the diagonal first */
+    ja[ia[i]] = i;
+    va[ia[i]] = 0;
+    cnt[i]    = ia[i] + 1;
+  }
+  for (PetscInt i = 0; i < n; i++)
+    for (PetscInt t = 0; t < k; t++) {
+      const PetscInt  j = knn->idx[(size_t)i * knn->k + t];
+      const PetscReal h = HalfAffinity(knn->d2[(size_t)i * knn->k + t], sigma[i]);
+      ja[cnt[i]]        = j;
+      va[cnt[i]++]      = h;
+      ja[cnt[j]]        = i;
+      va[cnt[j]++]      = h;
+    }
+  *nzero = 0;
+  *first = PETSC_MAX_INT;
+  for (PetscInt i = 0; i < n; i++) { /* sort each row, merge pairs, compact to the left */
+    const PetscInt start = ia[i], end = cnt[i], row = out;
+    PetscBool      positive = PETSC_FALSE;
+
+    PetscCall(PetscSortIntWithScalarArray(end - start, ja + start, va + start));
+    for (PetscInt e = start; e < end; e++) {
+      if (out > row && ja[out - 1] == ja[e])
+        va[out - 1] += va[e];
+      else {
+        ja[out] = ja[e];
+        va[out] = va[e];
+        out++;
+      }
+    }
+    for (PetscInt e = row; e < out; e++)
+      if (PetscRealPart(va[e]) > 0) positive = PETSC_TRUE;
+    if (!positive && !(*nzero)++) *first = i;
+    ia[i] = row; /* row i + 1 still starts at ia [i + 1], read next */
+  }
+  ia[n] = out;
+  if (!*W) {
+    PetscCall(MatCreate(comm, W));
+    PetscCall(MatSetSizes(*W, n, n, n, n));
+    PetscCall(MatSetType(*W, MATSEQAIJ));
+  }
+  PetscCall(MatSeqAIJSetPreallocationCSR(*W, ia, ja, va));
+  PetscCall(PetscFree3(ia, ja, va));
+  PetscFunctionReturn(0);
+}
+
+/*
   AssembleW - W from the lists and sigma: the body of BasisGraphAssemble, also the batch
   graph's Krylov route, which passes its W of the previous step in *W (refilled) and its
-  workspace h [knn], nnz [n].
-
-  On one process (every training step's batch graph) row i holds its k neighbours, the rows
-  that list i (its in-degree, unbounded: hubs) and the diagonal; counted directly, an upper
-  bound where two points list each other. The general route, through MATPREALLOCATOR's hash
-  table, cost as much as the batch's kNN (measured).
+  workspace h [knn], nnz [n]. One process: AssembleOneProcess. Several: the pattern through
+  MATPREALLOCATOR's hash table, then the values.
 */
 static PetscErrorCode AssembleW(MPI_Comm comm, const BasisGraphParams *p, const BasisKnn *knn,
                                 PetscInt rstart, PetscInt nglobal, const char *what, const PetscReal sigma[],
@@ -339,14 +408,7 @@ static PetscErrorCode AssembleW(MPI_Comm comm, const BasisGraphParams *p, const 
     PetscCheck(knn->nq == nglobal && rstart == 0, comm, PETSC_ERR_ARG_SIZ,
                "one process holds %d of %d points starting at %d; it must hold all of them", (int)knn->nq,
                (int)nglobal, (int)rstart);
-    PetscCall(PetscArrayzero(nnz, knn->nq));
-    for (PetscInt i = 0; i < knn->nq; i++)
-      for (PetscInt t = 0; t < k; t++) nnz[knn->idx[(size_t)i * knn->k + t]]++;
-    for (PetscInt i = 0; i < knn->nq; i++) nnz[i] = PetscMin(nnz[i] + k + 1, nglobal);
-    if (*W)
-      PetscCall(MatSeqAIJSetPreallocation(*W, 0, nnz));
-    else
-      PetscCall(MatCreateSeqAIJ(comm, nglobal, nglobal, 0, nnz, W));
+    PetscCall(AssembleOneProcess(comm, p, knn, sigma, nnz, W, &nzero, &first));
   } else {
     Mat pre;
     PetscCall(MatCreate(comm, &pre));
@@ -364,22 +426,22 @@ static PetscErrorCode AssembleW(MPI_Comm comm, const BasisGraphParams *p, const 
     PetscCall(MatSetType(*W, MATMPIAIJ));
     PetscCall(MatPreallocatorPreallocate(pre, PETSC_TRUE, *W));
     PetscCall(MatDestroy(&pre));
+    PetscCall(SetAffinities(*W, p, knn, rstart, sigma, h));
+    /* degree 0: no positive entry in the row (all entries are >= 0) */
+    for (PetscInt i = 0; i < knn->nq; i++) {
+      const PetscScalar *v;
+      PetscInt           ncols, gi = rstart + i;
+      PetscBool          positive = PETSC_FALSE;
+      PetscCall(MatGetRow(*W, gi, &ncols, NULL, &v));
+      for (PetscInt t = 0; t < ncols; t++)
+        if (PetscRealPart(v[t]) > 0) positive = PETSC_TRUE;
+      PetscCall(MatRestoreRow(*W, gi, &ncols, NULL, &v));
+      if (!positive && !nzero++) first = gi;
+    }
   }
-  PetscCall(SetAffinities(*W, p, knn, rstart, sigma, h));
   PetscCall(PetscLogFlops(6.0 * knn->nq * k));
   PetscCall(MatSetOption(*W, MAT_SYMMETRIC, PETSC_TRUE));
   PetscCall(MatSetOption(*W, MAT_SYMMETRY_ETERNAL, PETSC_TRUE));
-  /* degree 0: no positive entry in the row (all entries are >= 0) */
-  for (PetscInt i = 0; i < knn->nq; i++) {
-    const PetscScalar *v;
-    PetscInt           ncols, gi = rstart + i;
-    PetscBool          positive = PETSC_FALSE;
-    PetscCall(MatGetRow(*W, gi, &ncols, NULL, &v));
-    for (PetscInt t = 0; t < ncols; t++)
-      if (PetscRealPart(v[t]) > 0) positive = PETSC_TRUE;
-    PetscCall(MatRestoreRow(*W, gi, &ncols, NULL, &v));
-    if (!positive && !nzero++) first = gi;
-  }
   PetscCall(CheckDegrees(comm, nzero, first, what));
   PetscFunctionReturn(0);
 }
@@ -479,6 +541,11 @@ PetscErrorCode BasisBatchGraphCreate(const BasisGraphParams *p, PetscInt m, Pets
        1000 steps gave d_G 0.2396 (1e-5) against 0.2398 (1e-8) for fewer Krylov
        iterations (docs/performance.md). -batch_eps_tol still wins. */
     b->p.eps_tol = 1e-5;
+    /* The subspace: K + 15 vectors instead of SLEPc's 2 K once K > 15 (training solves K +
+       -align_extra = 30). The products per solve stay (225 against 226 at m = 1274) and the
+       solve's dense work shrinks: 16% off the batch eigensolve at D = 784, 16% at D = 50,
+       also at m = 4096 (bench/batch_probe, docs/performance.md). */
+    if (K > 15) b->p.eps_ncv = PetscMin(K + 15, m);
     PetscCall(PetscMalloc3(p->knn, &b->h, m, &b->nnz, K, &b->residual));
   } else
     PetscCall(PetscMalloc2((size_t)m * m, &b->A, m, &b->dinv));

@@ -33,6 +33,8 @@ typedef struct {
                                           Gram products (same lists); how, not what: not stored */
   PetscReal eps_tol;                   /* code default of the Krylov tolerance, 0: SLEPc's (1e-8);
                                           -<prefix>eps_tol wins. Not stored in models */
+  PetscInt eps_ncv;                    /* code default of the Krylov subspace size, 0: SLEPc's
+                                          (max(2 K, K + 15)); -<prefix>eps_ncv wins. Not stored */
 } BasisGraphParams;
 
 void           BasisGraphParamsDefault(BasisGraphParams *p);
