@@ -2,17 +2,16 @@
   batch_probe - what one training step's batch graph costs, phase by phase (issue 20: the
   non-network part of a step), on the real code path (BasisBatchGraphEmbed).
 
-    batch_probe -input FILE [-m 1274] [-dim 10] [-extra 20] [-batches 100] [-seed 1]
+    batch_probe -input FILE [-m 1024] [-dim 10] [-extra 20] [-batches 100] [-seed 1]
                 [-knn 10 ... any graph option] [-batch_eps_* ...]
 
   On one process (one rank of basis): -batches batches of m rows of FILE drawn at random
-  (a training batch is 1024 new points and 250 anchors, hence 1274), the batch graph of
-  -dim + -extra eigenpairs (a training step solves K + -align_extra), after one untimed
-  batch that allocates. Prints the mean per batch of the kNN + graph assembly (event
-  BasisBatchGraph) and of the eigensolve (BasisBatchEig), and the Krylov solver's matrix
+  (m = basis train's -batch, anchors included), the batch graph of -dim + -extra eigenpairs (a training step
+  solves K + -align_extra), after one untimed batch that allocates. Prints the mean per batch of the kNN +
+  graph assembly (event BasisBatchGraph) and of the eigensolve (BasisBatchEig), and the Krylov solver's matrix
   products per batch, e.g.
 
-    batch_probe: m 1274 D 784 K 30: kNN+graph 15.2 ms, eigensolve 8.9 ms, 207 products per solve
+    batch_probe: m 1024 D 784 K 30: kNN+graph 10.31 ms, eigensolve 5.99 ms, 211 products per solve
 
   Every -batch_eps_* option reaches the solver (-batch_eps_ncv 40, ...), so solver settings
   can be compared on the same batches.
@@ -36,7 +35,7 @@ static PetscErrorCode EventTime(PetscLogEvent ev, double *seconds, int *count)
 
 int main(int argc, char **argv)
 {
-  PetscInt         m = 1274, K = 10, extra = 20, batches = 100, seed = 1, D;
+  PetscInt         m = 1024, K = 10, extra = 20, batches = 100, seed = 1, D;
   char             path[PETSC_MAX_PATH_LEN] = "";
   BasisInput       in;
   BasisGraphParams p;
@@ -67,8 +66,8 @@ int main(int argc, char **argv)
   p.K = K + extra;
   PetscCall(BasisInputOpen(PETSC_COMM_SELF, path, &in));
   D = in.D;
-  PetscCheck(in.N >= m, PETSC_COMM_SELF, PETSC_ERR_ARG_SIZ, "%s has %d rows, fewer than -m %d", path, (int)in.N,
-             (int)m);
+  PetscCheck(in.N >= m, PETSC_COMM_SELF, PETSC_ERR_ARG_SIZ, "%s has %d rows, fewer than -m %d", path,
+             (int)in.N, (int)m);
   PetscCall(PetscMalloc4((size_t)in.N * D, &all, (size_t)m * D, &x, (size_t)m * p.K, &phi, p.K, &lambda));
   PetscCall(BasisInputRead(&in, 0, in.N, all));
   PetscCall(BasisBatchGraphCreate(&p, m, D, &bg));
@@ -89,11 +88,12 @@ int main(int argc, char **argv)
   PetscCall(EventTime(BASIS_BatchGraph, &tg1, &n));
   PetscCall(EventTime(BASIS_BatchEig, &te1, &n));
   PetscCall(EventTime(matmult, &tm1, &mm1));
-  PetscCall(PetscPrintf(PETSC_COMM_SELF,
-                        "batch_probe: m %d D %d K %d: kNN+graph %.2f ms, eigensolve %.2f ms, %.0f products per "
-                        "solve\n",
-                        (int)m, (int)D, (int)p.K, 1e3 * (tg1 - tg0) / batches, 1e3 * (te1 - te0) / batches,
-                        (double)(mm1 - mm0) / batches));
+  PetscCall(
+      PetscPrintf(PETSC_COMM_SELF,
+                  "batch_probe: m %d D %d K %d: kNN+graph %.2f ms, eigensolve %.2f ms, %.0f products per "
+                  "solve\n",
+                  (int)m, (int)D, (int)p.K, 1e3 * (tg1 - tg0) / batches, 1e3 * (te1 - te0) / batches,
+                  (double)(mm1 - mm0) / batches));
   PetscCall(BasisBatchGraphDestroy(&bg));
   PetscCall(BasisInputClose(&in));
   PetscCall(PetscFree4(all, x, phi, lambda));
