@@ -156,8 +156,8 @@ static inline float FromBf16(uint16_t b)
   when needed and is reused.
 
   Notes: x_d - x^_d is exact in float and its square in double, and the sum of D of them in
-  double, in any order (vector lanes here), is within D 2^-53 of its value: rho^2 is the
-  largest ratio times 1 + 2^-30.
+  double, in any order (vector lanes here), is within D 2^-53 of its value, as is xn (knn.c
+  sums it in lanes too): rho^2 is the largest ratio times 1 + 2^-30 while D < 2^22.
 */
 PetscErrorCode BasisBf16GramSetPoints(BasisBf16Gram g, PetscInt n, PetscInt D, const float x[],
                                       const PetscReal xn[], PetscReal *rho)

@@ -55,9 +55,9 @@ struct _p_BasisEigensolver {
   EPS                eps;
   /* Krylov route, kept while the local and global sizes stay */
   PetscInt   N, nlocal;
-  Mat        A, As;               /* operator (N or D - W, AIJ), the solver's copy (SBAIJ, ScaLAPACK) */
+  Mat        A;  /* operator N or D - W (AIJ; none on one process without ScaLAPACK: OneProcessOperator) */
+  Mat        As; /* the solver's copy: the upper triangle (SBAIJ) on one process, MATSCALAPACK */
   Vec        deg, dinv, v, r, *V; /* degrees, D^-1/2, work vectors, the K eigenvectors */
-  PetscInt  *nnz;                 /* [nlocal] row lengths when A and As are refilled */
   PetscReal *U, *evs;             /* [K][nlocal] column-major eigenvectors, [K] eigenvalues */
   /* dense route, kept while m stays */
   PetscInt      m;
@@ -158,45 +158,6 @@ PetscErrorCode BasisEigensolverSetFromOptions(BasisEigensolver es)
   PetscFunctionReturn(0);
 }
 
-/*
-  CopyRows - B = A for one-process AIJ matrices whose pattern changes between solves: B is
-  re-preallocated with the row lengths of A (upper: only the diagonal and the entries right
-  of it, as an SBAIJ holds them) and the rows are copied. B keeps its type and options: the
-  same matrix as MatDuplicate / MatConvert would create, without a new Mat per solve.
-*/
-static PetscErrorCode CopyRows(Mat A, PetscBool upper, PetscInt nnz[], Mat B)
-{
-  PetscInt           n, ncols;
-  const PetscInt    *cols;
-  const PetscScalar *vals;
-
-  PetscFunctionBeginUser;
-  PetscCall(MatGetSize(A, &n, NULL));
-  for (PetscInt i = 0; i < n; i++) {
-    PetscInt off = 0;
-    PetscCall(MatGetRow(A, i, &ncols, &cols, NULL));
-    if (upper)
-      while (off < ncols && cols[off] < i) off++;
-    nnz[i] = ncols - off;
-    PetscCall(MatRestoreRow(A, i, &ncols, &cols, NULL));
-  }
-  if (upper)
-    PetscCall(MatSeqSBAIJSetPreallocation(B, 1, 0, nnz));
-  else
-    PetscCall(MatSeqAIJSetPreallocation(B, 0, nnz));
-  for (PetscInt i = 0; i < n; i++) {
-    PetscInt off = 0;
-    PetscCall(MatGetRow(A, i, &ncols, &cols, &vals));
-    if (upper)
-      while (off < ncols && cols[off] < i) off++;
-    PetscCall(MatSetValues(B, 1, &i, ncols - off, cols + off, vals + off, INSERT_VALUES));
-    PetscCall(MatRestoreRow(A, i, &ncols, &cols, &vals));
-  }
-  PetscCall(MatAssemblyBegin(B, MAT_FINAL_ASSEMBLY));
-  PetscCall(MatAssemblyEnd(B, MAT_FINAL_ASSEMBLY));
-  PetscFunctionReturn(0);
-}
-
 /* Free the Krylov route's matrices, vectors and arrays. */
 static PetscErrorCode KrylovReset(BasisEigensolver es)
 {
@@ -208,12 +169,13 @@ static PetscErrorCode KrylovReset(BasisEigensolver es)
   PetscCall(VecDestroy(&es->v));
   PetscCall(VecDestroy(&es->r));
   if (es->V) PetscCall(VecDestroyVecs(es->K, &es->V));
-  PetscCall(PetscFree3(es->nnz, es->U, es->evs));
+  PetscCall(PetscFree2(es->U, es->evs));
   PetscFunctionReturn(0);
 }
 
 /* The Krylov route's objects for a matrix W: vectors and arrays created when the sizes
-   change (the first solve), kept otherwise; es->A = a copy of W. */
+   change (the first solve), kept otherwise; es->A = a copy of W, except on one process
+   without ScaLAPACK (OneProcessOperator reads W itself). */
 static PetscErrorCode KrylovSetUp(BasisEigensolver es, Mat W, PetscMPIInt size)
 {
   PetscInt N, nlocal;
@@ -227,59 +189,74 @@ static PetscErrorCode KrylovSetUp(BasisEigensolver es, Mat W, PetscMPIInt size)
     PetscCall(VecDuplicate(es->v, &es->deg));
     PetscCall(VecDuplicate(es->v, &es->dinv));
     PetscCall(VecDuplicateVecs(es->v, es->K, &es->V));
-    PetscCall(PetscMalloc3(PetscMax(nlocal, 1), &es->nnz, (size_t)PetscMax(nlocal, 1) * es->K, &es->U, es->K,
-                           &es->evs));
+    PetscCall(PetscMalloc2((size_t)PetscMax(nlocal, 1) * es->K, &es->U, es->K, &es->evs));
     es->N      = N;
     es->nlocal = nlocal;
   }
-  if (size == 1 && !es->isscalapack) PetscFunctionReturn(0); /* OneProcessOperator reads W itself */
-  if (es->A && size == 1)
-    PetscCall(CopyRows(W, PETSC_FALSE, es->nnz, es->A));
-  else {
-    PetscCall(MatDestroy(&es->A));
-    PetscCall(MatDuplicate(W, MAT_COPY_VALUES, &es->A));
+  if (size == 1 && !es->isscalapack) PetscFunctionReturn(0);
+  PetscCall(MatDestroy(&es->A));
+  PetscCall(MatDuplicate(W, MAT_COPY_VALUES, &es->A));
+  PetscFunctionReturn(0);
+}
+
+/* From the degrees in es->deg: ||L||, the scale of tolerances (2 max degree for D - W,
+   Gershgorin; 1 for N), and for sym and rw es->dinv = D^-1/2; a point of degree 0 is an
+   error there. */
+static PetscErrorCode DegreeScaling(BasisEigensolver es, PetscReal *norm)
+{
+  PetscReal dmax, dmin;
+
+  PetscFunctionBeginUser;
+  PetscCall(VecMax(es->deg, NULL, &dmax));
+  *norm = 1;
+  if (es->laplacian == BASIS_LAPLACIAN_UNNORMALIZED) {
+    *norm = 2 * dmax;
+    PetscFunctionReturn(0);
   }
+  PetscCall(VecMin(es->deg, NULL, &dmin));
+  PetscCheck(dmin > 0, es->comm, PETSC_ERR_ARG_WRONG, "the graph has isolated points (degree 0)");
+  PetscCall(VecCopy(es->deg, es->dinv));
+  PetscCall(VecSqrtAbs(es->dinv));
+  PetscCall(VecReciprocal(es->dinv));
   PetscFunctionReturn(0);
 }
 
 /*
   OneProcessOperator - on one process without ScaLAPACK (every training step's batch graph,
   the exact and reference graphs at one rank): the operator's upper triangle straight from
-  W's CSR arrays into es->As (SBAIJ, re-preallocated in one call), with no AIJ copy of W in
-  between -- the two row-by-row copies of KrylovOperator's general route cost ~1 ms of a
-  1274-point batch. The values are those of that route bit for bit: degrees summed along
-  each row in column order (as MatGetRowSum), D^-1/2 as VecSqrtAbs and VecReciprocal form
-  it, N_ij = (W_ij d_i) d_j (MatDiagonalScale's order), or D - W (-W_ij off the diagonal,
-  the degree on it). es->deg and es->dinv are filled as KrylovOperator fills them.
+  the arrays of W (MATSEQAIJ, sorted columns, as graph.c assembles it) into es->As (SBAIJ,
+  re-preallocated in one call), with no AIJ copy of W in between: the two row-by-row copies
+  the general route made here had cost ~1 ms of a batch (perf). Each product streams half
+  the entries (~15% off the solve at m = 1024 and 4096, docs/performance.md). The values
+  are the general route's bit for bit: degrees summed along each row in column order (as
+  MatGetRowSum's plain SeqAIJ product adds them; PETSc's inode kernel, used when many rows
+  repeat the previous row's pattern, adds in pairs), then DegreeScaling, N_ij = (W_ij d_i)
+  d_j (MatDiagonalScale's order), or D - W (-W_ij off the diagonal, the degree on it).
 */
 static PetscErrorCode OneProcessOperator(BasisEigensolver es, Mat W, PetscReal *norm)
 {
   const PetscBool    unnormal = es->laplacian == BASIS_LAPLACIAN_UNNORMALIZED ? PETSC_TRUE : PETSC_FALSE;
   const PetscInt    *ia, *ja;
-  const PetscScalar *w;
-  PetscScalar       *deg, *dinv, *vu;
+  const PetscScalar *w, *deg, *dinv = NULL;
+  PetscScalar       *d, *vu;
   PetscInt           n, nr, *iu, *ju, c = 0;
-  PetscReal          dmin = PETSC_MAX_REAL, dmax = 0;
   PetscBool          done;
 
   PetscFunctionBeginUser;
+  PetscCall(MatGetSize(W, &n, NULL));
   PetscCall(MatGetRowIJ(W, 0, PETSC_FALSE, PETSC_FALSE, &nr, &ia, &ja, &done));
   PetscCheck(done, PETSC_COMM_SELF, PETSC_ERR_SUP, "MatGetRowIJ is not available for this matrix type");
-  n = nr;
   PetscCall(MatSeqAIJGetArrayRead(W, &w));
-  PetscCall(VecGetArray(es->deg, &deg));
-  PetscCall(VecGetArray(es->dinv, &dinv));
+  PetscCall(VecGetArray(es->deg, &d));
   for (PetscInt i = 0; i < n; i++) {
-    PetscScalar d = 0;
-    for (PetscInt e = ia[i]; e < ia[i + 1]; e++) d += w[e];
-    deg[i] = d;
-    dmin   = PetscMin(dmin, PetscRealPart(d));
-    dmax   = PetscMax(dmax, PetscRealPart(d));
+    d[i] = 0;
+    for (PetscInt e = ia[i]; e < ia[i + 1]; e++) d[i] += w[e];
   }
-  PetscCheck(unnormal || dmin > 0, es->comm, PETSC_ERR_ARG_WRONG, "the graph has isolated points (degree 0)");
-  if (!unnormal)
-    for (PetscInt i = 0; i < n; i++) dinv[i] = 1.0 / PetscSqrtScalar(PetscAbsScalar(deg[i]));
-  PetscCall(PetscMalloc3(n + 1, &iu, ia[n] + n, &ju, ia[n] + n, &vu));
+  PetscCall(VecRestoreArray(es->deg, &d));
+  PetscCall(DegreeScaling(es, norm));
+  PetscCall(VecGetArrayRead(es->deg, &deg));
+  if (!unnormal) PetscCall(VecGetArrayRead(es->dinv, &dinv));
+  PetscCall(PetscMalloc3(n + 1, &iu, (size_t)ia[n] + n, &ju, (size_t)ia[n] + n, &vu));
   for (PetscInt i = 0; i < n; i++) { /* row i: the diagonal (added if W lacks it), then j > i */
     PetscInt e = ia[i];
     while (e < ia[i + 1] && ja[e] < i) e++;
@@ -294,60 +271,42 @@ static PetscErrorCode OneProcessOperator(BasisEigensolver es, Mat W, PetscReal *
     }
   }
   iu[n] = c;
-  PetscCall(VecRestoreArray(es->dinv, &dinv));
-  PetscCall(VecRestoreArray(es->deg, &deg));
+  if (!unnormal) PetscCall(VecRestoreArrayRead(es->dinv, &dinv));
+  PetscCall(VecRestoreArrayRead(es->deg, &deg));
   PetscCall(MatSeqAIJRestoreArrayRead(W, &w));
-  PetscCall(MatRestoreRowIJ(W, 0, PETSC_FALSE, PETSC_FALSE, &nr, &ia, &ja, &done)); /* may reset nr */
+  PetscCall(MatRestoreRowIJ(W, 0, PETSC_FALSE, PETSC_FALSE, &nr, &ia, &ja, &done));
   if (!es->As) {
-    PetscCall(MatCreate(PETSC_COMM_SELF, &es->As));
+    PetscCall(MatCreate(PetscObjectComm((PetscObject)W), &es->As));
     PetscCall(MatSetSizes(es->As, n, n, n, n));
     PetscCall(MatSetType(es->As, MATSEQSBAIJ));
   }
   PetscCall(MatSeqSBAIJSetPreallocationCSR(es->As, 1, iu, ju, vu));
   PetscCall(PetscFree3(iu, ju, vu));
-  *norm = unnormal ? 2 * dmax : 1; /* Gershgorin: ||D - W||_2 <= 2 max degree */
   PetscCall(EPSSetOperators(es->eps, es->As, NULL));
   PetscFunctionReturn(0);
 }
 
-/* The operator in es->A (a copy of W): D - W (unnormalized) or N = D^-1/2 W D^-1/2, and the
-   solver's copy es->As: dense for ScaLAPACK; on one process (the batch graphs) the upper
-   triangle only, so that each MatMult streams half the entries (~15% off the solve at
-   m = 1024 and 4096, docs/performance.md). norm: ||L||, the scale of tolerances. */
+/* The operator: OneProcessOperator on one process without ScaLAPACK; otherwise in es->A
+   (a copy of W) D - W (unnormalized) or N = D^-1/2 W D^-1/2, and for ScaLAPACK the
+   solver's dense copy es->As. norm: ||L||, the scale of tolerances. */
 static PetscErrorCode KrylovOperator(BasisEigensolver es, Mat W, PetscMPIInt size, PetscReal *norm)
 {
-  PetscReal dmax;
-
   PetscFunctionBeginUser;
   if (size == 1 && !es->isscalapack) {
     PetscCall(OneProcessOperator(es, W, norm));
     PetscFunctionReturn(0);
   }
   PetscCall(MatGetRowSum(W, es->deg));
-  PetscCall(VecMax(es->deg, NULL, &dmax));
-  *norm = 1;
+  PetscCall(DegreeScaling(es, norm));
   if (es->laplacian == BASIS_LAPLACIAN_UNNORMALIZED) {
     PetscCall(MatScale(es->A, -1.0));
     PetscCall(MatDiagonalSet(es->A, es->deg, INSERT_VALUES));
-    *norm = 2 * dmax; /* Gershgorin: ||D - W||_2 <= 2 max degree */
-  } else {
-    PetscReal dmin;
-    PetscCall(VecMin(es->deg, NULL, &dmin));
-    PetscCheck(dmin > 0, es->comm, PETSC_ERR_ARG_WRONG, "the graph has isolated points (degree 0)");
-    PetscCall(VecCopy(es->deg, es->dinv));
-    PetscCall(VecSqrtAbs(es->dinv));
-    PetscCall(VecReciprocal(es->dinv));
+  } else
     PetscCall(MatDiagonalScale(es->A, es->dinv, es->dinv));
-  }
   PetscCall(MatSetOption(es->A, MAT_SYMMETRIC, PETSC_TRUE));
   if (es->isscalapack) {
     PetscCall(MatDestroy(&es->As));
     PetscCall(MatConvert(es->A, MATSCALAPACK, MAT_INITIAL_MATRIX, &es->As));
-  } else if (size == 1) {
-    if (es->As)
-      PetscCall(CopyRows(es->A, PETSC_TRUE, es->nnz, es->As));
-    else
-      PetscCall(MatConvert(es->A, MATSEQSBAIJ, MAT_INITIAL_MATRIX, &es->As));
   }
   PetscCall(EPSSetOperators(es->eps, es->As ? es->As : es->A, NULL));
   PetscFunctionReturn(0);

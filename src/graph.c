@@ -6,11 +6,12 @@
 
   Distributed assembly (BasisGraphAssemble, collective): MATMPIAIJ W with exact
   preallocation (MATPREALLOCATOR: the in-degree of a kNN graph is unbounded), or on one
-  process a SeqAIJ counted directly. The eigensolver forms its operator from it.
-  Batch graph (BasisBatchGraph, one rank, every training step): all workspace and objects
-  are made once at Create and reused every step: the kNN lists, and either the dense W and
-  Laplacian (LAPACK route, small batches) or the sparse W, refilled in place (Krylov route),
-  and one eigensolver object (prefix batch_). Both routes raise the same errors with the
+  process a SeqAIJ built from its CSR arrays. The eigensolver forms its operator from it.
+  Batch graph (BasisBatchGraph, one rank, every training step): its objects are made once
+  at Create and reused every step: the kNN lists, and either the dense W and Laplacian
+  (LAPACK route, small batches) or the sparse W, refilled in place (Krylov route), and one
+  eigensolver object (prefix batch_); the Krylov route's CSR arrays (~0.3 MB at m = 1024)
+  are allocated per step. Both routes raise the same errors with the
   same words ("batch row", since a batch's rows are not data rows).
 */
 #include <basis/eigensolver.h>
@@ -322,20 +323,23 @@ static PetscErrorCode CheckLists(MPI_Comm comm, const BasisGraphParams *p, const
   built here and handed to PETSc in one call (MatSeqAIJSetPreallocationCSR): row i holds its
   k neighbours (h_ij), the rows j that list i (h_ji) and the diagonal (an explicit 0), its
   columns sorted and the two halves of a mutual pair summed. Inserting the entries one
-  MatSetValues at a time, with a search and a shift each, cost ~1.5 ms of a 1274-point
-  batch (perf). The same W bit for bit: an entry is h_ij, h_ji or h_ij + h_ji, and a sum of
-  two terms does not depend on their order. cnt [n]: workspace. Output: the number of rows
-  with no positive entry and the first of them (PETSC_MAX_INT if none), for CheckDegrees.
+  MatSetValues at a time, with a search and a shift each, had cost ~3% of a batch's graph
+  and eigensolve (perf record of bench/batch_probe). The same W bit for bit: an entry is
+  h_ij, h_ji or h_ij + h_ji, and a sum of two terms does not depend on their order. cnt [n]:
+  workspace. Errors: more entries than PetscInt indexes (use more processes).
 */
 static PetscErrorCode AssembleOneProcess(MPI_Comm comm, const BasisGraphParams *p, const BasisKnn *knn,
-                                         const PetscReal sigma[], PetscInt cnt[], Mat *W, PetscInt *nzero,
-                                         PetscInt *first)
+                                         const PetscReal sigma[], PetscInt cnt[], Mat *W)
 {
   const PetscInt n = knn->nq, k = p->knn;
   PetscInt      *ia, *ja, out = 0;
   PetscScalar   *va;
 
   PetscFunctionBeginUser;
+  PetscCheck((size_t)n * (2 * (size_t)k + 1) <= (size_t)PETSC_MAX_INT, comm, PETSC_ERR_SUP,
+             "the graph of %d points with -knn %d has more entries than one process can index (%d-bit "
+             "indices); run on more processes",
+             (int)n, (int)k, (int)(8 * sizeof(PetscInt)));
   PetscCall(PetscArrayzero(cnt, n));
   for (PetscInt i = 0; i < n; i++)
     for (PetscInt t = 0; t < k; t++) cnt[knn->idx[(size_t)i * knn->k + t]]++;
@@ -356,11 +360,8 @@ static PetscErrorCode AssembleOneProcess(MPI_Comm comm, const BasisGraphParams *
       ja[cnt[j]]        = i;
       va[cnt[j]++]      = h;
     }
-  *nzero = 0;
-  *first = PETSC_MAX_INT;
   for (PetscInt i = 0; i < n; i++) { /* sort each row, merge pairs, compact to the left */
     const PetscInt start = ia[i], end = cnt[i], row = out;
-    PetscBool      positive = PETSC_FALSE;
 
     PetscCall(PetscSortIntWithScalarArray(end - start, ja + start, va + start));
     for (PetscInt e = start; e < end; e++) {
@@ -372,9 +373,6 @@ static PetscErrorCode AssembleOneProcess(MPI_Comm comm, const BasisGraphParams *
         out++;
       }
     }
-    for (PetscInt e = row; e < out; e++)
-      if (PetscRealPart(va[e]) > 0) positive = PETSC_TRUE;
-    if (!positive && !(*nzero)++) *first = i;
     ia[i] = row; /* row i + 1 still starts at ia [i + 1], read next */
   }
   ia[n] = out;
@@ -390,13 +388,13 @@ static PetscErrorCode AssembleOneProcess(MPI_Comm comm, const BasisGraphParams *
 
 /*
   AssembleW - W from the lists and sigma: the body of BasisGraphAssemble, also the batch
-  graph's Krylov route, which passes its W of the previous step in *W (refilled) and its
-  workspace h [knn], nnz [n]. One process: AssembleOneProcess. Several: the pattern through
-  MATPREALLOCATOR's hash table, then the values.
+  graph's Krylov route, which passes its W of the previous step in *W (refilled). Workspace:
+  cnt [n]; h [knn] on several processes (NULL on one). One process: AssembleOneProcess.
+  Several: the pattern through MATPREALLOCATOR's hash table, then the values.
 */
 static PetscErrorCode AssembleW(MPI_Comm comm, const BasisGraphParams *p, const BasisKnn *knn,
                                 PetscInt rstart, PetscInt nglobal, const char *what, const PetscReal sigma[],
-                                PetscScalar h[], PetscInt nnz[], Mat *W)
+                                PetscScalar h[], PetscInt cnt[], Mat *W)
 {
   const PetscInt k     = p->knn;
   PetscInt       nzero = 0, first = PETSC_MAX_INT, r0;
@@ -408,7 +406,7 @@ static PetscErrorCode AssembleW(MPI_Comm comm, const BasisGraphParams *p, const 
     PetscCheck(knn->nq == nglobal && rstart == 0, comm, PETSC_ERR_ARG_SIZ,
                "one process holds %d of %d points starting at %d; it must hold all of them", (int)knn->nq,
                (int)nglobal, (int)rstart);
-    PetscCall(AssembleOneProcess(comm, p, knn, sigma, nnz, W, &nzero, &first));
+    PetscCall(AssembleOneProcess(comm, p, knn, sigma, cnt, W));
   } else {
     Mat pre;
     PetscCall(MatCreate(comm, &pre));
@@ -427,21 +425,21 @@ static PetscErrorCode AssembleW(MPI_Comm comm, const BasisGraphParams *p, const 
     PetscCall(MatPreallocatorPreallocate(pre, PETSC_TRUE, *W));
     PetscCall(MatDestroy(&pre));
     PetscCall(SetAffinities(*W, p, knn, rstart, sigma, h));
-    /* degree 0: no positive entry in the row (all entries are >= 0) */
-    for (PetscInt i = 0; i < knn->nq; i++) {
-      const PetscScalar *v;
-      PetscInt           ncols, gi = rstart + i;
-      PetscBool          positive = PETSC_FALSE;
-      PetscCall(MatGetRow(*W, gi, &ncols, NULL, &v));
-      for (PetscInt t = 0; t < ncols; t++)
-        if (PetscRealPart(v[t]) > 0) positive = PETSC_TRUE;
-      PetscCall(MatRestoreRow(*W, gi, &ncols, NULL, &v));
-      if (!positive && !nzero++) first = gi;
-    }
   }
   PetscCall(PetscLogFlops(6.0 * knn->nq * k));
   PetscCall(MatSetOption(*W, MAT_SYMMETRIC, PETSC_TRUE));
   PetscCall(MatSetOption(*W, MAT_SYMMETRY_ETERNAL, PETSC_TRUE));
+  /* degree 0: no positive entry in the row (all entries are >= 0) */
+  for (PetscInt i = 0; i < knn->nq; i++) {
+    const PetscScalar *v;
+    PetscInt           ncols, gi = rstart + i;
+    PetscBool          positive = PETSC_FALSE;
+    PetscCall(MatGetRow(*W, gi, &ncols, NULL, &v));
+    for (PetscInt t = 0; t < ncols; t++)
+      if (PetscRealPart(v[t]) > 0) positive = PETSC_TRUE;
+    PetscCall(MatRestoreRow(*W, gi, &ncols, NULL, &v));
+    if (!positive && !nzero++) first = gi;
+  }
   PetscCall(CheckDegrees(comm, nzero, first, what));
   PetscFunctionReturn(0);
 }
@@ -470,15 +468,15 @@ PetscErrorCode BasisGraphAssemble(MPI_Comm comm, const BasisGraphParams *p, cons
 {
   PetscReal   *sigma;
   PetscScalar *h;
-  PetscInt    *nnz;
+  PetscInt    *cnt;
 
   PetscFunctionBeginUser;
   *W = NULL;
   PetscCall(CheckLists(comm, p, knn, nglobal));
-  PetscCall(PetscMalloc3(knn->nq, &sigma, p->knn, &h, PetscMax(knn->nq, 1), &nnz));
+  PetscCall(PetscMalloc3(knn->nq, &sigma, p->knn, &h, PetscMax(knn->nq, 1), &cnt));
   PetscCall(BasisGraphSigma(comm, p, knn, sigma));
-  PetscCall(AssembleW(comm, p, knn, rstart, nglobal, "point", sigma, h, nnz, W));
-  PetscCall(PetscFree3(sigma, h, nnz));
+  PetscCall(AssembleW(comm, p, knn, rstart, nglobal, "point", sigma, h, cnt, W));
+  PetscCall(PetscFree3(sigma, h, cnt));
   PetscFunctionReturn(0);
 }
 
@@ -493,8 +491,7 @@ struct _p_BasisBatchGraph {
   PetscReal       *A;        /* dense: [m][m] W, then the Laplacian (destroyed by the solve) */
   PetscReal       *dinv;     /* dense: [m] D^-1/2 (sym, rw) or D (unnormalized) */
   Mat              W;        /* Krylov: the sparse W, refilled every step */
-  PetscScalar     *h;        /* Krylov: [knn] one row's affinities */
-  PetscInt        *nnz;      /* Krylov: [m] row lengths of W */
+  PetscInt        *cnt;      /* Krylov: [m] AssembleW's workspace */
   PetscReal       *residual; /* Krylov: [K] */
 };
 
@@ -541,12 +538,13 @@ PetscErrorCode BasisBatchGraphCreate(const BasisGraphParams *p, PetscInt m, Pets
        1000 steps gave d_G 0.2396 (1e-5) against 0.2398 (1e-8) for fewer Krylov
        iterations (docs/performance.md). -batch_eps_tol still wins. */
     b->p.eps_tol = 1e-5;
-    /* The subspace: K + 15 vectors instead of SLEPc's 2 K once K > 15 (training solves K +
-       -align_extra = 30). The products per solve stay (225 against 226 at m = 1274) and the
-       solve's dense work shrinks: 16% off the batch eigensolve at D = 784, 16% at D = 50,
-       also at m = 4096 (bench/batch_probe, docs/performance.md). */
-    if (K > 15) b->p.eps_ncv = PetscMin(K + 15, m);
-    PetscCall(PetscMalloc3(p->knn, &b->h, m, &b->nnz, K, &b->residual));
+    /* The subspace: K + 15 vectors, SLEPc's own choice up to K = 15, instead of its 2 K
+       above (training solves K + -align_extra = 30 pairs): the products per solve stay and
+       the orthogonalisation and restarts cost less; at m = 1024, D = 784 the eigensolve
+       took 7.3 / 8.1 ms (min / median) against 8.7 / 9.2 with 2 K (bench/batch_probe,
+       docs/performance.md "The non-network part of a step, again"). */
+    b->p.eps_ncv = PetscMin(K + 15, m);
+    PetscCall(PetscMalloc2(m, &b->cnt, K, &b->residual));
   } else
     PetscCall(PetscMalloc2((size_t)m * m, &b->A, m, &b->dinv));
   PetscCall(BasisEigensolverCreate(PETSC_COMM_SELF, "batch_", &b->es));
@@ -624,7 +622,7 @@ PetscErrorCode BasisBatchGraphEmbed(BasisBatchGraph bg, const float x[], PetscRe
   PetscCall(BasisKnnSelf(&bg->knn, bg->D, x));
   PetscCall(SigmaCompute(PETSC_COMM_SELF, &bg->p, &bg->knn, "batch row", bg->sigma, bg->sorted));
   if (bg->krylov)
-    PetscCall(AssembleW(PETSC_COMM_SELF, &bg->p, &bg->knn, 0, bg->m, "batch row", bg->sigma, bg->h, bg->nnz,
+    PetscCall(AssembleW(PETSC_COMM_SELF, &bg->p, &bg->knn, 0, bg->m, "batch row", bg->sigma, NULL, bg->cnt,
                         &bg->W));
   else
     PetscCall(DenseLaplacian(bg));
@@ -653,7 +651,7 @@ PetscErrorCode BasisBatchGraphDestroy(BasisBatchGraph *bg)
   PetscCall(PetscFree2(b->sigma, b->sorted));
   PetscCall(BasisEigensolverDestroy(&b->es));
   PetscCall(MatDestroy(&b->W));
-  PetscCall(PetscFree3(b->h, b->nnz, b->residual));
+  PetscCall(PetscFree2(b->cnt, b->residual));
   PetscCall(PetscFree2(b->A, b->dinv));
   PetscCall(PetscFree(*bg));
   PetscFunctionReturn(0);

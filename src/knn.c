@@ -292,8 +292,8 @@ static inline PetscReal LowerBound(PetscReal s, float g, KnnMargin mg)
 
 /* Squared norms in double, summed in vector lanes (the order is the compiler's): they enter
    only the candidate bounds, whose margins are orders wider than D 2^-53 relative, never a
-   distance of the lists. A serial sum was a chain of dependent adds, ~1 ms per batch of
-   1274 points at D = 784. */
+   distance of the lists. A serial sum was a chain of dependent adds: 2.5% of a batch's
+   graph and eigensolve at D = 784 (perf record of bench/batch_probe). */
 static void SquaredNorms(PetscInt n, PetscInt D, const float x[], PetscReal nrm[])
 {
   for (PetscInt i = 0; i < n; i++) {
@@ -465,7 +465,7 @@ static void MergeTile(BasisKnn *knn, PetscInt D, KnnMargin mg, const float q[], 
                       PetscBool share, PetscLogDouble *exact)
 {
   const PetscInt   k = knn->k, g0 = pstart + j0;
-  const KnnShare   tile = {knn->idx + (size_t)j0 * k, knn->d2 + (size_t)j0 * k}, *sh = share ? &tile : NULL;
+  KnnShare         tile = {NULL, NULL}, *sh = NULL;
   const PetscReal *pnj = pn + j0;
   const float     *pj  = p + (size_t)j0 * D;
   /* scratch (BasisKnnCreate): pf [cols], fm [cols], bestv [k]; fa [cols], best [k]; mark [cols] */
@@ -473,6 +473,11 @@ static void MergeTile(BasisKnn *knn, PetscInt D, KnnMargin mg, const float q[], 
   PetscInt *restrict fa = knn->iwork, *restrict best = fa + cols;
   PetscReal pnmax = 0;
 
+  if (share) { /* the tile's columns are the lists' points j0 .. */
+    tile.idx = knn->idx + (size_t)j0 * k;
+    tile.d2  = knn->d2 + (size_t)j0 * k;
+    sh       = &tile;
+  }
   for (PetscInt j = 0; j < cols; j++) {
     pf[j] = FilterNorm(pnj[j], mg);
     pnmax = PetscMax(pnmax, pnj[j]);

@@ -170,6 +170,7 @@ static PetscErrorCode TestKnnAll(void)
   n = GridWithDuplicates(5, 6, 17, 5, x);
   PetscCall(TestKnn("grid ties", n, 3, x, 10, 0, n, 7, &rng));
   PetscCall(TestKnn("grid ties k=1", n, 3, x, 1, 3, n - 3, 3, &rng));
+  PetscCall(TestKnn("grid ties k=1, all points", n, 3, x, 1, 0, n, 3, &rng)); /* BasisKnnSelf at k = 1 */
   /* long lists take the selection + sort-merge path (k > BASIS_KNN_SMALL_K = 32) */
   PetscCall(TestKnn("grid ties k=60", n, 3, x, 60, 0, n, 5, &rng));
   /* larger than one GEMM tile in both directions */
@@ -360,10 +361,11 @@ static PetscErrorCode DenseReference(const BasisGraphParams *p, PetscInt m, Pets
   PetscFunctionReturn(0);
 }
 
-/* (b) batch path against the dense reference, every Laplacian and scale. */
+/* (b) batch path against the dense reference, every Laplacian and scale, K = 10 and 20 (the
+   Krylov subspace is then K + 15, below SLEPc's 2 K: graph.c). */
 static PetscErrorCode TestBatchDense(void)
 {
-  const PetscInt   m = 60, D = 4;
+  const PetscInt   m = 60, D = 4, Kmax = 20;
   BasisGraphParams p;
   BasisBatchGraph  bg;
   BasisRng         rng;
@@ -373,40 +375,45 @@ static PetscErrorCode TestBatchDense(void)
   PetscFunctionBeginUser;
   BasisRngSeed(&rng, 12, 0);
   BasisGraphParamsDefault(&p);
-  PetscCall(PetscMalloc5((size_t)m * D, &x, (size_t)m * p.K, &phi, p.K, &lambda, m, &lam, (size_t)m * m, &V));
+  PetscCall(
+      PetscMalloc5((size_t)m * D, &x, (size_t)m * Kmax, &phi, Kmax, &lambda, m, &lam, (size_t)m * m, &V));
   Gaussian(&rng, m, D, 0.0, x);
   /* the sparse Krylov route, solved tightly, must give the dense answer too */
   PetscCall(PetscOptionsSetValue(NULL, "-batch_eps_tol", "1e-13"));
-  for (int solver = BASIS_BATCH_DENSE; solver <= BASIS_BATCH_KRYLOV; solver++)
-    for (int sc = 0; sc < 2; sc++)
-      for (int lt = 0; lt < 3; lt++) {
-        PetscReal elam = 0, evec = 0, gap = PETSC_MAX_REAL;
-        p.batch_solver = (BasisBatchSolverType)solver;
-        p.scale        = (BasisScaleType)sc;
-        p.laplacian    = (BasisLaplacianType)lt;
-        PetscCall(BasisBatchGraphCreate(&p, m, D, &bg));
-        /* twice: the second call reuses the workspace and must give the same answer */
-        PetscCall(BasisBatchGraphEmbed(bg, x, phi, lambda));
-        PetscCall(BasisBatchGraphEmbed(bg, x, phi, lambda));
-        PetscCall(BasisBatchGraphDestroy(&bg));
-        PetscCall(DenseReference(&p, m, D, x, lam, V));
-        for (PetscInt j = 0; j < p.K; j++) {
-          elam = PetscMax(elam, PetscAbsReal(lambda[j] - lam[j]));
-          gap  = PetscMin(gap, lam[j + 1] - lam[j]);
-          for (PetscInt i = 0; i < m; i++)
-            evec = PetscMax(evec, PetscAbsReal(phi[i * p.K + j] - V[j * m + i]));
+  for (PetscInt K = 10; K <= Kmax; K += 10)
+    for (int solver = BASIS_BATCH_DENSE; solver <= BASIS_BATCH_KRYLOV; solver++)
+      for (int sc = 0; sc < 2; sc++)
+        for (int lt = 0; lt < 3; lt++) {
+          PetscReal elam = 0, evec = 0, gap = PETSC_MAX_REAL;
+          p.K            = K;
+          p.batch_solver = (BasisBatchSolverType)solver;
+          p.scale        = (BasisScaleType)sc;
+          p.laplacian    = (BasisLaplacianType)lt;
+          PetscCall(BasisBatchGraphCreate(&p, m, D, &bg));
+          /* twice: the second call reuses the workspace and must give the same answer */
+          PetscCall(BasisBatchGraphEmbed(bg, x, phi, lambda));
+          PetscCall(BasisBatchGraphEmbed(bg, x, phi, lambda));
+          PetscCall(BasisBatchGraphDestroy(&bg));
+          PetscCall(DenseReference(&p, m, D, x, lam, V));
+          for (PetscInt j = 0; j < p.K; j++) {
+            elam = PetscMax(elam, PetscAbsReal(lambda[j] - lam[j]));
+            gap  = PetscMin(gap, lam[j + 1] - lam[j]);
+            for (PetscInt i = 0; i < m; i++)
+              evec = PetscMax(evec, PetscAbsReal(phi[i * p.K + j] - V[j * m + i]));
+          }
+          PetscCall(BasisTestCheck(PETSC_COMM_WORLD, elam < 1e-10,
+                                   "batch %s/%s/%s K %d: eigenvalues differ from dense LAPACK by %g",
+                                   BasisBatchSolverTypes[solver], BasisScaleTypes[sc],
+                                   BasisLaplacianTypes[lt], (int)K, (double)elam));
+          /* eigenvectors are defined only where the spectrum is simple; this data set's is */
+          PetscCall(BasisTestCheck(PETSC_COMM_WORLD, gap > 1e-4,
+                                   "batch %s/%s K %d: test data has a near-multiple eigenvalue (gap %g)",
+                                   BasisScaleTypes[sc], BasisLaplacianTypes[lt], (int)K, (double)gap));
+          PetscCall(BasisTestCheck(PETSC_COMM_WORLD, evec < 1e-8,
+                                   "batch %s/%s/%s K %d: eigenvectors differ from dense LAPACK by %g",
+                                   BasisBatchSolverTypes[solver], BasisScaleTypes[sc],
+                                   BasisLaplacianTypes[lt], (int)K, (double)evec));
         }
-        PetscCall(BasisTestCheck(
-            PETSC_COMM_WORLD, elam < 1e-10, "batch %s/%s/%s: eigenvalues differ from dense LAPACK by %g",
-            BasisBatchSolverTypes[solver], BasisScaleTypes[sc], BasisLaplacianTypes[lt], (double)elam));
-        /* eigenvectors are defined only where the spectrum is simple; this data set's is */
-        PetscCall(BasisTestCheck(PETSC_COMM_WORLD, gap > 1e-4,
-                                 "batch %s/%s: test data has a near-multiple eigenvalue (gap %g)",
-                                 BasisScaleTypes[sc], BasisLaplacianTypes[lt], (double)gap));
-        PetscCall(BasisTestCheck(
-            PETSC_COMM_WORLD, evec < 1e-8, "batch %s/%s/%s: eigenvectors differ from dense LAPACK by %g",
-            BasisBatchSolverTypes[solver], BasisScaleTypes[sc], BasisLaplacianTypes[lt], (double)evec));
-      }
   PetscCall(PetscOptionsClearValue(NULL, "-batch_eps_tol"));
   PetscCall(PetscFree5(x, phi, lambda, lam, V));
   PetscFunctionReturn(0);
