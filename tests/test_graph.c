@@ -664,6 +664,31 @@ static PetscErrorCode TestErrors(void)
   PetscCall(PetscOptionsClearValue(NULL, "-te_eps_tol"));
   PetscCall(MatDestroy(&W));
   PetscCall(BasisKnnDestroy(&knn));
+
+  /* a point 10^4 away under -scale median: every affinity of its row underflows (degree
+     0), an error on both batch routes and, on every rank, in the distributed graph */
+  p.scale = BASIS_SCALE_MEDIAN;
+  Gaussian(&rng, n, D, 0.0, x);
+  for (PetscInt c = 0; c < D; c++) x[(m / 2) * D + c] += 1e4f;
+  for (int solver = BASIS_BATCH_DENSE; solver <= BASIS_BATCH_KRYLOV; solver++) {
+    p.batch_solver = (BasisBatchSolverType)solver;
+    PetscCall(BasisBatchGraphCreate(&p, m, D, &bg));
+    PetscCall(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
+    ierr = BasisBatchGraphEmbed(bg, x, phi, lambda);
+    PetscCall(PetscPopErrorHandler());
+    PetscCall(BasisTestCheck(PETSC_COMM_WORLD, ierr != 0,
+                             "an isolated point in a batch (%s route) did not give an error",
+                             BasisBatchSolverTypes[solver]));
+    PetscCall(BasisBatchGraphDestroy(&bg));
+  }
+  PetscCall(DistributedKnn(n, D, x, p.knn, &rstart, &knn));
+  PetscCall(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
+  ierr = BasisGraphAssemble(PETSC_COMM_WORLD, &p, &knn, rstart, n, &W);
+  PetscCall(PetscPopErrorHandler());
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, ierr != 0,
+                           "an isolated point in the distributed graph did not give an error on every rank"));
+  PetscCall(MatDestroy(&W));
+  PetscCall(BasisKnnDestroy(&knn));
   PetscCall(PetscFree2(x, phi));
   PetscFunctionReturn(0);
 }
@@ -690,7 +715,7 @@ static PetscErrorCode TestReuse(void)
   PetscCall(PetscMalloc3((size_t)nsets * m * D, &x, (size_t)m * p.K, &phi, (size_t)m * p.K, &phi1));
   Gaussian(&rng, nsets * m, D, 0.0, x);
   for (int solver = BASIS_BATCH_DENSE; solver <= BASIS_BATCH_KRYLOV; solver++)
-    for (int lt = 0; lt < 3; lt += 2) { /* sym and rw (its back-transform) */
+    for (int lt = 0; lt < 3; lt++) { /* sym, unnormalized (the degree on the kept diagonal), rw */
       p.batch_solver = (BasisBatchSolverType)solver;
       p.laplacian    = (BasisLaplacianType)lt;
       PetscCall(BasisBatchGraphCreate(&p, m, D, &kept));
