@@ -54,11 +54,14 @@ struct _p_BasisEigensolver {
   PetscBool          warned;      /* the disconnected-graph warning is printed once per object */
   EPS                eps;
   /* Krylov route, kept while the local and global sizes stay */
-  PetscInt   N, nlocal;
-  Mat        A;  /* operator N or D - W (AIJ; none on one process without ScaLAPACK: OneProcessOperator) */
-  Mat        As; /* the solver's copy: the upper triangle (SBAIJ) on one process, MATSCALAPACK */
-  Vec        deg, dinv, v, r, *V; /* degrees, D^-1/2, work vectors, the K eigenvectors */
-  PetscReal *U, *evs;             /* [K][nlocal] column-major eigenvectors, [K] eigenvalues */
+  PetscInt     N, nlocal;
+  Mat          A;  /* operator N or D - W (AIJ; none on one process without ScaLAPACK: OneProcessOperator) */
+  Mat          As; /* the solver's copy: the upper triangle (SBAIJ) on one process, MATSCALAPACK */
+  Vec          deg, dinv, v, r, *V; /* degrees, D^-1/2, work vectors, the K eigenvectors */
+  PetscReal   *U, *evs;             /* [K][nlocal] column-major eigenvectors, [K] eigenvalues */
+  PetscInt    *iu, *ju;             /* OneProcessOperator: the upper triangle's CSR, room for nup */
+  PetscScalar *vu;
+  size_t       nup;
   /* dense route, kept while m stays */
   PetscInt      m;
   PetscReal    *w, *Z, *work; /* [m] eigenvalues, [K][m] column-major eigenvectors, LAPACK work */
@@ -170,6 +173,8 @@ static PetscErrorCode KrylovReset(BasisEigensolver es)
   PetscCall(VecDestroy(&es->r));
   if (es->V) PetscCall(VecDestroyVecs(es->K, &es->V));
   PetscCall(PetscFree2(es->U, es->evs));
+  PetscCall(PetscFree3(es->iu, es->ju, es->vu));
+  es->nup = 0;
   PetscFunctionReturn(0);
 }
 
@@ -226,7 +231,8 @@ static PetscErrorCode DegreeScaling(BasisEigensolver es, PetscReal *norm)
   the exact and reference graphs at one rank): the operator's upper triangle straight from
   the arrays of W (MATSEQAIJ, sorted columns, as graph.c assembles it) into es->As (SBAIJ,
   re-preallocated in one call), with no AIJ copy of W in between: the two row-by-row copies
-  the general route made here had cost ~1 ms of a batch (perf). Each product streams half
+  the general route made here had cost ~1 ms of a batch (perf). The CSR arrays are kept
+  (es->iu, ju, vu) and grow only when a graph has more entries than any before. Each product streams half
   the entries (~15% off the solve at m = 1024 and 4096, docs/performance.md). The values
   are the general route's bit for bit: degrees summed along each row in column order (as
   MatGetRowSum's plain SeqAIJ product adds them; PETSc's inode kernel, used when many rows
@@ -240,6 +246,7 @@ static PetscErrorCode OneProcessOperator(BasisEigensolver es, Mat W, PetscReal *
   const PetscScalar *w, *deg, *dinv = NULL;
   PetscScalar       *d, *vu;
   PetscInt           n, nr, *iu, *ju, c = 0;
+  size_t             need;
   PetscBool          done;
 
   PetscFunctionBeginUser;
@@ -256,7 +263,13 @@ static PetscErrorCode OneProcessOperator(BasisEigensolver es, Mat W, PetscReal *
   PetscCall(DegreeScaling(es, norm));
   PetscCall(VecGetArrayRead(es->deg, &deg));
   if (!unnormal) PetscCall(VecGetArrayRead(es->dinv, &dinv));
-  PetscCall(PetscMalloc3(n + 1, &iu, (size_t)ia[n] + n, &ju, (size_t)ia[n] + n, &vu));
+  need = (size_t)ia[n] + n; /* at most: W's entries and a diagonal per row */
+  if (need > es->nup) {
+    PetscCall(PetscFree3(es->iu, es->ju, es->vu));
+    PetscCall(PetscMalloc3(n + 1, &es->iu, need, &es->ju, need, &es->vu));
+    es->nup = need;
+  }
+  iu = es->iu, ju = es->ju, vu = es->vu;
   for (PetscInt i = 0; i < n; i++) { /* row i: the diagonal (added if W lacks it), then j > i */
     PetscInt e = ia[i];
     while (e < ia[i + 1] && ja[e] < i) e++;
@@ -281,7 +294,6 @@ static PetscErrorCode OneProcessOperator(BasisEigensolver es, Mat W, PetscReal *
     PetscCall(MatSetType(es->As, MATSEQSBAIJ));
   }
   PetscCall(MatSeqSBAIJSetPreallocationCSR(es->As, 1, iu, ju, vu));
-  PetscCall(PetscFree3(iu, ju, vu));
   PetscCall(EPSSetOperators(es->eps, es->As, NULL));
   PetscFunctionReturn(0);
 }

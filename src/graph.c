@@ -10,8 +10,8 @@
   Batch graph (BasisBatchGraph, one rank, every training step): its objects are made once
   at Create and reused every step: the kNN lists, and either the dense W and Laplacian
   (LAPACK route, small batches) or the sparse W, refilled in place (Krylov route), and one
-  eigensolver object (prefix batch_); the Krylov route's CSR arrays (~0.3 MB at m = 1024)
-  are allocated per step. Both routes raise the same errors with the
+  eigensolver object (prefix batch_), with the Krylov route's assembly workspace. Both
+  routes raise the same errors with the
   same words ("batch row", since a batch's rows are not data rows).
 */
 #include <basis/eigensolver.h>
@@ -318,6 +318,46 @@ static PetscErrorCode CheckLists(MPI_Comm comm, const BasisGraphParams *p, const
 }
 
 /*
+  AssembleWork - AssembleW's workspace for n rows of k neighbours, made once per graph (the
+  batch graph: at Create) so that a step allocates nothing. On one process the row
+  cursors cnt [n] and W's CSR arrays ia [n + 1], ja and va [n (2k + 1)] (every row's entries
+  before the two halves of a mutual pair merge); on several, one row's affinities h [k].
+  Errors: on one process, more entries than PetscInt indexes (use more processes).
+*/
+typedef struct {
+  PetscInt    *cnt, *ia, *ja;
+  PetscScalar *va, *h;
+} AssembleWork;
+
+static PetscErrorCode AssembleWorkCreate(MPI_Comm comm, PetscInt n, PetscInt k, AssembleWork *w)
+{
+  PetscMPIInt size;
+
+  PetscFunctionBeginUser;
+  PetscCall(PetscMemzero(w, sizeof(*w)));
+  PetscCallMPI(MPI_Comm_size(comm, &size));
+  if (size > 1) {
+    PetscCall(PetscMalloc1(k, &w->h));
+    PetscFunctionReturn(0);
+  }
+  PetscCheck((size_t)n * (2 * (size_t)k + 1) <= (size_t)PETSC_MAX_INT, comm, PETSC_ERR_SUP,
+             "the graph of %d points with -knn %d has more entries than one process can index (%d-bit "
+             "indices); run on more processes",
+             (int)n, (int)k, (int)(8 * sizeof(PetscInt)));
+  PetscCall(PetscMalloc4(PetscMax(n, 1), &w->cnt, n + 1, &w->ia, (size_t)n * (2 * k + 1), &w->ja,
+                         (size_t)n * (2 * k + 1), &w->va));
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode AssembleWorkDestroy(AssembleWork *w)
+{
+  PetscFunctionBeginUser;
+  PetscCall(PetscFree4(w->cnt, w->ia, w->ja, w->va));
+  PetscCall(PetscFree(w->h));
+  PetscFunctionReturn(0);
+}
+
+/*
   AssembleOneProcess - W of all n points on one process (every training step's batch graph;
   the reference and exact graphs at one rank), *W refilled if it exists. Its CSR arrays are
   built here and handed to PETSc in one call (MatSeqAIJSetPreallocationCSR): row i holds its
@@ -325,25 +365,20 @@ static PetscErrorCode CheckLists(MPI_Comm comm, const BasisGraphParams *p, const
   columns sorted and the two halves of a mutual pair summed. Inserting the entries one
   MatSetValues at a time, with a search and a shift each, had cost ~3% of a batch's graph
   and eigensolve (perf record of bench/batch_probe). The same W bit for bit: an entry is
-  h_ij, h_ji or h_ij + h_ji, and a sum of two terms does not depend on their order. cnt [n]:
-  workspace. Errors: more entries than PetscInt indexes (use more processes).
+  h_ij, h_ji or h_ij + h_ji, and a sum of two terms does not depend on their order. The
+  arrays are w's (AssembleWork); PETSc copies them.
 */
 static PetscErrorCode AssembleOneProcess(MPI_Comm comm, const BasisGraphParams *p, const BasisKnn *knn,
-                                         const PetscReal sigma[], PetscInt cnt[], Mat *W)
+                                         const PetscReal sigma[], AssembleWork *w, Mat *W)
 {
   const PetscInt n = knn->nq, k = p->knn;
-  PetscInt      *ia, *ja, out = 0;
-  PetscScalar   *va;
+  PetscInt      *cnt = w->cnt, *ia = w->ia, *ja = w->ja, out = 0;
+  PetscScalar   *va = w->va;
 
   PetscFunctionBeginUser;
-  PetscCheck((size_t)n * (2 * (size_t)k + 1) <= (size_t)PETSC_MAX_INT, comm, PETSC_ERR_SUP,
-             "the graph of %d points with -knn %d has more entries than one process can index (%d-bit "
-             "indices); run on more processes",
-             (int)n, (int)k, (int)(8 * sizeof(PetscInt)));
   PetscCall(PetscArrayzero(cnt, n));
   for (PetscInt i = 0; i < n; i++)
     for (PetscInt t = 0; t < k; t++) cnt[knn->idx[(size_t)i * knn->k + t]]++;
-  PetscCall(PetscMalloc3(n + 1, &ia, (size_t)n * (2 * k + 1), &ja, (size_t)n * (2 * k + 1), &va));
   ia[0] = 0;
   for (PetscInt i = 0; i < n; i++) ia[i + 1] = ia[i] + cnt[i] + k + 1; /* before merging pairs */
   for (PetscInt i = 0; i < n; i++) { /* cnt: where row i's next entry goes; the diagonal first */
@@ -382,19 +417,18 @@ static PetscErrorCode AssembleOneProcess(MPI_Comm comm, const BasisGraphParams *
     PetscCall(MatSetType(*W, MATSEQAIJ));
   }
   PetscCall(MatSeqAIJSetPreallocationCSR(*W, ia, ja, va));
-  PetscCall(PetscFree3(ia, ja, va));
   PetscFunctionReturn(0);
 }
 
 /*
   AssembleW - W from the lists and sigma: the body of BasisGraphAssemble, also the batch
-  graph's Krylov route, which passes its W of the previous step in *W (refilled). Workspace:
-  cnt [n]; h [knn] on several processes (NULL on one). One process: AssembleOneProcess.
+  graph's Krylov route, which passes its W of the previous step in *W (refilled); w from
+  AssembleWorkCreate on comm for these n rows and knn. One process: AssembleOneProcess.
   Several: the pattern through MATPREALLOCATOR's hash table, then the values.
 */
 static PetscErrorCode AssembleW(MPI_Comm comm, const BasisGraphParams *p, const BasisKnn *knn,
                                 PetscInt rstart, PetscInt nglobal, const char *what, const PetscReal sigma[],
-                                PetscScalar h[], PetscInt cnt[], Mat *W)
+                                AssembleWork *w, Mat *W)
 {
   const PetscInt k     = p->knn;
   PetscInt       nzero = 0, first = PETSC_MAX_INT, r0;
@@ -406,7 +440,7 @@ static PetscErrorCode AssembleW(MPI_Comm comm, const BasisGraphParams *p, const 
     PetscCheck(knn->nq == nglobal && rstart == 0, comm, PETSC_ERR_ARG_SIZ,
                "one process holds %d of %d points starting at %d; it must hold all of them", (int)knn->nq,
                (int)nglobal, (int)rstart);
-    PetscCall(AssembleOneProcess(comm, p, knn, sigma, cnt, W));
+    PetscCall(AssembleOneProcess(comm, p, knn, sigma, w, W));
   } else {
     Mat pre;
     PetscCall(MatCreate(comm, &pre));
@@ -418,13 +452,13 @@ static PetscErrorCode AssembleW(MPI_Comm comm, const BasisGraphParams *p, const 
         comm, r0 == rstart, PETSC_ERR_ARG_WRONG,
         "the rows of the point set must be split in rank order: a rank's rstart differs from the sum of "
         "the row counts of the ranks before it");
-    PetscCall(SetAffinities(pre, p, knn, rstart, sigma, h));
+    PetscCall(SetAffinities(pre, p, knn, rstart, sigma, w->h));
     PetscCall(MatCreate(comm, W));
     PetscCall(MatSetSizes(*W, knn->nq, knn->nq, nglobal, nglobal));
     PetscCall(MatSetType(*W, MATMPIAIJ));
     PetscCall(MatPreallocatorPreallocate(pre, PETSC_TRUE, *W));
     PetscCall(MatDestroy(&pre));
-    PetscCall(SetAffinities(*W, p, knn, rstart, sigma, h));
+    PetscCall(SetAffinities(*W, p, knn, rstart, sigma, w->h));
   }
   PetscCall(PetscLogFlops(6.0 * knn->nq * k));
   PetscCall(MatSetOption(*W, MAT_SYMMETRIC, PETSC_TRUE));
@@ -467,16 +501,17 @@ PetscErrorCode BasisGraphAssemble(MPI_Comm comm, const BasisGraphParams *p, cons
                                   PetscInt rstart, PetscInt nglobal, Mat *W)
 {
   PetscReal   *sigma;
-  PetscScalar *h;
-  PetscInt    *cnt;
+  AssembleWork w;
 
   PetscFunctionBeginUser;
   *W = NULL;
   PetscCall(CheckLists(comm, p, knn, nglobal));
-  PetscCall(PetscMalloc3(knn->nq, &sigma, p->knn, &h, PetscMax(knn->nq, 1), &cnt));
+  PetscCall(PetscMalloc1(knn->nq, &sigma));
+  PetscCall(AssembleWorkCreate(comm, knn->nq, p->knn, &w));
   PetscCall(BasisGraphSigma(comm, p, knn, sigma));
-  PetscCall(AssembleW(comm, p, knn, rstart, nglobal, "point", sigma, h, cnt, W));
-  PetscCall(PetscFree3(sigma, h, cnt));
+  PetscCall(AssembleW(comm, p, knn, rstart, nglobal, "point", sigma, &w, W));
+  PetscCall(AssembleWorkDestroy(&w));
+  PetscCall(PetscFree(sigma));
   PetscFunctionReturn(0);
 }
 
@@ -491,7 +526,7 @@ struct _p_BasisBatchGraph {
   PetscReal       *A;        /* dense: [m][m] W, then the Laplacian (destroyed by the solve) */
   PetscReal       *dinv;     /* dense: [m] D^-1/2 (sym, rw) or D (unnormalized) */
   Mat              W;        /* Krylov: the sparse W, refilled every step */
-  PetscInt        *cnt;      /* Krylov: [m] AssembleW's workspace */
+  AssembleWork     work;     /* Krylov: AssembleW's workspace */
   PetscReal       *residual; /* Krylov: [K] */
 };
 
@@ -544,7 +579,8 @@ PetscErrorCode BasisBatchGraphCreate(const BasisGraphParams *p, PetscInt m, Pets
        took 7.3 / 8.1 ms (min / median) against 8.7 / 9.2 with 2 K (bench/batch_probe,
        docs/performance.md "The non-network part of a step, again"). */
     b->p.eps_ncv = PetscMin(K + 15, m);
-    PetscCall(PetscMalloc2(m, &b->cnt, K, &b->residual));
+    PetscCall(AssembleWorkCreate(PETSC_COMM_SELF, m, p->knn, &b->work));
+    PetscCall(PetscMalloc1(K, &b->residual));
   } else
     PetscCall(PetscMalloc2((size_t)m * m, &b->A, m, &b->dinv));
   PetscCall(BasisEigensolverCreate(PETSC_COMM_SELF, "batch_", &b->es));
@@ -622,8 +658,8 @@ PetscErrorCode BasisBatchGraphEmbed(BasisBatchGraph bg, const float x[], PetscRe
   PetscCall(BasisKnnSelf(&bg->knn, bg->D, x));
   PetscCall(SigmaCompute(PETSC_COMM_SELF, &bg->p, &bg->knn, "batch row", bg->sigma, bg->sorted));
   if (bg->krylov)
-    PetscCall(AssembleW(PETSC_COMM_SELF, &bg->p, &bg->knn, 0, bg->m, "batch row", bg->sigma, NULL, bg->cnt,
-                        &bg->W));
+    PetscCall(
+        AssembleW(PETSC_COMM_SELF, &bg->p, &bg->knn, 0, bg->m, "batch row", bg->sigma, &bg->work, &bg->W));
   else
     PetscCall(DenseLaplacian(bg));
   PetscCall(PetscLogEventEnd(BASIS_BatchGraph, 0, 0, 0, 0));
@@ -651,7 +687,8 @@ PetscErrorCode BasisBatchGraphDestroy(BasisBatchGraph *bg)
   PetscCall(PetscFree2(b->sigma, b->sorted));
   PetscCall(BasisEigensolverDestroy(&b->es));
   PetscCall(MatDestroy(&b->W));
-  PetscCall(PetscFree2(b->cnt, b->residual));
+  PetscCall(AssembleWorkDestroy(&b->work));
+  PetscCall(PetscFree(b->residual));
   PetscCall(PetscFree2(b->A, b->dinv));
   PetscCall(PetscFree(*bg));
   PetscFunctionReturn(0);

@@ -597,6 +597,28 @@ static PetscErrorCode TestDistributed(void)
 }
 
 /* (e) errors, caught without printing; every rank must see the error. */
+/* The distributed graph of the n points x must be refused on every rank; what names the
+   fault in the failure message. */
+static PetscErrorCode ExpectAssembleError(const BasisGraphParams *p, PetscInt n, PetscInt D, const float x[],
+                                          const char *what)
+{
+  BasisKnn       knn;
+  Mat            W = NULL;
+  PetscInt       rstart;
+  PetscErrorCode ierr;
+
+  PetscFunctionBeginUser;
+  PetscCall(DistributedKnn(n, D, x, p->knn, &rstart, &knn));
+  PetscCall(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
+  ierr = BasisGraphAssemble(PETSC_COMM_WORLD, p, &knn, rstart, n, &W);
+  PetscCall(PetscPopErrorHandler());
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, ierr != 0,
+                           "%s in the distributed graph did not give an error on every rank", what));
+  PetscCall(MatDestroy(&W));
+  PetscCall(BasisKnnDestroy(&knn));
+  PetscFunctionReturn(0);
+}
+
 static PetscErrorCode TestErrors(void)
 {
   const PetscInt   m = 40, D = 3, n = 100;
@@ -640,14 +662,7 @@ static PetscErrorCode TestErrors(void)
   Gaussian(&rng, n, D, 0.0, x);
   for (PetscInt i = n - 9; i < n; i++)
     for (PetscInt c = 0; c < D; c++) x[i * D + c] = x[(n - 10) * D + c];
-  PetscCall(DistributedKnn(n, D, x, p.knn, &rstart, &knn));
-  PetscCall(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
-  ierr = BasisGraphAssemble(PETSC_COMM_WORLD, &p, &knn, rstart, n, &W);
-  PetscCall(PetscPopErrorHandler());
-  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, ierr != 0,
-                           "duplicate points in the distributed graph did not give an error on every rank"));
-  PetscCall(MatDestroy(&W));
-  PetscCall(BasisKnnDestroy(&knn));
+  PetscCall(ExpectAssembleError(&p, n, D, x, "duplicate points"));
 
   /* an eigensolver stopped after one iteration must be refused */
   Gaussian(&rng, n, D, 0.0, x);
@@ -681,14 +696,7 @@ static PetscErrorCode TestErrors(void)
                              BasisBatchSolverTypes[solver]));
     PetscCall(BasisBatchGraphDestroy(&bg));
   }
-  PetscCall(DistributedKnn(n, D, x, p.knn, &rstart, &knn));
-  PetscCall(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
-  ierr = BasisGraphAssemble(PETSC_COMM_WORLD, &p, &knn, rstart, n, &W);
-  PetscCall(PetscPopErrorHandler());
-  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, ierr != 0,
-                           "an isolated point in the distributed graph did not give an error on every rank"));
-  PetscCall(MatDestroy(&W));
-  PetscCall(BasisKnnDestroy(&knn));
+  PetscCall(ExpectAssembleError(&p, n, D, x, "an isolated point"));
   PetscCall(PetscFree2(x, phi));
   PetscFunctionReturn(0);
 }
