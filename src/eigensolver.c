@@ -91,6 +91,42 @@ PetscErrorCode BasisEigensolverCreate(MPI_Comm comm, const char prefix[], BasisE
 }
 
 /*
+  BasisEigensolverCheckOptions - refuse, before any work, the -<prefix>eps_ncv, -eps_tol and
+  -eps_max_it values that SLEPc would reject at the solve with a message that names neither
+  the option nor the number of pairs.
+
+  Collective on comm (every rank reads the same options database, so all raise the same
+  error). Input: prefix ("batch_", "ref_", "exact_"); nev the pairs the solve computes, n
+  the graph's points; pairs, what nev is made of ("-dim", "-dim + -align_extra").
+*/
+PetscErrorCode BasisEigensolverCheckOptions(MPI_Comm comm, const char prefix[], PetscInt nev, PetscInt n,
+                                            const char pairs[])
+{
+  PetscInt  ncv, maxit;
+  PetscReal tol;
+  PetscBool set;
+
+  PetscFunctionBeginUser;
+  PetscCall(PetscOptionsGetInt(NULL, prefix, "-eps_ncv", &ncv, &set));
+  if (set && ncv != PETSC_DECIDE && ncv != PETSC_DEFAULT) {
+    PetscCheck(ncv > nev, comm, PETSC_ERR_ARG_OUTOFRANGE,
+               "-%seps_ncv %d is too small: this solve computes %d eigenpairs (%s), so its subspace needs at "
+               "least %d vectors; give a larger -%seps_ncv or leave it out",
+               prefix, (int)ncv, (int)nev, pairs, (int)(nev + 1), prefix);
+    PetscCheck(ncv <= n, comm, PETSC_ERR_ARG_OUTOFRANGE,
+               "-%seps_ncv %d exceeds the %d points of the graph; give at most %d or leave it out", prefix,
+               (int)ncv, (int)n, (int)n);
+  }
+  PetscCall(PetscOptionsGetReal(NULL, prefix, "-eps_tol", &tol, &set));
+  PetscCheck(!set || tol == (PetscReal)PETSC_DEFAULT || tol > 0, comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "-%seps_tol %g must be positive", prefix, (double)tol);
+  PetscCall(PetscOptionsGetInt(NULL, prefix, "-eps_max_it", &maxit, &set));
+  PetscCheck(!set || maxit == PETSC_DEFAULT || maxit == PETSC_DECIDE || maxit >= 1, comm,
+             PETSC_ERR_ARG_OUTOFRANGE, "-%seps_max_it %d must be at least 1", prefix, (int)maxit);
+  PetscFunctionReturn(0);
+}
+
+/*
   BasisEigensolverSetProblem - from the graph rule p: which Laplacian (p->laplacian), how
   many pairs (p->K), and the code defaults of the Krylov tolerance (p->eps_tol, 0: SLEPc's
   1e-8; -<prefix>eps_tol wins) and subspace size (p->eps_ncv, 0: SLEPc's; -<prefix>eps_ncv
@@ -672,9 +708,9 @@ PetscErrorCode BasisEigensolverSolve(BasisEigensolver es, Mat W, PetscReal phi[]
   PetscCall(EPSGetConverged(es->eps, &nconv));
   PetscCall(EPSGetTolerances(es->eps, &tol, &maxit));
   PetscCheck(nconv >= K, es->comm, PETSC_ERR_NOT_CONVERGED,
-             "the eigensolver converged %d of the -dim %d eigenpairs; raise -%seps_max_it (now %d) or "
-             "-%seps_tol (now %g)",
-             (int)nconv, (int)K, prefix, (int)maxit, prefix, (double)tol);
+             "the eigensolver converged %d of the %d eigenpairs it computes; raise -%seps_max_it (now %d), "
+             "-%seps_tol (now %g) or -%seps_ncv",
+             (int)nconv, (int)K, prefix, (int)maxit, prefix, (double)tol, prefix);
   /* The Krylov-Schur estimate and the true residual agree to a small factor; 100 leaves
      that margin without accepting a solve that missed its tolerance by orders. */
   max_residual = es->max_residual_set ? es->max_residual : 100 * tol;

@@ -27,6 +27,8 @@
 #include <basis/h5io.h>
 #include <basis/mlp.h>
 #include <petscblaslapack.h>
+#include <string.h>
+#include <sys/stat.h>
 
 /* Layout version of the embedding file's attributes: 1 (no attribute) = the positional
    `model_step_l_m_R_seed_knn_scaleneighbor`; 2 = one named attribute per parameter. */
@@ -362,12 +364,32 @@ static PetscErrorCode EmbedRows(MPI_Comm comm, BasisEmbedder e, BasisInput *in, 
   PetscFunctionReturn(0);
 }
 
+/* Rank 0's view of which file is at path and its state (device, inode, size, mtime), so a
+   model replaced while embed ran (a checkpoint of a training run) is noticed. Collective. */
+static PetscErrorCode ModelIdentity(MPI_Comm comm, const char *path, long long id[5])
+{
+  PetscMPIInt rank;
+  struct stat st;
+
+  PetscFunctionBeginUser;
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  for (int i = 0; i < 5; i++) id[i] = -1;
+  if (rank == 0 && !stat(path, &st)) {
+    id[0] = (long long)st.st_dev, id[1] = (long long)st.st_ino, id[2] = (long long)st.st_size;
+    id[3] = (long long)st.st_mtim.tv_sec, id[4] = (long long)st.st_mtim.tv_nsec;
+  }
+  PetscCallMPI(MPI_Bcast(id, 5, MPI_LONG_LONG, 0, comm));
+  PetscFunctionReturn(0);
+}
+
 /*
   BasisEmbedMain - `basis embed`: embed -input with -model into -output (/embedding, and
   /labels copied from the input).
 
   Collective on comm. Options: -model -input -output -force, and the embedder's -chunk
-  -orthonormalize.
+  -orthonormalize. With -orthonormalize compute the model file is rewritten with R, so it is
+  checked as an output before the work, and R is stored before the embedding is committed:
+  a model that cannot be written, or was replaced meanwhile, leaves no embedding behind.
 */
 PetscErrorCode BasisEmbedMain(MPI_Comm comm)
 {
@@ -383,7 +405,8 @@ PetscErrorCode BasisEmbedMain(MPI_Comm comm)
   PetscMPIInt    size, rank;
   hid_t          dset;
   double         t0 = MPI_Wtime();
-  const char    *inputs[3];
+  const char    *inputs[3], *minputs[2];
+  long long      model_id[5], model_now[5];
 
   PetscFunctionBeginUser;
   PetscOptionsBegin(comm, NULL, "basis embed: embed data with a trained model", NULL);
@@ -406,7 +429,9 @@ PetscErrorCode BasisEmbedMain(MPI_Comm comm)
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
 
   inputs[0] = input, inputs[1] = model_path, inputs[2] = NULL;
+  minputs[0] = input, minputs[1] = NULL;
   PetscCall(BasisOutputCheckPath(comm, output, force, inputs));
+  PetscCall(ModelIdentity(comm, model_path, model_id));
   PetscCall(BasisModelRead(comm, model_path, &mo));
   PetscCall(BasisInputOpen(comm, input, &in));
   PetscCheck(
@@ -417,6 +442,10 @@ PetscErrorCode BasisEmbedMain(MPI_Comm comm)
   PetscCall(BasisEmbedderSetUp(e));
   PetscCall(BasisEmbedderGetSizes(e, NULL, &K, NULL));
   PetscCall(BasisEmbedderGetOrthoType(e, &ortho));
+  if (ortho ==
+      BASIS_ORTHO_COMPUTE) /* R goes into the model: can it be written (not held by a training run)? */
+    PetscCall(BasisOutputCheckPathOption(comm, "-model (-orthonormalize compute stores R in it)", model_path,
+                                         PETSC_TRUE, minputs));
 
   PetscCall(PetscLogStagePush(BASIS_StageEmbed));
   BasisBlockRange(in.N, size, rank, &rstart, &n);
@@ -426,12 +455,14 @@ PetscErrorCode BasisEmbedMain(MPI_Comm comm)
   PetscCall(WriteEmbeddingAttrs(dset, e, model_path, &in));
   BasisCallH5(H5Dclose(dset));
   PetscCall(BasisInputCopyLabels(&in, out.file)); /* so `basis eval` needs only this file */
-  PetscCall(BasisOutputCommit(&out));
-  PetscCall(PetscLogStagePop());
-  if (ortho == BASIS_ORTHO_COMPUTE) { /* store R in the model for -orthonormalize stored */
-    const char      *minputs[] = {input, NULL};
+  if (ortho == BASIS_ORTHO_COMPUTE) {             /* store R in the model for -orthonormalize stored */
     const PetscReal *R;
 
+    PetscCall(ModelIdentity(comm, model_path, model_now));
+    PetscCheck(!memcmp(model_id, model_now, sizeof(model_id)), comm, PETSC_ERR_FILE_UNEXPECTED,
+               "model %s was replaced while embed ran (by a training run's checkpoint?); its R would not "
+               "match it, so neither R nor %s is written: rerun embed on the model as it is now",
+               model_path, output);
     PetscCall(BasisEmbedderGetOrthonormalization(e, &R));
     PetscCall(PetscFree(mo.ortho_R));
     PetscCall(PetscMalloc1(K * K, &mo.ortho_R));
@@ -440,6 +471,8 @@ PetscErrorCode BasisEmbedMain(MPI_Comm comm)
     PetscCall(PetscPrintf(
         comm, "embed: stored the orthonormalisation in %s (-orthonormalize stored reuses it)\n", model_path));
   }
+  PetscCall(BasisOutputCommit(&out));
+  PetscCall(PetscLogStagePop());
   {
     double secs = MPI_Wtime() - t0;
     PetscCall(PetscPrintf(comm, "embed: %d x %d written to %s in %.1f s (%.0f points/s)\n", (int)in.N, (int)K,

@@ -290,6 +290,7 @@ PetscErrorCode BasisExactMain(MPI_Comm comm)
              input, (int)in.N, match_batch ? " or raise -match_batch" : "");
   PetscCheck(in.N >= q.K + 1, comm, PETSC_ERR_ARG_OUTOFRANGE,
              "%s has %d points, fewer than -dim %d + 1; lower -dim", input, (int)in.N, (int)q.K);
+  PetscCall(BasisEigensolverCheckOptions(comm, BASIS_EXACT_PREFIX, q.K, in.N, "-dim"));
   K = q.K;
   if (match_batch)
     PetscCall(PetscPrintf(

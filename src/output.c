@@ -18,6 +18,9 @@
        (MPI_Allreduce) before the next; then rank 0 renames it and drops the lock.
   On any failure the temporary is truncated (freeing its space, so HDF5's closing flush
   cannot fail half-way), closed on every rank and deleted, and the lock is released.
+  A file written more than once by one run (train's checkpoints) is held for the whole run
+  (BasisOutputHold): its lock is taken once, at the start, and the run's own writes reuse it,
+  so no other run can write the file between two checkpoints or replace the last one.
   Outputs still open when an error unwinds to main are removed by BasisOutputCleanupAll
   (not collective) and closed by BasisOutputCloseAll (collective, once all ranks are on
   the error path), so that HDF5 never flushes a file from inside MPI_Finalize.
@@ -50,10 +53,20 @@ static struct {
   const BasisOutput *owner;
   MPI_Comm           comm;
   hid_t              file;
-  PetscBool          locked;
+  PetscBool          locked, hold; /* hold: a run-long lock (BasisOutputHold), no file */
   char               path[PETSC_MAX_PATH_LEN], tmp[PETSC_MAX_PATH_LEN], lock[PETSC_MAX_PATH_LEN];
   hsize_t            reserved; /* bytes of tmp already reserved (BasisOutputReserveSpace) */
 } open_outputs[BASIS_MAX_OPEN_OUTPUTS];
+
+/* Whether this process holds path's lock for its whole run (BasisOutputHold). */
+static PetscBool HeldHere(const char *path)
+{
+  for (int i = 0; i < BASIS_MAX_OPEN_OUTPUTS; i++)
+    if (open_outputs[i].owner && open_outputs[i].hold && open_outputs[i].locked &&
+        !strcmp(open_outputs[i].path, path))
+      return PETSC_TRUE;
+  return PETSC_FALSE;
+}
 
 /* True when a and b name the same file: same device and inode (hard links, symlinks,
    "./x" and "x" alike), or the same resolved path. */
@@ -107,21 +120,34 @@ static PetscBool ProcessGone(pid_t pid)
   return close && (close[2] == 'Z' || close[2] == 'X') ? PETSC_TRUE : PETSC_FALSE;
 }
 
+/* This run's Slurm incarnation, "JOBID.RESTARTS", or "" outside Slurm. A job requeued
+   after its node died keeps its job id and counts one more restart. */
+static void SlurmIncarnation(char *buf, size_t len)
+{
+  const char *job = getenv("SLURM_JOB_ID"), *restarts = getenv("SLURM_RESTART_COUNT");
+
+  if (job && job[0])
+    snprintf(buf, len, "%s.%s", job, restarts && restarts[0] ? restarts : "0");
+  else
+    buf[0] = 0;
+}
+
 /*
   Who holds lock (rank 0 only). Returns 0 when there is no lock or it is stale (written by
   a process of this host that no longer exists; *stale set), else fills msg.
 */
 static int LockHeld(const char *path, const char *lock, PetscBool *stale, char *msg, size_t len)
 {
-  char  host[256] = "", who[256] = "";
+  char  host[256] = "", who[256] = "", job[64] = "", mine[64];
   long  pid = 0;
   FILE *f;
   int   n;
 
   *stale = PETSC_FALSE;
   if (!(f = fopen(lock, "r"))) return 0;
-  n = fscanf(f, "basis %255s %ld", who, &pid);
+  n = fscanf(f, "basis %255s %ld %63s", who, &pid, job);
   fclose(f);
+  if (n == 3) n = 2; /* the Slurm incarnation is optional */
   gethostname(host, sizeof(host) - 1);
   if (n != 2 || pid <= 0) {
     snprintf(msg, len,
@@ -131,6 +157,13 @@ static int LockHeld(const char *path, const char *lock, PetscBool *stale, char *
     return 1;
   }
   if (!strcmp(who, host) && ProcessGone((pid_t)pid)) {
+    *stale = PETSC_TRUE;
+    return 0;
+  }
+  /* taken by an earlier incarnation of this Slurm job (same job id, fewer restarts): Slurm
+     requeues a job only once it has ended, so that run is gone, whatever node it ran on */
+  SlurmIncarnation(mine, sizeof(mine));
+  if (job[0] && mine[0] && strcmp(job, mine) && !strncmp(job, mine, (size_t)(strchr(mine, '.') - mine + 1))) {
     *stale = PETSC_TRUE;
     return 0;
   }
@@ -172,13 +205,14 @@ static void RemoveStaleLock(const char *path, const char *lock)
    (also on NFS), so no other run ever reads a half-written lock. */
 static void LockTake(const char *path, const char *lock, PetscBool *locked, char *msg, size_t len)
 {
-  char host[256] = "", line[300], mine[PETSC_MAX_PATH_LEN + 64];
+  char host[256] = "", line[400], mine[PETSC_MAX_PATH_LEN + 64], job[64];
   int  fd, n;
 
   *locked = PETSC_FALSE;
   gethostname(host, sizeof(host) - 1);
+  SlurmIncarnation(job, sizeof(job));
   snprintf(mine, sizeof(mine), "%s.%ld", lock, (long)getpid());
-  n  = snprintf(line, sizeof(line), "basis %s %ld\n", host, (long)getpid());
+  n  = snprintf(line, sizeof(line), "basis %s %ld%s%s\n", host, (long)getpid(), job[0] ? " " : "", job);
   fd = open(mine, O_WRONLY | O_CREAT | O_EXCL, 0644);
   if (fd < 0 || write(fd, line, (size_t)n) != n || close(fd)) {
     char hint[128];
@@ -282,12 +316,12 @@ static void CheckPathLocal(const char *option, const char *path, PetscBool force
   }
   snprintf(dir, sizeof(dir), "%s", path);
   if (access(dirname(dir), W_OK | X_OK) != 0) {
-    snprintf(msg, len, "cannot write output %s: directory %s is %s", path, dir,
+    snprintf(msg, len, "cannot write %s %s: directory %s is %s", option, path, dir,
              errno == ENOENT ? "missing (create it first)" : "not writable");
     return;
   }
   snprintf(lock, sizeof(lock), "%s.lock", path);
-  LockHeld(path, lock, &stale, msg, len);
+  if (!HeldHere(path)) LockHeld(path, lock, &stale, msg, len);
 }
 
 /* The last path component of a temporary name (what basis_temporary_name records). */
@@ -358,6 +392,7 @@ static void Remember(const BasisOutput *out)
       open_outputs[i].comm     = out->comm;
       open_outputs[i].file     = out->file;
       open_outputs[i].locked   = out->locked;
+      open_outputs[i].hold     = PETSC_FALSE;
       open_outputs[i].reserved = 0;
       snprintf(open_outputs[i].path, sizeof(open_outputs[i].path), "%s", out->path);
       snprintf(open_outputs[i].tmp, sizeof(open_outputs[i].tmp), "%s", out->tmp);
@@ -395,13 +430,47 @@ PetscErrorCode BasisOutputReserve(MPI_Comm comm, const char *option, const char 
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
   if (rank == 0) {
     TempName(path, out->tmp, sizeof(out->tmp));
-    LockTake(path, out->lock, &out->locked, msg, sizeof(msg));
+    if (!HeldHere(path)) LockTake(path, out->lock, &out->locked, msg, sizeof(msg));
   }
   PetscCallMPI(MPI_Bcast(msg, sizeof(msg), MPI_CHAR, 0, comm));
   PetscCheck(!msg[0], comm, PETSC_ERR_FILE_OPEN, "%s", msg);
   PetscCallMPI(MPI_Bcast(out->tmp, sizeof(out->tmp), MPI_CHAR, 0, comm));
   Remember(out);
   PetscFunctionReturn(0);
+}
+
+/*
+  BasisOutputHold - take path's lock for a run that writes path several times (train's
+  checkpoints and final model): until BasisOutputRelease no other basis run can write path,
+  and this process's own writes of path (BasisOutputCreate, BasisOutputReserve, given the
+  same path string) use the held lock instead of taking it.
+
+  Collective on comm. The checks are BasisOutputCheckPathOption's; force as there.
+*/
+PetscErrorCode BasisOutputHold(MPI_Comm comm, const char *option, const char *path, PetscBool force,
+                               const char *const inputs[], BasisOutput *hold)
+{
+  PetscFunctionBeginUser;
+  PetscCall(BasisOutputReserve(comm, option, path, force, inputs, hold));
+  hold->tmp[0] = 0; /* nothing is written under the hold itself */
+  for (int i = 0; i < BASIS_MAX_OPEN_OUTPUTS; i++)
+    if (open_outputs[i].owner == hold) open_outputs[i].hold = PETSC_TRUE, open_outputs[i].tmp[0] = 0;
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisOutputRelease - drop a lock taken by BasisOutputHold. Not collective: rank 0 of
+  hold->comm removes the lock file. NULL-tolerant, idempotent.
+*/
+void BasisOutputRelease(BasisOutput *hold)
+{
+  PetscMPIInt rank = 0;
+
+  if (!hold || !hold->lock[0]) return;
+  MPI_Comm_rank(hold->comm, &rank);
+  if (rank == 0 && hold->locked) unlink(hold->lock);
+  hold->locked = PETSC_FALSE;
+  Forget(hold);
 }
 
 /*
@@ -641,10 +710,12 @@ void BasisOutputCleanupAll(void)
     PetscMPIInt rank = 0;
     if (!open_outputs[i].owner) continue;
     MPI_Comm_rank(open_outputs[i].comm, &rank);
-    if (rank == 0) {
+    if (rank == 0 && open_outputs[i].tmp[0]) {
       if (truncate(open_outputs[i].tmp, 0)) { /* already gone */
       }
       unlink(open_outputs[i].tmp);
+    }
+    if (rank == 0) {
       if (open_outputs[i].locked) unlink(open_outputs[i].lock);
     }
     open_outputs[i].locked = PETSC_FALSE;

@@ -33,6 +33,7 @@
   status BASIS_EXIT_CHECKPOINTED (jobs/ requeue on it).
 */
 #include <basis/train.h>
+#include <basis/eigensolver.h>
 #include <basis/log.h>
 #include <basis/options.h>
 #include <basis/output.h>
@@ -71,12 +72,15 @@ struct _p_BasisTrainer {
   MPI_Comm    comm;
   PetscMPIInt size, rank;
   /* options */
-  char      input[PETSC_MAX_PATH_LEN], model_path[PETSC_MAX_PATH_LEN];
-  PetscBool force, resume, monitor, standardize, overlap;
-  PetscBool precision_given; /* -mlp_precision on the command line (else -resume adopts the model's) */
-  PetscInt  monitor_every, checkpoint_every;
-  PetscInt  checkpoint_step; /* step of the last checkpoint in model_path, -1: none yet */
-  PetscInt  hidden[BASIS_MAX_LAYERS], nhidden;
+  char        input[PETSC_MAX_PATH_LEN], model_path[PETSC_MAX_PATH_LEN];
+  PetscBool   force, resume, monitor, standardize, overlap;
+  PetscBool   precision_given; /* -mlp_precision on the command line (else -resume adopts the model's) */
+  PetscBool   steps_given;     /* -steps on the command line (else -resume keeps the checkpoint's) */
+  PetscBool   model_ours;      /* -model may be replaced: -force, -resume of it, or written by this run */
+  BasisOutput model_hold;      /* -model's lock, held from set-up to destroy (BasisOutputHold) */
+  PetscInt    monitor_every, checkpoint_every;
+  PetscInt    checkpoint_step; /* step of the last checkpoint in model_path, -1: none yet */
+  PetscInt    hidden[BASIS_MAX_LAYERS], nhidden;
   /* state */
   BasisModel      model; /* parameters, reference, and (at checkpoints) the training state */
   BasisShard      shard;
@@ -100,7 +104,7 @@ struct _p_BasisTrainer {
 /*
   BasisTrainerCreate - an empty trainer with the code defaults (DESIGN.md, from the
   authors' code; m, R and the learning rate changed by measurement, docs/quality.md): l = 250,
-  m = 1024, R = min(N, 16 m), 1600 steps, lr 2e-3 decayed to 0 along a half cosine,
+  m = 1024, R = min(N, 24 m), 1600 steps, lr 2e-3 decayed to 0 along a half cosine,
   hidden 1024,256,256, -mlp_precision auto (bfloat16 products where the CPU has them).
 
   Collective on comm.
@@ -135,7 +139,7 @@ PetscErrorCode BasisTrainerCreate(MPI_Comm comm, BasisTrainer *tr)
   t->model.spec.sample = BASIS_SAMPLE_GLOBAL;
   t->model.spec.l      = 250;
   t->model.spec.m      = 1024; /* authors: 512; 1024 measured better per second (docs/quality.md) */
-  t->model.spec.R      = 0;    /* 0: min(N, 16 m), decided when N is known (docs/quality.md) */
+  t->model.spec.R      = 0;    /* 0: min(N, 24 m), decided when N is known (docs/quality.md) */
   /* authors: 1000 (our default until the network ran in bfloat16). Fashion-MNIST-70k was
      still learning at 1000 steps (seed 42: d_G 0.142 -> 0.111 at 1500, 0.095 at 2000); with
      bfloat16 products in the network and the batch kNN a step costs ~0.65 of the old float
@@ -193,9 +197,9 @@ PetscErrorCode BasisTrainerSetFromOptions(BasisTrainer t)
                              "shard (its own rows, no communication)",
                              NULL, BasisSampleTypes, (PetscEnum)mo->spec.sample,
                              (PetscEnum *)&mo->spec.sample, NULL));
-  PetscCall(PetscOptionsInt("-reference_size", "Reference set size R (0: min(N, 16 x -batch))", NULL,
+  PetscCall(PetscOptionsInt("-reference_size", "Reference set size R (0: min(N, 24 x -batch))", NULL,
                             mo->spec.R, &mo->spec.R, NULL));
-  PetscCall(PetscOptionsInt("-steps", "Training steps", NULL, mo->steps, &mo->steps, NULL));
+  PetscCall(PetscOptionsInt("-steps", "Training steps", NULL, mo->steps, &mo->steps, &t->steps_given));
   PetscCall(PetscOptionsReal("-lr", "Adam learning rate (at the first step)", NULL, mo->spec.lr, &mo->spec.lr,
                              NULL));
   PetscCall(PetscOptionsReal("-lr_final",
@@ -292,9 +296,9 @@ static PetscErrorCode ComputeOutputMap(BasisTrainer t)
   PetscFunctionReturn(0);
 }
 
-/* Global per-feature mean and one scale (RMS deviation over all features), so the
-   network's input is centred and O(1) whatever the units of /features. */
-static PetscErrorCode ComputeNormalisation(BasisTrainer t)
+/* Global per-feature mean [D] and one scale (RMS deviation over all features) of the
+   input. Collective. */
+static PetscErrorCode InputMoments(BasisTrainer t, float mean[], PetscReal *scale)
 {
   BasisShard *s = &t->shard;
   PetscInt    D = s->D;
@@ -309,14 +313,91 @@ static PetscErrorCode ComputeNormalisation(BasisTrainer t)
   PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, sum, (int)D, MPI_DOUBLE, MPI_SUM, t->comm));
   PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, sumsq, (int)D, MPI_DOUBLE, MPI_SUM, t->comm));
   for (PetscInt j = 0; j < D; j++) {
-    double mu        = sum[j] / s->N;
-    t->model.mean[j] = (float)mu;
+    double mu = sum[j] / s->N;
+    mean[j]   = (float)mu;
     var += PetscMax(sumsq[j] / s->N - mu * mu, 0.0);
   }
-  t->model.scale = sqrt(var / D);
+  *scale = sqrt(var / D);
+  PetscCall(PetscFree2(sum, sumsq));
+  PetscFunctionReturn(0);
+}
+
+/* A row whose squared distance from the mean is more than this many times the average
+   counts as outlying; when such rows hold most of the variance, they set the one input
+   scale and every other row reaches the network as nearly the same vector (a row x 1e12
+   or a -999999 sentinel among 3,000 rows left an embedding of 2 distinct rows, while the
+   exact graph, whose rule is local, was right). */
+#define BASIS_OUTLIER_FACTOR 100.0
+
+/* The network's input normalisation: (x - mean) / scale, centred and O(1) whatever the
+   units of /features. Warns when a few outlying rows set the scale. */
+static PetscErrorCode ComputeNormalisation(BasisTrainer t)
+{
+  const BasisShard *s      = &t->shard;
+  const PetscInt    D      = s->D;
+  double            big[2] = {0, 0}, first = -1; /* outlying rows, their share of the sum; first one */
+
+  PetscFunctionBeginUser;
+  PetscCall(InputMoments(t, t->model.mean, &t->model.scale));
   PetscCheck(t->model.scale > 0, t->comm, PETSC_ERR_ARG_WRONG,
              "input %s: all points are identical (zero variance); there is no graph to embed", t->input);
-  PetscCall(PetscFree2(sum, sumsq));
+  for (PetscInt i = 0; i < s->n; i++) {
+    const float *x = s->x + (size_t)i * D;
+    double       r = 0;
+    for (PetscInt j = 0; j < D; j++) r += PetscSqr((double)x[j] - t->model.mean[j]);
+    r /= D * PetscSqr(t->model.scale); /* 1 on average over the rows */
+    if (r > BASIS_OUTLIER_FACTOR) {
+      big[0] += 1, big[1] += r / s->N;
+      if (first < 0) first = (double)(s->rstart + i);
+    }
+  }
+  if (first < 0) first = PETSC_MAX_REAL;
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, big, 2, MPI_DOUBLE, MPI_SUM, t->comm));
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_DOUBLE, MPI_MIN, t->comm));
+  if (big[1] > 0.5)
+    PetscCall(
+        PetscPrintf(t->comm,
+                    "warning: %.0f row(s) of %s (the first is row %.0f) lie more than %g times the average "
+                    "squared distance from the mean and hold %.0f%% of the variance: they set the network's "
+                    "input scale, and the other rows reach it as nearly one point. Remove or fix them "
+                    "(a missing-value code?) before training\n",
+                    big[0], t->input, first, BASIS_OUTLIER_FACTOR, 100 * big[1]));
+  PetscFunctionReturn(0);
+}
+
+/*
+  CheckSameInput - refuse to resume checkpoint ck on an -input that is not the data it was
+  trained on, though of the same N x D (another file, the same one shifted or reordered): its
+  anchor rows must be the checkpoint's bit for bit and its per-feature means the same (to
+  the rounding of a sum). Collective.
+*/
+static PetscErrorCode CheckSameInput(BasisTrainer t, const BasisModel *ck)
+{
+  PetscInt  l = ck->spec.l, D = ck->spec.D, *idx, *pos, bad_row = -1, bad_col = -1;
+  float    *rows, *mean;
+  PetscReal scale;
+
+  PetscFunctionBeginUser;
+  PetscCall(PetscMalloc4(l, &idx, l, &pos, (size_t)l * D, &rows, D, &mean));
+  for (PetscInt a = 0; a < l; a++) idx[a] = ck->anchors[a], pos[a] = a;
+  PetscCall(PetscSortIntWithArray(l, idx, pos)); /* BasisShardGatherRows wants sorted rows */
+  PetscCall(BasisShardGatherRows(t->comm, &t->shard, l, idx, rows));
+  for (PetscInt a = 0; a < l && bad_row < 0; a++)
+    if (memcmp(rows + (size_t)a * D, ck->anchor_x + (size_t)pos[a] * D, (size_t)D * sizeof(float)))
+      bad_row = idx[a];
+  PetscCall(InputMoments(t, mean, &scale));
+  for (PetscInt j = 0; j < D && bad_col < 0; j++) /* the same rows summed: equal up to the order */
+    if (PetscAbsReal((PetscReal)mean[j] - ck->mean[j]) > 1e-6 * (PetscAbsReal(ck->mean[j]) + ck->scale))
+      bad_col = j;
+  PetscCall(PetscFree4(idx, pos, rows, mean));
+  PetscCheck(bad_row < 0, t->comm, PETSC_ERR_ARG_INCOMP,
+             "-input %s is not the data checkpoint %s was trained on: its row %d (an anchor) differs; resume "
+             "with the same -input, or train anew with -force",
+             t->input, t->model_path, (int)bad_row);
+  PetscCheck(bad_col < 0, t->comm, PETSC_ERR_ARG_INCOMP,
+             "-input %s is not the data checkpoint %s was trained on: the mean of feature %d differs; resume "
+             "with the same -input, or train anew with -force",
+             t->input, t->model_path, (int)bad_col);
   PetscFunctionReturn(0);
 }
 
@@ -364,10 +445,10 @@ static PetscErrorCode StartFresh(BasisTrainer t)
 
 /* Adopt the specification of the checkpoint in -model (it wins over the command line,
    except -steps, which may extend the run, -batch_solver and -knn_gemm, which are how, not
-   what); called before anything is allocated. The network's precision, which changes the
-   weights, is the checkpoint's unless -mlp_precision is given: a run requeued on a node
-   without bfloat16 instructions says so and goes on in float, rather than switching
-   silently. */
+   what); called before anything is allocated. Without -steps the run ends where the
+   checkpoint's was planned to (its learning-rate schedule spans those steps). The network's precision, which
+   changes the weights, is the checkpoint's unless -mlp_precision is given: a run requeued on a node without
+   bfloat16 instructions says so and goes on in float, rather than switching silently. */
 static PetscErrorCode AdoptCheckpointParameters(BasisTrainer t, const BasisModel *ck)
 {
   BasisModel *mo = &t->model;
@@ -376,6 +457,12 @@ static PetscErrorCode AdoptCheckpointParameters(BasisTrainer t, const BasisModel
   PetscCheck(ck->spec.N == t->shard.N && ck->spec.D == t->shard.D, t->comm, PETSC_ERR_ARG_INCOMP,
              "checkpoint %s was trained on %d x %d data but -input %s is %d x %d; resume with the same input",
              t->model_path, (int)ck->spec.N, (int)ck->spec.D, t->input, (int)t->shard.N, (int)t->shard.D);
+  PetscCall(CheckSameInput(t, ck));
+  if (!t->steps_given) mo->steps = ck->steps;
+  PetscCheck(mo->steps >= ck->steps, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "-steps %d is fewer than the %d steps checkpoint %s was planned for; leave -steps out to finish "
+             "them, or give more to extend the run",
+             (int)mo->steps, (int)ck->steps, t->model_path);
   PetscCheck(
       ck->nranks == t->size, t->comm, PETSC_ERR_ARG_INCOMP,
       "checkpoint %s was written by %d ranks; resume with %d ranks (each rank's random stream is saved)",
@@ -390,7 +477,6 @@ static PetscErrorCode AdoptCheckpointParameters(BasisTrainer t, const BasisModel
     mo->spec.graph.batch_solver = solver;
     mo->spec.graph.knn_gemm     = gemm;
   }
-  mo->steps = PetscMax(mo->steps, ck->steps);
   if (!t->precision_given && mo->mlp_precision != ck->mlp_precision) {
     mo->mlp_precision = ck->mlp_precision;
     PetscCall(BasisMLPPrecisionResolve(t->comm, &mo->mlp_precision));
@@ -450,10 +536,13 @@ PetscErrorCode BasisTrainerSetUp(BasisTrainer t)
   PetscCheck(mo->spec.l <= mo->spec.N, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
              "-anchors %d exceeds the %d points of input %s; use a smaller -anchors (and -batch)",
              (int)mo->spec.l, (int)mo->spec.N, t->input);
-  /* Default reference: 16 batches' worth of points, density-matched (k_R = k R / m). On
-     MNIST-10k it cut d_G from 0.87 (R = m) to 0.69 for ~1 s of set-up (docs/quality.md);
-     its kNN costs O(R^2 D), so it is capped rather than the whole data set. */
-  if (mo->spec.R == 0) mo->spec.R = PetscMax(PetscMin(mo->spec.N, 16 * mo->spec.m), mo->spec.l);
+  /* Default reference: 24 batches' worth of points, density-matched (k_R = k R / m). On
+     MNIST-10k 16 batches cut d_G from 0.87 (R = m) to 0.69 (docs/quality.md); on
+     Fashion-MNIST-70k 24 instead of 16 took d_G over the non-trivial directions from 0.054
+     to 0.047 (six seeds, better on five), out of sample no change (0.213 / 0.214), for ~9 s
+     more set-up ("The reference set's size"). Its kNN costs O(R^2 D), so it is capped
+     rather than the whole data set. */
+  if (mo->spec.R == 0) mo->spec.R = PetscMax(PetscMin(mo->spec.N, 24 * mo->spec.m), mo->spec.l);
   PetscCheck(mo->spec.N >= mo->spec.m, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
              "input %s has %d points, fewer than -batch %d (a batch holds -batch distinct points); use "
              "-batch %d or less",
@@ -467,10 +556,11 @@ PetscErrorCode BasisTrainerSetUp(BasisTrainer t)
     PetscCallMPI(MPI_Bcast(&exists, 1, MPI_INT, 0, t->comm));
     have_checkpoint = exists ? PETSC_TRUE : PETSC_FALSE;
   }
-  /* Refuse a bad output path before reading gigabytes. A resumed run replaces its own
+  /* Refuse a bad output path before reading gigabytes, and hold -model until the end: no
+     other run writes it between this run's checkpoints. A resumed run replaces its own
      checkpoint, so it needs no -force. */
-  PetscCall(BasisOutputCheckPathOption(t->comm, "-model", t->model_path,
-                                       (PetscBool)(t->force || have_checkpoint), inputs));
+  t->model_ours = (PetscBool)(t->force || have_checkpoint);
+  PetscCall(BasisOutputHold(t->comm, "-model", t->model_path, t->model_ours, inputs, &t->model_hold));
   PetscCall(BasisInputReadShard(&in, &t->shard));
   PetscCall(BasisInputClose(&in));
 
@@ -485,6 +575,10 @@ PetscErrorCode BasisTrainerSetUp(BasisTrainer t)
     mo->spec.widths[mo->spec.nlayers] = K;
   }
   mo->nranks = t->size;
+  /* the solvers' options, checked on every rank before the reference solve and step 1 */
+  if (!have_checkpoint) PetscCall(BasisEigensolverCheckOptions(t->comm, "ref_", K, mo->spec.R, "-dim"));
+  PetscCall(BasisEigensolverCheckOptions(t->comm, "batch_", K + mo->spec.align.extra, mo->spec.m,
+                                         "-dim + -align_extra"));
   PetscCall(BasisMLPCreate(mo->spec.nlayers, mo->spec.widths, mo->spec.m, &t->mlp));
   PetscCall(BasisMLPSetPrecision(t->mlp, mo->mlp_precision));
   {
@@ -532,7 +626,10 @@ static PetscErrorCode WriteCheckpoint(BasisTrainer t)
   PetscCall(PetscArraycpy(mo->adam_v, av, mo->nparams));
   PetscCallMPI(MPI_Gather(t->prepared ? t->rng_before.s : t->rng.s, 4, MPI_UINT64_T, mo->rng, 4, MPI_UINT64_T,
                           0, t->comm));
-  PetscCall(BasisModelWrite(t->comm, t->model_path, PETSC_TRUE, inputs, mo));
+  /* a file that appeared at -model since set-up (not from basis: the lock is held) is
+     replaced only with -force */
+  PetscCall(BasisModelWrite(t->comm, t->model_path, t->model_ours, inputs, mo));
+  t->model_ours      = PETSC_TRUE;
   t->checkpoint_step = mo->step;
   PetscFunctionReturn(0);
 }
@@ -695,6 +792,12 @@ PetscErrorCode BasisTrainerRun(BasisTrainer t)
 
   PetscFunctionBeginUser;
   PetscCheck(t->setup, t->comm, PETSC_ERR_ORDER, "call BasisTrainerSetUp first");
+  if (mo->step == mo->steps) { /* -resume of a finished run: the file stays as it is */
+    PetscCall(PetscPrintf(
+        t->comm, "train: %s has finished its %d steps; nothing to train (-steps N, N > %d, trains on)\n",
+        t->model_path, (int)mo->steps, (int)mo->steps));
+    PetscFunctionReturn(0);
+  }
   signal(SIGUSR1, OnStopSignal);
   signal(SIGTERM, OnStopSignal);
   PetscCall(PetscLogStagePush(BASIS_StageTrain));
@@ -774,6 +877,7 @@ PetscErrorCode BasisTrainerDestroy(BasisTrainer *tr)
   PetscCall(BasisMLPDestroy(&t->mlp));
   PetscCall(BasisShardDestroy(&t->shard));
   if (t->model.params) PetscCall(BasisModelFree(&t->model));
+  BasisOutputRelease(&t->model_hold);
   PetscCall(PetscFree(*tr));
   PetscFunctionReturn(0);
 }

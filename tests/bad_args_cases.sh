@@ -46,8 +46,15 @@ for name, bad in (("neglabel", -3), ("hugelabel", 2000000000)):  # labels out of
     with h5py.File(w + name + ".h5", "r+") as f:
         lab = f["labels"][()]; lab[5] = bad; f["labels"][...] = lab
 # checkpoints for -resume, as copies so the originals stay usable
-for src, dst in (("corrupt", "ck_corrupt"), ("trunc", "ck_trunc"), ("ver", "ck_ver"), ("m7", "ck_d7")):
+for src, dst in (("corrupt", "ck_corrupt"), ("trunc", "ck_trunc"), ("ver", "ck_ver"), ("m7", "ck_d7"), ("m", "ck_m")):
     shutil.copy(w + src + ".h5", w + dst + ".h5")
+with h5py.File(w + "d.h5", "r") as f, h5py.File(w + "doff.h5", "w") as g:  # same N x D, other data
+    for name in f:
+        g[name] = f[name][()] + 30 if name == "features" else f[name][()]
+# a model another live run is writing: its lock names this test's (live) process
+import os, socket
+shutil.copy(w + "m.h5", w + "held.h5")
+open(w + "held.h5.lock", "w").write("basis %s %d\n" % (socket.gethostname(), os.getppid()))
 EOF
 }
 
@@ -85,6 +92,14 @@ bad_args_cases() {
   add "train -resume truncated" - "ck_trunc.h5: it is truncated or corrupt" "$T -model $w/ck_trunc.h5 -resume"
   add "train -resume other version" - "ck_ver.h5 has format 99; this basis reads format" "$T -model $w/ck_ver.h5 -resume"
   add "train -resume other D" - "ck_d7.h5 was trained on 200 x 7 data but -input .* is 200 x 5" "$T -model $w/ck_d7.h5 -resume"
+  add "train -resume other data" - "-input .*doff.h5 is not the data checkpoint .*ck_m.h5 was trained on" \
+    "${T/d.h5/doff.h5} -model $w/ck_m.h5 -resume"
+  add "train -resume fewer -steps" - "-steps 1 is fewer than the 2 steps checkpoint .*ck_m.h5 was planned for" \
+    "${T/-steps 2/-steps 1} -model $w/ck_m.h5 -resume"
+  add "train -batch_eps_ncv too small" - "-batch_eps_ncv 4 is too small: this solve computes 4 eigenpairs" \
+    "$T -model $w/out.h5 -batch_eps_ncv 4"
+  add "train -batch_eps_tol -1" - "-batch_eps_tol -1.* must be positive" "$T -model $w/out.h5 -batch_eps_tol -1"
+  add "train -ref_eps_max_it 0" - "-ref_eps_max_it 0 must be at least 1" "$T -model $w/out.h5 -ref_eps_max_it 0"
   # one rank's batch fails (8+ copies of a point: zero scale); every rank stops, no output
   add "train batch fails on one rank" - \
     "training step [0-9]+ failed on 1 rank\(s\) .*no checkpoint was written; fix what the reason names and retrain$" \
@@ -108,10 +123,14 @@ bad_args_cases() {
   add "embed -output = -model" - "is also an input; choose another -output" "$E -model $w/m.h5 -output $w/m.h5 -force"
   add "embed output exists, no -force" - "e.h5 exists; pass -force" "$E -model $w/m.h5 -output $w/e.h5"
   add "embed -orthonormalize foo" - "Unknown option foo for -orthonormalize" "$E -model $w/m.h5 -output $w/out.h5 -orthonormalize foo"
+  add "embed -orthonormalize compute, model in training" - "held.h5 is being written by another basis run" \
+    "$E -model $w/held.h5 -output $w/out.h5 -orthonormalize compute"
   add "embed -mlp_precision fp8" - "Unknown option fp8 for -mlp_precision" "$E -model $w/m.h5 -output $w/out.h5 -mlp_precision fp8"
   # exact
   add "exact -dim >= N" - "200 points, fewer than -dim 200 \+ 1" "$X -output $w/out.h5 -dim 200"
   add "exact -knn >= N" - "needs 200 neighbours per point but .* has only 200 points" "$X -output $w/out.h5 -knn 200"
+  add "exact -exact_eps_ncv too small" - "-exact_eps_ncv 3 is too small: this solve computes 4 eigenpairs" \
+    "$X -output $w/out.h5 -exact_eps_ncv 3"
   add "exact -laplacian foo" - "Unknown option foo for -laplacian" "$X -output $w/out.h5 -laplacian foo"
   add "exact -match_batch -1" - "-match_batch -1 must be a batch size" "$X -output $w/out.h5 -match_batch -1"
   add "exact input corrupt" - "corrupt.h5 is not an HDF5 file" "exact -input $w/corrupt.h5 -output $w/out.h5"

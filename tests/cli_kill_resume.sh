@@ -8,8 +8,13 @@
 #    20 steps): checkpoints are written as NAME.<run>.partial and renamed;
 #  * -resume (guard vectors on: -align_extra 3) runs to the end with network parameters,
 #    Adam moments and random streams bitwise identical to an uninterrupted run;
+#    (the second resume is given no -steps: it must finish the checkpoint's 300, not
+#    train's default);
 #  * a NAME.partial (left by the kill, or made by deleting basis_complete from a
-#    checkpoint, which is what an interrupted write leaves) is refused by basis embed.
+#    checkpoint, which is what an interrupted write leaves) is refused by basis embed;
+#  * while a run trains NAME, a second train of NAME (even with -force) and an embed
+#    -orthonormalize compute (which rewrites the model) are refused, and the first run's
+#    model is the one left.
 # Silent on success; prints each failure.
 set -u
 basis=$1
@@ -22,8 +27,9 @@ fail=0
 die() { echo "FAIL: $*"; fail=1; }
 
 "${mpiexec[@]}" -n 1 "$basis" generate -n 800 -d 6 -classes 4 -output "$work/data.h5" >/dev/null || { echo "FAIL: generate"; exit 1; }
-opts=(train -input "$work/data.h5" -batch 200 -anchors 20 -hidden 32,32 -dim 4 -align_extra 3 -lr 1e-3 -steps 300
+base=(train -input "$work/data.h5" -batch 200 -anchors 20 -hidden 32,32 -dim 4 -align_extra 3 -lr 1e-3
   -checkpoint_every 20 -train_monitor 0)
+opts=("${base[@]}" -steps 300)
 timeout 300 "${mpiexec[@]}" -n 2 "$basis" "${opts[@]}" -model "$work/ref.h5" >/dev/null 2>&1 || { echo "FAIL: uninterrupted run"; exit 1; }
 
 # step FILE: "complete step" of a model file, or an error text
@@ -56,7 +62,9 @@ killed() {
     die "kill -9 ($how): $model is not a complete checkpoint ($complete $at)"; return
   fi
   ((at < 300)) || { die "kill -9 ($how): the run finished before it was killed; make it longer"; return; }
-  timeout 300 "${mpiexec[@]}" -n 2 "$basis" "${opts[@]}" -model "$model" -resume >"$work/$how.resume.log" 2>&1 \
+  local resume=("${opts[@]}")
+  [[ $how == rank ]] && resume=("${base[@]}")
+  timeout 300 "${mpiexec[@]}" -n 2 "$basis" "${resume[@]}" -model "$model" -resume >"$work/$how.resume.log" 2>&1 \
     || { die "kill -9 ($how): -resume from step $at failed:"; grep -m3 "error" "$work/$how.resume.log"; return; }
   for d in /network/params /optimizer/adam_m /optimizer/adam_v /train/rng; do
     "$here/h5cmp.py" "$work/ref.h5" "$model" "$d" >/dev/null || die "kill -9 ($how) at step $at + resume: $d differs from the uninterrupted run"
@@ -71,6 +79,26 @@ killed() {
 }
 killed group
 killed rank
+
+# Two runs on one model: the second is refused while the first trains, whatever -force says.
+setsid "${mpiexec[@]}" -n 2 "$basis" "${base[@]}" -steps 3000 -model "$work/busy.h5" -seed 1 >"$work/busy.log" 2>&1 &
+bg=$!
+for _ in $(seq 3000); do [[ -e $work/busy.h5 ]] && break; sleep 0.01; done
+out=$(timeout 60 "${mpiexec[@]}" -n 2 "$basis" "${base[@]}" -steps 5 -model "$work/busy.h5" -seed 2 -force 2>&1)
+rc=$?
+[[ $rc == 1 ]] || die "a second train of a model being trained exited $rc, expected 1"
+grep -q "busy.h5 is being written by another basis run" <<<"$out" || { die "second train: unexpected message"; head -3 <<<"$out"; }
+out=$(timeout 60 "${mpiexec[@]}" -n 2 "$basis" embed -model "$work/busy.h5" -input "$work/data.h5" -output "$work/busy.e.h5" \
+  -orthonormalize compute 2>&1)
+rc=$?
+[[ $rc == 1 ]] || die "embed -orthonormalize compute of a model being trained exited $rc, expected 1"
+grep -q "busy.h5 is being written by another basis run" <<<"$out" || { die "embed of a model in training: unexpected message"; head -3 <<<"$out"; }
+[[ ! -e $work/busy.e.h5 ]] || die "embed -orthonormalize compute of a model being trained left an output"
+wait "$bg" || die "the first run failed beside the refused ones: $(grep -m1 error "$work/busy.log")"
+bg=
+read -r complete at < <(step "$work/busy.h5")
+[[ "$complete $at" == "1 3000" ]] || die "the model left is not the first run's ($complete $at)"
+[[ ! -e $work/busy.h5.lock ]] || die "the first run left its lock"
 
 # An interrupted checkpoint write: everything but the completeness attribute.
 cp "$work/ref.h5" "$work/cut.h5.partial"

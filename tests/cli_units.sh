@@ -6,7 +6,9 @@
 # embedding within 1e-4 of X's (relative to its largest entry). c = 1e-40 (denormal once
 # held in float32, stored in the file as float64): within 1e-2, the precision the values
 # keep. Before the graph's distances and the network's input were made unit-free, 1e30 gave
-# a disconnected graph and 1e-40 a training error. Silent on success; prints each failure.
+# a disconnected graph and 1e-40 a training error. One row x 1e12 among the others sets the
+# network's one input scale alone: train must warn, naming it (and not warn on X itself).
+# Silent on success; prints each failure.
 set -u
 basis=$1
 work=$(mktemp -d "${TMPDIR:-/tmp}/basis-units.XXXXXX")
@@ -27,6 +29,9 @@ for name, c, dtype in [("p100", 2.0**100, np.float32), ("m100", 2.0**-100, np.fl
     with h5py.File(w + name + ".h5", "w") as g:
         g["features"] = (X * c).astype(dtype)
         g["labels"] = L
+Y = X.copy(); Y[5] *= 1e12
+with h5py.File(w + "outl.h5", "w") as g:
+    g["features"] = Y.astype(np.float32)
 PY
 for np_ in 1 2 4; do
   for d in x p100 m100 e30 em30 e25 em40; do
@@ -58,4 +63,9 @@ for d, tol in [("p100", 0), ("m100", 0), ("e30", 1e-4), ("em30", 1e-4), ("e25", 
 sys.exit(bad)
 PY
 done
+out=$(timeout 300 "${mpiexec[@]}" -n 2 "$basis" train -input "$work/outl.h5" -model "$work/outl.m.h5" -steps 5 \
+  -batch 256 -anchors 64 -hidden 32,32 -train_monitor 0 2>&1)
+grep -q "warning: 1 row(s) of .*outl.h5 (the first is row 5) lie more than" <<<"$out" ||
+  { echo "FAIL: no warning of the outlying row:"; head -5 <<<"$out"; fail=1; }
+grep -q "warning: .* row(s)" "$work"/x.*.log && { echo "FAIL: the outlier warning on data without outliers"; fail=1; }
 exit $fail

@@ -22,6 +22,8 @@ typedef struct _p_BasisEigensolver *BasisEigensolver;
 #define BASIS_EIGENSOLVER_PREFIX_LEN 64
 
 PetscErrorCode BasisEigensolverCreate(MPI_Comm comm, const char prefix[], BasisEigensolver *es);
+PetscErrorCode BasisEigensolverCheckOptions(MPI_Comm, const char prefix[], PetscInt nev, PetscInt n,
+                                            const char pairs[]);
 PetscErrorCode BasisEigensolverSetProblem(BasisEigensolver es, const BasisGraphParams *p);
 PetscErrorCode BasisEigensolverSetFromOptions(BasisEigensolver es);
 PetscErrorCode BasisEigensolverSolve(BasisEigensolver es, Mat W, PetscReal phi[], PetscReal lambda[],

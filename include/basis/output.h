@@ -26,6 +26,10 @@ PetscErrorCode BasisOutputCreate(MPI_Comm, const char *path, PetscBool force, co
 PetscErrorCode BasisOutputReserve(MPI_Comm, const char *option, const char *path, PetscBool force,
                                   const char *const inputs[], BasisOutput *out);
 PetscErrorCode BasisOutputReserveSpace(MPI_Comm, hid_t obj);
+/* A run-long lock on a file the run writes several times (train's -model). */
+PetscErrorCode BasisOutputHold(MPI_Comm, const char *option, const char *path, PetscBool force,
+                               const char *const inputs[], BasisOutput *hold);
+void           BasisOutputRelease(BasisOutput *hold);
 PetscErrorCode BasisOutputCommit(BasisOutput *out);
 /* Whether an open file is an output left under its temporary name (never committed). */
 PetscErrorCode BasisOutputIsTemporary(hid_t file, const char *path, PetscBool *temporary);
