@@ -403,9 +403,10 @@ PetscErrorCode BasisAlignFit(const BasisAlignParams *p, PetscInt l, PetscInt K, 
   PetscCheck(
       cond <= p->max_cond, PETSC_COMM_SELF, PETSC_ERR_NOT_CONVERGED,
       "alignment: the design matrix [phi_b%s] on %d of %d anchors has condition number %g, above "
-      "-align_max_cond %g: the batch eigenvectors barely span the anchors; use more anchors (-anchors) or a "
-      "smaller -dim",
-      w.bias ? ", 1" : "", (int)used, (int)l, (double)cond, (double)p->max_cond);
+      "-align_max_cond %g: the %d batch eigenvectors barely span the anchors; use more anchors (-anchors), a "
+      "smaller -dim%s",
+      w.bias ? ", 1" : "", (int)used, (int)l, (double)cond, (double)p->max_cond, (int)Kb,
+      Kb > K ? " or a smaller -align_extra" : "");
   if (stats) {
     stats->residual        = PetscSqrtReal(sumsq / l);
     stats->cond            = cond;

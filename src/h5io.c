@@ -77,6 +77,39 @@ PetscErrorCode BasisH5OpenRead(MPI_Comm comm, const char *path, const char *what
   /features, /features not 2-D or not numeric, N = 0 or D = 0, fewer rows than ranks,
   /labels not integer or of another length than N.
 */
+/* Refuse a dataset whose storage this HDF5 cannot read, naming why, instead of a failed
+   read later: a filter without its plugin (LZF, Blosc, ... written by h5py or PyTables),
+   or a virtual dataset (its layout is not readable through MPI-IO here). Collective. */
+static PetscErrorCode CheckStorage(MPI_Comm comm, hid_t dset, const char *path, const char *name)
+{
+  hid_t        dcpl = H5Dget_create_plist(dset);
+  H5D_layout_t layout;
+  int          nfilters, missing = -1;
+  char         fname[64] = "";
+
+  PetscFunctionBeginUser;
+  BasisCallH5(dcpl);
+  layout   = H5Pget_layout(dcpl);
+  nfilters = H5Pget_nfilters(dcpl);
+  for (int i = 0; i < nfilters && missing < 0; i++) {
+    unsigned int flags, config;
+    size_t       ncd = 0;
+    H5Z_filter_t id  = H5Pget_filter2(dcpl, (unsigned)i, &flags, &ncd, NULL, sizeof(fname), fname, &config);
+    if (id >= 0 && H5Zfilter_avail(id) <= 0) missing = (int)id;
+  }
+  BasisCallH5(H5Pclose(dcpl));
+  PetscCheck(layout != H5D_VIRTUAL, comm, PETSC_ERR_FILE_UNEXPECTED,
+             "%s: /%s is a virtual dataset, which basis cannot read through parallel HDF5; write the data "
+             "into a regular dataset (h5py: f2['%s'] = f['%s'][()])",
+             path, name, name, name);
+  PetscCheck(
+      missing < 0, comm, PETSC_ERR_FILE_UNEXPECTED,
+      "%s: /%s is compressed with HDF5 filter %d (%s), which this HDF5 cannot decode; point "
+      "HDF5_PLUGIN_PATH at the filter's plugin, or rewrite the file without it (h5repack -f NONE %s OUT.h5)",
+      path, name, missing, fname[0] ? fname : "unknown", path);
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode BasisInputOpen(MPI_Comm comm, const char *path, BasisInput *in)
 {
   hid_t       space, type;
@@ -98,6 +131,11 @@ PetscErrorCode BasisInputOpen(MPI_Comm comm, const char *path, BasisInput *in)
   in->features = H5Dopen2(in->file, "features", H5P_DEFAULT);
   BasisCheckAll(comm, in->features >= 0, PETSC_ERR_FILE_UNEXPECTED, "input %s: /features is not a dataset",
                 path);
+  {
+    char what[PETSC_MAX_PATH_LEN + 8];
+    PetscCall(PetscSNPrintf(what, sizeof(what), "input %s", path));
+    PetscCall(CheckStorage(comm, in->features, what, "features"));
+  }
   space = H5Dget_space(in->features);
   BasisCallH5(space);
   ndims = H5Sget_simple_extent_ndims(space);
@@ -358,6 +396,7 @@ PetscErrorCode BasisH5MatrixOpen(MPI_Comm comm, hid_t file, const char *path, co
   PetscFunctionBeginUser;
   *dset = H5Dopen2(file, name, H5P_DEFAULT);
   BasisCheckAll(comm, *dset >= 0, PETSC_ERR_FILE_UNEXPECTED, "%s: /%s is not a dataset", path, name);
+  PetscCall(CheckStorage(comm, *dset, path, name));
   space = H5Dget_space(*dset);
   BasisCallH5(space);
   ndims = H5Sget_simple_extent_ndims(space);

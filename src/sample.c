@@ -52,6 +52,33 @@ struct _p_BasisSampler {
     With -sample shard every rank must hold at least m - l non-anchor rows; refused on
     every rank otherwise, naming the options that fix it.
 */
+/* The one refusal of -sample shard: some rank's shard has fewer than m - l points to draw. */
+static PetscErrorCode CheckShardDraws(MPI_Comm comm, PetscInt ndraw, PetscInt l, PetscInt m)
+{
+  PetscInt min_draw;
+
+  PetscFunctionBeginUser;
+  PetscCallMPI(MPI_Allreduce(&ndraw, &min_draw, 1, MPIU_INT, MPI_MIN, comm));
+  PetscCheck(min_draw >= m - l, comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "a rank holds only %d non-anchor points but each batch draws -batch - -anchors = %d from its "
+             "shard (-sample shard); use -sample global, fewer ranks or a smaller -batch",
+             (int)min_draw, (int)(m - l));
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisSamplerCheckShards - before the anchors are known: refuse -sample shard when a shard
+  is too small whatever the anchors (its whole size below m - l), so the run stops before
+  the reference solve. BasisSamplerCreate checks exactly. Collective.
+*/
+PetscErrorCode BasisSamplerCheckShards(MPI_Comm comm, BasisSampleType type, const BasisShard *shard,
+                                       PetscInt l, PetscInt m)
+{
+  PetscFunctionBeginUser;
+  if (type == BASIS_SAMPLE_SHARD) PetscCall(CheckShardDraws(comm, shard->n, l, m));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode BasisSamplerCreate(MPI_Comm comm, BasisSampleType type, const BasisShard *shard, PetscInt l,
                                   const PetscInt anchors[], PetscInt m, BasisSampler *sampler)
 {
@@ -68,15 +95,11 @@ PetscErrorCode BasisSamplerCreate(MPI_Comm comm, BasisSampleType type, const Bas
     PetscCallMPI(MPI_Type_contiguous((int)shard->D, MPI_FLOAT, &s->row));
     PetscCallMPI(MPI_Type_commit(&s->row));
   } else {
-    PetscInt a0 = 0, a1, min_draw; /* anchors before the shard, before its end */
+    PetscInt a0 = 0, a1; /* anchors before the shard, before its end */
     while (a0 < l && anchors[a0] < shard->rstart) a0++;
     for (a1 = a0; a1 < l && anchors[a1] < shard->rstart + shard->n;) a1++;
     s->draw0 = shard->rstart - a0, s->ndraw = shard->n - (a1 - a0);
-    PetscCallMPI(MPI_Allreduce(&s->ndraw, &min_draw, 1, MPIU_INT, MPI_MIN, comm));
-    PetscCheck(min_draw >= m - l, comm, PETSC_ERR_ARG_OUTOFRANGE,
-               "a rank holds only %d non-anchor points but each batch draws -batch - -anchors = %d from its "
-               "shard (-sample shard); use -sample global, fewer ranks or a smaller -batch",
-               (int)min_draw, (int)(m - l));
+    PetscCall(CheckShardDraws(comm, s->ndraw, l, m));
   }
   PetscCall(PetscMalloc1(m - l, &s->pick));
   *sampler = s;

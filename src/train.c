@@ -575,7 +575,9 @@ PetscErrorCode BasisTrainerSetUp(BasisTrainer t)
     mo->spec.widths[mo->spec.nlayers] = K;
   }
   mo->nranks = t->size;
-  /* the solvers' options, checked on every rank before the reference solve and step 1 */
+  /* the sampler's shards and the solvers' options, checked on every rank before the reference
+     solve and step 1 */
+  PetscCall(BasisSamplerCheckShards(t->comm, mo->spec.sample, &t->shard, mo->spec.l, mo->spec.m));
   if (!have_checkpoint) PetscCall(BasisEigensolverCheckOptions(t->comm, "ref_", K, mo->spec.R, "-dim"));
   PetscCall(BasisEigensolverCheckOptions(t->comm, "batch_", K + mo->spec.align.extra, mo->spec.m,
                                          "-dim + -align_extra"));

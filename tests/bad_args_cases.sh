@@ -51,6 +51,15 @@ for src, dst in (("corrupt", "ck_corrupt"), ("trunc", "ck_trunc"), ("ver", "ck_v
 with h5py.File(w + "d.h5", "r") as f, h5py.File(w + "doff.h5", "w") as g:  # same N x D, other data
     for name in f:
         g[name] = f[name][()] + 30 if name == "features" else f[name][()]
+# storage this HDF5 cannot read: a filter without its plugin (h5py's LZF), a virtual dataset
+with h5py.File(w + "d.h5", "r") as f:
+    X = f["features"][()]
+with h5py.File(w + "lzf.h5", "w") as g:
+    g.create_dataset("features", data=X, compression="lzf")
+layout = h5py.VirtualLayout(shape=X.shape, dtype=X.dtype)
+layout[...] = h5py.VirtualSource(w + "d.h5", "features", shape=X.shape)
+with h5py.File(w + "vds.h5", "w") as g:
+    g.create_virtual_dataset("features", layout)
 # a model another live run is writing: its lock names this test's (live) process
 import os, socket
 shutil.copy(w + "m.h5", w + "held.h5")
@@ -92,6 +101,9 @@ bad_args_cases() {
   add "train -resume truncated" - "ck_trunc.h5: it is truncated or corrupt" "$T -model $w/ck_trunc.h5 -resume"
   add "train -resume other version" - "ck_ver.h5 has format 99; this basis reads format" "$T -model $w/ck_ver.h5 -resume"
   add "train -resume other D" - "ck_d7.h5 was trained on 200 x 7 data but -input .* is 200 x 5" "$T -model $w/ck_d7.h5 -resume"
+  add "train input LZF-compressed" - "lzf.h5: /features is compressed with HDF5 filter 32000 \\(lzf\\).*HDF5_PLUGIN_PATH" \
+    "${T/d.h5/lzf.h5} -model $w/out.h5"
+  add "train input virtual" - "vds.h5: /features is a virtual dataset" "${T/d.h5/vds.h5} -model $w/out.h5"
   add "train -resume other data" - "-input .*doff.h5 is not the data checkpoint .*ck_m.h5 was trained on" \
     "${T/d.h5/doff.h5} -model $w/ck_m.h5 -resume"
   add "train -resume fewer -steps" - "-steps 1 is fewer than the 2 steps checkpoint .*ck_m.h5 was planned for" \

@@ -14,6 +14,7 @@ extern const char *const BasisSampleTypes[];
 
 typedef struct _p_BasisSampler *BasisSampler;
 
+PetscErrorCode BasisSamplerCheckShards(MPI_Comm, BasisSampleType, const BasisShard *, PetscInt l, PetscInt m);
 PetscErrorCode BasisSamplerCreate(MPI_Comm comm, BasisSampleType type, const BasisShard *shard, PetscInt l,
                                   const PetscInt anchors[], PetscInt m, BasisSampler *s);
 PetscErrorCode BasisSamplerDraw(BasisSampler s, BasisRng *rng, float x[]);
