@@ -24,6 +24,9 @@
 
   Collective on comm: rank 0 does the file I/O and broadcasts the outcome (and, when
   reading, the contents), so every rank returns the same error.
+
+  Also the model's maps in and out: the input normalisation, computed from the data
+  (BasisModelSetNormalisation) and applied (BasisModelNormaliseInput), and the output map.
 */
 #include <basis/model.h>
 #include <basis/log.h>
@@ -602,6 +605,79 @@ PetscErrorCode BasisModelView(const BasisModel *mo, MPI_Comm comm)
       (int)mo->spec.l, (int)mo->spec.m, BasisSampleTypes[mo->spec.sample], (int)mo->spec.R,
       (int)mo->spec.graph.knn, BasisScaleTypes[mo->spec.graph.scale],
       BasisLaplacianTypes[mo->spec.graph.laplacian], BasisAlignTypes[mo->spec.align.type]));
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisShardMoments - the global per-feature mean [D] and one scale (RMS deviation over all
+  features) of a sharded data set. Collective on comm.
+*/
+PetscErrorCode BasisShardMoments(MPI_Comm comm, const BasisShard *s, float mean[], PetscReal *scale)
+{
+  PetscInt D = s->D;
+  double  *sum, *sumsq, var = 0.0;
+
+  PetscFunctionBeginUser;
+  PetscCall(PetscCalloc2(D, &sum, D, &sumsq));
+  for (PetscInt i = 0; i < s->n; i++) {
+    const float *x = s->x + (size_t)i * D;
+    for (PetscInt j = 0; j < D; j++) sum[j] += x[j], sumsq[j] += (double)x[j] * x[j];
+  }
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, sum, (int)D, MPI_DOUBLE, MPI_SUM, comm));
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, sumsq, (int)D, MPI_DOUBLE, MPI_SUM, comm));
+  for (PetscInt j = 0; j < D; j++) {
+    double mu = sum[j] / s->N;
+    mean[j]   = (float)mu;
+    var += PetscMax(sumsq[j] / s->N - mu * mu, 0.0);
+  }
+  *scale = sqrt(var / D);
+  PetscCall(PetscFree2(sum, sumsq));
+  PetscFunctionReturn(0);
+}
+
+/* A row whose squared distance from the mean is more than this many times the average
+   counts as outlying; when such rows hold most of the variance, they set the one input
+   scale and every other row reaches the network as nearly the same vector (a row x 1e12
+   or a -999999 sentinel among 3,000 rows left an embedding of 2 distinct rows, while the
+   exact graph, whose rule is local, was right). */
+#define BASIS_OUTLIER_FACTOR 100.0
+
+/*
+  BasisModelSetNormalisation - the network's input normalisation, (x - mean) / scale, from
+  the data: centred and O(1) whatever the units of /features. Warns when a few outlying rows
+  set the scale; refuses identical points. Collective on comm; input names the data.
+*/
+PetscErrorCode BasisModelSetNormalisation(MPI_Comm comm, const BasisShard *s, const char *input,
+                                          BasisModel *mo)
+{
+  const PetscInt D      = s->D;
+  double         big[2] = {0, 0}, first = -1; /* outlying rows, their share of the sum; first one */
+
+  PetscFunctionBeginUser;
+  PetscCall(BasisShardMoments(comm, s, mo->mean, &mo->scale));
+  PetscCheck(mo->scale > 0, comm, PETSC_ERR_ARG_WRONG,
+             "input %s: all points are identical (zero variance); there is no graph to embed", input);
+  for (PetscInt i = 0; i < s->n; i++) {
+    const float *x = s->x + (size_t)i * D;
+    double       r = 0;
+    for (PetscInt j = 0; j < D; j++) r += PetscSqr((double)x[j] - mo->mean[j]);
+    r /= D * PetscSqr(mo->scale); /* 1 on average over the rows */
+    if (r > BASIS_OUTLIER_FACTOR) {
+      big[0] += 1, big[1] += r / s->N;
+      if (first < 0) first = (double)(s->rstart + i);
+    }
+  }
+  if (first < 0) first = PETSC_MAX_REAL;
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, big, 2, MPI_DOUBLE, MPI_SUM, comm));
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_DOUBLE, MPI_MIN, comm));
+  if (big[1] > 0.5)
+    PetscCall(
+        PetscPrintf(comm,
+                    "warning: %.0f row(s) of %s (the first is row %.0f) lie more than %g times the average "
+                    "squared distance from the mean and hold %.0f%% of the variance: they set the network's "
+                    "input scale, and the other rows reach it as nearly one point. Remove or fix them "
+                    "(a missing-value code?) before training\n",
+                    big[0], input, first, BASIS_OUTLIER_FACTOR, 100 * big[1]));
   PetscFunctionReturn(0);
 }
 

@@ -296,75 +296,6 @@ static PetscErrorCode ComputeOutputMap(BasisTrainer t)
   PetscFunctionReturn(0);
 }
 
-/* Global per-feature mean [D] and one scale (RMS deviation over all features) of the
-   input. Collective. */
-static PetscErrorCode InputMoments(BasisTrainer t, float mean[], PetscReal *scale)
-{
-  BasisShard *s = &t->shard;
-  PetscInt    D = s->D;
-  double     *sum, *sumsq, var = 0.0;
-
-  PetscFunctionBeginUser;
-  PetscCall(PetscCalloc2(D, &sum, D, &sumsq));
-  for (PetscInt i = 0; i < s->n; i++) {
-    const float *x = s->x + (size_t)i * D;
-    for (PetscInt j = 0; j < D; j++) sum[j] += x[j], sumsq[j] += (double)x[j] * x[j];
-  }
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, sum, (int)D, MPI_DOUBLE, MPI_SUM, t->comm));
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, sumsq, (int)D, MPI_DOUBLE, MPI_SUM, t->comm));
-  for (PetscInt j = 0; j < D; j++) {
-    double mu = sum[j] / s->N;
-    mean[j]   = (float)mu;
-    var += PetscMax(sumsq[j] / s->N - mu * mu, 0.0);
-  }
-  *scale = sqrt(var / D);
-  PetscCall(PetscFree2(sum, sumsq));
-  PetscFunctionReturn(0);
-}
-
-/* A row whose squared distance from the mean is more than this many times the average
-   counts as outlying; when such rows hold most of the variance, they set the one input
-   scale and every other row reaches the network as nearly the same vector (a row x 1e12
-   or a -999999 sentinel among 3,000 rows left an embedding of 2 distinct rows, while the
-   exact graph, whose rule is local, was right). */
-#define BASIS_OUTLIER_FACTOR 100.0
-
-/* The network's input normalisation: (x - mean) / scale, centred and O(1) whatever the
-   units of /features. Warns when a few outlying rows set the scale. */
-static PetscErrorCode ComputeNormalisation(BasisTrainer t)
-{
-  const BasisShard *s      = &t->shard;
-  const PetscInt    D      = s->D;
-  double            big[2] = {0, 0}, first = -1; /* outlying rows, their share of the sum; first one */
-
-  PetscFunctionBeginUser;
-  PetscCall(InputMoments(t, t->model.mean, &t->model.scale));
-  PetscCheck(t->model.scale > 0, t->comm, PETSC_ERR_ARG_WRONG,
-             "input %s: all points are identical (zero variance); there is no graph to embed", t->input);
-  for (PetscInt i = 0; i < s->n; i++) {
-    const float *x = s->x + (size_t)i * D;
-    double       r = 0;
-    for (PetscInt j = 0; j < D; j++) r += PetscSqr((double)x[j] - t->model.mean[j]);
-    r /= D * PetscSqr(t->model.scale); /* 1 on average over the rows */
-    if (r > BASIS_OUTLIER_FACTOR) {
-      big[0] += 1, big[1] += r / s->N;
-      if (first < 0) first = (double)(s->rstart + i);
-    }
-  }
-  if (first < 0) first = PETSC_MAX_REAL;
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, big, 2, MPI_DOUBLE, MPI_SUM, t->comm));
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_DOUBLE, MPI_MIN, t->comm));
-  if (big[1] > 0.5)
-    PetscCall(
-        PetscPrintf(t->comm,
-                    "warning: %.0f row(s) of %s (the first is row %.0f) lie more than %g times the average "
-                    "squared distance from the mean and hold %.0f%% of the variance: they set the network's "
-                    "input scale, and the other rows reach it as nearly one point. Remove or fix them "
-                    "(a missing-value code?) before training\n",
-                    big[0], t->input, first, BASIS_OUTLIER_FACTOR, 100 * big[1]));
-  PetscFunctionReturn(0);
-}
-
 /*
   CheckSameInput - refuse to resume checkpoint ck on an -input that is not the data it was
   trained on, though of the same N x D (another file, the same one shifted or reordered): its
@@ -385,7 +316,7 @@ static PetscErrorCode CheckSameInput(BasisTrainer t, const BasisModel *ck)
   for (PetscInt a = 0; a < l && bad_row < 0; a++)
     if (memcmp(rows + (size_t)a * D, ck->anchor_x + (size_t)pos[a] * D, (size_t)D * sizeof(float)))
       bad_row = idx[a];
-  PetscCall(InputMoments(t, mean, &scale));
+  PetscCall(BasisShardMoments(t->comm, &t->shard, mean, &scale));
   for (PetscInt j = 0; j < D && bad_col < 0; j++) /* the same rows summed: equal up to the order */
     if (PetscAbsReal((PetscReal)mean[j] - ck->mean[j]) > 1e-6 * (PetscAbsReal(ck->mean[j]) + ck->scale))
       bad_col = j;
@@ -430,7 +361,7 @@ static PetscErrorCode StartFresh(BasisTrainer t)
                           MPI_Wtime() - t0, (double)mo->lambda_ref[0], (double)mo->lambda_ref[K - 1]));
   }
   PetscCall(PetscFree3(ref_idx, anchor_pos, ref_x));
-  PetscCall(ComputeNormalisation(t));
+  PetscCall(BasisModelSetNormalisation(t->comm, &t->shard, t->input, &t->model));
   PetscCall(ComputeOutputMap(t));
 
   BasisRngSeed(&init, (uint64_t)mo->spec.seed, BASIS_STREAM_INIT);

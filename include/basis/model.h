@@ -72,5 +72,7 @@ PetscErrorCode BasisModelWrite(MPI_Comm comm, const char *path, PetscBool force,
 PetscErrorCode BasisModelRead(MPI_Comm comm, const char *path, BasisModel *model);
 PetscErrorCode BasisModelWriteAttributes(hid_t obj, const BasisModel *model);
 PetscErrorCode BasisModelView(const BasisModel *model, MPI_Comm comm);
+PetscErrorCode BasisShardMoments(MPI_Comm, const BasisShard *, float mean[], PetscReal *scale);
+PetscErrorCode BasisModelSetNormalisation(MPI_Comm, const BasisShard *, const char *input, BasisModel *);
 void           BasisModelNormaliseInput(const BasisModel *model, PetscInt n, const float x[], float xn[]);
 void           BasisModelOutput(const BasisModel *model, PetscInt n, float y[]);
