@@ -14,7 +14,10 @@
 #    checkpoint, which is what an interrupted write leaves) is refused by basis embed;
 #  * while a run trains NAME, a second train of NAME (even with -force) and an embed
 #    -orthonormalize compute (which rewrites the model) are refused, and the first run's
-#    model is the one left.
+#    model is the one left;
+#  * a lock left on another node by an earlier incarnation of the same Slurm job (same
+#    SLURM_JOB_ID, fewer restarts) is taken over by the requeued run; one of the same
+#    incarnation, or met outside Slurm, is not.
 # Silent on success; prints each failure.
 set -u
 basis=$1
@@ -99,6 +102,21 @@ bg=
 read -r complete at < <(step "$work/busy.h5")
 [[ "$complete $at" == "1 3000" ]] || die "the model left is not the first run's ($complete $at)"
 [[ ! -e $work/busy.h5.lock ]] || die "the first run left its lock"
+
+# A node died under a Slurm job: its lock names the other node, whose pid cannot be checked.
+# (basis is started without mpiexec here: Open MPI's launcher would take the SLURM_ variables
+# for an allocation.)
+lock() { printf 'basis othernode 12345 777.0\n' >"$work/inc.h5.lock"; }
+small=(train -input "$work/data.h5" -batch 200 -anchors 20 -hidden 8,8 -dim 4 -steps 3 -train_monitor 0)
+lock
+SLURM_JOB_ID=777 SLURM_RESTART_COUNT=0 timeout 60 "$basis" "${small[@]}" -model "$work/inc.h5" >/dev/null 2>&1 &&
+  die "a lock of the same Slurm incarnation on another node was taken over"
+SLURM_JOB_ID=777 SLURM_RESTART_COUNT=1 timeout 60 "$basis" "${small[@]}" -model "$work/inc.h5" >"$work/inc.log" 2>&1 ||
+  { die "the requeued job (restart 1) did not take over its earlier incarnation's lock:"; grep -m1 error "$work/inc.log"; }
+[[ ! -e $work/inc.h5.lock ]] || die "the requeued job left the lock"
+lock
+timeout 60 "$basis" "${small[@]}" -model "$work/inc.h5" -force >/dev/null 2>&1 && die "a live-looking lock from another node was taken over outside Slurm"
+rm -f "$work/inc.h5.lock"
 
 # An interrupted checkpoint write: everything but the completeness attribute.
 cp "$work/ref.h5" "$work/cut.h5.partial"
