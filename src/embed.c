@@ -431,7 +431,8 @@ PetscErrorCode BasisEmbedMain(MPI_Comm comm)
   inputs[0] = input, inputs[1] = model_path, inputs[2] = NULL;
   minputs[0] = input, minputs[1] = NULL;
   PetscCall(BasisOutputCheckPath(comm, output, force, inputs));
-  PetscCall(ModelIdentity(comm, model_path, model_id));
+  PetscCall(BasisEmbedderGetOrthoType(e, &ortho));
+  if (ortho == BASIS_ORTHO_COMPUTE) PetscCall(ModelIdentity(comm, model_path, model_id));
   PetscCall(BasisModelRead(comm, model_path, &mo));
   PetscCall(BasisInputOpen(comm, input, &in));
   PetscCheck(
@@ -441,9 +442,8 @@ PetscErrorCode BasisEmbedMain(MPI_Comm comm)
   PetscCall(BasisEmbedderSetModel(e, &mo, model_path));
   PetscCall(BasisEmbedderSetUp(e));
   PetscCall(BasisEmbedderGetSizes(e, NULL, &K, NULL));
-  PetscCall(BasisEmbedderGetOrthoType(e, &ortho));
-  if (ortho ==
-      BASIS_ORTHO_COMPUTE) /* R goes into the model: can it be written (not held by a training run)? */
+  /* R goes into the model: can it be written (not held by a training run)? */
+  if (ortho == BASIS_ORTHO_COMPUTE)
     PetscCall(BasisOutputCheckPathOption(comm, "-model (-orthonormalize compute stores R in it)", model_path,
                                          PETSC_TRUE, minputs));
 

@@ -76,7 +76,6 @@ struct _p_BasisTrainer {
   PetscBool   force, resume, monitor, standardize, overlap;
   PetscBool   precision_given; /* -mlp_precision on the command line (else -resume adopts the model's) */
   PetscBool   steps_given;     /* -steps on the command line (else -resume keeps the checkpoint's) */
-  PetscBool   model_ours;      /* -model may be replaced: -force, -resume of it, or written by this run */
   BasisOutput model_hold;      /* -model's lock, held from set-up to destroy (BasisOutputHold) */
   PetscInt    monitor_every, checkpoint_every;
   PetscInt    checkpoint_step; /* step of the last checkpoint in model_path, -1: none yet */
@@ -490,8 +489,8 @@ PetscErrorCode BasisTrainerSetUp(BasisTrainer t)
   /* Refuse a bad output path before reading gigabytes, and hold -model until the end: no
      other run writes it between this run's checkpoints. A resumed run replaces its own
      checkpoint, so it needs no -force. */
-  t->model_ours = (PetscBool)(t->force || have_checkpoint);
-  PetscCall(BasisOutputHold(t->comm, "-model", t->model_path, t->model_ours, inputs, &t->model_hold));
+  PetscCall(BasisOutputHold(t->comm, "-model", t->model_path, (PetscBool)(t->force || have_checkpoint),
+                            inputs, &t->model_hold));
   PetscCall(BasisInputReadShard(&in, &t->shard));
   PetscCall(BasisInputClose(&in));
 
@@ -559,10 +558,11 @@ static PetscErrorCode WriteCheckpoint(BasisTrainer t)
   PetscCall(PetscArraycpy(mo->adam_v, av, mo->nparams));
   PetscCallMPI(MPI_Gather(t->prepared ? t->rng_before.s : t->rng.s, 4, MPI_UINT64_T, mo->rng, 4, MPI_UINT64_T,
                           0, t->comm));
-  /* a file that appeared at -model since set-up (not from basis: the lock is held) is
-     replaced only with -force */
-  PetscCall(BasisModelWrite(t->comm, t->model_path, t->model_ours, inputs, mo));
-  t->model_ours      = PETSC_TRUE;
+  /* -model is this run's to replace once it holds a checkpoint of it (written or resumed);
+     before that, a file that appeared there since set-up (not from basis: the lock is held)
+     is replaced only with -force */
+  PetscCall(
+      BasisModelWrite(t->comm, t->model_path, (PetscBool)(t->force || t->checkpoint_step >= 0), inputs, mo));
   t->checkpoint_step = mo->step;
   PetscFunctionReturn(0);
 }
