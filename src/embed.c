@@ -41,19 +41,24 @@
 /* Seconds between progress lines (rank 0). */
 #define BASIS_EMBED_PROGRESS_SECONDS 5.0
 
-const char *const BasisOrthoTypes[] = {"none", "compute", "stored", "BasisOrthoType", "BASIS_ORTHO_", NULL};
+const char *const BasisOrthoTypes[]   = {"none", "compute", "stored", "BasisOrthoType", "BASIS_ORTHO_", NULL};
+const char *const BasisTrivialTypes[] = {"landmarks", "network", "BasisTrivialType", "BASIS_TRIVIAL_", NULL};
 
 struct _p_BasisEmbedder {
-  MPI_Comm          comm;
-  const BasisModel *model; /* borrowed: the caller keeps it alive */
-  char              name[PETSC_MAX_PATH_LEN];
-  PetscInt          D, K, chunk, capacity; /* capacity: rows the MLP and xn hold now */
-  BasisOrthoType    ortho;
-  BasisMLPPrecision precision; /* -mlp_precision, resolved */
-  BasisMLP          mlp;
-  float            *xn; /* [capacity][D] normalised input */
-  PetscReal        *R;  /* [K][K] upper triangular, row-major; NULL: no orthonormalisation */
-  PetscBool         setup;
+  MPI_Comm                comm;
+  const BasisModel       *model; /* borrowed: the caller keeps it alive */
+  char                    name[PETSC_MAX_PATH_LEN];
+  PetscInt                D, K, chunk, capacity; /* capacity: rows the MLP and xn hold now */
+  BasisOrthoType          ortho;
+  BasisMLPPrecision       precision; /* -mlp_precision, resolved */
+  BasisMLP                mlp;
+  float                  *xn;            /* [capacity][D] normalised input */
+  PetscReal              *R;             /* [K][K] upper triangular, row-major; NULL: no orthonormalisation */
+  BasisTrivialType        trivial;       /* -trivial, as asked */
+  PetscBool               trivial_given; /*   on the command line (then landmarks must exist) */
+  BasisLandmarks          lm;            /* column 0 from landmark degrees; NULL: the network's */
+  BasisLandmarksFitResult fit;
+  PetscBool               setup;
 };
 
 /* y [n][K] <- y R^-1 with R upper triangular [K][K] row-major: forward substitution on
@@ -109,6 +114,7 @@ PetscErrorCode BasisEmbedderCreate(MPI_Comm comm, BasisEmbedder *e)
   (*e)->chunk     = BASIS_EMBED_CHUNK;
   (*e)->ortho     = BASIS_ORTHO_NONE;
   (*e)->precision = BASIS_MLP_FLOAT;
+  (*e)->trivial   = BASIS_TRIVIAL_LANDMARKS;
   PetscFunctionReturn(0);
 }
 
@@ -134,7 +140,7 @@ PetscErrorCode BasisEmbedderSetModel(BasisEmbedder e, const BasisModel *model, c
   Collective on the embedder's comm (same options, same verdict on every rank).
   Options: -chunk n (rows per forward pass, >= 1), -orthonormalize none|compute|stored,
   -mlp_precision float|bf16|auto (the network's products; default float whatever train
-  used: inference precision is the user's choice)
+  used: inference precision is the user's choice), -trivial landmarks|network
 */
 PetscErrorCode BasisEmbedderSetFromOptions(BasisEmbedder e)
 {
@@ -153,6 +159,12 @@ PetscErrorCode BasisEmbedderSetFromOptions(BasisEmbedder e)
                        "Network products: float, bf16 (bfloat16 inputs, float sums; oneDNN), auto (bf16 "
                        "where the CPU has bfloat16 dot products)",
                        NULL, BasisMLPPrecisions, (PetscEnum)e->precision, (PetscEnum *)&e->precision, NULL));
+  PetscCall(BasisOptionsCheckEnum(e->comm, "-trivial", BasisTrivialTypes));
+  PetscCall(PetscOptionsEnum("-trivial",
+                             "Column 0 (the trivial eigenvector of -laplacian sym): landmarks (each point's "
+                             "degree among the model's landmarks, where it has them) or network",
+                             NULL, BasisTrivialTypes, (PetscEnum)e->trivial, (PetscEnum *)&e->trivial,
+                             &e->trivial_given));
   PetscOptionsEnd();
   PetscCall(BasisMLPPrecisionResolve(e->comm, &e->precision));
   PetscFunctionReturn(0);
@@ -162,7 +174,8 @@ PetscErrorCode BasisEmbedderSetFromOptions(BasisEmbedder e)
   BasisEmbedderSetUp - check the model and take its stored orthonormalisation if asked.
 
   Collective on the embedder's comm (the model is the same on every rank). Errors: an
-  untrained model, -orthonormalize stored without a stored R.
+  untrained model, -orthonormalize stored without a stored R, -trivial landmarks given for
+  a model without usable landmarks (by default such a model's column 0 is the network's).
 */
 PetscErrorCode BasisEmbedderSetUp(BasisEmbedder e)
 {
@@ -179,7 +192,30 @@ PetscErrorCode BasisEmbedderSetUp(BasisEmbedder e)
     PetscCall(PetscMalloc1(e->K * e->K, &e->R));
     PetscCall(PetscArraycpy(e->R, mo->ortho_R, e->K * e->K));
   }
+  PetscCall(BasisLandmarksDestroy(&e->lm));
+  if (e->trivial == BASIS_TRIVIAL_LANDMARKS) {
+    const char *why;
+    PetscCall(BasisModelTrivialColumn(mo, &e->lm, &e->fit, &why));
+    PetscCheck(e->lm || !e->trivial_given, e->comm, PETSC_ERR_ARG_INCOMP,
+               "-trivial landmarks: model %s cannot give them: %s; use -trivial network", e->name, why);
+  }
   e->setup = PETSC_TRUE;
+  PetscFunctionReturn(0);
+}
+
+/* BasisEmbedderView - where column 0 comes from, one line on rank 0. Collective. */
+PetscErrorCode BasisEmbedderView(BasisEmbedder e)
+{
+  PetscInt L, k;
+
+  PetscFunctionBeginUser;
+  if (!e->lm) PetscFunctionReturn(0);
+  PetscCall(BasisLandmarksGetSize(e->lm, &L, &k));
+  PetscCall(
+      PetscPrintf(e->comm,
+                  "embed: column 0 (the trivial eigenvector) from each point's degree among %d landmarks "
+                  "(k = %d; -trivial network for the network's)\n",
+                  (int)L, (int)k));
   PetscFunctionReturn(0);
 }
 
@@ -221,8 +257,8 @@ static PetscErrorCode EnsureCapacity(BasisEmbedder e, PetscInt rows)
 
 /*
   BasisEmbedderApply - embed n rows: y = f((x - mean) / scale) * out_scale + out_shift,
-  then y R^-1 when an orthonormalisation is set (-orthonormalize stored, or after
-  BasisEmbedderOrthonormalize).
+  column 0 from the landmarks where the embedder uses them (-trivial), then y R^-1 when an orthonormalisation
+  is set (-orthonormalize stored, or after BasisEmbedderOrthonormalize).
 
   Not collective. Input: x [n][D] raw features (n may be 0). Output: y [n][K].
 
@@ -246,6 +282,7 @@ PetscErrorCode BasisEmbedderApply(BasisEmbedder e, PetscInt n, const float x[], 
     BasisModelNormaliseInput(mo, cnt, x + (size_t)lo * e->D, e->xn);
     PetscCall(BasisMLPForward(e->mlp, cnt, e->xn, yc));
     BasisModelOutput(mo, cnt, yc);
+    if (e->lm) PetscCall(BasisLandmarksColumn(e->lm, &e->fit, cnt, e->xn, e->K, yc));
     if (e->R) ApplyInverseR(cnt, e->K, e->R, yc);
   }
   PetscCall(PetscLogEventEnd(BASIS_Embed, 0, 0, 0, 0));
@@ -285,6 +322,7 @@ PetscErrorCode BasisEmbedderDestroy(BasisEmbedder *e)
   PetscCall(BasisMLPDestroy(&(*e)->mlp));
   PetscCall(PetscFree((*e)->xn));
   PetscCall(PetscFree((*e)->R));
+  PetscCall(BasisLandmarksDestroy(&(*e)->lm));
   PetscCall(PetscFree(*e));
   PetscFunctionReturn(0);
 }
@@ -303,6 +341,8 @@ static PetscErrorCode WriteEmbeddingAttrs(hid_t dset, BasisEmbedder e, const cha
   PetscCall(BasisH5AttrWriteInt(dset, "N", 1, &in->N));
   PetscCall(BasisH5AttrWriteString(dset, "orthonormalize", BasisOrthoTypes[e->ortho]));
   PetscCall(BasisH5AttrWriteString(dset, "mlp_precision", BasisMLPPrecisions[e->precision]));
+  PetscCall(BasisH5AttrWriteString(
+      dset, "trivial", BasisTrivialTypes[e->lm ? BASIS_TRIVIAL_LANDMARKS : BASIS_TRIVIAL_NETWORK]));
   PetscCall(BasisH5AttrWriteString(dset, "basis_version", BASIS_VERSION));
   PetscCall(
       BasisModelWriteAttributes(dset, e->model)); /* the model's parameters, by the model file's names */
@@ -441,6 +481,7 @@ PetscErrorCode BasisEmbedMain(MPI_Comm comm)
       input, (int)in.D, model_path, (int)mo.spec.D);
   PetscCall(BasisEmbedderSetModel(e, &mo, model_path));
   PetscCall(BasisEmbedderSetUp(e));
+  PetscCall(BasisEmbedderView(e));
   PetscCall(BasisEmbedderGetSizes(e, NULL, &K, NULL));
   /* R goes into the model: can it be written (not held by a training run)? */
   if (ortho == BASIS_ORTHO_COMPUTE)

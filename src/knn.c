@@ -176,6 +176,11 @@ static inline PetscReal Dist2(PetscInt D, const float a[], const float b[])
   return D >= BASIS_DIST2_WIDE ? Dist2Lanes(D, a, b, 8) : Dist2Lanes(D, a, b, 4);
 }
 
+PetscReal BasisKnnDistance2(PetscInt D, const float a[], const float b[])
+{
+  return Dist2(D, a, b);
+}
+
 /* (d, g) orders before (e, h): smaller distance, then smaller global index. */
 static inline PetscBool Before(PetscReal d, PetscInt g, PetscReal e, PetscInt h)
 {

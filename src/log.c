@@ -7,7 +7,8 @@
 
 PetscLogEvent BASIS_ReadShard, BASIS_WriteRows, BASIS_Generate, BASIS_BatchGraph, BASIS_BatchEig,
     BASIS_RefGraph, BASIS_RefSolve, BASIS_Align, BASIS_Forward, BASIS_Backward, BASIS_GradReduce, BASIS_Adam,
-    BASIS_Embed, BASIS_Checkpoint, BASIS_ExactKnn, BASIS_ExactSolve, BASIS_Metrics, BASIS_Sample;
+    BASIS_Embed, BASIS_Checkpoint, BASIS_ExactKnn, BASIS_ExactSolve, BASIS_Metrics, BASIS_Sample,
+    BASIS_Landmarks;
 PetscLogStage BASIS_StageRef, BASIS_StageTrain, BASIS_StageEmbed, BASIS_StageEval;
 
 /*
@@ -37,6 +38,7 @@ PetscErrorCode BasisLogRegister(void)
   PetscCall(PetscLogEventRegister("BasisExactKnn", cls, &BASIS_ExactKnn));
   PetscCall(PetscLogEventRegister("BasisExactSolve", cls, &BASIS_ExactSolve));
   PetscCall(PetscLogEventRegister("BasisMetrics", cls, &BASIS_Metrics));
+  PetscCall(PetscLogEventRegister("BasisLandmarks", cls, &BASIS_Landmarks));
   PetscCall(PetscLogStageRegister("BasisReference", &BASIS_StageRef));
   PetscCall(PetscLogStageRegister("BasisTrain", &BASIS_StageTrain));
   PetscCall(PetscLogStageRegister("BasisEmbed", &BASIS_StageEmbed));

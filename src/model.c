@@ -11,7 +11,8 @@
     /optimizer/adam_m, /optimizer/adam_v [nparams] float32
     /input/mean [D] float32                 (the network sees (x - mean) / input_scale)
     /reference/anchors [l] int64, /reference/anchor_features [l][D] float32,
-    /reference/phi [l][K] float64, /reference/lambda [K] float64
+    /reference/phi [l][K] float64, /reference/lambda [K] float64,
+    /reference/landmark_features [L][D] float32 (when L = landmarks > 0; src/landmark.c)
     /train/rng [nranks][4] uint64           (each rank's batch stream)
     /train/history [steps][4] float64       (loss, align residual, cond, inliers)
     /orthonormalize/R [K][K] float64        (optional; `basis embed -orthonormalize`)
@@ -48,6 +49,7 @@ PetscErrorCode BasisModelAllocate(BasisModel *mo)
   PetscCall(PetscCalloc3(K, &mo->lambda_ref, (size_t)mo->nranks * 4, &mo->rng,
                          (size_t)PetscMax(mo->steps, 1) * BASIS_HISTORY_FIELDS, &mo->history));
   PetscCall(PetscCalloc2(K, &mo->out_shift, K, &mo->out_scale));
+  PetscCall(PetscCalloc1((size_t)mo->spec.L * D, &mo->landmark_x));
   for (PetscInt j = 0; j < K; j++) mo->out_scale[j] = 1.0;
   PetscFunctionReturn(0);
 }
@@ -59,6 +61,7 @@ PetscErrorCode BasisModelFree(BasisModel *mo)
   PetscCall(PetscFree4(mo->mean, mo->anchors, mo->anchor_x, mo->phi_ref));
   PetscCall(PetscFree3(mo->lambda_ref, mo->rng, mo->history));
   PetscCall(PetscFree2(mo->out_shift, mo->out_scale));
+  PetscCall(PetscFree(mo->landmark_x));
   PetscCall(PetscFree(mo->ortho_R));
   PetscFunctionReturn(0);
 }
@@ -120,6 +123,8 @@ static const ModelField model_fields[] = {
     {"align", MODEL_ENUM, OFF(spec.align.type), BasisAlignTypes, PETSC_FALSE, PETSC_FALSE, PETSC_FALSE},
     /* files written before guard vectors existed fitted the K batch eigenvectors alone */
     {"align_extra", MODEL_INT, OFF(spec.align.extra), NULL, PETSC_FALSE, PETSC_FALSE, PETSC_TRUE},
+    /* files written before landmarks existed have none: embed uses the network's column 0 */
+    {"landmarks", MODEL_INT, OFF(spec.L), NULL, PETSC_FALSE, PETSC_FALSE, PETSC_TRUE},
     /* files written before global sampling existed drew from the shards */
     {"sample", MODEL_ENUM, OFF(spec.sample), BasisSampleTypes, PETSC_FALSE, PETSC_TRUE, PETSC_FALSE},
     {"input_scale", MODEL_REAL, OFF(scale), NULL, PETSC_TRUE, PETSC_FALSE, PETSC_FALSE},
@@ -225,6 +230,10 @@ static PetscErrorCode ModelWriteFile(hid_t f, const BasisModel *mo)
   PetscCall(BasisH5WriteArray(f, "reference/phi", F64, MD, 2, dims, mo->phi_ref));
   dims[0] = (hsize_t)K;
   PetscCall(BasisH5WriteArray(f, "reference/lambda", F64, MD, 1, dims, mo->lambda_ref));
+  if (mo->spec.L > 0) {
+    dims[0] = (hsize_t)mo->spec.L, dims[1] = (hsize_t)D;
+    PetscCall(BasisH5WriteArray(f, "reference/landmark_features", F32, MF, 2, dims, mo->landmark_x));
+  }
   dims[0] = (hsize_t)mo->nranks, dims[1] = 4;
   PetscCall(BasisH5WriteArray(f, "train/rng", H5T_STD_U64LE, H5T_NATIVE_UINT64, 2, dims, mo->rng));
   dims[0] = (hsize_t)PetscMax(mo->steps, 1), dims[1] = BASIS_HISTORY_FIELDS;
@@ -373,7 +382,8 @@ static PetscErrorCode ModelReadParameters(hid_t f, const char *path, BasisModel 
   PetscCheck(mo->spec.D > 0 && mo->spec.graph.K > 0 && mo->spec.l > mo->spec.graph.K &&
                  mo->spec.N >= mo->spec.l && mo->spec.m > mo->spec.l && mo->nranks > 0 && mo->steps >= 0 &&
                  mo->step >= 0 && mo->step <= mo->steps && mo->spec.D < 100000000 &&
-                 mo->spec.graph.K < 10000 && mo->spec.l < 100000000 && mo->nranks < 1000000,
+                 mo->spec.graph.K < 10000 && mo->spec.l < 100000000 && mo->nranks < 1000000 &&
+                 mo->spec.L >= 0 && mo->spec.L <= mo->spec.N,
              PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
              "model file %s has inconsistent sizes; it is corrupt", path);
   PetscFunctionReturn(0);
@@ -435,6 +445,10 @@ static PetscErrorCode ModelReadArrays(hid_t f, BasisModel *mo)
   PetscCall(BasisH5ReadArray(f, "reference/anchor_features", MF, 2, dims, mo->anchor_x));
   dims[1] = (hsize_t)K;
   PetscCall(BasisH5ReadArray(f, "reference/phi", MD, 2, dims, mo->phi_ref));
+  if (mo->spec.L > 0) {
+    dims[0] = (hsize_t)mo->spec.L, dims[1] = (hsize_t)mo->spec.D;
+    PetscCall(BasisH5ReadArray(f, "reference/landmark_features", MF, 2, dims, mo->landmark_x));
+  }
   dims[0] = (hsize_t)mo->nranks, dims[1] = 4;
   PetscCall(BasisH5ReadArray(f, "train/rng", H5T_NATIVE_UINT64, 2, dims, mo->rng));
   dims[0] = (hsize_t)PetscMax(mo->steps, 1), dims[1] = BASIS_HISTORY_FIELDS;
@@ -480,6 +494,8 @@ static PetscErrorCode ModelCheckValues(const char *path, const BasisModel *mo)
   PetscCall(CheckFinite(path, "/reference/anchor_features", (PetscCount)mo->spec.l * mo->spec.D, mo->anchor_x,
                         NULL));
   PetscCall(CheckFinite(path, "/reference/phi", (PetscCount)mo->spec.l * K, NULL, mo->phi_ref));
+  PetscCall(CheckFinite(path, "/reference/landmark_features", (PetscCount)mo->spec.L * mo->spec.D,
+                        mo->landmark_x, NULL));
   PetscCall(CheckFinite(path, "/reference/lambda", K, NULL, mo->lambda_ref));
   PetscCall(CheckFinite(path, "/network/output_shift", K, NULL, mo->out_shift));
   PetscCall(CheckFinite(path, "/network/output_scale", K, NULL, mo->out_scale));
@@ -558,6 +574,8 @@ static PetscErrorCode ModelBcast(MPI_Comm comm, BasisModel *mo)
   PetscCallMPI(MPI_Bcast(mo->anchor_x, (int)(mo->spec.l * mo->spec.D), MPI_FLOAT, 0, comm));
   PetscCallMPI(MPI_Bcast(mo->phi_ref, (int)(mo->spec.l * K), MPIU_REAL, 0, comm));
   PetscCallMPI(MPI_Bcast(mo->lambda_ref, (int)K, MPIU_REAL, 0, comm));
+  if (mo->spec.L > 0)
+    PetscCallMPI(MPI_Bcast(mo->landmark_x, (int)(mo->spec.L * mo->spec.D), MPI_FLOAT, 0, comm));
   PetscCallMPI(MPI_Bcast(mo->out_shift, (int)K, MPIU_REAL, 0, comm));
   PetscCallMPI(MPI_Bcast(mo->out_scale, (int)K, MPIU_REAL, 0, comm));
   PetscCallMPI(MPI_Bcast(mo->rng, (int)(4 * mo->nranks), MPI_UINT64_T, 0, comm));
@@ -600,9 +618,9 @@ PetscErrorCode BasisModelView(const BasisModel *mo, MPI_Comm comm)
       (int)mo->step, (int)mo->steps, (int)mo->nranks));
   PetscCall(PetscPrintf(
       comm,
-      "       l = %d anchors, batch m = %d (%s sampling), reference R = %d, knn %d, %s scale, %s Laplacian, "
-      "%s alignment\n",
-      (int)mo->spec.l, (int)mo->spec.m, BasisSampleTypes[mo->spec.sample], (int)mo->spec.R,
+      "       l = %d anchors, batch m = %d (%s sampling), reference R = %d (%d landmarks), knn %d, %s scale, "
+      "%s Laplacian, %s alignment\n",
+      (int)mo->spec.l, (int)mo->spec.m, BasisSampleTypes[mo->spec.sample], (int)mo->spec.R, (int)mo->spec.L,
       (int)mo->spec.graph.knn, BasisScaleTypes[mo->spec.graph.scale],
       BasisLaplacianTypes[mo->spec.graph.laplacian], BasisAlignTypes[mo->spec.align.type]));
   PetscFunctionReturn(0);
@@ -707,4 +725,56 @@ void BasisModelOutput(const BasisModel *mo, PetscInt n, float y[])
   for (PetscInt i = 0; i < n; i++)
     for (PetscInt j = 0; j < K; j++)
       y[(size_t)i * K + j] = (float)(y[(size_t)i * K + j] * mo->out_scale[j] + mo->out_shift[j]);
+}
+
+/* Below this the reference's second eigenvalue counts as a second 0 (L_sym's eigenvalues lie
+   in [0, 2]; the solvers resolve them to ~1e-10, eigensolver.c's components warning). */
+#define BASIS_CONNECTED_LAMBDA 1e-8
+/* Below this correlation between sqrt(degree) and the reference column at the anchors the
+   landmarks are not used: the estimate would not be the column it replaces. Measured r:
+   MODEL_R_MEASURED. */
+#define BASIS_LANDMARK_MIN_R 0.5
+
+/*
+  BasisModelTrivialColumn - the landmark estimate of the embedding's column 0 (landmark.h):
+  the landmarks, normalised as the network's input, and the map alpha sqrt(degree) + beta
+  fitted on the anchors to the reference's column 0 in the embedding's units
+  (target_scale phi_ref[.][0]).
+
+  Not collective (every rank builds the same from the same model). Output: lm, or NULL and
+  why (for a message) when the model has no landmarks, its reference graph has more than
+  one component (column 0 is then one component's indicator, not D^1/2 1), or the fit is
+  poor (r below BASIS_LANDMARK_MIN_R); fit.
+*/
+PetscErrorCode BasisModelTrivialColumn(const BasisModel *mo, BasisLandmarks *lm, BasisLandmarksFitResult *fit,
+                                       const char **why)
+{
+  const PetscInt K = mo->spec.graph.K, D = mo->spec.D, L = mo->spec.L, l = mo->spec.l;
+  float         *xn;
+  PetscReal     *y;
+
+  PetscFunctionBeginUser;
+  *lm  = NULL;
+  *why = NULL;
+  PetscCall(PetscMemzero(fit, sizeof(*fit)));
+  if (L <= 0 || mo->spec.graph.laplacian != BASIS_LAPLACIAN_SYM) {
+    *why = "the model has no landmarks (trained with -landmarks 0, or before landmarks existed)";
+    PetscFunctionReturn(0);
+  }
+  if (K > 1 && !(mo->lambda_ref[1] > BASIS_CONNECTED_LAMBDA)) {
+    *why = "the reference graph has more than one connected component";
+    PetscFunctionReturn(0);
+  }
+  PetscCall(PetscMalloc2((size_t)PetscMax(L, l) * D, &xn, l, &y));
+  BasisModelNormaliseInput(mo, L, mo->landmark_x, xn);
+  PetscCall(BasisLandmarksCreate(&mo->spec.graph, mo->spec.m, L, D, xn, lm));
+  BasisModelNormaliseInput(mo, l, mo->anchor_x, xn);
+  for (PetscInt a = 0; a < l; a++) y[a] = mo->target_scale * mo->phi_ref[a * K];
+  PetscCall(BasisLandmarksFit(*lm, l, xn, y, fit));
+  PetscCall(PetscFree2(xn, y));
+  if (!(fit->r >= BASIS_LANDMARK_MIN_R)) {
+    PetscCall(BasisLandmarksDestroy(lm));
+    *why = "the landmark degrees do not follow the reference's first eigenvector at the anchors";
+  }
+  PetscFunctionReturn(0);
 }

@@ -115,6 +115,7 @@ static const struct {
     {"-knn", 'i'},
     {"-knn_gemm", 'e'},
     {"-laplacian", 'e'},
+    {"-landmarks", 'i'},
     {"-latent", 'i'},
     {"-lr", 'r'},
     {"-lr_final", 'r'},
@@ -141,6 +142,7 @@ static const struct {
     {"-steps", 'i'},
     {"-train_monitor", 'b'},
     {"-train_overlap", 'b'},
+    {"-trivial", 'e'},
     {"-type", 'e'},
 };
 

@@ -139,6 +139,7 @@ PetscErrorCode BasisTrainerCreate(MPI_Comm comm, BasisTrainer *tr)
   t->model.spec.l      = 250;
   t->model.spec.m      = 1024; /* authors: 512; 1024 measured better per second (docs/quality.md) */
   t->model.spec.R      = 0;    /* 0: min(N, 24 m), decided when N is known (docs/quality.md) */
+  t->model.spec.L      = -1;   /* -1: min(R, 4 m) for -laplacian sym, decided with R */
   /* authors: 1000 (our default until the network ran in bfloat16). Fashion-MNIST-70k was
      still learning at 1000 steps (seed 42: d_G 0.142 -> 0.111 at 1500, 0.095 at 2000); with
      bfloat16 products in the network and the batch kNN a step costs ~0.65 of the old float
@@ -198,6 +199,11 @@ PetscErrorCode BasisTrainerSetFromOptions(BasisTrainer t)
                              (PetscEnum *)&mo->spec.sample, NULL));
   PetscCall(PetscOptionsInt("-reference_size", "Reference set size R (0: min(N, 24 x -batch))", NULL,
                             mo->spec.R, &mo->spec.R, NULL));
+  PetscCall(
+      PetscOptionsInt("-landmarks",
+                      "Reference rows kept for embed's trivial eigenvector of -laplacian sym (-1: min(R, "
+                      "4 x -batch); 0: none, embed uses the network's)",
+                      NULL, mo->spec.L, &mo->spec.L, NULL));
   PetscCall(PetscOptionsInt("-steps", "Training steps", NULL, mo->steps, &mo->steps, &t->steps_given));
   PetscCall(PetscOptionsReal("-lr", "Adam learning rate (at the first step)", NULL, mo->spec.lr, &mo->spec.lr,
                              NULL));
@@ -250,6 +256,13 @@ PetscErrorCode BasisTrainerSetFromOptions(BasisTrainer t)
   PetscCheck(mo->spec.R == 0 || mo->spec.R >= mo->spec.l, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
              "-reference_size %d must be at least -anchors %d (the anchors are part of the reference set)",
              (int)mo->spec.R, (int)mo->spec.l);
+  PetscCheck(mo->spec.L >= -1, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "-landmarks %d must be at least 0 (or -1: the default)", (int)mo->spec.L);
+  PetscCheck(mo->spec.L <= 0 || mo->spec.graph.laplacian == BASIS_LAPLACIAN_SYM, t->comm,
+             PETSC_ERR_ARG_INCOMP,
+             "-landmarks applies to -laplacian sym only (the trivial eigenvector of -laplacian %s is "
+             "constant); use -landmarks 0",
+             BasisLaplacianTypes[mo->spec.graph.laplacian]);
   PetscCheck(mo->steps >= 1, t->comm, PETSC_ERR_ARG_OUTOFRANGE, "-steps %d must be at least 1",
              (int)mo->steps);
   PetscCheck(mo->spec.lr > 0 && PetscIsNormalReal(mo->spec.lr), t->comm, PETSC_ERR_ARG_OUTOFRANGE,
@@ -331,6 +344,33 @@ static PetscErrorCode CheckSameInput(BasisTrainer t, const BasisModel *ck)
   PetscFunctionReturn(0);
 }
 
+/* How embed will form the trivial direction from this model (model.c
+   BasisModelTrivialColumn), said once at the start so a poor fit is seen before training. */
+static PetscErrorCode ViewLandmarks(BasisTrainer t)
+{
+  BasisLandmarks          lm;
+  BasisLandmarksFitResult fit;
+  const char             *why;
+  PetscInt                L, k;
+
+  PetscFunctionBeginUser;
+  if (t->model.spec.L == 0) PetscFunctionReturn(0);
+  PetscCall(BasisModelTrivialColumn(&t->model, &lm, &fit, &why));
+  if (!lm) {
+    PetscCall(PetscPrintf(t->comm,
+                          "train: warning: embed will use the network's first column: %s (r = %.3f)\n", why,
+                          (double)fit.r));
+    PetscFunctionReturn(0);
+  }
+  PetscCall(BasisLandmarksGetSize(lm, &L, &k));
+  PetscCall(PetscPrintf(t->comm,
+                        "train: %d landmarks (k = %d) for embed's first column; sqrt(degree) against the "
+                        "reference's at the anchors: r = %.4f\n",
+                        (int)L, (int)k, (double)fit.r));
+  PetscCall(BasisLandmarksDestroy(&lm));
+  PetscFunctionReturn(0);
+}
+
 /* Fresh start: reference eigenspace, network initialisation, random streams. */
 static PetscErrorCode StartFresh(BasisTrainer t)
 {
@@ -359,9 +399,20 @@ static PetscErrorCode StartFresh(BasisTrainer t)
     PetscCall(PetscPrintf(t->comm, "train: reference solved in %.1f s; eigenvalues %.4g ... %.4g\n",
                           MPI_Wtime() - t0, (double)mo->lambda_ref[0], (double)mo->lambda_ref[K - 1]));
   }
+  if (mo->spec.L > 0) { /* a uniform subset of the reference rows, as the anchors */
+    PetscInt *pos;
+    PetscCall(PetscMalloc1(mo->spec.L, &pos));
+    BasisRngSeed(&init, (uint64_t)mo->spec.seed, BASIS_STREAM_LANDMARKS);
+    PetscCall(BasisRngSample(&init, mo->spec.R, mo->spec.L, pos));
+    for (PetscInt j = 0; j < mo->spec.L; j++)
+      PetscCall(PetscArraycpy(mo->landmark_x + (size_t)j * mo->spec.D, ref_x + (size_t)pos[j] * mo->spec.D,
+                              mo->spec.D));
+    PetscCall(PetscFree(pos));
+  }
   PetscCall(PetscFree3(ref_idx, anchor_pos, ref_x));
   PetscCall(BasisModelSetNormalisation(t->comm, &t->shard, t->input, &t->model));
   PetscCall(ComputeOutputMap(t));
+  PetscCall(ViewLandmarks(t));
 
   BasisRngSeed(&init, (uint64_t)mo->spec.seed, BASIS_STREAM_INIT);
   PetscCall(BasisMLPInitialize(t->mlp, &init));
@@ -434,6 +485,7 @@ static PetscErrorCode AdoptCheckpointState(BasisTrainer t, const BasisModel *ck)
   PetscCall(PetscArraycpy(mo->anchor_x, ck->anchor_x, (size_t)ck->spec.l * ck->spec.D));
   PetscCall(PetscArraycpy(mo->phi_ref, ck->phi_ref, (size_t)ck->spec.l * ck->spec.graph.K));
   PetscCall(PetscArraycpy(mo->lambda_ref, ck->lambda_ref, ck->spec.graph.K));
+  PetscCall(PetscArraycpy(mo->landmark_x, ck->landmark_x, (size_t)ck->spec.L * ck->spec.D));
   PetscCall(PetscArraycpy(mo->out_shift, ck->out_shift, ck->spec.graph.K));
   PetscCall(PetscArraycpy(mo->out_scale, ck->out_scale, ck->spec.graph.K));
   PetscCall(PetscArraycpy(mo->history, ck->history, (size_t)ck->steps * BASIS_HISTORY_FIELDS));
@@ -473,6 +525,24 @@ PetscErrorCode BasisTrainerSetUp(BasisTrainer t)
      more set-up ("The reference set's size"). Its kNN costs O(R^2 D), so it is capped
      rather than the whole data set. */
   if (mo->spec.R == 0) mo->spec.R = PetscMax(PetscMin(mo->spec.N, 24 * mo->spec.m), mo->spec.l);
+  /* Default landmarks (src/landmark.c): 4 batches' worth of the reference rows. Out of
+     sample on Fashion-MNIST the trivial direction's sin^2 was 0.113 from the network and
+     0.065, 0.034, 0.024 from 2, 4, 8 m landmarks (docs/quality.md "The trivial direction
+     from landmarks"); embed pays 2 D L flops per point for them. */
+  if (mo->spec.L < 0)
+    mo->spec.L = mo->spec.graph.laplacian == BASIS_LAPLACIAN_SYM ? PetscMin(mo->spec.R, 4 * mo->spec.m) : 0;
+  PetscCheck(
+      mo->spec.L <= mo->spec.R, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
+      "-landmarks %d exceeds the reference set's %d rows they are drawn from; use -landmarks %d or less "
+      "(or a larger -reference_size)",
+      (int)mo->spec.L, (int)mo->spec.R, (int)mo->spec.R);
+  {
+    BasisGraphParams lp;
+    BasisGraphParamsMatched(&mo->spec.graph, mo->spec.L, mo->spec.m, &lp);
+    PetscCheck(mo->spec.L == 0 || mo->spec.L > lp.knn, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
+               "-landmarks %d is too few for their density-matched graph (k = %d); use more, or 0 for none",
+               (int)mo->spec.L, (int)lp.knn);
+  }
   PetscCheck(mo->spec.N >= mo->spec.m, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
              "input %s has %d points, fewer than -batch %d (a batch holds -batch distinct points); use "
              "-batch %d or less",

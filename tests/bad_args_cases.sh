@@ -5,7 +5,8 @@
 #   bad_args_setup BASIS WORK   make the tiny inputs in WORK (1 rank, ~10 s): data d.h5
 #                               (200 x 5, labels), d7.h5 (200 x 7), same.h5 (200 identical
 #                               points), dupbatch.h5 (2000 x 6, 101 copies of one point),
-#                               models m.h5/m7.h5 (2 steps), embedding e.h5, exact x.h5,
+#                               models m.h5/m7.h5 (2 steps; m0.h5 without landmarks),
+#                               embedding e.h5, exact x.h5,
 #                               and damaged copies (corrupt, truncated, other format
 #                               version, labels out of range) made with h5py.
 #   bad_args_cases WORK         fill the arrays case_name, case_keep, case_pattern, case_args.
@@ -23,6 +24,7 @@ bad_args_setup() {
     "${run[@]}" generate -n 200 -d 7 -output "$w/d7.h5" &&
     "${run[@]}" train -input "$w/d.h5" -model "$w/m.h5" "${train[@]}" &&
     "${run[@]}" train -input "$w/d7.h5" -model "$w/m7.h5" "${train[@]}" &&
+    "${run[@]}" train -input "$w/d.h5" -model "$w/m0.h5" "${train[@]}" -landmarks 0 &&
     "${run[@]}" embed -model "$w/m.h5" -input "$w/d.h5" -output "$w/e.h5" &&
     "${run[@]}" exact -input "$w/d.h5" -output "$w/x.h5" -dim 4 || return 1
   /usr/bin/python3 - "$w" <<'EOF' || return 1
@@ -79,6 +81,13 @@ bad_args_cases() {
   add "train -batch > N" - "fewer than -batch 300 .*use -batch 200 or less" "$T -model $w/out.h5 -batch 300"
   add "train -reference_size > N" - "fewer than -reference_size 300; use -reference_size 200 or less" \
     "$T -model $w/out.h5 -reference_size 300"
+  add "train -landmarks -2" - "-landmarks -2 must be at least 0" "$T -model $w/out.h5 -landmarks -2"
+  add "train -landmarks, -laplacian rw" - "-landmarks applies to -laplacian sym only .*use -landmarks 0" \
+    "$T -model $w/out.h5 -landmarks 50 -laplacian rw"
+  add "train -landmarks > R" - "-landmarks 150 exceeds the reference set's 100 rows" \
+    "$T -model $w/out.h5 -landmarks 150 -reference_size 100"
+  add "train -landmarks too few" - "-landmarks 1 is too few for their density-matched graph \\(k = 1\\)" \
+    "$T -model $w/out.h5 -landmarks 1"
   add "train -batch <= -anchors" - "-batch 20 must be larger than -anchors 20" "$T -model $w/out.h5 -batch 20"
   add "train -knn >= -batch" - "-knn 56 must be smaller than -batch 56" "$T -model $w/out.h5 -knn 56"
   add "train -hidden 0" - "-hidden 0 is malformed" "$T -model $w/out.h5 -hidden 0"
@@ -137,6 +146,9 @@ bad_args_cases() {
   add "embed -orthonormalize foo" - "Unknown option foo for -orthonormalize" "$E -model $w/m.h5 -output $w/out.h5 -orthonormalize foo"
   add "embed -orthonormalize compute, model in training" - "held.h5 is being written by another basis run" \
     "$E -model $w/held.h5 -output $w/out.h5 -orthonormalize compute"
+  add "embed -trivial foo" - "Unknown option foo for -trivial" "$E -model $w/m.h5 -output $w/out.h5 -trivial foo"
+  add "embed -trivial landmarks, model without" - "model .*m0.h5 cannot give them: the model has no landmarks.*use -trivial network" \
+    "$E -model $w/m0.h5 -output $w/out.h5 -trivial landmarks"
   add "embed -mlp_precision fp8" - "Unknown option fp8 for -mlp_precision" "$E -model $w/m.h5 -output $w/out.h5 -mlp_precision fp8"
   # exact
   add "exact -dim >= N" - "200 points, fewer than -dim 200 \+ 1" "$X -output $w/out.h5 -dim 200"

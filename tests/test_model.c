@@ -93,6 +93,7 @@ static PetscErrorCode CheckFormat1(MPI_Comm comm, const char *path, BasisModel *
                                {"ransac_iters", mo->spec.align.ransac_iters, 30},
                                {"ransac_points", mo->spec.align.ransac_points, 12},
                                {"align_extra (absent: 0)", mo->spec.align.extra, 0},
+                               {"landmarks (absent: 0)", mo->spec.L, 0},
                                {"mlp_precision (absent: float)", mo->mlp_precision, BASIS_MLP_FLOAT},
                                {"scale", mo->spec.graph.scale, BASIS_SCALE_MEDIAN},
                                {"laplacian", mo->spec.graph.laplacian, BASIS_LAPLACIAN_RW},
@@ -161,19 +162,19 @@ static PetscErrorCode CompareModels(MPI_Comm comm, const BasisModel *a, const Ba
 #define SAME_SPEC(x)     SAME(spec.x)
 #define SAME_ARRAY(x, n) (!memcmp((a)->x, (b)->x, sizeof(*(a)->x) * (size_t)(n)))
   same = SAME_SPEC(N) && SAME_SPEC(D) && SAME_SPEC(graph.K) && SAME_SPEC(l) && SAME_SPEC(m) && SAME_SPEC(R) &&
-         SAME_SPEC(seed) && SAME(step) && SAME(steps) && SAME(nranks) && SAME_SPEC(graph.knn) &&
-         SAME_SPEC(graph.scale_neighbor) && SAME_SPEC(graph.scale) && SAME_SPEC(graph.laplacian) &&
-         SAME_SPEC(align.type) && SAME_SPEC(align.ransac_iters) && SAME_SPEC(align.ransac_points) &&
-         SAME_SPEC(align.extra) && SAME_SPEC(align.ransac_tol) && SAME_SPEC(align.max_cond) &&
-         SAME_SPEC(sample) && SAME(scale) && SAME(target_scale) && SAME(mlp_precision) && SAME_SPEC(lr) &&
-         SAME_SPEC(lr_final) && SAME_SPEC(nlayers) && SAME(nparams) &&
+         SAME_SPEC(L) && SAME_SPEC(seed) && SAME(step) && SAME(steps) && SAME(nranks) &&
+         SAME_SPEC(graph.knn) && SAME_SPEC(graph.scale_neighbor) && SAME_SPEC(graph.scale) &&
+         SAME_SPEC(graph.laplacian) && SAME_SPEC(align.type) && SAME_SPEC(align.ransac_iters) &&
+         SAME_SPEC(align.ransac_points) && SAME_SPEC(align.extra) && SAME_SPEC(align.ransac_tol) &&
+         SAME_SPEC(align.max_cond) && SAME_SPEC(sample) && SAME(scale) && SAME(target_scale) &&
+         SAME(mlp_precision) && SAME_SPEC(lr) && SAME_SPEC(lr_final) && SAME_SPEC(nlayers) && SAME(nparams) &&
          SAME_ARRAY(spec.widths, a->spec.nlayers + 1);
   if (same)
     same = SAME_ARRAY(params, a->nparams) && SAME_ARRAY(adam_m, a->nparams) &&
            SAME_ARRAY(adam_v, a->nparams) && SAME_ARRAY(mean, a->spec.D) && SAME_ARRAY(anchors, a->spec.l) &&
            SAME_ARRAY(anchor_x, a->spec.l * a->spec.D) && SAME_ARRAY(phi_ref, a->spec.l * K) &&
-           SAME_ARRAY(lambda_ref, K) && SAME_ARRAY(out_shift, K) && SAME_ARRAY(out_scale, K) &&
-           SAME_ARRAY(rng, 4 * a->nranks) &&
+           SAME_ARRAY(lambda_ref, K) && SAME_ARRAY(landmark_x, a->spec.L * a->spec.D) &&
+           SAME_ARRAY(out_shift, K) && SAME_ARRAY(out_scale, K) && SAME_ARRAY(rng, 4 * a->nranks) &&
            SAME_ARRAY(history, PetscMax(a->steps, 1) * BASIS_HISTORY_FIELDS) && !a->ortho_R == !b->ortho_R &&
            (!a->ortho_R || SAME_ARRAY(ortho_R, K * K));
 #undef SAME
@@ -206,6 +207,10 @@ static PetscErrorCode CheckNamedAttributes(MPI_Comm comm, const char *path)
   PetscCall(BasisH5AttrReadInt(f, "align_extra", &n, &v));
   PetscCall(BasisTestCheck(comm, (PetscBool)(n == 1 && v == 3),
                            "round trip: %s does not name its parameters (align_extra)", path));
+  n = 1;
+  PetscCall(BasisH5AttrReadInt(f, "landmarks", &n, &v));
+  PetscCall(BasisTestCheck(comm, (PetscBool)(n == 1 && v == 5),
+                           "round trip: %s does not name its parameters (landmarks)", path));
   PetscCall(BasisH5AttrReadString(f, "laplacian", sizeof(s), s, &found));
   PetscCall(BasisTestCheck(comm, (PetscBool)(found && !strcmp(s, "rw")),
                            "round trip: %s does not name its parameters (laplacian)", path));
@@ -232,7 +237,11 @@ int main(int argc, char **argv)
   if (!BasisTestFailures()) { /* agreed: every rank writes, or none */
     const char *inputs[] = {argv[1], NULL};
     PetscCall(PetscSNPrintf(path, sizeof(path), "test_model_np%d.h5", size));
-    v1.spec.align.extra = 3; /* a field format 1 lacks, written and read back by name */
+    v1.spec.align.extra = 3; /* fields format 1 lacks, written and read back by name */
+    v1.spec.L           = 5;
+    PetscCall(PetscFree(v1.landmark_x));
+    PetscCall(PetscMalloc1(5 * v1.spec.D, &v1.landmark_x));
+    for (PetscInt i = 0; i < 5 * v1.spec.D; i++) v1.landmark_x[i] = 0.25f * (float)i - 3.0f;
     PetscCall(BasisModelWrite(PETSC_COMM_WORLD, path, PETSC_TRUE, inputs, &v1));
     PetscCall(BasisModelRead(PETSC_COMM_WORLD, path, &back));
     PetscCall(CompareModels(PETSC_COMM_WORLD, &v1, &back));

@@ -5,7 +5,7 @@
   Lifecycle (PETSc style):
     BasisEmbedderCreate(comm, &e);
     BasisEmbedderSetModel(e, &model, "model.h5");   (borrowed; BasisModelRead)
-    BasisEmbedderSetFromOptions(e);          -chunk, -orthonormalize, -mlp_precision
+    BasisEmbedderSetFromOptions(e);          -chunk, -orthonormalize, -mlp_precision, -trivial
     BasisEmbedderSetUp(e);
     BasisEmbedderApply(e, n, x, y);          any n, in chunks of -chunk rows
     BasisEmbedderDestroy(&e);
@@ -18,12 +18,19 @@
 typedef enum { BASIS_ORTHO_NONE, BASIS_ORTHO_COMPUTE, BASIS_ORTHO_STORED } BasisOrthoType;
 extern const char *const BasisOrthoTypes[];
 
+/* -trivial: where column 0 (the trivial eigenvector D^1/2 1 of -laplacian sym) comes from:
+   each point's degree among the model's landmarks (landmark.h; the default wherever the
+   model has them) or the network's output. */
+typedef enum { BASIS_TRIVIAL_LANDMARKS, BASIS_TRIVIAL_NETWORK } BasisTrivialType;
+extern const char *const BasisTrivialTypes[];
+
 typedef struct _p_BasisEmbedder *BasisEmbedder;
 
 PetscErrorCode BasisEmbedderCreate(MPI_Comm comm, BasisEmbedder *e);
 PetscErrorCode BasisEmbedderSetModel(BasisEmbedder e, const BasisModel *model, const char *name);
 PetscErrorCode BasisEmbedderSetFromOptions(BasisEmbedder e);
 PetscErrorCode BasisEmbedderSetUp(BasisEmbedder e);
+PetscErrorCode BasisEmbedderView(BasisEmbedder e);
 PetscErrorCode BasisEmbedderGetSizes(BasisEmbedder e, PetscInt *D, PetscInt *K, PetscInt *chunk);
 PetscErrorCode BasisEmbedderGetOrthoType(BasisEmbedder e, BasisOrthoType *ortho);
 PetscErrorCode BasisEmbedderApply(BasisEmbedder e, PetscInt n, const float x[], float y[]);

@@ -53,5 +53,8 @@ PetscErrorCode BasisKnnSelf(BasisKnn *knn, PetscInt D, const float x[]);
 PetscErrorCode BasisKnnScaleExponent(MPI_Comm comm, size_t n, const float x[], int *e);
 void           BasisKnnScaleCopy(size_t n, const float x[], int e, float y[]);
 void           BasisKnnUnscale(BasisKnn *knn, int e);
+/* The lists' exact squared distance of two points (double, summed in a fixed order that
+   depends on D only): the value a list holds for the pair. Not collective. */
+PetscReal BasisKnnDistance2(PetscInt D, const float a[], const float b[]);
 /* Free the lists and workspace. Not collective; safe on a zeroed or destroyed struct. */
 PetscErrorCode BasisKnnDestroy(BasisKnn *knn);

@@ -11,6 +11,7 @@
 #include <basis/rng.h>
 #include <basis/sample.h>
 #include <basis/mlp.h>
+#include <basis/landmark.h>
 #include <hdf5.h>
 
 /* Bump when the layout changes. 2: every scalar its own named attribute (model.c lists
@@ -28,7 +29,8 @@ typedef struct {
   BasisAlignParams align;                        /* -align and its RANSAC parameters */
   BasisSampleType  sample;                       /* -sample */
   PetscInt         l, m, R, seed;                /* -anchors, -batch, -reference_size, -seed */
-  PetscReal        lr;                           /* Adam learning rate at step 1 */
+  PetscInt         L;        /* -landmarks: reference rows kept for embed's trivial column (0: none) */
+  PetscReal        lr;       /* Adam learning rate at step 1 */
   PetscReal        lr_final; /* ... decayed along a half cosine to this at the last step (= lr: constant) */
 } BasisModelSpec;
 
@@ -49,6 +51,7 @@ typedef struct {
   float     *anchor_x;   /* [l][D] raw anchor features */
   PetscReal *phi_ref;    /* [l][K] */
   PetscReal *lambda_ref; /* [K] */
+  float     *landmark_x; /* [spec.L][D] raw features of the landmarks (landmark.h); NULL when L = 0 */
   /* training state */
   PetscInt   step, steps; /* steps done, steps planned (-steps may extend a resumed run) */
   PetscInt   nranks;
@@ -76,3 +79,5 @@ PetscErrorCode BasisShardMoments(MPI_Comm, const BasisShard *, float mean[], Pet
 PetscErrorCode BasisModelSetNormalisation(MPI_Comm, const BasisShard *, const char *input, BasisModel *);
 void           BasisModelNormaliseInput(const BasisModel *model, PetscInt n, const float x[], float xn[]);
 void           BasisModelOutput(const BasisModel *model, PetscInt n, float y[]);
+PetscErrorCode BasisModelTrivialColumn(const BasisModel *model, BasisLandmarks *lm,
+                                       BasisLandmarksFitResult *fit, const char **why);

@@ -25,6 +25,7 @@ enum {
   BASIS_STREAM_REFERENCE = 2,
   BASIS_STREAM_INIT      = 3,
   BASIS_STREAM_KMEANS    = 4,        /* k-means++ seeding of all restarts, in turn */
+  BASIS_STREAM_LANDMARKS = 5,        /* which reference rows are landmarks */
   BASIS_STREAM_BATCH     = 1000,     /* + world rank */
   BASIS_STREAM_GENERATE  = 1u << 20, /* + row index: generate is rank-count independent */
 };

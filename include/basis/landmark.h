@@ -1,0 +1,30 @@
+/*
+  landmark.h - the trivial eigenvector of -laplacian sym, D^1/2 1, from each point's
+  degree among a model's landmarks (a uniform subset of its reference set) instead of the
+  network's output; src/landmark.c has the estimator and why.
+
+    BasisLandmarksCreate(&graph, m, L, D, landmarks, &lm);  normalised rows, as the network sees them
+    BasisLandmarksFit(lm, l, anchors, phi0, &fit);          column 0 = alpha sqrt(degree) + beta
+    BasisLandmarksColumn(lm, n, x, K, y);                   y[i][0] for rows x [n][D]
+    BasisLandmarksDestroy(&lm);
+*/
+#pragma once
+#include <basis/graph.h>
+
+typedef struct _p_BasisLandmarks *BasisLandmarks;
+
+/* The map from a degree to the embedding's column 0, fitted on the anchors. */
+typedef struct {
+  PetscReal alpha, beta; /* column 0 = alpha sqrt(degree) + beta */
+  PetscReal r;           /* correlation of sqrt(degree) and the reference column at the anchors */
+} BasisLandmarksFitResult;
+
+PetscErrorCode BasisLandmarksCreate(const BasisGraphParams *graph, PetscInt m, PetscInt L, PetscInt D,
+                                    const float x[], BasisLandmarks *lm);
+PetscErrorCode BasisLandmarksGetSize(BasisLandmarks lm, PetscInt *L, PetscInt *knn);
+PetscErrorCode BasisLandmarksDegree(BasisLandmarks lm, PetscInt n, const float x[], PetscReal degree[]);
+PetscErrorCode BasisLandmarksFit(BasisLandmarks lm, PetscInt n, const float x[], const PetscReal y[],
+                                 BasisLandmarksFitResult *fit);
+PetscErrorCode BasisLandmarksColumn(BasisLandmarks lm, const BasisLandmarksFitResult *fit, PetscInt n,
+                                    const float x[], PetscInt K, float y[]);
+PetscErrorCode BasisLandmarksDestroy(BasisLandmarks *lm);

@@ -1,0 +1,322 @@
+/*
+  landmark.c - the trivial eigenvector of -laplacian sym from degrees among landmarks.
+
+  For L_sym = I - D^-1/2 W D^-1/2 the eigenvector of eigenvalue 0 is D^1/2 1: its entry at
+  a point is the square root of the point's degree. Of the K directions it is the one the
+  network carries worst to unseen points (docs/quality.md "The trivial direction from
+  landmarks"): a degree sums over a point's neighbours and over the points that have it as
+  a neighbour (its hubness), which the features predict poorly for points the network never
+  saw. It need not be learned. A model keeps L landmarks (a uniform subset of its reference
+  set, train -landmarks), and the degree of a point x is its degree in the graph of the
+  landmarks with x added, under the one graph rule density-matched to L points (k_L =
+  round(k L / m), the scale neighbour likewise; graph.h):
+      d(x) = 1/2 sum_{j in kNN_L(x)} exp(-|x - l_j|^2 / sigma_x^2)
+           + 1/2 sum_{j : |x - l_j| <= r_j} exp(-|x - l_j|^2 / sigma_j^2)
+  (W = (W + W^T) / 2), where r_j is landmark j's k_L-th neighbour distance among the
+  landmarks -- x enters j's list exactly when it is that near -- and sigma_j its scale in
+  that graph (the local scale moves one neighbour in when x comes nearer than it; with
+  -scale median the landmark graph's median is kept).
+  The embedding's column 0 is alpha sqrt(d(x)) + beta, alpha and beta fitted by least
+  squares on the anchors, where the reference column's value is known (BasisLandmarksFit).
+
+  A landmark at distance zero from x is taken to be x itself and left out (at most one;
+  further copies are neighbours), so a landmark's degree is its degree in the landmark
+  graph (tests/test_landmark.c checks that against the graph's W). Distances: a float GEMM
+  ||x||^2 + ||l||^2 - 2 x.l selects candidates with knn.c's rounding margin, and every
+  candidate is recomputed exactly (BasisKnnDistance2), so lists and memberships are those
+  of an exact search. Cost per point: 2 D L flops of GEMM (D = 784, L = 4096: 6.4 MFLOP,
+  about three forward passes of the default network) and a few passes over L values.
+  Not collective: every rank builds the same object from the same model.
+*/
+#include <basis/landmark.h>
+#include <basis/log.h>
+#include <cblas.h>
+#include <float.h>
+#include <math.h>
+
+/* Query rows per GEMM: 128 x 4096 landmarks of float is 2 MiB, which stays in cache
+   between the GEMM that writes a row and the scans that read it. */
+#define BASIS_LANDMARK_BLOCK 128
+
+struct _p_BasisLandmarks {
+  PetscInt       L, D, k, s; /* landmarks, features, matched kNN and scale neighbour */
+  BasisScaleType scale;
+  float         *x;      /* [L][D] landmarks, normalised as the network's input */
+  PetscReal     *xn;     /* [L] squared norms */
+  PetscReal     *r2;     /* [L] squared distance to the k-th neighbour among the landmarks */
+  PetscReal     *s2;     /* [L] squared scale sigma_j^2 (median: all equal) */
+  PetscReal     *p2;     /* [L] squared distance to the neighbour before the scale neighbour (0 if none) */
+  float         *g;      /* [BASIS_LANDMARK_BLOCK][L] -2 x.l of a block of queries */
+  float         *xnf;    /* [L] squared norms in float, for the float passes */
+  float         *mx;     /* [L] the landmark's part of the rounding margin, mrel ||l||^2 */
+  float         *r2f;    /* [L] r2 rounded up to float */
+  PetscReal     *cd, *od; /* [L] exact squared distances of a query's candidates, in two orders, */
+  PetscInt      *ci, *oj; /*   and which landmarks they are */
+  float         *hv;     /* [k + 1] max-heap of the smallest float distances, */
+  PetscInt      *hj;     /*   and their landmarks */
+  PetscReal     *deg;    /* [BASIS_LANDMARK_BLOCK] degrees of a block */
+  PetscReal      mrel, mabs; /* rounding margin of a float distance: mrel (||x||^2 + ||l||^2) + mabs */
+};
+
+/*
+  BasisLandmarksCreate - the landmark graph's radii and scales.
+
+  Not collective. Input: graph - the rule of the batches (k, scale neighbour, scale type),
+  m - the batch size it is matched from, x [L][D] - the landmarks as the network sees
+  them (BasisModelNormaliseInput), copied. Errors: L too small for the matched k_L; a zero
+  local scale (too many duplicate landmarks).
+*/
+PetscErrorCode BasisLandmarksCreate(const BasisGraphParams *graph, PetscInt m, PetscInt L, PetscInt D,
+                                    const float x[], BasisLandmarks *lm)
+{
+  BasisGraphParams lp;
+  BasisKnn         knn;
+  BasisLandmarks   b;
+  PetscReal       *sigma;
+
+  PetscFunctionBeginUser;
+  BasisGraphParamsMatched(graph, L, m, &lp);
+  PetscCheck(L > lp.knn, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
+             "%d landmarks are too few for their density-matched graph (k = %d); train with more -landmarks",
+             (int)L, (int)lp.knn);
+  PetscCall(PetscNew(&b));
+  b->L = L, b->D = D, b->k = lp.knn, b->s = lp.scale_neighbor, b->scale = lp.scale;
+  /* The float distance ||x||^2 + ||l||^2 - 2 x.l is off the exact one by at most (D + 2)
+     eps (||x||^2 + ||l||^2) from the GEMM (knn.c's Margins) plus a few eps of the same from
+     rounding the norms and the sums in float; twice that, so the float comparisons with
+     these margins keep every landmark that can qualify. mabs: underflow of tiny products. */
+  b->mrel = 2 * (PetscReal)(D + 10) * FLT_EPSILON;
+  b->mabs = (PetscReal)(D + 2) * 0x1p-120;
+  PetscCall(PetscMalloc5((size_t)L * D, &b->x, L, &b->xn, L, &b->r2, L, &b->s2, (size_t)BASIS_LANDMARK_BLOCK * L,
+                         &b->g));
+  PetscCall(PetscMalloc5(L, &b->xnf, L, &b->mx, L, &b->r2f, L, &b->cd, L, &b->ci));
+  PetscCall(PetscMalloc3(L, &b->od, L, &b->oj, BASIS_LANDMARK_BLOCK, &b->deg));
+  PetscCall(PetscMalloc3(lp.knn + 1, &b->hv, lp.knn + 1, &b->hj, L, &b->p2));
+  PetscCall(PetscArraycpy(b->x, x, (size_t)L * D));
+  for (PetscInt j = 0; j < L; j++) {
+    PetscReal s = 0;
+    for (PetscInt d = 0; d < D; d++) s += (PetscReal)x[(size_t)j * D + d] * x[(size_t)j * D + d];
+    b->xn[j] = s;
+  }
+  PetscCall(BasisKnnCreate(L, lp.knn, &knn));
+  PetscCall(BasisKnnSelf(&knn, D, b->x));
+  PetscCall(PetscMalloc1(L, &sigma));
+  PetscCall(BasisGraphSigma(PETSC_COMM_SELF, &lp, &knn, sigma));
+  for (PetscInt j = 0; j < L; j++) {
+    b->r2[j] = knn.d2[j * lp.knn + lp.knn - 1];
+    b->s2[j] = sigma[j] * sigma[j];
+    b->p2[j] = lp.scale_neighbor > 1 ? knn.d2[j * lp.knn + lp.scale_neighbor - 2] : 0;
+    b->xnf[j] = (float)b->xn[j];
+    b->mx[j]  = (float)(b->mrel * b->xn[j]);
+    b->r2f[j] = (float)b->r2[j];
+    if ((PetscReal)b->r2f[j] < b->r2[j]) b->r2f[j] = nextafterf(b->r2f[j], FLT_MAX);
+  }
+  PetscCall(PetscFree(sigma));
+  PetscCall(BasisKnnDestroy(&knn));
+  *lm = b;
+  PetscFunctionReturn(0);
+}
+
+/* BasisLandmarksGetSize - the number of landmarks and their graph's k. Not collective. */
+PetscErrorCode BasisLandmarksGetSize(BasisLandmarks lm, PetscInt *L, PetscInt *knn)
+{
+  PetscFunctionBeginUser;
+  if (L) *L = lm->L;
+  if (knn) *knn = lm->k;
+  PetscFunctionReturn(0);
+}
+
+/* Restore the max-heap property of hv[0..n) (largest on top) from position p down. */
+static void HeapDown(float hv[], PetscInt hj[], PetscInt n, PetscInt p)
+{
+  for (;;) {
+    PetscInt c = 2 * p + 1;
+    if (c >= n) return;
+    if (c + 1 < n && hv[c + 1] > hv[c]) c++;
+    if (hv[p] >= hv[c]) return;
+    {
+      float    tv = hv[p];
+      PetscInt tj = hj[p];
+      hv[p] = hv[c], hj[p] = hj[c], hv[c] = tv, hj[c] = tj;
+    }
+    p = c;
+  }
+}
+
+/* w = exp(-d2 / s2), with the limit of a zero scale: 1 at distance 0, else 0. */
+static inline PetscReal Weight(PetscReal d2, PetscReal s2)
+{
+  return s2 > 0 ? PetscExpReal(-d2 / s2) : (d2 == 0 ? 1.0 : 0.0);
+}
+
+/* Sort the first n candidates by (distance, landmark), the graph rule's order. */
+static void SortCandidates(PetscInt n, PetscReal d[], PetscInt j[])
+{
+  for (PetscInt a = 1; a < n; a++) { /* n is about k: insertion sort */
+    const PetscReal da = d[a];
+    const PetscInt  ja = j[a];
+    PetscInt        b  = a;
+    for (; b > 0 && (d[b - 1] > da || (d[b - 1] == da && j[b - 1] > ja)); b--) d[b] = d[b - 1], j[b] = j[b - 1];
+    d[b] = da, j[b] = ja;
+  }
+}
+
+/*
+  The degree of one query q [D] (squared norm qn) from its row a [L] of -2 q.l, which it
+  overwrites. Float passes over the L landmarks find (1) the k + 1 smallest GEMM distances
+  (a max-heap; k + 1 because the query may itself be a landmark) and (2) every landmark
+  whose lower bound admits it to the query's k + 1 nearest or the query to its list; only
+  those get an exact distance (one each).
+*/
+static PetscErrorCode QueryDegree(BasisLandmarks lm, const float q[], PetscReal qn, float a[], PetscReal *degree)
+{
+  const PetscInt L = lm->L, k = lm->k, c = PetscMin(k + 1, L);
+  const float    qf = (float)qn, mq = (float)(lm->mrel * qn + lm->mabs);
+  PetscInt       nh = 0, nc = 0, nown = 0, self = -1;
+  PetscReal      own = 0, rev = 0, s2x;
+  float          T = 0;
+
+  PetscFunctionBeginUser;
+  for (PetscInt j = 0; j < L; j++) a[j] += qf + lm->xnf[j];
+  for (PetscInt j = 0; j < L; j++) {
+    if (nh < c) {
+      lm->hv[nh] = a[j], lm->hj[nh] = j, nh++;
+      if (nh == c)
+        for (PetscInt p = c / 2 - 1; p >= 0; p--) HeapDown(lm->hv, lm->hj, c, p);
+    } else if (a[j] < lm->hv[0]) {
+      lm->hv[0] = a[j], lm->hj[0] = j;
+      HeapDown(lm->hv, lm->hj, c, 0);
+    }
+  }
+  /* the (k+1)-th smallest exact distance is at most the largest upper bound in the heap;
+     a landmark whose lower bound exceeds that is not among the k + 1 nearest */
+  for (PetscInt h = 0; h < nh; h++) T = PetscMax(T, lm->hv[h] + lm->mx[lm->hj[h]]);
+  T += 2 * mq;
+  for (PetscInt j = 0; j < L; j++) {
+    const float t = a[j] - lm->mx[j];
+    if (t <= T || t <= lm->r2f[j] + mq) lm->ci[nc++] = j;
+  }
+  for (PetscInt i = 0; i < nc; i++) lm->cd[i] = BasisKnnDistance2(lm->D, q, lm->x + (size_t)lm->ci[i] * lm->D);
+  /* the query's own list: the candidates in the rule's order; the first at distance 0 is
+     the query itself. The rest of cd/ci keeps every candidate for the reverse pass. */
+  PetscCall(PetscArraycpy(lm->od, lm->cd, nc));
+  PetscCall(PetscArraycpy(lm->oj, lm->ci, nc));
+  SortCandidates(nc, lm->od, lm->oj);
+  nown = nc;
+  if (nown && lm->od[0] == 0) self = lm->oj[0];
+  {
+    const PetscInt first = self >= 0 ? 1 : 0;
+    nown                 = PetscMin(nown - first, k);
+    s2x = lm->scale == BASIS_SCALE_LOCAL ? lm->od[first + PetscMin(lm->s, nown) - 1] : lm->s2[0];
+    for (PetscInt i = 0; i < nown; i++) own += Weight(lm->od[first + i], s2x);
+  }
+  /* the landmarks whose lists the query enters; a query that is not a landmark moves the
+     scale neighbour of a landmark it comes nearer to than that neighbour (local scale) */
+  for (PetscInt i = 0; i < nc; i++) {
+    const PetscInt  j  = lm->ci[i];
+    const PetscReal d2 = lm->cd[i];
+    PetscReal       s2j = lm->s2[j];
+    if (j == self || d2 > lm->r2[j]) continue;
+    if (self < 0 && lm->scale == BASIS_SCALE_LOCAL && d2 < s2j) s2j = PetscMax(d2, lm->p2[j]);
+    rev += Weight(d2, s2j);
+  }
+  *degree = 0.5 * (own + rev);
+  PetscFunctionReturn(0);
+}
+
+/* Degrees of a block of at most BASIS_LANDMARK_BLOCK queries x [n][D]. */
+static PetscErrorCode BlockDegree(BasisLandmarks lm, PetscInt n, const float x[], PetscReal degree[])
+{
+  const PetscInt L = lm->L, D = lm->D;
+
+  PetscFunctionBeginUser;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)L, (int)D, -2.0f, x, (int)D, lm->x, (int)D,
+              0.0f, lm->g, (int)L);
+  PetscCall(PetscLogFlops(2.0 * n * L * D));
+  for (PetscInt i = 0; i < n; i++) {
+    const float *q  = x + (size_t)i * D;
+    PetscReal    qn = 0;
+    for (PetscInt d = 0; d < D; d++) qn += (PetscReal)q[d] * q[d];
+    PetscCall(QueryDegree(lm, q, qn, lm->g + (size_t)i * L, &degree[i]));
+  }
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisLandmarksDegree - each point's degree in the graph of the landmarks with it added.
+
+  Not collective. Input: x [n][D], normalised as the landmarks. Output: degree [n].
+  Logged as BASIS_Landmarks.
+*/
+PetscErrorCode BasisLandmarksDegree(BasisLandmarks lm, PetscInt n, const float x[], PetscReal degree[])
+{
+  PetscFunctionBeginUser;
+  PetscCall(PetscLogEventBegin(BASIS_Landmarks, 0, 0, 0, 0));
+  for (PetscInt lo = 0; lo < n; lo += BASIS_LANDMARK_BLOCK)
+    PetscCall(BlockDegree(lm, PetscMin(BASIS_LANDMARK_BLOCK, n - lo), x + (size_t)lo * lm->D, degree + lo));
+  PetscCall(PetscLogEventEnd(BASIS_Landmarks, 0, 0, 0, 0));
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisLandmarksFit - the least-squares map y ~ alpha sqrt(degree) + beta over n points
+  whose column-0 values y [n] are known (the anchors: the reference eigenvector there, in
+  the embedding's units).
+
+  Not collective. Input: x [n][D] normalised. Output: fit (alpha, beta, and the correlation
+  r; alpha = 0, beta = mean y when the degrees do not vary).
+*/
+PetscErrorCode BasisLandmarksFit(BasisLandmarks lm, PetscInt n, const float x[], const PetscReal y[],
+                                 BasisLandmarksFitResult *fit)
+{
+  PetscReal *deg, mx = 0, my = 0, sxx = 0, syy = 0, sxy = 0;
+
+  PetscFunctionBeginUser;
+  PetscCall(PetscMalloc1(PetscMax(n, 1), &deg));
+  PetscCall(BasisLandmarksDegree(lm, n, x, deg));
+  for (PetscInt i = 0; i < n; i++) deg[i] = PetscSqrtReal(deg[i]), mx += deg[i], my += y[i];
+  mx /= PetscMax(n, 1), my /= PetscMax(n, 1);
+  for (PetscInt i = 0; i < n; i++) {
+    sxx += (deg[i] - mx) * (deg[i] - mx);
+    syy += (y[i] - my) * (y[i] - my);
+    sxy += (deg[i] - mx) * (y[i] - my);
+  }
+  PetscCall(PetscFree(deg));
+  fit->alpha = sxx > 0 ? sxy / sxx : 0;
+  fit->beta  = my - fit->alpha * mx;
+  fit->r     = sxx > 0 && syy > 0 ? sxy / PetscSqrtReal(sxx * syy) : 0;
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisLandmarksColumn - y [n][K] column 0 <- alpha sqrt(degree) + beta of the rows x.
+
+  Not collective. Input: x [n][D] normalised. The other columns are left as they are.
+*/
+PetscErrorCode BasisLandmarksColumn(BasisLandmarks lm, const BasisLandmarksFitResult *fit, PetscInt n,
+                                    const float x[], PetscInt K, float y[])
+{
+  PetscFunctionBeginUser;
+  PetscCall(PetscLogEventBegin(BASIS_Landmarks, 0, 0, 0, 0));
+  for (PetscInt lo = 0; lo < n; lo += BASIS_LANDMARK_BLOCK) {
+    const PetscInt cnt = PetscMin(BASIS_LANDMARK_BLOCK, n - lo);
+    PetscCall(BlockDegree(lm, cnt, x + (size_t)lo * lm->D, lm->deg));
+    for (PetscInt i = 0; i < cnt; i++)
+      y[(size_t)(lo + i) * K] = (float)(fit->alpha * PetscSqrtReal(lm->deg[i]) + fit->beta);
+  }
+  PetscCall(PetscLogEventEnd(BASIS_Landmarks, 0, 0, 0, 0));
+  PetscFunctionReturn(0);
+}
+
+/* BasisLandmarksDestroy - free (NULL-tolerant). Not collective. */
+PetscErrorCode BasisLandmarksDestroy(BasisLandmarks *lm)
+{
+  PetscFunctionBeginUser;
+  if (!*lm) PetscFunctionReturn(0);
+  PetscCall(PetscFree5((*lm)->x, (*lm)->xn, (*lm)->r2, (*lm)->s2, (*lm)->g));
+  PetscCall(PetscFree5((*lm)->xnf, (*lm)->mx, (*lm)->r2f, (*lm)->cd, (*lm)->ci));
+  PetscCall(PetscFree3((*lm)->od, (*lm)->oj, (*lm)->deg));
+  PetscCall(PetscFree3((*lm)->hv, (*lm)->hj, (*lm)->p2));
+  PetscCall(PetscFree(*lm));
+  PetscFunctionReturn(0);
+}

@@ -1,0 +1,152 @@
+/*
+  test_landmark - the landmark degree (src/landmark.c) against the graph rule itself:
+    (a) a landmark's degree equals its row sum of the landmark graph's W (BasisGraphAssemble
+        on the landmarks): local and median scale, the batch's k and a density-matched k,
+        and points c + noise with ||c|| >> noise (the float GEMM's hard case);
+    (b) a point that is not a landmark gets its row sum of W on the landmarks with it added
+        (local scale: its arrival moves its neighbours' scales); a copy of a landmark gets
+        that landmark's degree;
+    (c) BasisLandmarksFit recovers y = alpha sqrt(degree) + beta, and BasisLandmarksColumn
+        writes column 0 alone.
+  Serial (the object is not collective); every verdict is agreed over PETSC_COMM_WORLD.
+*/
+#include <basis/landmark.h>
+#include <basis/rng.h>
+#include "check.h"
+#include <petscmat.h>
+
+static void Points(BasisRng *rng, PetscInt n, PetscInt D, PetscReal offset, PetscReal noise, float x[])
+{
+  for (PetscInt i = 0; i < n; i++) {
+    PetscReal c = offset + 4.0 * (i % 3); /* three clusters */
+    for (PetscInt d = 0; d < D; d++) x[i * D + d] = (float)(c + noise * BasisRngNormal(rng));
+  }
+}
+
+/* Row sums of W of the graph on the n points x under the rule p (not re-matched). */
+static PetscErrorCode GraphDegrees(const BasisGraphParams *p, PetscInt n, PetscInt D, const float x[],
+                                   PetscReal deg[])
+{
+  BasisKnn           knn;
+  Mat                W;
+  Vec                s;
+  const PetscScalar *a;
+
+  PetscFunctionBeginUser;
+  PetscCall(BasisKnnCreate(n, p->knn, &knn));
+  PetscCall(BasisKnnSelf(&knn, D, x));
+  PetscCall(BasisGraphAssemble(PETSC_COMM_SELF, p, &knn, 0, n, &W));
+  PetscCall(MatCreateVecs(W, &s, NULL));
+  PetscCall(MatGetRowSum(W, s));
+  PetscCall(VecGetArrayRead(s, &a));
+  for (PetscInt i = 0; i < n; i++) deg[i] = PetscRealPart(a[i]);
+  PetscCall(VecRestoreArrayRead(s, &a));
+  PetscCall(VecDestroy(&s));
+  PetscCall(MatDestroy(&W));
+  PetscCall(BasisKnnDestroy(&knn));
+  PetscFunctionReturn(0);
+}
+
+static PetscReal RelDiff(PetscReal a, PetscReal b)
+{
+  return PetscAbsReal(a - b) / PetscMax(PetscAbsReal(b), 1e-300);
+}
+
+/* (a) and (b) for one rule: L landmarks of dimension D, m the batch size matched from. */
+static PetscErrorCode CheckDegrees(const char *name, BasisScaleType scale, PetscInt m, PetscInt L, PetscInt D,
+                                   PetscReal offset, PetscReal noise)
+{
+  const PetscInt   nnew = 12;
+  BasisGraphParams p, lp;
+  BasisLandmarks   lm;
+  BasisRng         rng;
+  float           *x, *q;
+  PetscReal       *deg, *ref, worst = 0, worst_new = 0, dup;
+
+  PetscFunctionBeginUser;
+  BasisGraphParamsDefault(&p);
+  p.scale = scale;
+  BasisGraphParamsMatched(&p, L, m, &lp);
+  BasisRngSeed(&rng, 5, 1);
+  PetscCall(PetscMalloc4((size_t)(L + 1) * D, &x, (size_t)nnew * D, &q, L + 1, &deg, L + 1, &ref));
+  Points(&rng, L, D, offset, noise, x);
+  Points(&rng, nnew, D, offset, noise, q);
+  PetscCall(BasisLandmarksCreate(&p, m, L, D, x, &lm));
+
+  PetscCall(BasisLandmarksDegree(lm, L, x, deg));
+  PetscCall(GraphDegrees(&lp, L, D, x, ref));
+  for (PetscInt i = 0; i < L; i++) worst = PetscMax(worst, RelDiff(deg[i], ref[i]));
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, worst < 1e-12,
+                           "%s: a landmark's degree is off its row sum of the landmark graph by %g (relative)",
+                           name, (double)worst));
+
+  if (scale == BASIS_SCALE_LOCAL) { /* the median moves with every point added: not exact */
+    for (PetscInt t = 0; t < nnew; t++) {
+      PetscCall(PetscArraycpy(x + (size_t)L * D, q + (size_t)t * D, D));
+      PetscCall(BasisLandmarksDegree(lm, 1, q + (size_t)t * D, deg + L));
+      PetscCall(GraphDegrees(&lp, L + 1, D, x, ref));
+      worst_new = PetscMax(worst_new, RelDiff(deg[L], ref[L]));
+    }
+    PetscCall(BasisTestCheck(PETSC_COMM_WORLD, worst_new < 1e-12,
+                             "%s: a new point's degree is off its row sum of the graph with it added by %g", name,
+                             (double)worst_new));
+  }
+  PetscCall(BasisLandmarksDegree(lm, 1, x + 7 * D, &dup));
+  PetscCall(BasisLandmarksDegree(lm, L, x, deg));
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, dup == deg[7], "%s: a copy of landmark 7 has degree %g, not its %g",
+                           name, (double)dup, (double)deg[7]));
+  PetscCall(BasisLandmarksDestroy(&lm));
+  PetscCall(PetscFree4(x, q, deg, ref));
+  PetscFunctionReturn(0);
+}
+
+/* (c): the fit and the column. */
+static PetscErrorCode CheckFit(void)
+{
+  const PetscInt          L = 200, D = 5, n = 40, K = 3;
+  BasisGraphParams        p;
+  BasisLandmarks          lm;
+  BasisLandmarksFitResult fit;
+  BasisRng                rng;
+  float                  *x, *q, *y;
+  PetscReal              *deg, *t, worst = 0;
+  PetscBool               others = PETSC_TRUE;
+
+  PetscFunctionBeginUser;
+  BasisGraphParamsDefault(&p);
+  BasisRngSeed(&rng, 9, 1);
+  PetscCall(PetscMalloc5((size_t)L * D, &x, (size_t)n * D, &q, (size_t)n * K, &y, n, &deg, n, &t));
+  Points(&rng, L, D, 0, 1, x);
+  Points(&rng, n, D, 0, 1, q);
+  PetscCall(BasisLandmarksCreate(&p, 100, L, D, x, &lm));
+  PetscCall(BasisLandmarksDegree(lm, n, q, deg));
+  for (PetscInt i = 0; i < n; i++) t[i] = 3.0 * PetscSqrtReal(deg[i]) - 1.0;
+  PetscCall(BasisLandmarksFit(lm, n, q, t, &fit));
+  PetscCall(BasisTestCheckNear(PETSC_COMM_WORLD, "fit alpha", fit.alpha, 3.0, 1e-9));
+  PetscCall(BasisTestCheckNear(PETSC_COMM_WORLD, "fit beta", fit.beta, -1.0, 1e-9));
+  PetscCall(BasisTestCheckNear(PETSC_COMM_WORLD, "fit r", fit.r, 1.0, 1e-12));
+  for (PetscInt i = 0; i < n * K; i++) y[i] = 7.0f;
+  PetscCall(BasisLandmarksColumn(lm, &fit, n, q, K, y));
+  for (PetscInt i = 0; i < n; i++) {
+    worst = PetscMax(worst, PetscAbsReal(y[i * K] - t[i]) / PetscAbsReal(t[i]));
+    for (PetscInt j = 1; j < K; j++) others = others && y[i * K + j] == 7.0f;
+  }
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, worst < 1e-6, "column 0 is off alpha sqrt(degree) + beta by %g",
+                           (double)worst));
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, others, "BasisLandmarksColumn changed a column other than 0"));
+  PetscCall(BasisLandmarksDestroy(&lm));
+  PetscCall(PetscFree5(x, q, y, deg, t));
+  PetscFunctionReturn(0);
+}
+
+int main(int argc, char **argv)
+{
+  PetscCall(PetscInitialize(&argc, &argv, NULL, NULL));
+  PetscCall(CheckDegrees("local, k of the batch", BASIS_SCALE_LOCAL, 300, 300, 7, 0, 1));
+  PetscCall(CheckDegrees("local, matched k = 40", BASIS_SCALE_LOCAL, 100, 400, 7, 0, 1));
+  PetscCall(CheckDegrees("median, matched k = 40", BASIS_SCALE_MEDIAN, 100, 400, 7, 0, 1));
+  PetscCall(CheckDegrees("local, D = 300, c + noise", BASIS_SCALE_LOCAL, 128, 256, 300, 1000, 0.01));
+  PetscCall(CheckFit());
+  PetscCall(PetscFinalize());
+  return BasisTestFailures() ? 1 : 0;
+}
