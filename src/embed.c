@@ -199,6 +199,12 @@ PetscErrorCode BasisEmbedderSetUp(BasisEmbedder e)
     PetscCheck(e->lm || !e->trivial_given, e->comm, PETSC_ERR_ARG_INCOMP,
                "-trivial landmarks: model %s cannot give them: %s; use -trivial network", e->name, why);
   }
+  PetscCheck(
+      e->ortho != BASIS_ORTHO_STORED || (e->lm != NULL) == mo->ortho_landmarks, e->comm, PETSC_ERR_ARG_INCOMP,
+      "model %s's stored orthonormalisation was computed with -trivial %s, this embed uses -trivial %s; "
+      "embed with -trivial %s, or run -orthonormalize compute again",
+      e->name, mo->ortho_landmarks ? "landmarks" : "network", e->lm ? "landmarks" : "network",
+      mo->ortho_landmarks ? "landmarks" : "network");
   e->setup = PETSC_TRUE;
   PetscFunctionReturn(0);
 }
@@ -216,6 +222,14 @@ PetscErrorCode BasisEmbedderView(BasisEmbedder e)
                   "embed: column 0 (the trivial eigenvector) from each point's degree among %d landmarks "
                   "(k = %d; -trivial network for the network's)\n",
                   (int)L, (int)k));
+  PetscFunctionReturn(0);
+}
+
+/* BasisEmbedderUsesLandmarks - whether column 0 comes from the landmarks. Not collective. */
+PetscErrorCode BasisEmbedderUsesLandmarks(BasisEmbedder e, PetscBool *landmarks)
+{
+  PetscFunctionBeginUser;
+  *landmarks = e->lm ? PETSC_TRUE : PETSC_FALSE;
   PetscFunctionReturn(0);
 }
 
@@ -508,6 +522,7 @@ PetscErrorCode BasisEmbedMain(MPI_Comm comm)
     PetscCall(PetscFree(mo.ortho_R));
     PetscCall(PetscMalloc1(K * K, &mo.ortho_R));
     PetscCall(PetscArraycpy(mo.ortho_R, R, K * K));
+    PetscCall(BasisEmbedderUsesLandmarks(e, &mo.ortho_landmarks));
     PetscCall(BasisModelWrite(comm, model_path, PETSC_TRUE, minputs, &mo));
     PetscCall(PetscPrintf(
         comm, "embed: stored the orthonormalisation in %s (-orthonormalize stored reuses it)\n", model_path));

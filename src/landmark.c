@@ -41,20 +41,20 @@
 struct _p_BasisLandmarks {
   PetscInt       L, D, k, s; /* landmarks, features, matched kNN and scale neighbour */
   BasisScaleType scale;
-  float         *x;      /* [L][D] landmarks, normalised as the network's input */
-  PetscReal     *xn;     /* [L] squared norms */
-  PetscReal     *r2;     /* [L] squared distance to the k-th neighbour among the landmarks */
-  PetscReal     *s2;     /* [L] squared scale sigma_j^2 (median: all equal) */
-  PetscReal     *p2;     /* [L] squared distance to the neighbour before the scale neighbour (0 if none) */
-  float         *g;      /* [BASIS_LANDMARK_BLOCK][L] -2 x.l of a block of queries */
-  float         *xnf;    /* [L] squared norms in float, for the float passes */
-  float         *mx;     /* [L] the landmark's part of the rounding margin, mrel ||l||^2 */
-  float         *r2f;    /* [L] r2 rounded up to float */
+  float         *x;       /* [L][D] landmarks, normalised as the network's input */
+  PetscReal     *xn;      /* [L] squared norms */
+  PetscReal     *r2;      /* [L] squared distance to the k-th neighbour among the landmarks */
+  PetscReal     *s2;      /* [L] squared scale sigma_j^2 (median: all equal) */
+  PetscReal     *p2;      /* [L] squared distance to the neighbour before the scale neighbour (0 if none) */
+  float         *g;       /* [BASIS_LANDMARK_BLOCK][L] -2 x.l of a block of queries */
+  float         *xnf;     /* [L] squared norms in float, for the float passes */
+  float         *mx;      /* [L] the landmark's part of the rounding margin, mrel ||l||^2 */
+  float         *r2f;     /* [L] r2 rounded up to float */
   PetscReal     *cd, *od; /* [L] exact squared distances of a query's candidates, in two orders, */
   PetscInt      *ci, *oj; /*   and which landmarks they are */
-  float         *hv;     /* [k + 1] max-heap of the smallest float distances, */
-  PetscInt      *hj;     /*   and their landmarks */
-  PetscReal     *deg;    /* [BASIS_LANDMARK_BLOCK] degrees of a block */
+  float         *hv;      /* [k + 1] max-heap of the smallest float distances, */
+  PetscInt      *hj;      /*   and their landmarks */
+  PetscReal     *deg;     /* [BASIS_LANDMARK_BLOCK] degrees of a block */
   PetscReal      mrel, mabs; /* rounding margin of a float distance: mrel (||x||^2 + ||l||^2) + mabs */
 };
 
@@ -87,8 +87,8 @@ PetscErrorCode BasisLandmarksCreate(const BasisGraphParams *graph, PetscInt m, P
      these margins keep every landmark that can qualify. mabs: underflow of tiny products. */
   b->mrel = 2 * (PetscReal)(D + 10) * FLT_EPSILON;
   b->mabs = (PetscReal)(D + 2) * 0x1p-120;
-  PetscCall(PetscMalloc5((size_t)L * D, &b->x, L, &b->xn, L, &b->r2, L, &b->s2, (size_t)BASIS_LANDMARK_BLOCK * L,
-                         &b->g));
+  PetscCall(PetscMalloc5((size_t)L * D, &b->x, L, &b->xn, L, &b->r2, L, &b->s2,
+                         (size_t)BASIS_LANDMARK_BLOCK * L, &b->g));
   PetscCall(PetscMalloc5(L, &b->xnf, L, &b->mx, L, &b->r2f, L, &b->cd, L, &b->ci));
   PetscCall(PetscMalloc3(L, &b->od, L, &b->oj, BASIS_LANDMARK_BLOCK, &b->deg));
   PetscCall(PetscMalloc3(lp.knn + 1, &b->hv, lp.knn + 1, &b->hj, L, &b->p2));
@@ -103,9 +103,9 @@ PetscErrorCode BasisLandmarksCreate(const BasisGraphParams *graph, PetscInt m, P
   PetscCall(PetscMalloc1(L, &sigma));
   PetscCall(BasisGraphSigma(PETSC_COMM_SELF, &lp, &knn, sigma));
   for (PetscInt j = 0; j < L; j++) {
-    b->r2[j] = knn.d2[j * lp.knn + lp.knn - 1];
-    b->s2[j] = sigma[j] * sigma[j];
-    b->p2[j] = lp.scale_neighbor > 1 ? knn.d2[j * lp.knn + lp.scale_neighbor - 2] : 0;
+    b->r2[j]  = knn.d2[j * lp.knn + lp.knn - 1];
+    b->s2[j]  = sigma[j] * sigma[j];
+    b->p2[j]  = lp.scale_neighbor > 1 ? knn.d2[j * lp.knn + lp.scale_neighbor - 2] : 0;
     b->xnf[j] = (float)b->xn[j];
     b->mx[j]  = (float)(b->mrel * b->xn[j]);
     b->r2f[j] = (float)b->r2[j];
@@ -156,7 +156,8 @@ static void SortCandidates(PetscInt n, PetscReal d[], PetscInt j[])
     const PetscReal da = d[a];
     const PetscInt  ja = j[a];
     PetscInt        b  = a;
-    for (; b > 0 && (d[b - 1] > da || (d[b - 1] == da && j[b - 1] > ja)); b--) d[b] = d[b - 1], j[b] = j[b - 1];
+    for (; b > 0 && (d[b - 1] > da || (d[b - 1] == da && j[b - 1] > ja)); b--)
+      d[b] = d[b - 1], j[b] = j[b - 1];
     d[b] = da, j[b] = ja;
   }
 }
@@ -168,7 +169,8 @@ static void SortCandidates(PetscInt n, PetscReal d[], PetscInt j[])
   whose lower bound admits it to the query's k + 1 nearest or the query to its list; only
   those get an exact distance (one each).
 */
-static PetscErrorCode QueryDegree(BasisLandmarks lm, const float q[], PetscReal qn, float a[], PetscReal *degree)
+static PetscErrorCode QueryDegree(BasisLandmarks lm, const float q[], PetscReal qn, float a[],
+                                  PetscReal *degree)
 {
   const PetscInt L = lm->L, k = lm->k, c = PetscMin(k + 1, L);
   const float    qf = (float)qn, mq = (float)(lm->mrel * qn + lm->mabs);
@@ -196,7 +198,8 @@ static PetscErrorCode QueryDegree(BasisLandmarks lm, const float q[], PetscReal 
     const float t = a[j] - lm->mx[j];
     if (t <= T || t <= lm->r2f[j] + mq) lm->ci[nc++] = j;
   }
-  for (PetscInt i = 0; i < nc; i++) lm->cd[i] = BasisKnnDistance2(lm->D, q, lm->x + (size_t)lm->ci[i] * lm->D);
+  for (PetscInt i = 0; i < nc; i++)
+    lm->cd[i] = BasisKnnDistance2(lm->D, q, lm->x + (size_t)lm->ci[i] * lm->D);
   /* the query's own list: the candidates in the rule's order; the first at distance 0 is
      the query itself. The rest of cd/ci keeps every candidate for the reverse pass. */
   PetscCall(PetscArraycpy(lm->od, lm->cd, nc));
@@ -213,8 +216,8 @@ static PetscErrorCode QueryDegree(BasisLandmarks lm, const float q[], PetscReal 
   /* the landmarks whose lists the query enters; a query that is not a landmark moves the
      scale neighbour of a landmark it comes nearer to than that neighbour (local scale) */
   for (PetscInt i = 0; i < nc; i++) {
-    const PetscInt  j  = lm->ci[i];
-    const PetscReal d2 = lm->cd[i];
+    const PetscInt  j   = lm->ci[i];
+    const PetscReal d2  = lm->cd[i];
     PetscReal       s2j = lm->s2[j];
     if (j == self || d2 > lm->r2[j]) continue;
     if (self < 0 && lm->scale == BASIS_SCALE_LOCAL && d2 < s2j) s2j = PetscMax(d2, lm->p2[j]);
@@ -230,8 +233,8 @@ static PetscErrorCode BlockDegree(BasisLandmarks lm, PetscInt n, const float x[]
   const PetscInt L = lm->L, D = lm->D;
 
   PetscFunctionBeginUser;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)L, (int)D, -2.0f, x, (int)D, lm->x, (int)D,
-              0.0f, lm->g, (int)L);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)L, (int)D, -2.0f, x, (int)D, lm->x,
+              (int)D, 0.0f, lm->g, (int)L);
   PetscCall(PetscLogFlops(2.0 * n * L * D));
   for (PetscInt i = 0; i < n; i++) {
     const float *q  = x + (size_t)i * D;

@@ -15,13 +15,13 @@
     /reference/landmark_features [L][D] float32 (when L = landmarks > 0; src/landmark.c)
     /train/rng [nranks][4] uint64           (each rank's batch stream)
     /train/history [steps][4] float64       (loss, align residual, cond, inliers)
-    /orthonormalize/R [K][K] float64        (optional; `basis embed -orthonormalize`)
-  Writing goes through BasisOutput (temporary name, completeness attribute, rename), so
-  an interrupted checkpoint never replaces the previous good one. Reading checks the
-  format version, completeness, the shape of every dataset and that every value the model
-  computes with is finite, so a truncated, foreign, damaged or older file is refused with
-  a message instead of being misread. Format 1 (written before issue 17: the scalars in two
-  positional attributes) is still read; tests/data/model-format1.h5 proves it.
+    /orthonormalize/R [K][K] float64        (optional; `basis embed -orthonormalize`), with
+                 the root attribute orthonormalize_trivial: landmarks | network, the -trivial it was computed
+  with Writing goes through BasisOutput (temporary name, completeness attribute, rename), so an interrupted
+  checkpoint never replaces the previous good one. Reading checks the format version, completeness, the shape
+  of every dataset and that every value the model computes with is finite, so a truncated, foreign, damaged or
+  older file is refused with a message instead of being misread. Format 1 (written before issue 17: the
+  scalars in two positional attributes) is still read; tests/data/model-format1.h5 proves it.
 
   Collective on comm: rank 0 does the file I/O and broadcasts the outcome (and, when
   reading, the contents), so every rank returns the same error.
@@ -241,6 +241,8 @@ static PetscErrorCode ModelWriteFile(hid_t f, const BasisModel *mo)
   if (mo->ortho_R) {
     dims[0] = dims[1] = (hsize_t)K;
     PetscCall(BasisH5WriteArray(f, "orthonormalize/R", F64, MD, 2, dims, mo->ortho_R));
+    PetscCall(
+        BasisH5AttrWriteString(f, "orthonormalize_trivial", mo->ortho_landmarks ? "landmarks" : "network"));
   }
   PetscFunctionReturn(0);
 }
@@ -458,6 +460,12 @@ static PetscErrorCode ModelReadArrays(hid_t f, BasisModel *mo)
     dims[0] = dims[1] = (hsize_t)K;
     PetscCall(PetscMalloc1(K * K, &mo->ortho_R));
     PetscCall(BasisH5ReadArray(f, "orthonormalize/R", MD, 2, dims, mo->ortho_R));
+    { /* absent from files written before landmarks existed: the network's column 0 */
+      char      trivial[16] = "";
+      PetscBool found;
+      PetscCall(BasisH5AttrReadString(f, "orthonormalize_trivial", sizeof(trivial), trivial, &found));
+      mo->ortho_landmarks = found && !strcmp(trivial, "landmarks") ? PETSC_TRUE : PETSC_FALSE;
+    }
   }
   PetscFunctionReturn(0);
 }

@@ -6,7 +6,7 @@
 #                               (200 x 5, labels), d7.h5 (200 x 7), same.h5 (200 identical
 #                               points), dupbatch.h5 (2000 x 6, 101 copies of one point),
 #                               models m.h5/m7.h5 (2 steps; m0.h5 without landmarks),
-#                               embedding e.h5, exact x.h5,
+#                               embedding e.h5, exact x.h5, ms.h5 (m.h5 with a stored R),
 #                               and damaged copies (corrupt, truncated, other format
 #                               version, labels out of range) made with h5py.
 #   bad_args_cases WORK         fill the arrays case_name, case_keep, case_pattern, case_args.
@@ -26,6 +26,8 @@ bad_args_setup() {
     "${run[@]}" train -input "$w/d7.h5" -model "$w/m7.h5" "${train[@]}" &&
     "${run[@]}" train -input "$w/d.h5" -model "$w/m0.h5" "${train[@]}" -landmarks 0 &&
     "${run[@]}" embed -model "$w/m.h5" -input "$w/d.h5" -output "$w/e.h5" &&
+    cp "$w/m.h5" "$w/ms.h5" &&
+    "${run[@]}" embed -model "$w/ms.h5" -input "$w/d.h5" -output "$w/es.h5" -orthonormalize compute &&
     "${run[@]}" exact -input "$w/d.h5" -output "$w/x.h5" -dim 4 || return 1
   /usr/bin/python3 - "$w" <<'EOF' || return 1
 import shutil, sys
@@ -149,6 +151,8 @@ bad_args_cases() {
   add "embed -trivial foo" - "Unknown option foo for -trivial" "$E -model $w/m.h5 -output $w/out.h5 -trivial foo"
   add "embed -trivial landmarks, model without" - "model .*m0.h5 cannot give them: the model has no landmarks.*use -trivial network" \
     "$E -model $w/m0.h5 -output $w/out.h5 -trivial landmarks"
+  add "embed -orthonormalize stored, other -trivial" - "ms.h5's stored orthonormalisation was computed with -trivial landmarks, this embed uses -trivial network" \
+    "$E -model $w/ms.h5 -output $w/out.h5 -orthonormalize stored -trivial network"
   add "embed -mlp_precision fp8" - "Unknown option fp8 for -mlp_precision" "$E -model $w/m.h5 -output $w/out.h5 -mlp_precision fp8"
   # exact
   add "exact -dim >= N" - "200 points, fewer than -dim 200 \+ 1" "$X -output $w/out.h5 -dim 200"

@@ -76,9 +76,10 @@ static PetscErrorCode CheckDegrees(const char *name, BasisScaleType scale, Petsc
   PetscCall(BasisLandmarksDegree(lm, L, x, deg));
   PetscCall(GraphDegrees(&lp, L, D, x, ref));
   for (PetscInt i = 0; i < L; i++) worst = PetscMax(worst, RelDiff(deg[i], ref[i]));
-  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, worst < 1e-12,
-                           "%s: a landmark's degree is off its row sum of the landmark graph by %g (relative)",
-                           name, (double)worst));
+  PetscCall(
+      BasisTestCheck(PETSC_COMM_WORLD, worst < 1e-12,
+                     "%s: a landmark's degree is off its row sum of the landmark graph by %g (relative)",
+                     name, (double)worst));
 
   if (scale == BASIS_SCALE_LOCAL) { /* the median moves with every point added: not exact */
     for (PetscInt t = 0; t < nnew; t++) {
@@ -88,13 +89,14 @@ static PetscErrorCode CheckDegrees(const char *name, BasisScaleType scale, Petsc
       worst_new = PetscMax(worst_new, RelDiff(deg[L], ref[L]));
     }
     PetscCall(BasisTestCheck(PETSC_COMM_WORLD, worst_new < 1e-12,
-                             "%s: a new point's degree is off its row sum of the graph with it added by %g", name,
-                             (double)worst_new));
+                             "%s: a new point's degree is off its row sum of the graph with it added by %g",
+                             name, (double)worst_new));
   }
   PetscCall(BasisLandmarksDegree(lm, 1, x + 7 * D, &dup));
   PetscCall(BasisLandmarksDegree(lm, L, x, deg));
-  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, dup == deg[7], "%s: a copy of landmark 7 has degree %g, not its %g",
-                           name, (double)dup, (double)deg[7]));
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, dup == deg[7],
+                           "%s: a copy of landmark 7 has degree %g, not its %g", name, (double)dup,
+                           (double)deg[7]));
   PetscCall(BasisLandmarksDestroy(&lm));
   PetscCall(PetscFree4(x, q, deg, ref));
   PetscFunctionReturn(0);

@@ -31,6 +31,7 @@ PetscErrorCode BasisEmbedderSetModel(BasisEmbedder e, const BasisModel *model, c
 PetscErrorCode BasisEmbedderSetFromOptions(BasisEmbedder e);
 PetscErrorCode BasisEmbedderSetUp(BasisEmbedder e);
 PetscErrorCode BasisEmbedderView(BasisEmbedder e);
+PetscErrorCode BasisEmbedderUsesLandmarks(BasisEmbedder e, PetscBool *landmarks);
 PetscErrorCode BasisEmbedderGetSizes(BasisEmbedder e, PetscInt *D, PetscInt *K, PetscInt *chunk);
 PetscErrorCode BasisEmbedderGetOrthoType(BasisEmbedder e, BasisOrthoType *ortho);
 PetscErrorCode BasisEmbedderApply(BasisEmbedder e, PetscInt n, const float x[], float y[]);
