@@ -21,6 +21,7 @@
   The output's attributes name every parameter (`batch`, `knn`, ...; DESIGN.md "Files").
 */
 #include <basis/embed.h>
+#include <basis/landmark.h>
 #include <basis/log.h>
 #include <basis/options.h>
 #include <basis/output.h>
@@ -58,6 +59,7 @@ struct _p_BasisEmbedder {
   PetscBool               trivial_given; /*   on the command line (then landmarks must exist) */
   BasisLandmarks          lm;            /* column 0 from landmark degrees; NULL: the network's */
   BasisLandmarksFitResult fit;
+  const char             *why; /* why not, when lm is NULL under -trivial landmarks */
   PetscBool               setup;
 };
 
@@ -193,11 +195,20 @@ PetscErrorCode BasisEmbedderSetUp(BasisEmbedder e)
     PetscCall(PetscArraycpy(e->R, mo->ortho_R, e->K * e->K));
   }
   PetscCall(BasisLandmarksDestroy(&e->lm));
+  e->why = NULL;
   if (e->trivial == BASIS_TRIVIAL_LANDMARKS) {
-    const char *why;
-    PetscCall(BasisModelTrivialColumn(mo, &e->lm, &e->fit, &why));
+    PetscMPIInt usable;
+    PetscCall(BasisLandmarksCreateFromModel(mo, &e->lm, &e->fit, &e->why));
+    /* the same model gives the same verdict on every rank; agreed all the same, so that a
+       borderline fit on a node with another libm cannot split the ranks */
+    usable = e->lm != NULL;
+    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &usable, 1, MPI_INT, MPI_MIN, e->comm));
+    if (!usable && e->lm) {
+      PetscCall(BasisLandmarksDestroy(&e->lm));
+      e->why = "the ranks disagree on the landmarks' fit";
+    }
     PetscCheck(e->lm || !e->trivial_given, e->comm, PETSC_ERR_ARG_INCOMP,
-               "-trivial landmarks: model %s cannot give them: %s; use -trivial network", e->name, why);
+               "-trivial landmarks: model %s cannot give them: %s; use -trivial network", e->name, e->why);
   }
   PetscCheck(
       e->ortho != BASIS_ORTHO_STORED || (e->lm != NULL) == mo->ortho_landmarks, e->comm, PETSC_ERR_ARG_INCOMP,
@@ -215,7 +226,11 @@ PetscErrorCode BasisEmbedderView(BasisEmbedder e)
   PetscInt L, k;
 
   PetscFunctionBeginUser;
-  if (!e->lm) PetscFunctionReturn(0);
+  if (!e->lm) {
+    if (e->why && e->model->spec.graph.laplacian == BASIS_LAPLACIAN_SYM)
+      PetscCall(PetscPrintf(e->comm, "embed: column 0 is the network's: %s\n", e->why));
+    PetscFunctionReturn(0);
+  }
   PetscCall(BasisLandmarksGetSize(e->lm, &L, &k));
   PetscCall(
       PetscPrintf(e->comm,

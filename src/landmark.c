@@ -30,6 +30,7 @@
 */
 #include <basis/landmark.h>
 #include <basis/log.h>
+#include <string.h>
 #include <cblas.h>
 #include <float.h>
 #include <math.h>
@@ -44,6 +45,7 @@ struct _p_BasisLandmarks {
   float         *x;       /* [L][D] landmarks, normalised as the network's input */
   PetscReal     *xn;      /* [L] squared norms */
   PetscReal     *r2;      /* [L] squared distance to the k-th neighbour among the landmarks */
+  PetscInt      *rk;      /* [L] which landmark is that k-th neighbour (ties go to the smaller index) */
   PetscReal     *s2;      /* [L] squared scale sigma_j^2 (median: all equal) */
   PetscReal     *p2;      /* [L] squared distance to the neighbour before the scale neighbour (0 if none) */
   float         *g;       /* [BASIS_LANDMARK_BLOCK][L] -2 x.l of a block of queries */
@@ -63,8 +65,8 @@ struct _p_BasisLandmarks {
 
   Not collective. Input: graph - the rule of the batches (k, scale neighbour, scale type),
   m - the batch size it is matched from, x [L][D] - the landmarks as the network sees
-  them (BasisModelNormaliseInput), copied. Errors: L too small for the matched k_L; a zero
-  local scale (too many duplicate landmarks).
+  them (BasisModelNormaliseInput), copied. Output: lm, or NULL where a landmark's scale is
+  zero (s or more copies of it among the landmarks). Errors: L too small for the matched k_L.
 */
 PetscErrorCode BasisLandmarksCreate(const BasisGraphParams *graph, PetscInt m, PetscInt L, PetscInt D,
                                     const float x[], BasisLandmarks *lm)
@@ -73,6 +75,7 @@ PetscErrorCode BasisLandmarksCreate(const BasisGraphParams *graph, PetscInt m, P
   BasisKnn         knn;
   BasisLandmarks   b;
   PetscReal       *sigma;
+  PetscErrorCode   ierr;
 
   PetscFunctionBeginUser;
   BasisGraphParamsMatched(graph, L, m, &lp);
@@ -91,7 +94,7 @@ PetscErrorCode BasisLandmarksCreate(const BasisGraphParams *graph, PetscInt m, P
                          (size_t)BASIS_LANDMARK_BLOCK * L, &b->g));
   PetscCall(PetscMalloc5(L, &b->xnf, L, &b->mx, L, &b->r2f, L, &b->cd, L, &b->ci));
   PetscCall(PetscMalloc3(L, &b->od, L, &b->oj, BASIS_LANDMARK_BLOCK, &b->deg));
-  PetscCall(PetscMalloc3(lp.knn + 1, &b->hv, lp.knn + 1, &b->hj, L, &b->p2));
+  PetscCall(PetscMalloc4(lp.knn + 1, &b->hv, lp.knn + 1, &b->hj, L, &b->p2, L, &b->rk));
   PetscCall(PetscArraycpy(b->x, x, (size_t)L * D));
   for (PetscInt j = 0; j < L; j++) {
     PetscReal s = 0;
@@ -101,9 +104,21 @@ PetscErrorCode BasisLandmarksCreate(const BasisGraphParams *graph, PetscInt m, P
   PetscCall(BasisKnnCreate(L, lp.knn, &knn));
   PetscCall(BasisKnnSelf(&knn, D, b->x));
   PetscCall(PetscMalloc1(L, &sigma));
-  PetscCall(BasisGraphSigma(PETSC_COMM_SELF, &lp, &knn, sigma));
+  /* a zero scale (s or more copies of a landmark) is the graph rule's error; here it only
+     means the landmarks cannot give column 0: *lm = NULL, and the caller says why */
+  PetscCall(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
+  ierr = BasisGraphSigma(PETSC_COMM_SELF, &lp, &knn, sigma);
+  PetscCall(PetscPopErrorHandler());
+  if (ierr) {
+    PetscCall(PetscFree(sigma));
+    PetscCall(BasisKnnDestroy(&knn));
+    PetscCall(BasisLandmarksDestroy(&b));
+    *lm = NULL;
+    PetscFunctionReturn(0);
+  }
   for (PetscInt j = 0; j < L; j++) {
     b->r2[j]  = knn.d2[j * lp.knn + lp.knn - 1];
+    b->rk[j]  = knn.idx[j * lp.knn + lp.knn - 1];
     b->s2[j]  = sigma[j] * sigma[j];
     b->p2[j]  = lp.scale_neighbor > 1 ? knn.d2[j * lp.knn + lp.scale_neighbor - 2] : 0;
     b->xnf[j] = (float)b->xn[j];
@@ -152,7 +167,7 @@ static inline PetscReal Weight(PetscReal d2, PetscReal s2)
 /* Sort the first n candidates by (distance, landmark), the graph rule's order. */
 static void SortCandidates(PetscInt n, PetscReal d[], PetscInt j[])
 {
-  for (PetscInt a = 1; a < n; a++) { /* n is about k: insertion sort */
+  for (PetscInt a = 1; a < n; a++) { /* n is about k (the float bounds are tight): insertion sort */
     const PetscReal da = d[a];
     const PetscInt  ja = j[a];
     PetscInt        b  = a;
@@ -197,16 +212,18 @@ static PetscErrorCode QueryDegree(BasisLandmarks lm, const float q[], PetscReal 
   for (PetscInt j = 0; j < L; j++) {
     const float t = a[j] - lm->mx[j];
     if (t <= T || t <= lm->r2f[j] + mq) lm->ci[nc++] = j;
+    if (t <= T) lm->oj[nown++] = nc - 1; /* an own candidate: its place among all of them */
+  }
+  if (nown < c) { /* non-finite float distances (values beyond float's range): all of them */
+    nc = nown = L;
+    for (PetscInt j = 0; j < L; j++) lm->ci[j] = lm->oj[j] = j;
   }
   for (PetscInt i = 0; i < nc; i++)
     lm->cd[i] = BasisKnnDistance2(lm->D, q, lm->x + (size_t)lm->ci[i] * lm->D);
-  /* the query's own list: the candidates in the rule's order; the first at distance 0 is
-     the query itself. The rest of cd/ci keeps every candidate for the reverse pass. */
-  PetscCall(PetscArraycpy(lm->od, lm->cd, nc));
-  PetscCall(PetscArraycpy(lm->oj, lm->ci, nc));
-  SortCandidates(nc, lm->od, lm->oj);
-  nown = nc;
-  if (nown && lm->od[0] == 0) self = lm->oj[0];
+  for (PetscInt i = 0; i < nown; i++) lm->od[i] = lm->cd[lm->oj[i]], lm->oj[i] = lm->ci[lm->oj[i]];
+  /* the query's own list in the rule's order; the first at distance 0 is the query itself */
+  SortCandidates(nown, lm->od, lm->oj);
+  if (lm->od[0] == 0) self = lm->oj[0];
   {
     const PetscInt first = self >= 0 ? 1 : 0;
     nown                 = PetscMin(nown - first, k);
@@ -219,7 +236,9 @@ static PetscErrorCode QueryDegree(BasisLandmarks lm, const float q[], PetscReal 
     const PetscInt  j   = lm->ci[i];
     const PetscReal d2  = lm->cd[i];
     PetscReal       s2j = lm->s2[j];
-    if (j == self || d2 > lm->r2[j]) continue;
+    /* the query enters j's list if it orders before j's k-th neighbour by (distance, index):
+       a new point has the largest index, a landmark its own */
+    if (j == self || d2 > lm->r2[j] || (d2 == lm->r2[j] && (self < 0 || self > lm->rk[j]))) continue;
     if (self < 0 && lm->scale == BASIS_SCALE_LOCAL && d2 < s2j) s2j = PetscMax(d2, lm->p2[j]);
     rev += Weight(d2, s2j);
   }
@@ -319,7 +338,72 @@ PetscErrorCode BasisLandmarksDestroy(BasisLandmarks *lm)
   PetscCall(PetscFree5((*lm)->x, (*lm)->xn, (*lm)->r2, (*lm)->s2, (*lm)->g));
   PetscCall(PetscFree5((*lm)->xnf, (*lm)->mx, (*lm)->r2f, (*lm)->cd, (*lm)->ci));
   PetscCall(PetscFree3((*lm)->od, (*lm)->oj, (*lm)->deg));
-  PetscCall(PetscFree3((*lm)->hv, (*lm)->hj, (*lm)->p2));
+  PetscCall(PetscFree4((*lm)->hv, (*lm)->hj, (*lm)->p2, (*lm)->rk));
   PetscCall(PetscFree(*lm));
+  PetscFunctionReturn(0);
+}
+
+/* Below this the reference's second eigenvalue counts as a second 0 (L_sym's eigenvalues lie
+   in [0, 2]; the solvers resolve them to ~1e-10, eigensolver.c's components warning). */
+#define BASIS_CONNECTED_LAMBDA 1e-8
+/* Below this correlation between sqrt(degree) and the reference's column 0 at the anchors
+   the landmarks are not used: the estimate would not be the column it replaces. On real
+   data it is near 1 (MNIST-10k 0.984, Fashion-MNIST training set 0.990; 0.956 on
+   tests/cli_pipeline.sh's 2,400 generated points), and by construction the reference
+   column is sqrt of the reference graph's degrees; 0.5 only catches a broken estimate. */
+#define BASIS_LANDMARK_MIN_R 0.5
+
+/*
+  BasisLandmarksCreateFromModel - the landmark estimate of a model's column 0:
+  the landmarks, normalised as the network's input, and the map alpha sqrt(degree) + beta
+  fitted on the anchors to the reference's column 0 in the embedding's units
+  (target_scale phi_ref[.][0]).
+
+  Not collective (every rank builds the same from the same model). Output: lm, or NULL and
+  why (for a message) when the model has no landmarks, its reference graph has more than
+  one component (column 0 is then one component's indicator, not D^1/2 1; with K = 1 this
+  cannot be seen and is not checked), a landmark has a zero scale, or the fit is poor (r
+  below BASIS_LANDMARK_MIN_R); fit (fit->r is 0 where no fit was made).
+*/
+PetscErrorCode BasisLandmarksCreateFromModel(const BasisModel *mo, BasisLandmarks *lm,
+                                             BasisLandmarksFitResult *fit, const char **why)
+{
+  const PetscInt K = mo->spec.graph.K, D = mo->spec.D, L = mo->spec.L, l = mo->spec.l;
+  float         *xn;
+  PetscReal     *y;
+
+  PetscFunctionBeginUser;
+  *lm  = NULL;
+  *why = NULL;
+  PetscCall(PetscMemzero(fit, sizeof(*fit)));
+  if (mo->spec.graph.laplacian != BASIS_LAPLACIAN_SYM) {
+    *why = "its -laplacian is not sym, whose trivial eigenvector alone is not constant";
+    PetscFunctionReturn(0);
+  }
+  if (L <= 0) {
+    *why = "the model has no landmarks (trained with -landmarks 0, or before landmarks existed)";
+    PetscFunctionReturn(0);
+  }
+  if (K > 1 && !(mo->lambda_ref[1] > BASIS_CONNECTED_LAMBDA)) {
+    *why = "the reference graph has more than one connected component, so column 0 is not D^1/2 1";
+    PetscFunctionReturn(0);
+  }
+  PetscCall(PetscMalloc2((size_t)PetscMax(L, l) * D, &xn, l, &y));
+  BasisModelNormaliseInput(mo, L, mo->landmark_x, xn);
+  PetscCall(BasisLandmarksCreate(&mo->spec.graph, mo->spec.m, L, D, xn, lm));
+  if (!*lm) {
+    PetscCall(PetscFree2(xn, y));
+    *why = "some landmark has a zero scale (too many copies of one point among the landmarks)";
+    PetscFunctionReturn(0);
+  }
+  BasisModelNormaliseInput(mo, l, mo->anchor_x, xn);
+  for (PetscInt a = 0; a < l; a++) y[a] = mo->target_scale * mo->phi_ref[a * K];
+  PetscCall(BasisLandmarksFit(*lm, l, xn, y, fit));
+  PetscCall(PetscFree2(xn, y));
+  if (!(fit->r >= BASIS_LANDMARK_MIN_R)) {
+    PetscCall(BasisLandmarksDestroy(lm));
+    *why =
+        "the landmark degrees do not follow the reference's first eigenvector at the anchors (r below 0.5)";
+  }
   PetscFunctionReturn(0);
 }

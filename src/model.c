@@ -15,13 +15,14 @@
     /reference/landmark_features [L][D] float32 (when L = landmarks > 0; src/landmark.c)
     /train/rng [nranks][4] uint64           (each rank's batch stream)
     /train/history [steps][4] float64       (loss, align residual, cond, inliers)
-    /orthonormalize/R [K][K] float64        (optional; `basis embed -orthonormalize`), with
-                 the root attribute orthonormalize_trivial: landmarks | network, the -trivial it was computed
-  with Writing goes through BasisOutput (temporary name, completeness attribute, rename), so an interrupted
-  checkpoint never replaces the previous good one. Reading checks the format version, completeness, the shape
-  of every dataset and that every value the model computes with is finite, so a truncated, foreign, damaged or
-  older file is refused with a message instead of being misread. Format 1 (written before issue 17: the
-  scalars in two positional attributes) is still read; tests/data/model-format1.h5 proves it.
+    /orthonormalize/R [K][K] float64        (optional; `basis embed -orthonormalize`), with the
+                 root attribute orthonormalize_trivial (landmarks | network: the -trivial of R)
+  Writing goes through BasisOutput (temporary name, completeness attribute, rename), so
+  an interrupted checkpoint never replaces the previous good one. Reading checks the
+  format version, completeness, the shape of every dataset and that every value the model
+  computes with is finite, so a truncated, foreign, damaged or older file is refused with
+  a message instead of being misread. Format 1 (written before issue 17: the scalars in two
+  positional attributes) is still read; tests/data/model-format1.h5 proves it.
 
   Collective on comm: rank 0 does the file I/O and broadcasts the outcome (and, when
   reading, the contents), so every rank returns the same error.
@@ -733,56 +734,4 @@ void BasisModelOutput(const BasisModel *mo, PetscInt n, float y[])
   for (PetscInt i = 0; i < n; i++)
     for (PetscInt j = 0; j < K; j++)
       y[(size_t)i * K + j] = (float)(y[(size_t)i * K + j] * mo->out_scale[j] + mo->out_shift[j]);
-}
-
-/* Below this the reference's second eigenvalue counts as a second 0 (L_sym's eigenvalues lie
-   in [0, 2]; the solvers resolve them to ~1e-10, eigensolver.c's components warning). */
-#define BASIS_CONNECTED_LAMBDA 1e-8
-/* Below this correlation between sqrt(degree) and the reference column at the anchors the
-   landmarks are not used: the estimate would not be the column it replaces. Measured r:
-   MODEL_R_MEASURED. */
-#define BASIS_LANDMARK_MIN_R 0.5
-
-/*
-  BasisModelTrivialColumn - the landmark estimate of the embedding's column 0 (landmark.h):
-  the landmarks, normalised as the network's input, and the map alpha sqrt(degree) + beta
-  fitted on the anchors to the reference's column 0 in the embedding's units
-  (target_scale phi_ref[.][0]).
-
-  Not collective (every rank builds the same from the same model). Output: lm, or NULL and
-  why (for a message) when the model has no landmarks, its reference graph has more than
-  one component (column 0 is then one component's indicator, not D^1/2 1), or the fit is
-  poor (r below BASIS_LANDMARK_MIN_R); fit.
-*/
-PetscErrorCode BasisModelTrivialColumn(const BasisModel *mo, BasisLandmarks *lm, BasisLandmarksFitResult *fit,
-                                       const char **why)
-{
-  const PetscInt K = mo->spec.graph.K, D = mo->spec.D, L = mo->spec.L, l = mo->spec.l;
-  float         *xn;
-  PetscReal     *y;
-
-  PetscFunctionBeginUser;
-  *lm  = NULL;
-  *why = NULL;
-  PetscCall(PetscMemzero(fit, sizeof(*fit)));
-  if (L <= 0 || mo->spec.graph.laplacian != BASIS_LAPLACIAN_SYM) {
-    *why = "the model has no landmarks (trained with -landmarks 0, or before landmarks existed)";
-    PetscFunctionReturn(0);
-  }
-  if (K > 1 && !(mo->lambda_ref[1] > BASIS_CONNECTED_LAMBDA)) {
-    *why = "the reference graph has more than one connected component";
-    PetscFunctionReturn(0);
-  }
-  PetscCall(PetscMalloc2((size_t)PetscMax(L, l) * D, &xn, l, &y));
-  BasisModelNormaliseInput(mo, L, mo->landmark_x, xn);
-  PetscCall(BasisLandmarksCreate(&mo->spec.graph, mo->spec.m, L, D, xn, lm));
-  BasisModelNormaliseInput(mo, l, mo->anchor_x, xn);
-  for (PetscInt a = 0; a < l; a++) y[a] = mo->target_scale * mo->phi_ref[a * K];
-  PetscCall(BasisLandmarksFit(*lm, l, xn, y, fit));
-  PetscCall(PetscFree2(xn, y));
-  if (!(fit->r >= BASIS_LANDMARK_MIN_R)) {
-    PetscCall(BasisLandmarksDestroy(lm));
-    *why = "the landmark degrees do not follow the reference's first eigenvector at the anchors";
-  }
-  PetscFunctionReturn(0);
 }

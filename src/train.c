@@ -34,6 +34,7 @@
 */
 #include <basis/train.h>
 #include <basis/eigensolver.h>
+#include <basis/landmark.h>
 #include <basis/log.h>
 #include <basis/options.h>
 #include <basis/output.h>
@@ -345,7 +346,7 @@ static PetscErrorCode CheckSameInput(BasisTrainer t, const BasisModel *ck)
 }
 
 /* How embed will form the trivial direction from this model (model.c
-   BasisModelTrivialColumn), said once at the start so a poor fit is seen before training. */
+   BasisLandmarksCreateFromModel), said once at the start so a poor fit is seen before training. */
 static PetscErrorCode ViewLandmarks(BasisTrainer t)
 {
   BasisLandmarks          lm;
@@ -354,12 +355,15 @@ static PetscErrorCode ViewLandmarks(BasisTrainer t)
   PetscInt                L, k;
 
   PetscFunctionBeginUser;
-  if (t->model.spec.L == 0) PetscFunctionReturn(0);
-  PetscCall(BasisModelTrivialColumn(&t->model, &lm, &fit, &why));
+  if (t->model.spec.L == 0) {
+    if (t->model.spec.graph.laplacian == BASIS_LAPLACIAN_SYM)
+      PetscCall(PetscPrintf(t->comm, "train: no landmarks (-landmarks 0, or a checkpoint from before they "
+                                     "existed): embed will use the network's first column\n"));
+    PetscFunctionReturn(0);
+  }
+  PetscCall(BasisLandmarksCreateFromModel(&t->model, &lm, &fit, &why));
   if (!lm) {
-    PetscCall(PetscPrintf(t->comm,
-                          "train: warning: embed will use the network's first column: %s (r = %.3f)\n", why,
-                          (double)fit.r));
+    PetscCall(PetscPrintf(t->comm, "train: warning: embed will use the network's first column: %s\n", why));
     PetscFunctionReturn(0);
   }
   PetscCall(BasisLandmarksGetSize(lm, &L, &k));

@@ -2,7 +2,8 @@
   test_landmark - the landmark degree (src/landmark.c) against the graph rule itself:
     (a) a landmark's degree equals its row sum of the landmark graph's W (BasisGraphAssemble
         on the landmarks): local and median scale, the batch's k and a density-matched k,
-        and points c + noise with ||c|| >> noise (the float GEMM's hard case);
+        points c + noise with ||c|| >> noise (the float GEMM's hard case), and a grid with
+        exact distance ties (broken by index, as the rule breaks them);
     (b) a point that is not a landmark gets its row sum of W on the landmarks with it added
         (local scale: its arrival moves its neighbours' scales); a copy of a landmark gets
         that landmark's degree;
@@ -15,8 +16,17 @@
 #include "check.h"
 #include <petscmat.h>
 
+/* Three Gaussian clusters; or, with noise < 0, a 2-D integer grid of 12 columns (landmarks)
+   and points halfway between grid points (queries): exact distance ties everywhere. */
 static void Points(BasisRng *rng, PetscInt n, PetscInt D, PetscReal offset, PetscReal noise, float x[])
 {
+  if (noise < 0) {
+    for (PetscInt i = 0; i < n; i++) {
+      PetscInt a = offset > 0 ? BasisRngInt(rng, 11) : i % 12, b = offset > 0 ? BasisRngInt(rng, 12) : i / 12;
+      x[i * D] = (float)a + (offset > 0 ? 0.5f : 0.0f), x[i * D + 1] = (float)b;
+    }
+    return;
+  }
   for (PetscInt i = 0; i < n; i++) {
     PetscReal c = offset + 4.0 * (i % 3); /* three clusters */
     for (PetscInt d = 0; d < D; d++) x[i * D + d] = (float)(c + noise * BasisRngNormal(rng));
@@ -69,7 +79,7 @@ static PetscErrorCode CheckDegrees(const char *name, BasisScaleType scale, Petsc
   BasisGraphParamsMatched(&p, L, m, &lp);
   BasisRngSeed(&rng, 5, 1);
   PetscCall(PetscMalloc4((size_t)(L + 1) * D, &x, (size_t)nnew * D, &q, L + 1, &deg, L + 1, &ref));
-  Points(&rng, L, D, offset, noise, x);
+  Points(&rng, L, D, noise < 0 ? 0 : offset, noise, x);
   Points(&rng, nnew, D, offset, noise, q);
   PetscCall(BasisLandmarksCreate(&p, m, L, D, x, &lm));
 
@@ -148,6 +158,7 @@ int main(int argc, char **argv)
   PetscCall(CheckDegrees("local, matched k = 40", BASIS_SCALE_LOCAL, 100, 400, 7, 0, 1));
   PetscCall(CheckDegrees("median, matched k = 40", BASIS_SCALE_MEDIAN, 100, 400, 7, 0, 1));
   PetscCall(CheckDegrees("local, D = 300, c + noise", BASIS_SCALE_LOCAL, 128, 256, 300, 1000, 0.01));
+  PetscCall(CheckDegrees("local, grid (exact ties)", BASIS_SCALE_LOCAL, 144, 144, 2, 1, -1));
   PetscCall(CheckFit());
   PetscCall(PetscFinalize());
   return BasisTestFailures() ? 1 : 0;

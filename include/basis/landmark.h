@@ -3,6 +3,7 @@
   degree among a model's landmarks (a uniform subset of its reference set) instead of the
   network's output; src/landmark.c has the estimator and why.
 
+    BasisLandmarksCreateFromModel(&model, &lm, &fit, &why); a model's, fitted on its anchors; or:
     BasisLandmarksCreate(&graph, m, L, D, landmarks, &lm);  normalised rows, as the network sees them
     BasisLandmarksFit(lm, l, anchors, phi0, &fit);          column 0 = alpha sqrt(degree) + beta
     BasisLandmarksColumn(lm, n, x, K, y);                   y[i][0] for rows x [n][D]
@@ -10,6 +11,7 @@
 */
 #pragma once
 #include <basis/graph.h>
+#include <basis/model.h>
 
 typedef struct _p_BasisLandmarks *BasisLandmarks;
 
@@ -28,3 +30,6 @@ PetscErrorCode BasisLandmarksFit(BasisLandmarks lm, PetscInt n, const float x[],
 PetscErrorCode BasisLandmarksColumn(BasisLandmarks lm, const BasisLandmarksFitResult *fit, PetscInt n,
                                     const float x[], PetscInt K, float y[]);
 PetscErrorCode BasisLandmarksDestroy(BasisLandmarks *lm);
+/* A model's landmarks set up and fitted on its anchors, or NULL and why not (for messages). */
+PetscErrorCode BasisLandmarksCreateFromModel(const BasisModel *model, BasisLandmarks *lm,
+                                             BasisLandmarksFitResult *fit, const char **why);

@@ -11,7 +11,6 @@
 #include <basis/rng.h>
 #include <basis/sample.h>
 #include <basis/mlp.h>
-#include <basis/landmark.h>
 #include <hdf5.h>
 
 /* Bump when the layout changes. 2: every scalar its own named attribute (model.c lists
@@ -80,5 +79,3 @@ PetscErrorCode BasisShardMoments(MPI_Comm, const BasisShard *, float mean[], Pet
 PetscErrorCode BasisModelSetNormalisation(MPI_Comm, const BasisShard *, const char *input, BasisModel *);
 void           BasisModelNormaliseInput(const BasisModel *model, PetscInt n, const float x[], float xn[]);
 void           BasisModelOutput(const BasisModel *model, PetscInt n, float y[]);
-PetscErrorCode BasisModelTrivialColumn(const BasisModel *model, BasisLandmarks *lm,
-                                       BasisLandmarksFitResult *fit, const char **why);
