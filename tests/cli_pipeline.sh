@@ -31,7 +31,7 @@ h5diff -q "$work/a.h5" "$work/a2.h5" /network/params >/dev/null || die "two runs
 # Resume from a mid-way checkpoint: train 25 steps, then -resume to 60.
 run 2 train -input "$work/data.h5" -model "$work/b.h5" "${small[@]}" -steps 25 >/dev/null 2>&1 || die "train 25"
 run 2 train -input "$work/data.h5" -model "$work/b.h5" "${small[@]}" -steps 60 -resume >/dev/null 2>&1 || die "resume"
-for d in /network/params /optimizer/adam_m /optimizer/adam_v /train/rng; do
+for d in /network/params /optimizer/adam_m /optimizer/adam_v /train/rng /reference/landmark_features; do
   h5diff -q "$work/a.h5" "$work/b.h5" "$d" >/dev/null || die "resumed run differs from the uninterrupted one in $d"
 done
 
