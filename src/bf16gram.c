@@ -159,22 +159,17 @@ static inline float FromBf16(uint16_t b)
   double, in any order (vector lanes here), is within D 2^-53 of its value, as is xn (knn.c
   sums it in lanes too): rho^2 is the largest ratio times 1 + 2^-30 while D < 2^22.
 */
-PetscErrorCode BasisBf16GramSetPoints(BasisBf16Gram g, PetscInt n, PetscInt D, const float x[],
-                                      const PetscReal xn[], PetscReal *rho)
+/* Round rows x [n][D] into the kept rows i0 .. i0 + n; the bound rho of their rounding. */
+static void RoundRows(BasisBf16Gram g, PetscInt i0, PetscInt n, const float x[], const PetscReal xn[],
+                      PetscReal *rho)
 {
-  const size_t nd   = (size_t)n * D;
-  PetscReal    rho2 = 0;
+  const PetscInt D    = g->D;
+  PetscReal      rho2 = 0;
 
-  PetscFunctionBeginUser;
-  if (g->nxb < nd) {
-    PetscCall(PetscFree(g->xb));
-    PetscCall(PetscMalloc1(nd, &g->xb));
-    g->nxb = nd;
-  }
-  BasisBf16Round(nd, x, g->xb);
+  BasisBf16Round((size_t)n * D, x, g->xb + (size_t)i0 * D);
   for (PetscInt i = 0; i < n; i++) {
     const float    *xi = x + (size_t)i * D;
-    const uint16_t *bi = g->xb + (size_t)i * D;
+    const uint16_t *bi = g->xb + (size_t)(i0 + i) * D;
     PetscReal       r2 = 0;
 
 #pragma omp simd reduction(+ : r2)
@@ -185,8 +180,39 @@ PetscErrorCode BasisBf16GramSetPoints(BasisBf16Gram g, PetscInt n, PetscInt D, c
     if (xn[i] > 0) rho2 = PetscMax(rho2, r2 / xn[i]);
   }
   *rho = PetscSqrtReal(rho2 * (1 + 0x1p-30));
+}
+
+PetscErrorCode BasisBf16GramSetPoints(BasisBf16Gram g, PetscInt n, PetscInt D, const float x[],
+                                      const PetscReal xn[], PetscReal *rho)
+{
+  const size_t nd = (size_t)n * D;
+
+  PetscFunctionBeginUser;
+  if (g->nxb < nd) {
+    PetscCall(PetscFree(g->xb));
+    PetscCall(PetscMalloc1(nd, &g->xb));
+    g->nxb = nd;
+  }
   g->n = n;
   g->D = D;
+  RoundRows(g, 0, n, x, xn, rho);
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisBf16GramSetRows - replace the kept rows i0 .. i0 + n by x [n][D] rounded to bfloat16
+  (a block of queries against kept points: the landmark degrees, landmark.c).
+
+  Not collective. Input: xn [n] their squared norms. Output: rho, the bound of
+  BasisBf16GramSetPoints for these rows. The rows must lie within the points kept.
+*/
+PetscErrorCode BasisBf16GramSetRows(BasisBf16Gram g, PetscInt i0, PetscInt n, const float x[],
+                                    const PetscReal xn[], PetscReal *rho)
+{
+  PetscFunctionBeginUser;
+  PetscCheck(i0 >= 0 && i0 + n <= g->n, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
+             "rows %d..%d outside the %d points kept", (int)i0, (int)(i0 + n), (int)g->n);
+  RoundRows(g, i0, n, x, xn, rho);
   PetscFunctionReturn(0);
 }
 

@@ -59,7 +59,8 @@ struct _p_BasisEmbedder {
   PetscBool               trivial_given; /*   on the command line (then landmarks must exist) */
   BasisLandmarks          lm;            /* column 0 from landmark degrees; NULL: the network's */
   BasisLandmarksFitResult fit;
-  const char             *why; /* why not, when lm is NULL under -trivial landmarks */
+  const char             *why;      /* why not, when lm is NULL under -trivial landmarks */
+  BasisKnnGemmType        knn_gemm; /* -knn_gemm: precision of the landmark products (same degrees) */
   PetscBool               setup;
 };
 
@@ -117,6 +118,7 @@ PetscErrorCode BasisEmbedderCreate(MPI_Comm comm, BasisEmbedder *e)
   (*e)->ortho     = BASIS_ORTHO_NONE;
   (*e)->precision = BASIS_MLP_FLOAT;
   (*e)->trivial   = BASIS_TRIVIAL_LANDMARKS;
+  (*e)->knn_gemm  = BASIS_KNN_GEMM_AUTO;
   PetscFunctionReturn(0);
 }
 
@@ -142,7 +144,8 @@ PetscErrorCode BasisEmbedderSetModel(BasisEmbedder e, const BasisModel *model, c
   Collective on the embedder's comm (same options, same verdict on every rank).
   Options: -chunk n (rows per forward pass, >= 1), -orthonormalize none|compute|stored,
   -mlp_precision float|bf16|auto (the network's products; default float whatever train
-  used: inference precision is the user's choice), -trivial landmarks|network
+  used: inference precision is the user's choice), -trivial landmarks|network, -knn_gemm
+  float|bf16|auto (the landmark products; the same column either way)
 */
 PetscErrorCode BasisEmbedderSetFromOptions(BasisEmbedder e)
 {
@@ -161,6 +164,12 @@ PetscErrorCode BasisEmbedderSetFromOptions(BasisEmbedder e)
                        "Network products: float, bf16 (bfloat16 inputs, float sums; oneDNN), auto (bf16 "
                        "where the CPU has bfloat16 dot products)",
                        NULL, BasisMLPPrecisions, (PetscEnum)e->precision, (PetscEnum *)&e->precision, NULL));
+  PetscCall(BasisOptionsCheckEnum(e->comm, "-knn_gemm", BasisKnnGemmTypes));
+  PetscCall(
+      PetscOptionsEnum("-knn_gemm",
+                       "Precision of the landmark distance products: float, bf16, auto (bf16 where the CPU "
+                       "has bfloat16 dot products); the degrees are the same in every case",
+                       NULL, BasisKnnGemmTypes, (PetscEnum)e->knn_gemm, (PetscEnum *)&e->knn_gemm, NULL));
   PetscCall(BasisOptionsCheckEnum(e->comm, "-trivial", BasisTrivialTypes));
   PetscCall(PetscOptionsEnum("-trivial",
                              "Column 0 (the trivial eigenvector of -laplacian sym): landmarks (each point's "
@@ -207,6 +216,7 @@ PetscErrorCode BasisEmbedderSetUp(BasisEmbedder e)
       PetscCall(BasisLandmarksDestroy(&e->lm));
       e->why = "the ranks disagree on the landmarks' fit";
     }
+    if (e->lm) PetscCall(BasisLandmarksSetGemm(e->lm, e->knn_gemm, NULL));
     PetscCheck(e->lm || !e->trivial_given, e->comm, PETSC_ERR_ARG_INCOMP,
                "-trivial landmarks: model %s cannot give them: %s; use -trivial network", e->name, e->why);
   }

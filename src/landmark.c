@@ -21,15 +21,18 @@
 
   A landmark at distance zero from x is taken to be x itself and left out (at most one;
   further copies are neighbours), so a landmark's degree is its degree in the landmark
-  graph (tests/test_landmark.c checks that against the graph's W). Distances: a float GEMM
-  ||x||^2 + ||l||^2 - 2 x.l selects candidates with knn.c's rounding margin, and every
-  candidate is recomputed exactly (BasisKnnDistance2), so lists and memberships are those
-  of an exact search. Cost per point: 2 D L flops of GEMM (D = 784, L = 4096: 6.4 MFLOP,
-  about three forward passes of the default network) and a few passes over L values.
+  graph (tests/test_landmark.c checks that against the graph's W). Distances: a GEMM
+  ||x||^2 + ||l||^2 - 2 x.l in float, or in bfloat16 through oneDNN (BasisLandmarksSetGemm,
+  embed -knn_gemm), selects candidates with knn.c's rounding margin, and every candidate is
+  recomputed exactly (BasisKnnDistance2), so lists, memberships and degrees are those of an
+  exact search, the same bit for bit in either precision. Cost per point: 2 D L flops of
+  GEMM (D = 784, L = 4096: 6.4 MFLOP, about three forward passes of the default network)
+  and a few passes over L values.
   Not collective: every rank builds the same object from the same model.
 */
 #include <basis/landmark.h>
 #include <basis/log.h>
+#include <basis/bf16gram.h>
 #include <string.h>
 #include <cblas.h>
 #include <float.h>
@@ -58,7 +61,23 @@ struct _p_BasisLandmarks {
   PetscInt      *hj;      /*   and their landmarks */
   PetscReal     *deg;     /* [BASIS_LANDMARK_BLOCK] degrees of a block */
   PetscReal      mrel, mabs; /* rounding margin of a float distance: mrel (||x||^2 + ||l||^2) + mabs */
+  PetscReal     *qn;         /* [BASIS_LANDMARK_BLOCK] squared norms of a block of queries */
+  BasisBf16Gram  bf16;       /* the products in bfloat16 (BasisLandmarksSetGemm), or NULL: float */
+  PetscReal      rho_l;      /*   and the landmarks' rounding bound (bf16gram.h) */
 };
+
+/* The margin of the float passes for products whose inputs were rounded with relative
+   error at most rho (0: float GEMM on the float points). The product's error is knn.c's
+   bound, (2 rho + rho^2 + (1 + rho)^2 (D + 2) eps) (||x||^2 + ||l||^2); the float norms and
+   sums add a few eps of the same; twice the total, so the float comparisons keep every
+   landmark that can qualify. */
+static void SetMargin(BasisLandmarks b, PetscReal rho)
+{
+  const PetscReal c = 2 * rho + rho * rho + (1 + rho) * (1 + rho) * (PetscReal)(b->D + 2) * FLT_EPSILON;
+
+  b->mrel = 2 * (c + 8 * FLT_EPSILON);
+  for (PetscInt j = 0; j < b->L; j++) b->mx[j] = (float)(b->mrel * b->xn[j]);
+}
 
 /*
   BasisLandmarksCreate - the landmark graph's radii and scales.
@@ -84,16 +103,12 @@ PetscErrorCode BasisLandmarksCreate(const BasisGraphParams *graph, PetscInt m, P
              (int)L, (int)lp.knn);
   PetscCall(PetscNew(&b));
   b->L = L, b->D = D, b->k = lp.knn, b->s = lp.scale_neighbor, b->scale = lp.scale;
-  /* The float distance ||x||^2 + ||l||^2 - 2 x.l is off the exact one by at most (D + 2)
-     eps (||x||^2 + ||l||^2) from the GEMM (knn.c's Margins) plus a few eps of the same from
-     rounding the norms and the sums in float; twice that, so the float comparisons with
-     these margins keep every landmark that can qualify. mabs: underflow of tiny products. */
-  b->mrel = 2 * (PetscReal)(D + 10) * FLT_EPSILON;
+  /* mrel: SetMargin; mabs: the underflow of tiny products */
   b->mabs = (PetscReal)(D + 2) * 0x1p-120;
   PetscCall(PetscMalloc5((size_t)L * D, &b->x, L, &b->xn, L, &b->r2, L, &b->s2,
                          (size_t)BASIS_LANDMARK_BLOCK * L, &b->g));
   PetscCall(PetscMalloc5(L, &b->xnf, L, &b->mx, L, &b->r2f, L, &b->cd, L, &b->ci));
-  PetscCall(PetscMalloc3(L, &b->od, L, &b->oj, BASIS_LANDMARK_BLOCK, &b->deg));
+  PetscCall(PetscMalloc4(L, &b->od, L, &b->oj, BASIS_LANDMARK_BLOCK, &b->deg, BASIS_LANDMARK_BLOCK, &b->qn));
   PetscCall(PetscMalloc4(lp.knn + 1, &b->hv, lp.knn + 1, &b->hj, L, &b->p2, L, &b->rk));
   PetscCall(PetscArraycpy(b->x, x, (size_t)L * D));
   for (PetscInt j = 0; j < L; j++) {
@@ -122,12 +137,12 @@ PetscErrorCode BasisLandmarksCreate(const BasisGraphParams *graph, PetscInt m, P
     b->s2[j]  = sigma[j] * sigma[j];
     b->p2[j]  = lp.scale_neighbor > 1 ? knn.d2[j * lp.knn + lp.scale_neighbor - 2] : 0;
     b->xnf[j] = (float)b->xn[j];
-    b->mx[j]  = (float)(b->mrel * b->xn[j]);
     b->r2f[j] = (float)b->r2[j];
     if ((PetscReal)b->r2f[j] < b->r2[j]) b->r2f[j] = nextafterf(b->r2f[j], FLT_MAX);
   }
   PetscCall(PetscFree(sigma));
   PetscCall(BasisKnnDestroy(&knn));
+  SetMargin(b, 0);
   *lm = b;
   PetscFunctionReturn(0);
 }
@@ -252,15 +267,59 @@ static PetscErrorCode BlockDegree(BasisLandmarks lm, PetscInt n, const float x[]
   const PetscInt L = lm->L, D = lm->D;
 
   PetscFunctionBeginUser;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)L, (int)D, -2.0f, x, (int)D, lm->x,
-              (int)D, 0.0f, lm->g, (int)L);
-  PetscCall(PetscLogFlops(2.0 * n * L * D));
   for (PetscInt i = 0; i < n; i++) {
-    const float *q  = x + (size_t)i * D;
-    PetscReal    qn = 0;
-    for (PetscInt d = 0; d < D; d++) qn += (PetscReal)q[d] * q[d];
-    PetscCall(QueryDegree(lm, q, qn, lm->g + (size_t)i * L, &degree[i]));
+    const float *q = x + (size_t)i * D;
+    PetscReal    s = 0;
+    for (PetscInt d = 0; d < D; d++) s += (PetscReal)q[d] * q[d];
+    lm->qn[i] = s;
   }
+  if (lm->bf16) { /* the block is kept after the landmarks (BasisLandmarksSetGemm) */
+    PetscReal rho_q;
+    PetscCall(BasisBf16GramSetRows(lm->bf16, L, n, x, lm->qn, &rho_q));
+    SetMargin(lm, PetscMax(lm->rho_l, rho_q));
+    PetscCall(BasisBf16GramProduct(lm->bf16, L, n, 0, L, lm->g, L));
+  } else {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)L, (int)D, -2.0f, x, (int)D, lm->x,
+                (int)D, 0.0f, lm->g, (int)L);
+    PetscCall(PetscLogFlops(2.0 * n * L * D));
+  }
+  for (PetscInt i = 0; i < n; i++)
+    PetscCall(QueryDegree(lm, x + (size_t)i * D, lm->qn[i], lm->g + (size_t)i * L, &degree[i]));
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisLandmarksSetGemm - the precision of the query-landmark products: float (the
+  default), bf16 (wherever oneDNN runs a bfloat16 matmul), auto (bf16 where the CPU has
+  bfloat16 dot products). The degrees are the same bit for bit in every case: the products
+  only select candidates, with a margin that covers their rounding, and every candidate's
+  distance is exact.
+
+  Not collective. Output: used (may be NULL), float or bf16.
+*/
+PetscErrorCode BasisLandmarksSetGemm(BasisLandmarks lm, BasisKnnGemmType type, BasisKnnGemmType *used)
+{
+  PetscBool native;
+
+  PetscFunctionBeginUser;
+  PetscCall(BasisBf16GramDestroy(&lm->bf16));
+  SetMargin(lm, 0);
+  if (type == BASIS_KNN_GEMM_AUTO) {
+    PetscCall(BasisBf16GramNative(&native, NULL));
+    type = native ? BASIS_KNN_GEMM_BF16 : BASIS_KNN_GEMM_FLOAT;
+  }
+  if (type == BASIS_KNN_GEMM_BF16) PetscCall(BasisBf16GramCreate(&lm->bf16));
+  if (lm->bf16) { /* the landmarks, then room for a block of queries */
+    const size_t L = (size_t)lm->L, D = (size_t)lm->D, B = BASIS_LANDMARK_BLOCK;
+    float       *x;
+    PetscReal   *xn;
+    PetscCall(PetscCalloc2((L + B) * D, &x, L + B, &xn));
+    PetscCall(PetscArraycpy(x, lm->x, L * D));
+    PetscCall(PetscArraycpy(xn, lm->xn, L));
+    PetscCall(BasisBf16GramSetPoints(lm->bf16, lm->L + BASIS_LANDMARK_BLOCK, lm->D, x, xn, &lm->rho_l));
+    PetscCall(PetscFree2(x, xn));
+  }
+  if (used) *used = lm->bf16 ? BASIS_KNN_GEMM_BF16 : BASIS_KNN_GEMM_FLOAT;
   PetscFunctionReturn(0);
 }
 
@@ -337,7 +396,8 @@ PetscErrorCode BasisLandmarksDestroy(BasisLandmarks *lm)
   if (!*lm) PetscFunctionReturn(0);
   PetscCall(PetscFree5((*lm)->x, (*lm)->xn, (*lm)->r2, (*lm)->s2, (*lm)->g));
   PetscCall(PetscFree5((*lm)->xnf, (*lm)->mx, (*lm)->r2f, (*lm)->cd, (*lm)->ci));
-  PetscCall(PetscFree3((*lm)->od, (*lm)->oj, (*lm)->deg));
+  PetscCall(PetscFree4((*lm)->od, (*lm)->oj, (*lm)->deg, (*lm)->qn));
+  PetscCall(BasisBf16GramDestroy(&(*lm)->bf16));
   PetscCall(PetscFree4((*lm)->hv, (*lm)->hj, (*lm)->p2, (*lm)->rk));
   PetscCall(PetscFree(*lm));
   PetscFunctionReturn(0);

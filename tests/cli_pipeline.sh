@@ -84,6 +84,12 @@ PY
 # bit; column 0 follows the exact trivial eigenvector D^1/2 1 of the density-matched graph
 # (measured r = 0.94 here, where the network's column 0 after 60 steps has 0.18), and each
 # embedding says where its column 0 came from.
+# The landmark products in float and in bfloat16 (-knn_gemm; auto is bf16 on CPUs with
+# bfloat16 dot products): the same embedding bit for bit.
+for g in float bf16; do
+  run 2 embed -model "$work/a.h5" -input "$work/data.h5" -output "$work/eg.h5" -knn_gemm $g -force >/dev/null 2>&1 || die "embed -knn_gemm $g"
+  "$cmp" "$work/e1.h5" "$work/eg.h5" /embedding || die "embed -knn_gemm $g differs from the default's embedding"
+done
 run 2 exact -input "$work/data.h5" -output "$work/x0.h5" -dim 4 -match_batch 160 >/dev/null 2>&1 || die "exact"
 /usr/bin/python3 - "$work/e1.h5" "$work/en.h5" "$work/x0.h5" <<'PY' || die "embed's landmark column is not what -trivial says"
 import h5py, numpy as np, sys

@@ -7,7 +7,8 @@
     (b) a point that is not a landmark gets its row sum of W on the landmarks with it added
         (local scale: its arrival moves its neighbours' scales); a copy of a landmark gets
         that landmark's degree;
-    (c) BasisLandmarksFit recovers y = alpha sqrt(degree) + beta, and BasisLandmarksColumn
+    (d) bfloat16 products (BasisLandmarksSetGemm) give the same degrees bit for bit;
+  (c) BasisLandmarksFit recovers y = alpha sqrt(degree) + beta, and BasisLandmarksColumn
         writes column 0 alone.
   Serial (the object is not collective); every verdict is agreed over PETSC_COMM_WORLD.
 */
@@ -15,6 +16,7 @@
 #include <basis/rng.h>
 #include "check.h"
 #include <petscmat.h>
+#include <string.h>
 
 /* Three Gaussian clusters; or, with noise < 0, a 2-D integer grid of 12 columns (landmarks)
    and points halfway between grid points (queries): exact distance ties everywhere. */
@@ -101,6 +103,23 @@ static PetscErrorCode CheckDegrees(const char *name, BasisScaleType scale, Petsc
     PetscCall(BasisTestCheck(PETSC_COMM_WORLD, worst_new < 1e-12,
                              "%s: a new point's degree is off its row sum of the graph with it added by %g",
                              name, (double)worst_new));
+  }
+  { /* the bfloat16 products select the same candidates: the same degrees, bit for bit */
+    PetscReal       *d32, *d16;
+    BasisKnnGemmType used;
+    PetscBool        same;
+    PetscCall(PetscMalloc2(L + nnew, &d32, L + nnew, &d16));
+    PetscCall(BasisLandmarksDegree(lm, L, x, d32));
+    PetscCall(BasisLandmarksDegree(lm, nnew, q, d32 + L));
+    PetscCall(BasisLandmarksSetGemm(lm, BASIS_KNN_GEMM_BF16, &used));
+    PetscCall(BasisLandmarksDegree(lm, L, x, d16));
+    PetscCall(BasisLandmarksDegree(lm, nnew, q, d16 + L));
+    same = (PetscBool)!memcmp(d32, d16, sizeof(PetscReal) * (L + nnew));
+    PetscCall(BasisTestCheck(PETSC_COMM_WORLD, used != BASIS_KNN_GEMM_BF16 || same,
+                             "%s: the degrees with bfloat16 products differ from those with float ones",
+                             name));
+    PetscCall(BasisLandmarksSetGemm(lm, BASIS_KNN_GEMM_FLOAT, NULL));
+    PetscCall(PetscFree2(d32, d16));
   }
   PetscCall(BasisLandmarksDegree(lm, 1, x + 7 * D, &dup));
   PetscCall(BasisLandmarksDegree(lm, L, x, deg));

@@ -33,6 +33,9 @@ PetscErrorCode BasisBf16GramCreate(BasisBf16Gram *g);
    squared norms ||x_i||^2 in double). */
 PetscErrorCode BasisBf16GramSetPoints(BasisBf16Gram g, PetscInt n, PetscInt D, const float x[],
                                       const PetscReal xn[], PetscReal *rho);
+/* Replace the kept rows i0 .. i0 + n by x [n][D] rounded; rho as above, for these rows. */
+PetscErrorCode BasisBf16GramSetRows(BasisBf16Gram g, PetscInt i0, PetscInt n, const float x[],
+                                    const PetscReal xn[], PetscReal *rho);
 /* G [rows][ldg] = -2 X[i0 .. i0 + rows) X[j0 .. j0 + cols)^T of the kept points, float. */
 PetscErrorCode BasisBf16GramProduct(BasisBf16Gram g, PetscInt i0, PetscInt rows, PetscInt j0, PetscInt cols,
                                     float G[], PetscInt ldg);

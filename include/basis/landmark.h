@@ -24,6 +24,7 @@ typedef struct {
 PetscErrorCode BasisLandmarksCreate(const BasisGraphParams *graph, PetscInt m, PetscInt L, PetscInt D,
                                     const float x[], BasisLandmarks *lm);
 PetscErrorCode BasisLandmarksGetSize(BasisLandmarks lm, PetscInt *L, PetscInt *knn);
+PetscErrorCode BasisLandmarksSetGemm(BasisLandmarks lm, BasisKnnGemmType type, BasisKnnGemmType *used);
 PetscErrorCode BasisLandmarksDegree(BasisLandmarks lm, PetscInt n, const float x[], PetscReal degree[]);
 PetscErrorCode BasisLandmarksFit(BasisLandmarks lm, PetscInt n, const float x[], const PetscReal y[],
                                  BasisLandmarksFitResult *fit);
