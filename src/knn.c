@@ -176,11 +176,6 @@ static inline PetscReal Dist2(PetscInt D, const float a[], const float b[])
   return D >= BASIS_DIST2_WIDE ? Dist2Lanes(D, a, b, 8) : Dist2Lanes(D, a, b, 4);
 }
 
-PetscReal BasisKnnDistance2(PetscInt D, const float a[], const float b[])
-{
-  return Dist2(D, a, b);
-}
-
 /* (d, g) orders before (e, h): smaller distance, then smaller global index. */
 static inline PetscBool Before(PetscReal d, PetscInt g, PetscReal e, PetscInt h)
 {
@@ -308,6 +303,16 @@ static void SquaredNorms(PetscInt n, PetscInt D, const float x[], PetscReal nrm[
     for (PetscInt d = 0; d < D; d++) s += (PetscReal)xi[d] * xi[d];
     nrm[i] = s;
   }
+}
+
+PetscReal BasisKnnDistance2(PetscInt D, const float a[], const float b[])
+{
+  return Dist2(D, a, b);
+}
+
+void BasisKnnSquaredNorms(PetscInt n, PetscInt D, const float x[], PetscReal nrm[])
+{
+  SquaredNorms(n, D, x, nrm);
 }
 
 /* mark [j] = (pf [j] + g [j] <= T) for a tile row, as bytes: one vector pass. */

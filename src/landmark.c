@@ -111,11 +111,7 @@ PetscErrorCode BasisLandmarksCreate(const BasisGraphParams *graph, PetscInt m, P
   PetscCall(PetscMalloc4(L, &b->od, L, &b->oj, BASIS_LANDMARK_BLOCK, &b->deg, BASIS_LANDMARK_BLOCK, &b->qn));
   PetscCall(PetscMalloc4(lp.knn + 1, &b->hv, lp.knn + 1, &b->hj, L, &b->p2, L, &b->rk));
   PetscCall(PetscArraycpy(b->x, x, (size_t)L * D));
-  for (PetscInt j = 0; j < L; j++) {
-    PetscReal s = 0;
-    for (PetscInt d = 0; d < D; d++) s += (PetscReal)x[(size_t)j * D + d] * x[(size_t)j * D + d];
-    b->xn[j] = s;
-  }
+  BasisKnnSquaredNorms(L, D, x, b->xn);
   PetscCall(BasisKnnCreate(L, lp.knn, &knn));
   PetscCall(BasisKnnSelf(&knn, D, b->x));
   PetscCall(PetscMalloc1(L, &sigma));
@@ -267,12 +263,7 @@ static PetscErrorCode BlockDegree(BasisLandmarks lm, PetscInt n, const float x[]
   const PetscInt L = lm->L, D = lm->D;
 
   PetscFunctionBeginUser;
-  for (PetscInt i = 0; i < n; i++) {
-    const float *q = x + (size_t)i * D;
-    PetscReal    s = 0;
-    for (PetscInt d = 0; d < D; d++) s += (PetscReal)q[d] * q[d];
-    lm->qn[i] = s;
-  }
+  BasisKnnSquaredNorms(n, D, x, lm->qn);
   if (lm->bf16) { /* the block is kept after the landmarks (BasisLandmarksSetGemm) */
     PetscReal rho_q;
     PetscCall(BasisBf16GramSetRows(lm->bf16, L, n, x, lm->qn, &rho_q));

@@ -405,9 +405,10 @@ static PetscErrorCode StartFresh(BasisTrainer t)
   }
   if (mo->spec.L > 0) { /* a uniform subset of the reference rows, as the anchors */
     PetscInt *pos;
+    BasisRng  pick;
     PetscCall(PetscMalloc1(mo->spec.L, &pos));
-    BasisRngSeed(&init, (uint64_t)mo->spec.seed, BASIS_STREAM_LANDMARKS);
-    PetscCall(BasisRngSample(&init, mo->spec.R, mo->spec.L, pos));
+    BasisRngSeed(&pick, (uint64_t)mo->spec.seed, BASIS_STREAM_LANDMARKS);
+    PetscCall(BasisRngSample(&pick, mo->spec.R, mo->spec.L, pos));
     for (PetscInt j = 0; j < mo->spec.L; j++)
       PetscCall(PetscArraycpy(mo->landmark_x + (size_t)j * mo->spec.D, ref_x + (size_t)pos[j] * mo->spec.D,
                               mo->spec.D));

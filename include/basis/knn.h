@@ -56,5 +56,8 @@ void           BasisKnnUnscale(BasisKnn *knn, int e);
 /* The lists' exact squared distance of two points (double, summed in a fixed order that
    depends on D only): the value a list holds for the pair. Not collective. */
 PetscReal BasisKnnDistance2(PetscInt D, const float a[], const float b[]);
+/* nrm [n] = the squared norms of x [n][D] in double, as the lists' candidate bounds use
+   them (summed in vector lanes: within D 2^-53 relative). Not collective. */
+void BasisKnnSquaredNorms(PetscInt n, PetscInt D, const float x[], PetscReal nrm[]);
 /* Free the lists and workspace. Not collective; safe on a zeroed or destroyed struct. */
 PetscErrorCode BasisKnnDestroy(BasisKnn *knn);
