@@ -39,6 +39,10 @@
    enough that the GEMMs run near peak, small enough for any node. */
 #define BASIS_EMBED_CHUNK 8192
 
+/* -landmark_weight: the share of the landmarks' extension in columns 1..K-1
+   (docs/quality.md "The other columns from landmarks"). */
+#define BASIS_EMBED_LANDMARK_WEIGHT 0.75
+
 /* Seconds between progress lines (rank 0). */
 #define BASIS_EMBED_PROGRESS_SECONDS 5.0
 
@@ -57,7 +61,12 @@ struct _p_BasisEmbedder {
   PetscReal              *R;             /* [K][K] upper triangular, row-major; NULL: no orthonormalisation */
   BasisTrivialType        trivial;       /* -trivial, as asked */
   PetscBool               trivial_given; /*   on the command line (then landmarks must exist) */
-  BasisLandmarks          lm;            /* column 0 from landmark degrees; NULL: the network's */
+  PetscReal               weight;        /* -landmark_weight, as asked */
+  PetscBool               weight_given;  /*   on the command line (then landmarks must exist) */
+  BasisLandmarks          lm;            /* the landmarks' graph; NULL: the network's columns */
+  PetscBool               col0;          /* column 0 from landmark degrees (-trivial landmarks) */
+  PetscReal               used_weight;   /* columns 1.. extended from the landmarks with this weight */
+  PetscReal               ext_r;         /*   and the extension's worst fit at the landmarks */
   BasisLandmarksFitResult fit;
   const char             *why;      /* why not, when lm is NULL under -trivial landmarks */
   BasisKnnGemmType        knn_gemm; /* -knn_gemm: precision of the landmark products (same degrees) */
@@ -118,6 +127,7 @@ PetscErrorCode BasisEmbedderCreate(MPI_Comm comm, BasisEmbedder *e)
   (*e)->ortho     = BASIS_ORTHO_NONE;
   (*e)->precision = BASIS_MLP_FLOAT;
   (*e)->trivial   = BASIS_TRIVIAL_LANDMARKS;
+  (*e)->weight    = BASIS_EMBED_LANDMARK_WEIGHT;
   (*e)->knn_gemm  = BASIS_KNN_GEMM_AUTO;
   PetscFunctionReturn(0);
 }
@@ -176,8 +186,43 @@ PetscErrorCode BasisEmbedderSetFromOptions(BasisEmbedder e)
                              "degree among the model's landmarks, where it has them) or network",
                              NULL, BasisTrivialTypes, (PetscEnum)e->trivial, (PetscEnum *)&e->trivial,
                              &e->trivial_given));
+  PetscCall(
+      PetscOptionsReal("-landmark_weight",
+                       "Columns 1..K-1 = (1 - w) network + w (their extension from the network's outputs "
+                       "at the model's landmarks through each point's graph weights); 0: the network's",
+                       NULL, e->weight, &e->weight, &e->weight_given));
   PetscOptionsEnd();
+  PetscCheck(e->weight >= 0 && e->weight <= 1, e->comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "-landmark_weight %g is not in [0, 1]: 0 keeps the network's columns, 1 takes their extension "
+             "from the landmarks alone",
+             (double)e->weight);
   PetscCall(BasisMLPPrecisionResolve(e->comm, &e->precision));
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode EnsureCapacity(BasisEmbedder e, PetscInt rows);
+
+/* The network's outputs at the model's landmarks, in the embedding's units, for the
+   extension of columns 1..K-1 (BasisLandmarksSetNetwork). Every rank computes all of them,
+   the same on each, so the embedding does not depend on the rank count. */
+static PetscErrorCode SetNetworkAtLandmarks(BasisEmbedder e)
+{
+  const BasisModel *mo = e->model;
+  const PetscInt    L = mo->spec.L, K = e->K;
+  float            *f;
+
+  PetscFunctionBeginUser;
+  PetscCall(EnsureCapacity(e, PetscMin(L, e->chunk)));
+  PetscCall(PetscMalloc1((size_t)L * K, &f));
+  for (PetscInt lo = 0; lo < L; lo += e->capacity) {
+    const PetscInt cnt = PetscMin(e->capacity, L - lo);
+    BasisModelNormaliseInput(mo, cnt, mo->landmark_x + (size_t)lo * e->D, e->xn);
+    PetscCall(BasisMLPForward(e->mlp, cnt, e->xn, f + (size_t)lo * K));
+    BasisModelOutput(mo, cnt, f + (size_t)lo * K);
+  }
+  PetscCall(BasisLandmarksSetNetwork(e->lm, K, f, e->weight, &e->ext_r));
+  PetscCall(PetscFree(f));
+  e->used_weight = e->weight;
   PetscFunctionReturn(0);
 }
 
@@ -204,8 +249,8 @@ PetscErrorCode BasisEmbedderSetUp(BasisEmbedder e)
     PetscCall(PetscArraycpy(e->R, mo->ortho_R, e->K * e->K));
   }
   PetscCall(BasisLandmarksDestroy(&e->lm));
-  e->why = NULL;
-  if (e->trivial == BASIS_TRIVIAL_LANDMARKS) {
+  e->why = NULL, e->col0 = PETSC_FALSE, e->used_weight = 0;
+  if (e->trivial == BASIS_TRIVIAL_LANDMARKS || e->weight > 0) {
     PetscMPIInt usable;
     PetscCall(BasisLandmarksCreateFromModel(mo, &e->lm, &e->fit, &e->why));
     /* the same model gives the same verdict on every rank; agreed all the same, so that a
@@ -216,21 +261,35 @@ PetscErrorCode BasisEmbedderSetUp(BasisEmbedder e)
       PetscCall(BasisLandmarksDestroy(&e->lm));
       e->why = "the ranks disagree on the landmarks' fit";
     }
-    if (e->lm) PetscCall(BasisLandmarksSetGemm(e->lm, e->knn_gemm, NULL));
-    PetscCheck(e->lm || !e->trivial_given, e->comm, PETSC_ERR_ARG_INCOMP,
+    PetscCheck(e->lm || !(e->trivial_given && e->trivial == BASIS_TRIVIAL_LANDMARKS), e->comm,
+               PETSC_ERR_ARG_INCOMP,
                "-trivial landmarks: model %s cannot give them: %s; use -trivial network", e->name, e->why);
+    PetscCheck(e->lm || !(e->weight_given && e->weight > 0), e->comm, PETSC_ERR_ARG_INCOMP,
+               "-landmark_weight %g: model %s has no usable landmarks: %s; use -landmark_weight 0",
+               (double)e->weight, e->name, e->why);
+    if (e->lm) {
+      PetscCall(BasisLandmarksSetGemm(e->lm, e->knn_gemm, NULL));
+      e->col0 = e->trivial == BASIS_TRIVIAL_LANDMARKS ? PETSC_TRUE : PETSC_FALSE;
+      if (e->weight > 0 && e->K > 1) PetscCall(SetNetworkAtLandmarks(e));
+    }
   }
   PetscCheck(
-      e->ortho != BASIS_ORTHO_STORED || (e->lm != NULL) == mo->ortho_landmarks, e->comm, PETSC_ERR_ARG_INCOMP,
+      e->ortho != BASIS_ORTHO_STORED || e->col0 == mo->ortho_landmarks, e->comm, PETSC_ERR_ARG_INCOMP,
       "model %s's stored orthonormalisation was computed with -trivial %s, this embed uses -trivial %s; "
       "embed with -trivial %s, or run -orthonormalize compute again",
-      e->name, mo->ortho_landmarks ? "landmarks" : "network", e->lm ? "landmarks" : "network",
+      e->name, mo->ortho_landmarks ? "landmarks" : "network", e->col0 ? "landmarks" : "network",
       mo->ortho_landmarks ? "landmarks" : "network");
+  PetscCheck(
+      e->ortho != BASIS_ORTHO_STORED || e->used_weight == mo->ortho_landmark_weight, e->comm,
+      PETSC_ERR_ARG_INCOMP,
+      "model %s's stored orthonormalisation was computed with -landmark_weight %g, this embed uses %g; "
+      "embed with -landmark_weight %g, or run -orthonormalize compute again",
+      e->name, (double)mo->ortho_landmark_weight, (double)e->used_weight, (double)mo->ortho_landmark_weight);
   e->setup = PETSC_TRUE;
   PetscFunctionReturn(0);
 }
 
-/* BasisEmbedderView - where column 0 comes from, one line on rank 0. Collective. */
+/* BasisEmbedderView - where the columns come from, a line or two on rank 0. Collective. */
 PetscErrorCode BasisEmbedderView(BasisEmbedder e)
 {
   PetscInt L, k;
@@ -238,23 +297,32 @@ PetscErrorCode BasisEmbedderView(BasisEmbedder e)
   PetscFunctionBeginUser;
   if (!e->lm) {
     if (e->why && e->model->spec.graph.laplacian == BASIS_LAPLACIAN_SYM)
-      PetscCall(PetscPrintf(e->comm, "embed: column 0 is the network's: %s\n", e->why));
+      PetscCall(PetscPrintf(e->comm, "embed: the network's columns: %s\n", e->why));
     PetscFunctionReturn(0);
   }
   PetscCall(BasisLandmarksGetSize(e->lm, &L, &k));
-  PetscCall(
-      PetscPrintf(e->comm,
-                  "embed: column 0 (the trivial eigenvector) from each point's degree among %d landmarks "
-                  "(k = %d; -trivial network for the network's)\n",
-                  (int)L, (int)k));
+  if (e->col0)
+    PetscCall(
+        PetscPrintf(e->comm,
+                    "embed: column 0 (the trivial eigenvector) from each point's degree among %d landmarks "
+                    "(k = %d; -trivial network for the network's)\n",
+                    (int)L, (int)k));
+  if (e->used_weight > 0)
+    PetscCall(PetscPrintf(
+        e->comm,
+        "embed: columns 1..%d = %.2f x the network's + %.2f x their extension from its outputs "
+        "at the %d landmarks (fit r >= %.3f there; -landmark_weight 0 for the network's)\n",
+        (int)e->K - 1, (double)(1 - e->used_weight), (double)e->used_weight, (int)L, (double)e->ext_r));
   PetscFunctionReturn(0);
 }
 
-/* BasisEmbedderUsesLandmarks - whether column 0 comes from the landmarks. Not collective. */
-PetscErrorCode BasisEmbedderUsesLandmarks(BasisEmbedder e, PetscBool *landmarks)
+/* BasisEmbedderUsesLandmarks - whether column 0 comes from the landmarks, and the weight of
+   the landmarks' extension in columns 1..K-1 (0: none). Not collective. */
+PetscErrorCode BasisEmbedderUsesLandmarks(BasisEmbedder e, PetscBool *col0, PetscReal *weight)
 {
   PetscFunctionBeginUser;
-  *landmarks = e->lm ? PETSC_TRUE : PETSC_FALSE;
+  if (col0) *col0 = e->col0;
+  if (weight) *weight = e->used_weight;
   PetscFunctionReturn(0);
 }
 
@@ -296,7 +364,8 @@ static PetscErrorCode EnsureCapacity(BasisEmbedder e, PetscInt rows)
 
 /*
   BasisEmbedderApply - embed n rows: y = f((x - mean) / scale) * out_scale + out_shift,
-  column 0 from the landmarks where the embedder uses them (-trivial), then y R^-1 when an orthonormalisation
+  column 0 from the landmarks where the embedder uses them (-trivial), columns 1.. blended
+  with their extension from the landmarks (-landmark_weight), then y R^-1 when an orthonormalisation
   is set (-orthonormalize stored, or after BasisEmbedderOrthonormalize).
 
   Not collective. Input: x [n][D] raw features (n may be 0). Output: y [n][K].
@@ -321,7 +390,7 @@ PetscErrorCode BasisEmbedderApply(BasisEmbedder e, PetscInt n, const float x[], 
     BasisModelNormaliseInput(mo, cnt, x + (size_t)lo * e->D, e->xn);
     PetscCall(BasisMLPForward(e->mlp, cnt, e->xn, yc));
     BasisModelOutput(mo, cnt, yc);
-    if (e->lm) PetscCall(BasisLandmarksColumn(e->lm, &e->fit, cnt, e->xn, e->K, yc));
+    if (e->lm) PetscCall(BasisLandmarksColumn(e->lm, e->col0 ? &e->fit : NULL, cnt, e->xn, e->K, yc));
     if (e->R) ApplyInverseR(cnt, e->K, e->R, yc);
   }
   PetscCall(PetscLogEventEnd(BASIS_Embed, 0, 0, 0, 0));
@@ -381,7 +450,8 @@ static PetscErrorCode WriteEmbeddingAttrs(hid_t dset, BasisEmbedder e, const cha
   PetscCall(BasisH5AttrWriteString(dset, "orthonormalize", BasisOrthoTypes[e->ortho]));
   PetscCall(BasisH5AttrWriteString(dset, "mlp_precision", BasisMLPPrecisions[e->precision]));
   PetscCall(BasisH5AttrWriteString(
-      dset, "trivial", BasisTrivialTypes[e->lm ? BASIS_TRIVIAL_LANDMARKS : BASIS_TRIVIAL_NETWORK]));
+      dset, "trivial", BasisTrivialTypes[e->col0 ? BASIS_TRIVIAL_LANDMARKS : BASIS_TRIVIAL_NETWORK]));
+  PetscCall(BasisH5AttrWriteDouble(dset, "landmark_weight", 1, &e->used_weight));
   PetscCall(BasisH5AttrWriteString(dset, "basis_version", BASIS_VERSION));
   PetscCall(
       BasisModelWriteAttributes(dset, e->model)); /* the model's parameters, by the model file's names */
@@ -547,7 +617,7 @@ PetscErrorCode BasisEmbedMain(MPI_Comm comm)
     PetscCall(PetscFree(mo.ortho_R));
     PetscCall(PetscMalloc1(K * K, &mo.ortho_R));
     PetscCall(PetscArraycpy(mo.ortho_R, R, K * K));
-    PetscCall(BasisEmbedderUsesLandmarks(e, &mo.ortho_landmarks));
+    PetscCall(BasisEmbedderUsesLandmarks(e, &mo.ortho_landmarks, &mo.ortho_landmark_weight));
     PetscCall(BasisModelWrite(comm, model_path, PETSC_TRUE, minputs, &mo));
     PetscCall(PetscPrintf(
         comm, "embed: stored the orthonormalisation in %s (-orthonormalize stored reuses it)\n", model_path));

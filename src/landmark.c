@@ -1,5 +1,6 @@
 /*
-  landmark.c - the trivial eigenvector of -laplacian sym from degrees among landmarks.
+  landmark.c - the trivial eigenvector of -laplacian sym from degrees among landmarks, and
+  the network's other columns extended from its outputs at the landmarks.
 
   For L_sym = I - D^-1/2 W D^-1/2 the eigenvector of eigenvalue 0 is D^1/2 1: its entry at
   a point is the square root of the point's degree. Of the K directions it is the one the
@@ -28,6 +29,17 @@
   exact search, the same bit for bit in either precision. Cost per point: 2 D L flops of
   GEMM (D = 784, L = 4096: 6.4 MFLOP, about three forward passes of the default network)
   and a few passes over L values.
+  The same weights extend the network's other columns (BasisLandmarksSetNetwork, embed
+  -landmark_weight): the Nystrom extension of D^-1/2 W D^-1/2 u = (1 - lambda) u,
+      ext_c(x) = sum_j W(x, j) f_c(l_j) / sqrt(d(x) d_j),
+  with the network's outputs f at the landmarks as u there and d_j a landmark's degree in
+  the landmarks' graph, mapped to f's units by a least-squares a_c ext_c + b_c fitted on the
+  landmarks (each extended from the others). The network is accurate at points it trained
+  on and less so at others; the extension carries its values at training points (the
+  landmarks) to any point through the graph rule itself. Column c >= 1 of the embedding is
+  (1 - w) f_c(x) + w (a_c ext_c(x) + b_c); docs/quality.md "The other columns from
+  landmarks" has the measurements (w = 0.75 best in and out of sample).
+
   Not collective: every rank builds the same object from the same model.
 */
 #include <basis/landmark.h>
@@ -64,7 +76,20 @@ struct _p_BasisLandmarks {
   PetscReal     *qn;         /* [BASIS_LANDMARK_BLOCK] squared norms of a block of queries */
   BasisBf16Gram  bf16;       /* the products in bfloat16 (BasisLandmarksSetGemm), or NULL: float */
   PetscReal      rho_l;      /*   and the landmarks' rounding bound (bf16gram.h) */
+  PetscReal     *dl;         /* [L] each landmark's degree in the landmark graph */
+  /* the extension of the network's columns (BasisLandmarksSetNetwork); K = 0: none */
+  PetscInt   K;
+  PetscReal *v;       /* [L][K] the network's output at landmark j / sqrt(dl[j]) */
+  PetscReal *ext;     /* [BASIS_LANDMARK_BLOCK][K] the extension of a block of queries */
+  PetscReal  weight;  /* columns 1.. = (1 - weight) network + weight (a ext + b) */
+  PetscReal *ea, *eb; /* [K] the extension's map a ext + b per column, fitted on the landmarks */
 };
+
+/* w = exp(-d2 / s2), with the limit of a zero scale: 1 at distance 0, else 0. */
+static inline PetscReal Weight(PetscReal d2, PetscReal s2)
+{
+  return s2 > 0 ? PetscExpReal(-d2 / s2) : (d2 == 0 ? 1.0 : 0.0);
+}
 
 /* The margin of the float passes for products whose inputs were rounded with relative
    error at most rho (0: float GEMM on the float points). The product's error is knn.c's
@@ -136,6 +161,13 @@ PetscErrorCode BasisLandmarksCreate(const BasisGraphParams *graph, PetscInt m, P
     b->r2f[j] = (float)b->r2[j];
     if ((PetscReal)b->r2f[j] < b->r2[j]) b->r2f[j] = nextafterf(b->r2f[j], FLT_MAX);
   }
+  /* the landmark graph's degrees, row sums of (W + W^T) / 2 from the lists */
+  PetscCall(PetscCalloc1(L, &b->dl));
+  for (PetscInt i = 0; i < L; i++)
+    for (PetscInt t = 0; t < lp.knn; t++) {
+      const PetscReal w = 0.5 * Weight(knn.d2[i * lp.knn + t], b->s2[i]);
+      b->dl[i] += w, b->dl[knn.idx[i * lp.knn + t]] += w;
+    }
   PetscCall(PetscFree(sigma));
   PetscCall(BasisKnnDestroy(&knn));
   SetMargin(b, 0);
@@ -169,12 +201,6 @@ static void HeapDown(float hv[], PetscInt hj[], PetscInt n, PetscInt p)
   }
 }
 
-/* w = exp(-d2 / s2), with the limit of a zero scale: 1 at distance 0, else 0. */
-static inline PetscReal Weight(PetscReal d2, PetscReal s2)
-{
-  return s2 > 0 ? PetscExpReal(-d2 / s2) : (d2 == 0 ? 1.0 : 0.0);
-}
-
 /* Sort the first n candidates by (distance, landmark), the graph rule's order. */
 static void SortCandidates(PetscInt n, PetscReal d[], PetscInt j[])
 {
@@ -188,6 +214,13 @@ static void SortCandidates(PetscInt n, PetscReal d[], PetscInt j[])
   }
 }
 
+/* ext += w v_j (the extension's sum; BasisLandmarksSetNetwork). */
+static inline void Accumulate(BasisLandmarks lm, PetscInt j, PetscReal w, PetscReal ext[])
+{
+  const PetscReal *vj = lm->v + (size_t)j * lm->K;
+  for (PetscInt c = 0; c < lm->K; c++) ext[c] += w * vj[c];
+}
+
 /*
   The degree of one query q [D] (squared norm qn) from its row a [L] of -2 q.l, which it
   overwrites. Float passes over the L landmarks find (1) the k + 1 smallest GEMM distances
@@ -196,7 +229,7 @@ static void SortCandidates(PetscInt n, PetscReal d[], PetscInt j[])
   those get an exact distance (one each).
 */
 static PetscErrorCode QueryDegree(BasisLandmarks lm, const float q[], PetscReal qn, float a[],
-                                  PetscReal *degree)
+                                  PetscReal *degree, PetscReal ext[])
 {
   const PetscInt L = lm->L, k = lm->k, c = PetscMin(k + 1, L);
   const float    qf = (float)qn, mq = (float)(lm->mrel * qn + lm->mabs);
@@ -239,7 +272,11 @@ static PetscErrorCode QueryDegree(BasisLandmarks lm, const float q[], PetscReal 
     const PetscInt first = self >= 0 ? 1 : 0;
     nown                 = PetscMin(nown - first, k);
     s2x = lm->scale == BASIS_SCALE_LOCAL ? lm->od[first + PetscMin(lm->s, nown) - 1] : lm->s2[0];
-    for (PetscInt i = 0; i < nown; i++) own += Weight(lm->od[first + i], s2x);
+    for (PetscInt i = 0; i < nown; i++) {
+      const PetscReal w = Weight(lm->od[first + i], s2x);
+      own += w;
+      if (ext) Accumulate(lm, lm->oj[first + i], w, ext);
+    }
   }
   /* the landmarks whose lists the query enters; a query that is not a landmark moves the
      scale neighbour of a landmark it comes nearer to than that neighbour (local scale) */
@@ -251,14 +288,21 @@ static PetscErrorCode QueryDegree(BasisLandmarks lm, const float q[], PetscReal 
        a new point has the largest index, a landmark its own */
     if (j == self || d2 > lm->r2[j] || (d2 == lm->r2[j] && (self < 0 || self > lm->rk[j]))) continue;
     if (self < 0 && lm->scale == BASIS_SCALE_LOCAL && d2 < s2j) s2j = PetscMax(d2, lm->p2[j]);
-    rev += Weight(d2, s2j);
+    {
+      const PetscReal w = Weight(d2, s2j);
+      rev += w;
+      if (ext) Accumulate(lm, j, w, ext);
+    }
   }
   *degree = 0.5 * (own + rev);
+  if (ext) /* sum_j W(x, j) v_j / sqrt(d(x)), W = w / 2; a point with no weight extends to 0 */
+    for (PetscInt c = 0; c < lm->K; c++) ext[c] = *degree > 0 ? 0.5 * ext[c] / PetscSqrtReal(*degree) : 0;
   PetscFunctionReturn(0);
 }
 
 /* Degrees of a block of at most BASIS_LANDMARK_BLOCK queries x [n][D]. */
-static PetscErrorCode BlockDegree(BasisLandmarks lm, PetscInt n, const float x[], PetscReal degree[])
+static PetscErrorCode BlockDegree(BasisLandmarks lm, PetscInt n, const float x[], PetscReal degree[],
+                                  PetscReal ext[])
 {
   const PetscInt L = lm->L, D = lm->D;
 
@@ -274,8 +318,10 @@ static PetscErrorCode BlockDegree(BasisLandmarks lm, PetscInt n, const float x[]
                 (int)D, 0.0f, lm->g, (int)L);
     PetscCall(PetscLogFlops(2.0 * n * L * D));
   }
+  if (ext) PetscCall(PetscArrayzero(ext, (size_t)n * lm->K));
   for (PetscInt i = 0; i < n; i++)
-    PetscCall(QueryDegree(lm, x + (size_t)i * D, lm->qn[i], lm->g + (size_t)i * L, &degree[i]));
+    PetscCall(QueryDegree(lm, x + (size_t)i * D, lm->qn[i], lm->g + (size_t)i * L, &degree[i],
+                          ext ? ext + (size_t)i * lm->K : NULL));
   PetscFunctionReturn(0);
 }
 
@@ -325,9 +371,30 @@ PetscErrorCode BasisLandmarksDegree(BasisLandmarks lm, PetscInt n, const float x
   PetscFunctionBeginUser;
   PetscCall(PetscLogEventBegin(BASIS_Landmarks, 0, 0, 0, 0));
   for (PetscInt lo = 0; lo < n; lo += BASIS_LANDMARK_BLOCK)
-    PetscCall(BlockDegree(lm, PetscMin(BASIS_LANDMARK_BLOCK, n - lo), x + (size_t)lo * lm->D, degree + lo));
+    PetscCall(
+        BlockDegree(lm, PetscMin(BASIS_LANDMARK_BLOCK, n - lo), x + (size_t)lo * lm->D, degree + lo, NULL));
   PetscCall(PetscLogEventEnd(BASIS_Landmarks, 0, 0, 0, 0));
   PetscFunctionReturn(0);
+}
+
+/* Least squares y ~ a x + b over n pairs (x, y strided), and their correlation r (a = 0,
+   b = mean y, r = 0 where x does not vary). */
+static void LineFit(PetscInt n, const PetscReal x[], PetscInt xs, const float y32[], const PetscReal y64[],
+                    PetscInt ys, PetscReal *a, PetscReal *b, PetscReal *r)
+{
+  PetscReal mx = 0, my = 0, sxx = 0, syy = 0, sxy = 0;
+
+#define Y(i) (y32 ? (PetscReal)y32[(size_t)(i)*ys] : y64[(size_t)(i)*ys])
+  for (PetscInt i = 0; i < n; i++) mx += x[(size_t)i * xs], my += Y(i);
+  mx /= PetscMax(n, 1), my /= PetscMax(n, 1);
+  for (PetscInt i = 0; i < n; i++) {
+    const PetscReal dx = x[(size_t)i * xs] - mx, dy = Y(i) - my;
+    sxx += dx * dx, syy += dy * dy, sxy += dx * dy;
+  }
+#undef Y
+  *a = sxx > 0 ? sxy / sxx : 0;
+  *b = my - *a * mx;
+  *r = sxx > 0 && syy > 0 ? sxy / PetscSqrtReal(sxx * syy) : 0;
 }
 
 /*
@@ -341,40 +408,104 @@ PetscErrorCode BasisLandmarksDegree(BasisLandmarks lm, PetscInt n, const float x
 PetscErrorCode BasisLandmarksFit(BasisLandmarks lm, PetscInt n, const float x[], const PetscReal y[],
                                  BasisLandmarksFitResult *fit)
 {
-  PetscReal *deg, mx = 0, my = 0, sxx = 0, syy = 0, sxy = 0;
+  PetscReal *deg;
 
   PetscFunctionBeginUser;
   PetscCall(PetscMalloc1(PetscMax(n, 1), &deg));
   PetscCall(BasisLandmarksDegree(lm, n, x, deg));
-  for (PetscInt i = 0; i < n; i++) deg[i] = PetscSqrtReal(deg[i]), mx += deg[i], my += y[i];
-  mx /= PetscMax(n, 1), my /= PetscMax(n, 1);
-  for (PetscInt i = 0; i < n; i++) {
-    sxx += (deg[i] - mx) * (deg[i] - mx);
-    syy += (y[i] - my) * (y[i] - my);
-    sxy += (deg[i] - mx) * (y[i] - my);
-  }
+  for (PetscInt i = 0; i < n; i++) deg[i] = PetscSqrtReal(deg[i]);
+  LineFit(n, deg, 1, NULL, y, 1, &fit->alpha, &fit->beta, &fit->r);
   PetscCall(PetscFree(deg));
-  fit->alpha = sxx > 0 ? sxy / sxx : 0;
-  fit->beta  = my - fit->alpha * mx;
-  fit->r     = sxx > 0 && syy > 0 ? sxy / PetscSqrtReal(sxx * syy) : 0;
   PetscFunctionReturn(0);
 }
 
 /*
-  BasisLandmarksColumn - y [n][K] column 0 <- alpha sqrt(degree) + beta of the rows x.
+  BasisLandmarksExtend - the extension of the network's columns to the rows x: for each
+  row and column c, ext_c(x) = sum_j W(x, j) f_c(l_j) / sqrt(d(x) d_j), the Nystrom
+  extension of the sym Laplacian's eigenvectors (D^-1/2 W D^-1/2 u = (1 - lambda) u), with
+  the network's outputs f at the landmarks as u there, W the landmarks' graph with x added
+  and d_j a landmark's degree in the landmarks' graph. A landmark itself is left out of its
+  own sum. Rows with no weight on any landmark get 0.
 
-  Not collective. Input: x [n][D] normalised. The other columns are left as they are.
+  Not collective. Input: x [n][D] normalised. Output: ext [n][K] (K of BasisLandmarksSetNetwork).
+*/
+PetscErrorCode BasisLandmarksExtend(BasisLandmarks lm, PetscInt n, const float x[], PetscReal ext[])
+{
+  PetscFunctionBeginUser;
+  PetscCheck(lm->K > 0, PETSC_COMM_SELF, PETSC_ERR_ORDER, "BasisLandmarksSetNetwork must come first");
+  PetscCall(PetscLogEventBegin(BASIS_Landmarks, 0, 0, 0, 0));
+  for (PetscInt lo = 0; lo < n; lo += BASIS_LANDMARK_BLOCK)
+    PetscCall(BlockDegree(lm, PetscMin(BASIS_LANDMARK_BLOCK, n - lo), x + (size_t)lo * lm->D, lm->deg,
+                          ext + (size_t)lo * lm->K));
+  PetscCall(PetscLogEventEnd(BASIS_Landmarks, 0, 0, 0, 0));
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisLandmarksSetNetwork - the network's outputs at the landmarks, for the extension of
+  columns 1..K-1 (BasisLandmarksExtend), and the weight it gets in BasisLandmarksColumn:
+  column c = (1 - weight) f_c(x) + weight (a_c ext_c(x) + b_c), a_c and b_c fitted by least
+  squares over the landmarks, each extended from the others, to their own f_c (the map
+  takes the extension's 1 / (1 - lambda) and the output's shift).
+
+  Not collective. Input: K, f [L][K] (the embedding's units), weight in [0, 1]. Output:
+  rmin (may be NULL): the smallest correlation of ext_c and f_c at the landmarks, c >= 1
+  (1 for K = 1).
+*/
+PetscErrorCode BasisLandmarksSetNetwork(BasisLandmarks lm, PetscInt K, const float f[], PetscReal weight,
+                                        PetscReal *rmin)
+{
+  const PetscInt L = lm->L;
+  PetscReal     *e, worst = 1;
+
+  PetscFunctionBeginUser;
+  PetscCheck(K >= 1 && weight >= 0 && weight <= 1, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
+             "BasisLandmarksSetNetwork: K %d >= 1 and weight %g in [0, 1]", (int)K, (double)weight);
+  PetscCall(PetscFree4(lm->v, lm->ext, lm->ea, lm->eb));
+  lm->K = K, lm->weight = weight;
+  PetscCall(PetscMalloc4((size_t)L * K, &lm->v, (size_t)BASIS_LANDMARK_BLOCK * K, &lm->ext, K, &lm->ea, K,
+                         &lm->eb));
+  for (PetscInt j = 0; j < L; j++)
+    for (PetscInt c = 0; c < K; c++)
+      lm->v[(size_t)j * K + c] = lm->dl[j] > 0 ? f[(size_t)j * K + c] / PetscSqrtReal(lm->dl[j]) : 0;
+  PetscCall(PetscMalloc1((size_t)L * K, &e));
+  PetscCall(BasisLandmarksExtend(lm, L, lm->x, e));
+  for (PetscInt c = 0; c < K; c++) { /* least squares f_c ~ a ext_c + b over the landmarks */
+    PetscReal r;
+    LineFit(L, e + c, K, f + c, NULL, K, &lm->ea[c], &lm->eb[c], &r);
+    if (c > 0) worst = PetscMin(worst, r);
+  }
+  PetscCall(PetscFree(e));
+  if (rmin) *rmin = worst;
+  PetscFunctionReturn(0);
+}
+
+/*
+  BasisLandmarksColumn - y [n][K] column 0 <- alpha sqrt(degree) + beta of the rows x (fit
+  NULL: column 0 as it is) and,
+  after BasisLandmarksSetNetwork with a weight w > 0, columns 1..K-1 <- (1 - w) y + w (a
+  ext + b) (rows with no weight on any landmark keep y).
+
+  Not collective. Input: x [n][D] normalised; y [n][K] the network's output (embedding units).
 */
 PetscErrorCode BasisLandmarksColumn(BasisLandmarks lm, const BasisLandmarksFitResult *fit, PetscInt n,
                                     const float x[], PetscInt K, float y[])
 {
+  const PetscBool extend = lm->K == K && lm->weight > 0 && K > 1 ? PETSC_TRUE : PETSC_FALSE;
+  const PetscReal w      = lm->weight;
+
   PetscFunctionBeginUser;
   PetscCall(PetscLogEventBegin(BASIS_Landmarks, 0, 0, 0, 0));
   for (PetscInt lo = 0; lo < n; lo += BASIS_LANDMARK_BLOCK) {
     const PetscInt cnt = PetscMin(BASIS_LANDMARK_BLOCK, n - lo);
-    PetscCall(BlockDegree(lm, cnt, x + (size_t)lo * lm->D, lm->deg));
-    for (PetscInt i = 0; i < cnt; i++)
-      y[(size_t)(lo + i) * K] = (float)(fit->alpha * PetscSqrtReal(lm->deg[i]) + fit->beta);
+    PetscCall(BlockDegree(lm, cnt, x + (size_t)lo * lm->D, lm->deg, extend ? lm->ext : NULL));
+    for (PetscInt i = 0; i < cnt; i++) {
+      float *yi = y + (size_t)(lo + i) * K;
+      if (fit) yi[0] = (float)(fit->alpha * PetscSqrtReal(lm->deg[i]) + fit->beta);
+      if (extend && lm->deg[i] > 0)
+        for (PetscInt c = 1; c < K; c++)
+          yi[c] = (float)((1 - w) * yi[c] + w * (lm->ea[c] * lm->ext[(size_t)i * K + c] + lm->eb[c]));
+    }
   }
   PetscCall(PetscLogEventEnd(BASIS_Landmarks, 0, 0, 0, 0));
   PetscFunctionReturn(0);
@@ -390,6 +521,8 @@ PetscErrorCode BasisLandmarksDestroy(BasisLandmarks *lm)
   PetscCall(PetscFree4((*lm)->od, (*lm)->oj, (*lm)->deg, (*lm)->qn));
   PetscCall(BasisBf16GramDestroy(&(*lm)->bf16));
   PetscCall(PetscFree4((*lm)->hv, (*lm)->hj, (*lm)->p2, (*lm)->rk));
+  PetscCall(PetscFree4((*lm)->v, (*lm)->ext, (*lm)->ea, (*lm)->eb));
+  PetscCall(PetscFree((*lm)->dl));
   PetscCall(PetscFree(*lm));
   PetscFunctionReturn(0);
 }

@@ -17,6 +17,7 @@
     /train/history [steps][4] float64       (loss, align residual, cond, inliers)
     /orthonormalize/R [K][K] float64        (optional; `basis embed -orthonormalize`), with the
                  root attribute orthonormalize_trivial (landmarks | network: the -trivial of R)
+                 and orthonormalize_landmark_weight (the -landmark_weight of R)
   Writing goes through BasisOutput (temporary name, completeness attribute, rename), so
   an interrupted checkpoint never replaces the previous good one. Reading checks the
   format version, completeness, the shape of every dataset and that every value the model
@@ -244,6 +245,7 @@ static PetscErrorCode ModelWriteFile(hid_t f, const BasisModel *mo)
     PetscCall(BasisH5WriteArray(f, "orthonormalize/R", F64, MD, 2, dims, mo->ortho_R));
     PetscCall(
         BasisH5AttrWriteString(f, "orthonormalize_trivial", mo->ortho_landmarks ? "landmarks" : "network"));
+    PetscCall(BasisH5AttrWriteDouble(f, "orthonormalize_landmark_weight", 1, &mo->ortho_landmark_weight));
   }
   PetscFunctionReturn(0);
 }
@@ -466,6 +468,11 @@ static PetscErrorCode ModelReadArrays(hid_t f, BasisModel *mo)
       PetscBool found;
       PetscCall(BasisH5AttrReadString(f, "orthonormalize_trivial", sizeof(trivial), trivial, &found));
       mo->ortho_landmarks = found && !strcmp(trivial, "landmarks") ? PETSC_TRUE : PETSC_FALSE;
+    }
+    { /* absent from files written before the extension existed: the network's columns */
+      PetscInt n                = 1;
+      mo->ortho_landmark_weight = 0;
+      PetscCall(BasisH5AttrReadDouble(f, "orthonormalize_landmark_weight", &n, &mo->ortho_landmark_weight));
     }
   }
   PetscFunctionReturn(0);

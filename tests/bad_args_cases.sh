@@ -153,6 +153,12 @@ bad_args_cases() {
     "$E -model $w/m0.h5 -output $w/out.h5 -trivial landmarks"
   add "embed -orthonormalize stored, other -trivial" - "ms.h5's stored orthonormalisation was computed with -trivial landmarks, this embed uses -trivial network" \
     "$E -model $w/ms.h5 -output $w/out.h5 -orthonormalize stored -trivial network"
+  add "embed -landmark_weight 2" - "-landmark_weight 2.* is not in \\[0, 1\\]" "$E -model $w/m.h5 -output $w/out.h5 -landmark_weight 2"
+  add "embed -landmark_weight nan" - "-landmark_weight nan.* is not in \\[0, 1\\]" "$E -model $w/m.h5 -output $w/out.h5 -landmark_weight nan"
+  add "embed -landmark_weight, model without" - "-landmark_weight 0.5: model .*m0.h5 has no usable landmarks: the model has no landmarks.*use -landmark_weight 0" \
+    "$E -model $w/m0.h5 -output $w/out.h5 -landmark_weight 0.5"
+  add "embed -orthonormalize stored, other -landmark_weight" - "ms.h5's stored orthonormalisation was computed with -landmark_weight 0.75, this embed uses 0.5" \
+    "$E -model $w/ms.h5 -output $w/out.h5 -orthonormalize stored -landmark_weight 0.5"
   add "embed -mlp_precision fp8" - "Unknown option fp8 for -mlp_precision" "$E -model $w/m.h5 -output $w/out.h5 -mlp_precision fp8"
   # exact
   add "exact -dim >= N" - "200 points, fewer than -dim 200 \+ 1" "$X -output $w/out.h5 -dim 200"

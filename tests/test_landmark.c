@@ -9,7 +9,13 @@
         that landmark's degree;
     (d) bfloat16 products (BasisLandmarksSetGemm) give the same degrees bit for bit;
   (c) BasisLandmarksFit recovers y = alpha sqrt(degree) + beta, and BasisLandmarksColumn
-        writes column 0 alone.
+        writes column 0 alone;
+    (e) the extension of columns (BasisLandmarksExtend) is sum_j W(x, j) f_j / sqrt(d(x) d_j)
+        with W the graph with x added and d_j the landmark graph's degrees, for new points
+        and for landmarks (left out of their own sum); D^1/2 1 of the landmark graph extends
+        to itself at the landmarks (eigenvalue 1 of D^-1/2 W D^-1/2), so its fitted map is
+        the identity; BasisLandmarksColumn blends columns 1.. with the weight and, given no
+        fit, leaves column 0.
   Serial (the object is not collective); every verdict is agreed over PETSC_COMM_WORLD.
 */
 #include <basis/landmark.h>
@@ -170,6 +176,142 @@ static PetscErrorCode CheckFit(void)
   PetscFunctionReturn(0);
 }
 
+/* Row i of the graph of the n points x under the rule p: w [n] (dense). */
+static PetscErrorCode GraphRow(const BasisGraphParams *p, PetscInt n, PetscInt D, const float x[], PetscInt i,
+                               PetscReal w[])
+{
+  BasisKnn           knn;
+  Mat                W;
+  PetscInt           nz;
+  const PetscInt    *cols;
+  const PetscScalar *vals;
+
+  PetscFunctionBeginUser;
+  PetscCall(BasisKnnCreate(n, p->knn, &knn));
+  PetscCall(BasisKnnSelf(&knn, D, x));
+  PetscCall(BasisGraphAssemble(PETSC_COMM_SELF, p, &knn, 0, n, &W));
+  PetscCall(PetscArrayzero(w, n));
+  PetscCall(MatGetRow(W, i, &nz, &cols, &vals));
+  for (PetscInt t = 0; t < nz; t++) w[cols[t]] = PetscRealPart(vals[t]);
+  PetscCall(MatRestoreRow(W, i, &nz, &cols, &vals));
+  PetscCall(MatDestroy(&W));
+  PetscCall(BasisKnnDestroy(&knn));
+  PetscFunctionReturn(0);
+}
+
+/* (e): the extension against the graph's own rows. */
+static PetscErrorCode CheckExtension(void)
+{
+  const PetscInt   L = 400, D = 7, m = 100, K = 3, nnew = 8;
+  BasisGraphParams p, lp;
+  BasisLandmarks   lm;
+  BasisRng         rng;
+  float           *x, *q, *f, *y, *y0;
+  PetscReal       *dl, *w, *ext, rmin, worst = 0, worst_self = 0, worst_triv = 0, worst_blend = 0;
+  PetscBool        col0 = PETSC_TRUE;
+
+  PetscFunctionBeginUser;
+  BasisGraphParamsDefault(&p);
+  BasisGraphParamsMatched(&p, L, m, &lp);
+  BasisRngSeed(&rng, 11, 1);
+  PetscCall(PetscMalloc5((size_t)(L + 1) * D, &x, (size_t)nnew * D, &q, (size_t)L * K, &f, (size_t)nnew * K,
+                         &y, (size_t)nnew * K, &y0));
+  PetscCall(PetscMalloc3(L, &dl, L + 1, &w, (size_t)L * K, &ext));
+  Points(&rng, L, D, 0, 1, x);
+  Points(&rng, nnew, D, 0, 1, q);
+  PetscCall(BasisLandmarksCreate(&p, m, L, D, x, &lm));
+  PetscCall(GraphDegrees(&lp, L, D, x, dl));
+  /* column 0: D^1/2 1 of the landmark graph; columns 1, 2: arbitrary values */
+  for (PetscInt j = 0; j < L; j++) {
+    f[j * K]     = (float)PetscSqrtReal(dl[j]);
+    f[j * K + 1] = (float)BasisRngNormal(&rng);
+    f[j * K + 2] = (float)(x[j * D] * x[j * D] - x[j * D + 1]);
+  }
+  PetscCall(BasisLandmarksSetNetwork(lm, K, f, 0.3, &rmin));
+
+  /* new points: W's row of x in the graph of the landmarks with x added */
+  PetscCall(BasisLandmarksExtend(lm, nnew, q, ext));
+  for (PetscInt t = 0; t < nnew; t++) {
+    PetscReal dx = 0;
+    PetscCall(PetscArraycpy(x + (size_t)L * D, q + (size_t)t * D, D));
+    PetscCall(GraphRow(&lp, L + 1, D, x, L, w));
+    for (PetscInt j = 0; j < L; j++) dx += w[j];
+    for (PetscInt c = 0; c < K; c++) {
+      PetscReal e = 0;
+      for (PetscInt j = 0; j < L; j++) e += w[j] * f[j * K + c] / PetscSqrtReal(dl[j]);
+      e /= PetscSqrtReal(dx);
+      worst = PetscMax(worst, PetscAbsReal(ext[t * K + c] - e) / PetscMax(PetscAbsReal(e), 1e-3));
+    }
+  }
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, worst < 1e-10,
+                           "a new point's extension is off sum_j W(x,j) f_j / sqrt(d(x) d_j) by %g",
+                           (double)worst));
+
+  /* landmarks: their own row of the landmark graph, themselves left out */
+  PetscCall(BasisLandmarksExtend(lm, L, x, ext));
+  for (PetscInt i = 0; i < L; i += 37) {
+    PetscCall(GraphRow(&lp, L, D, x, i, w));
+    for (PetscInt c = 1; c < K; c++) {
+      PetscReal e = 0;
+      for (PetscInt j = 0; j < L; j++) e += w[j] * f[j * K + c] / PetscSqrtReal(dl[j]);
+      e /= PetscSqrtReal(dl[i]);
+      worst_self = PetscMax(worst_self, PetscAbsReal(ext[i * K + c] - e) / PetscMax(PetscAbsReal(e), 1e-3));
+    }
+  }
+  for (PetscInt i = 0; i < L; i++)
+    worst_triv = PetscMax(worst_triv, PetscAbsReal(ext[i * K] - f[i * K]) / f[i * K]);
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, worst_self < 1e-10,
+                           "a landmark's extension is off its row of the landmark graph by %g",
+                           (double)worst_self));
+  PetscCall(
+      BasisTestCheck(PETSC_COMM_WORLD, worst_triv < 1e-6,
+                     "D^1/2 1 of the landmark graph does not extend to itself at the landmarks (off by %g)",
+                     (double)worst_triv));
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, rmin > -1 && rmin <= 1, "fit r %g out of range", (double)rmin));
+
+  /* the blend, with column 0 left alone (no fit): weight 1 gives an affine map of the
+     extension (z), weight 0.3 gives 0.7 y + 0.3 z */
+  PetscCall(BasisLandmarksExtend(lm, nnew, q, ext));
+  for (PetscInt i = 0; i < nnew * K; i++) y[i] = y0[i] = (float)BasisRngNormal(&rng);
+  PetscCall(BasisLandmarksSetNetwork(lm, K, f, 1.0, NULL));
+  PetscCall(BasisLandmarksColumn(lm, NULL, nnew, q, K, y));
+  for (PetscInt t = 0; t < nnew; t++) col0 = col0 && y[t * K] == y0[t * K];
+  for (PetscInt c = 1; c < K; c++) { /* z_c = a ext_c + b: the slope between any two points is a */
+    const PetscReal a = (y[K + c] - y[c]) / (ext[K + c] - ext[c]);
+    for (PetscInt t = 2; t < nnew; t++)
+      worst_blend =
+          PetscMax(worst_blend, PetscAbsReal(y[t * K + c] - (y[c] + a * (ext[t * K + c] - ext[c]))) /
+                                    PetscMax(PetscAbsReal(y[t * K + c]), 1e-3));
+  }
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, worst_blend < 1e-4,
+                           "-landmark_weight 1: a column is not an affine map of the extension (off by %g)",
+                           (double)worst_blend));
+  {
+    float *z;
+    PetscCall(PetscMalloc1((size_t)nnew * K, &z));
+    PetscCall(PetscArraycpy(z, y, (size_t)nnew * K));
+    PetscCall(PetscArraycpy(y, y0, (size_t)nnew * K));
+    PetscCall(BasisLandmarksSetNetwork(lm, K, f, 0.3, NULL));
+    PetscCall(BasisLandmarksColumn(lm, NULL, nnew, q, K, y));
+    worst_blend = 0;
+    for (PetscInt t = 0; t < nnew; t++) {
+      col0 = col0 && y[t * K] == y0[t * K];
+      for (PetscInt c = 1; c < K; c++)
+        worst_blend =
+            PetscMax(worst_blend, PetscAbsReal(y[t * K + c] - (0.7 * y0[t * K + c] + 0.3 * z[t * K + c])));
+    }
+    PetscCall(PetscFree(z));
+  }
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, worst_blend < 1e-5,
+                           "-landmark_weight 0.3 is not 0.7 network + 0.3 extension (off by %g)",
+                           (double)worst_blend));
+  PetscCall(BasisTestCheck(PETSC_COMM_WORLD, col0, "BasisLandmarksColumn with no fit changed column 0"));
+  PetscCall(BasisLandmarksDestroy(&lm));
+  PetscCall(PetscFree5(x, q, f, y, y0));
+  PetscCall(PetscFree3(dl, w, ext));
+  PetscFunctionReturn(0);
+}
+
 int main(int argc, char **argv)
 {
   PetscCall(PetscInitialize(&argc, &argv, NULL, NULL));
@@ -179,6 +321,7 @@ int main(int argc, char **argv)
   PetscCall(CheckDegrees("local, D = 300, c + noise", BASIS_SCALE_LOCAL, 128, 256, 300, 1000, 0.01));
   PetscCall(CheckDegrees("local, grid (exact ties)", BASIS_SCALE_LOCAL, 144, 144, 2, 1, -1));
   PetscCall(CheckFit());
+  PetscCall(CheckExtension());
   PetscCall(PetscFinalize());
   return BasisTestFailures() ? 1 : 0;
 }

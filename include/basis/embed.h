@@ -5,7 +5,8 @@
   Lifecycle (PETSc style):
     BasisEmbedderCreate(comm, &e);
     BasisEmbedderSetModel(e, &model, "model.h5");   (borrowed; BasisModelRead)
-    BasisEmbedderSetFromOptions(e);          -chunk, -orthonormalize, -mlp_precision, -trivial
+    BasisEmbedderSetFromOptions(e);          -chunk, -orthonormalize, -mlp_precision, -trivial,
+                                             -landmark_weight, -knn_gemm
     BasisEmbedderSetUp(e);
     BasisEmbedderApply(e, n, x, y);          any n, in chunks of -chunk rows
     BasisEmbedderDestroy(&e);
@@ -31,7 +32,7 @@ PetscErrorCode BasisEmbedderSetModel(BasisEmbedder e, const BasisModel *model, c
 PetscErrorCode BasisEmbedderSetFromOptions(BasisEmbedder e);
 PetscErrorCode BasisEmbedderSetUp(BasisEmbedder e);
 PetscErrorCode BasisEmbedderView(BasisEmbedder e);
-PetscErrorCode BasisEmbedderUsesLandmarks(BasisEmbedder e, PetscBool *landmarks);
+PetscErrorCode BasisEmbedderUsesLandmarks(BasisEmbedder e, PetscBool *col0, PetscReal *weight);
 PetscErrorCode BasisEmbedderGetSizes(BasisEmbedder e, PetscInt *D, PetscInt *K, PetscInt *chunk);
 PetscErrorCode BasisEmbedderGetOrthoType(BasisEmbedder e, BasisOrthoType *ortho);
 PetscErrorCode BasisEmbedderApply(BasisEmbedder e, PetscInt n, const float x[], float y[]);

@@ -60,8 +60,9 @@ typedef struct {
      a resumed run records its last part's), for the record: embed has its own option */
   BasisMLPPrecision mlp_precision;
   /* optional global orthonormalisation of the output, y <- y R^-1 */
-  PetscReal *ortho_R;         /* [K][K] upper triangular, row-major; NULL when not computed */
-  PetscBool  ortho_landmarks; /* R was computed with column 0 from the landmarks (embed -trivial) */
+  PetscReal *ortho_R;               /* [K][K] upper triangular, row-major; NULL when not computed */
+  PetscBool  ortho_landmarks;       /* R was computed with column 0 from the landmarks (embed -trivial) */
+  PetscReal  ortho_landmark_weight; /*   and with this embed -landmark_weight (0: the network's columns) */
 } BasisModel;
 
 /* Per-step diagnostics kept in history: loss, alignment residual, condition number,
