@@ -250,7 +250,7 @@ PetscErrorCode BasisEmbedderSetUp(BasisEmbedder e)
   }
   PetscCall(BasisLandmarksDestroy(&e->lm));
   e->why = NULL, e->col0 = PETSC_FALSE, e->used_weight = 0;
-  if (e->trivial == BASIS_TRIVIAL_LANDMARKS || e->weight > 0) {
+  if (e->trivial == BASIS_TRIVIAL_LANDMARKS || (e->weight > 0 && e->K > 1)) {
     PetscMPIInt usable;
     PetscCall(BasisLandmarksCreateFromModel(mo, &e->lm, &e->fit, &e->why));
     /* the same model gives the same verdict on every rank; agreed all the same, so that a

@@ -34,6 +34,7 @@
 */
 #include <basis/train.h>
 #include <basis/eigensolver.h>
+#include <basis/error.h>
 #include <basis/landmark.h>
 #include <basis/log.h>
 #include <basis/options.h>
@@ -42,6 +43,7 @@
 #include <basis/sample.h>
 #include <math.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -93,7 +95,8 @@ struct _p_BasisTrainer {
      checkpoint keeps while a batch is prepared, so that -resume draws it again */
   PetscBool       prepared;
   BasisRng        rng_before;
-  PetscErrorCode  prep_err; /* non-zero: its graph or alignment failed on this rank */
+  PetscErrorCode  prep_err;      /* non-zero: its graph or alignment failed on this rank, */
+  char            prep_msg[512]; /*   saying this (printed by the step that uses the batch) */
   BasisAlignStats prep_stats;
   float          *xraw, *xn, *yb;       /* [m][D] batch as read, [m][D] normalised, [m][K] targets */
   PetscReal      *phi_b, *lambda_b, *T; /* [m][Kb], [Kb], [K][Kb+1]; Kb = K + -align_extra */
@@ -683,6 +686,16 @@ static PetscReal LearningRate(const BasisModel *mo, PetscInt s)
   return mo->spec.lr_final + 0.5 * (mo->spec.lr - mo->spec.lr_final) * (1.0 + PetscCosReal(PETSC_PI * frac));
 }
 
+/* An error handler that keeps an error's first message in ctx (char[512]) and prints
+   nothing: PrepareBatch's, whose failures the step that uses the batch reports. */
+static PetscErrorCode KeepFirstMessage(MPI_Comm comm, int line, const char *fun, const char *file,
+                                       PetscErrorCode n, PetscErrorType p, const char *mess, void *ctx)
+{
+  (void)comm, (void)line, (void)fun, (void)file;
+  if (p == PETSC_ERROR_INITIAL) snprintf((char *)ctx, 512, "%s", mess && mess[0] ? mess : "(no message)");
+  return n;
+}
+
 /*
   PrepareBatch - step 1-3 of the next training step: draw and fetch its batch, then (on
   this rank alone) its eigenvectors and targets. Collective (the fetch). Nothing here
@@ -704,10 +717,15 @@ static PetscErrorCode PrepareBatch(BasisTrainer t, MPI_Request *req)
   PetscCall(Progress(req));
   PetscCall(PetscLogEventEnd(BASIS_Sample, 0, 0, 0, 0));
   /* 2-3 can fail on one rank only (a batch whose graph is degenerate, an alignment
-     refused as ill-conditioned): that rank prints its reason, contributes a zero
-     gradient and raises a flag that rides in the allreduce, so every rank stops with
-     the same error instead of waiting in the collective. */
+     refused as ill-conditioned): that rank keeps its reason, and the step that uses the
+     batch prints it, contributes a zero gradient and raises a flag that rides in the
+     allreduce, so every rank stops with the same error instead of waiting in the
+     collective. Printed here, a reason could come before the verdict of the step still
+     in flight and be counted with it. */
+  t->prep_msg[0] = 0;
+  PetscCall(PetscPushErrorHandler(KeepFirstMessage, t->prep_msg));
   t->prep_err = LocalTargets(t, req, &t->prep_stats);
+  PetscCall(PetscPopErrorHandler());
   t->prepared = PETSC_TRUE;
   PetscFunctionReturn(0);
 }
@@ -731,6 +749,12 @@ static PetscErrorCode Step(BasisTrainer t)
   ierr = t->prep_err ? t->prep_err : BasisMLPLossBackward(t->mlp, mo->spec.m, t->xn, t->yb, &loss);
   PetscCall(BasisMLPGetArrays(t->mlp, &params, &grad, &am, &av));
   if (ierr) {
+    if (t->prep_err) { /* this rank's reason, as an error on it alone would print it */
+      char why[600];
+      PetscCall(PetscSNPrintf(why, sizeof(why), "the batch of step %d: %s", (int)mo->step + 1, t->prep_msg));
+      (void)BasisErrorHandler(PETSC_COMM_SELF, __LINE__, PETSC_FUNCTION_NAME, __FILE__, ierr,
+                              PETSC_ERROR_INITIAL, why, NULL);
+    }
     PetscCall(PetscArrayzero(grad, mo->nparams));
     loss = 0, stats.residual = stats.cond = 0, stats.inliers = 0;
   }

@@ -127,6 +127,9 @@ bad_args_cases() {
   add "train batch fails on one rank" - \
     "training step [0-9]+ failed on 1 rank\(s\) .*no checkpoint was written; fix what the reason names and retrain$" \
     "train -input $w/dupbatch.h5 -batch 128 -anchors 40 -hidden 16,16 -dim 4 -steps 200 -train_monitor 0 -checkpoint_every 0 -model $w/out.h5"
+  # ... and the failing rank names its reason once, with the step whose batch failed
+  add "train batch fails: the reason" - "basis: error( \\[rank [0-9]+\\])?: the batch of step [0-9]+: .*zero" \
+    "train -input $w/dupbatch.h5 -batch 128 -anchors 40 -hidden 16,16 -dim 4 -steps 200 -train_monitor 0 -checkpoint_every 0 -model $w/out.h5"
   # divergence: -lr 1e6 makes the first Adam step huge, the loss of step 2 is Inf
   add "train non-finite loss" - "diverged at step 2 .*no checkpoint was written; lower -lr" \
     "${T/-steps 2/-steps 30} -model $w/out.h5 -lr 1e6 -checkpoint_every 0"
