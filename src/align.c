@@ -134,8 +134,7 @@ PetscErrorCode BasisAlignParamsSetFromOptions(MPI_Comm comm, BasisAlignParams *p
 {
   PetscFunctionBeginUser;
   PetscOptionsBegin(comm, NULL, "Alignment of batch eigenvectors to the reference", NULL);
-  PetscCall(BasisOptionsCheckEnum(comm, "-align", BasisAlignTypes));
-  PetscCall(PetscOptionsEnum("-align",
+  PetscCall(BasisOptionsEnum("-align",
                              "Affine fit on the anchors: least squares or RANSAC then least squares", NULL,
                              BasisAlignTypes, (PetscEnum)p->type, (PetscEnum *)&p->type, NULL));
   PetscCall(

@@ -165,23 +165,19 @@ PetscErrorCode BasisEmbedderSetFromOptions(BasisEmbedder e)
      refused instead of wrapping */
   PetscCall(BasisOptionsInt("-chunk", "Rows per rank per read/forward/write", NULL, e->chunk, &e->chunk, NULL,
                             1, 100000000));
-  PetscCall(BasisOptionsCheckEnum(e->comm, "-orthonormalize", BasisOrthoTypes));
-  PetscCall(PetscOptionsEnum("-orthonormalize", "Map the output to orthonormal columns", NULL,
+  PetscCall(BasisOptionsEnum("-orthonormalize", "Map the output to orthonormal columns", NULL,
                              BasisOrthoTypes, (PetscEnum)e->ortho, (PetscEnum *)&e->ortho, NULL));
-  PetscCall(BasisOptionsCheckEnum(e->comm, "-mlp_precision", BasisMLPPrecisions));
   PetscCall(
-      PetscOptionsEnum("-mlp_precision",
+      BasisOptionsEnum("-mlp_precision",
                        "Network products: float, bf16 (bfloat16 inputs, float sums; oneDNN), auto (bf16 "
                        "where the CPU has bfloat16 dot products)",
                        NULL, BasisMLPPrecisions, (PetscEnum)e->precision, (PetscEnum *)&e->precision, NULL));
-  PetscCall(BasisOptionsCheckEnum(e->comm, "-knn_gemm", BasisKnnGemmTypes));
   PetscCall(
-      PetscOptionsEnum("-knn_gemm",
+      BasisOptionsEnum("-knn_gemm",
                        "Precision of the landmark distance products: float, bf16, auto (bf16 where the CPU "
                        "has bfloat16 dot products); the degrees are the same in every case",
                        NULL, BasisKnnGemmTypes, (PetscEnum)e->knn_gemm, (PetscEnum *)&e->knn_gemm, NULL));
-  PetscCall(BasisOptionsCheckEnum(e->comm, "-trivial", BasisTrivialTypes));
-  PetscCall(PetscOptionsEnum("-trivial",
+  PetscCall(BasisOptionsEnum("-trivial",
                              "Column 0 (the trivial eigenvector of -laplacian sym): landmarks (each point's "
                              "degree among the model's landmarks, where it has them) or network",
                              NULL, BasisTrivialTypes, (PetscEnum)e->trivial, (PetscEnum *)&e->trivial,

@@ -165,8 +165,7 @@ PetscErrorCode BasisGenerateMain(MPI_Comm comm)
 
   PetscFunctionBeginUser;
   PetscOptionsBegin(comm, NULL, "basis generate: synthetic labelled data", NULL);
-  PetscCall(BasisOptionsCheckEnum(comm, "-type", BasisGenerateTypes));
-  PetscCall(PetscOptionsEnum("-type", "Data set shape", NULL, BasisGenerateTypes, (PetscEnum)p.type,
+  PetscCall(BasisOptionsEnum("-type", "Data set shape", NULL, BasisGenerateTypes, (PetscEnum)p.type,
                              (PetscEnum *)&p.type, NULL));
   PetscCall(PetscOptionsInt("-n", "Number of points N", NULL, p.N, &p.N, NULL));
   PetscCall(PetscOptionsInt("-d", "Number of features D", NULL, p.D, &p.D, NULL));

@@ -92,18 +92,14 @@ PetscErrorCode BasisGraphParamsSetFromOptions(MPI_Comm comm, BasisGraphParams *p
   PetscCall(PetscOptionsInt("-knn", "k: neighbours per point", NULL, p->knn, &p->knn, NULL));
   PetscCall(PetscOptionsInt("-scale_neighbor", "sigma_i = distance to this neighbour (1-based)", NULL,
                             p->scale_neighbor, &p->scale_neighbor, NULL));
-  PetscCall(BasisOptionsCheckEnum(comm, "-scale", BasisScaleTypes));
-  PetscCall(BasisOptionsCheckEnum(comm, "-laplacian", BasisLaplacianTypes));
-  PetscCall(BasisOptionsCheckEnum(comm, "-batch_solver", BasisBatchSolverTypes));
-  PetscCall(BasisOptionsCheckEnum(comm, "-knn_gemm", BasisKnnGemmTypes));
-  PetscCall(PetscOptionsEnum("-scale", "Affinity scale: per point (local) or one median", NULL,
+  PetscCall(BasisOptionsEnum("-scale", "Affinity scale: per point (local) or one median", NULL,
                              BasisScaleTypes, (PetscEnum)p->scale, (PetscEnum *)&p->scale, NULL));
-  PetscCall(PetscOptionsEnum("-laplacian", "Graph Laplacian", NULL, BasisLaplacianTypes,
+  PetscCall(BasisOptionsEnum("-laplacian", "Graph Laplacian", NULL, BasisLaplacianTypes,
                              (PetscEnum)p->laplacian, (PetscEnum *)&p->laplacian, NULL));
-  PetscCall(PetscOptionsEnum(
+  PetscCall(BasisOptionsEnum(
       "-batch_solver", "Batch eigensolver: dense LAPACK or sparse Krylov (SLEPc, -batch_eps_*)", NULL,
       BasisBatchSolverTypes, (PetscEnum)p->batch_solver, (PetscEnum *)&p->batch_solver, NULL));
-  PetscCall(PetscOptionsEnum("-knn_gemm",
+  PetscCall(BasisOptionsEnum("-knn_gemm",
                              "Batch kNN distance products: float, bf16 (bfloat16 inputs, float sums; same "
                              "lists), auto (bf16 where the CPU has bfloat16 dot products)",
                              NULL, BasisKnnGemmTypes, (PetscEnum)p->knn_gemm, (PetscEnum *)&p->knn_gemm,

@@ -249,6 +249,21 @@ static PetscBool ParseInt64(const char *text, long long *v)
 }
 
 /*
+  BasisOptionsEnum - PetscOptionsEnum with an unknown value refused once, on the options'
+  communicator (BasisOptionsCheckEnum), not on PETSC_COMM_SELF of every rank; use inside
+  PetscOptionsBegin/End exactly like PetscOptionsEnum. Collective on that communicator.
+*/
+PetscErrorCode BasisOptionsEnum_Private(PetscOptionItems *PetscOptionsObject, const char opt[],
+                                        const char text[], const char man[], const char *const list[],
+                                        PetscEnum value, PetscEnum *result, PetscBool *set)
+{
+  PetscFunctionBeginUser;
+  PetscCall(BasisOptionsCheckEnum(PetscOptionsObject->comm, opt, list));
+  PetscCall(PetscOptionsEnum_Private(PetscOptionsObject, opt, text, man, list, value, result, set));
+  PetscFunctionReturn(0);
+}
+
+/*
   BasisOptionsInt - PetscOptionsInt with the value read as a 64-bit integer and checked
   against [min, max]; use inside PetscOptionsBegin/End exactly like PetscOptionsInt.
 

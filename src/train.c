@@ -195,8 +195,7 @@ PetscErrorCode BasisTrainerSetFromOptions(BasisTrainer t)
                              t->resume, &t->resume, NULL));
   PetscCall(PetscOptionsInt("-anchors", "Number of anchors l", NULL, mo->spec.l, &mo->spec.l, NULL));
   PetscCall(PetscOptionsInt("-batch", "Batch size m, anchors included", NULL, mo->spec.m, &mo->spec.m, NULL));
-  PetscCall(BasisOptionsCheckEnum(t->comm, "-sample", BasisSampleTypes));
-  PetscCall(PetscOptionsEnum("-sample",
+  PetscCall(BasisOptionsEnum("-sample",
                              "Where a rank draws its batch: global (all ranks' rows, fetched every step) or "
                              "shard (its own rows, no communication)",
                              NULL, BasisSampleTypes, (PetscEnum)mo->spec.sample,
@@ -233,8 +232,7 @@ PetscErrorCode BasisTrainerSetFromOptions(BasisTrainer t)
                              "Prepare the next batch while the gradient allreduce is in flight (the weights "
                              "are the same either way)",
                              NULL, t->overlap, &t->overlap, NULL));
-  PetscCall(BasisOptionsCheckEnum(t->comm, "-mlp_precision", BasisMLPPrecisions));
-  PetscCall(PetscOptionsEnum("-mlp_precision",
+  PetscCall(BasisOptionsEnum("-mlp_precision",
                              "Network products: float, bf16 (bfloat16 inputs, float sums and weights; "
                              "oneDNN), auto (bf16 where the CPU has bfloat16 dot products)",
                              NULL, BasisMLPPrecisions, (PetscEnum)mo->mlp_precision,

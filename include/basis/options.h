@@ -17,6 +17,15 @@ PetscErrorCode BasisParseIntList(MPI_Comm comm, const char *option, const char *
    print it. list is a PETSc enum list (names, type name, prefix, NULL). */
 PetscErrorCode BasisOptionsCheckEnum(MPI_Comm comm, const char *option, const char *const list[]);
 
+/* PetscOptionsEnum (inside PetscOptionsBegin/End) with an unknown value refused once on the
+   options' communicator (BasisOptionsCheckEnum) instead of on every rank's PETSC_COMM_SELF.
+   Same call as PetscOptionsEnum. */
+PetscErrorCode BasisOptionsEnum_Private(PetscOptionItems *, const char opt[], const char text[],
+                                        const char man[], const char *const list[], PetscEnum value,
+                                        PetscEnum *result, PetscBool *set);
+#define BasisOptionsEnum(opt, text, man, list, value, result, set)                                           \
+  BasisOptionsEnum_Private(PetscOptionsObject, opt, text, man, list, value, result, set)
+
 /* PetscOptionsInt (inside PetscOptionsBegin/End) reading the value as a 64-bit integer:
    a value outside [min, max] is an error naming the option and the range, instead of
    PETSc's silent 32-bit cast ("-steps 4294967299" is not 3 steps). Same call as
