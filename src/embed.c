@@ -68,7 +68,7 @@ struct _p_BasisEmbedder {
   PetscReal               used_weight;   /* columns 1.. extended from the landmarks with this weight */
   PetscReal               ext_r;         /*   and the extension's worst fit at the landmarks */
   BasisLandmarksFitResult fit;
-  const char             *why;      /* why not, when lm is NULL under -trivial landmarks */
+  const char             *why;      /* why not, when the landmarks were asked for and lm is NULL */
   BasisKnnGemmType        knn_gemm; /* -knn_gemm: precision of the landmark products (same degrees) */
   PetscBool               setup;
 };

@@ -377,21 +377,19 @@ PetscErrorCode BasisLandmarksDegree(BasisLandmarks lm, PetscInt n, const float x
   PetscFunctionReturn(0);
 }
 
-/* Least squares y ~ a x + b over n pairs (x, y strided), and their correlation r (a = 0,
+/* Least squares y ~ a x + b over n pairs (x, y strided alike), and their correlation r (a = 0,
    b = mean y, r = 0 where x does not vary). */
-static void LineFit(PetscInt n, const PetscReal x[], PetscInt xs, const float y32[], const PetscReal y64[],
-                    PetscInt ys, PetscReal *a, PetscReal *b, PetscReal *r)
+static void LineFit(PetscInt n, const PetscReal x[], const PetscReal y[], PetscInt stride, PetscReal *a,
+                    PetscReal *b, PetscReal *r)
 {
   PetscReal mx = 0, my = 0, sxx = 0, syy = 0, sxy = 0;
 
-#define Y(i) (y32 ? (PetscReal)y32[(size_t)(i)*ys] : y64[(size_t)(i)*ys])
-  for (PetscInt i = 0; i < n; i++) mx += x[(size_t)i * xs], my += Y(i);
+  for (PetscInt i = 0; i < n; i++) mx += x[(size_t)i * stride], my += y[(size_t)i * stride];
   mx /= PetscMax(n, 1), my /= PetscMax(n, 1);
   for (PetscInt i = 0; i < n; i++) {
-    const PetscReal dx = x[(size_t)i * xs] - mx, dy = Y(i) - my;
+    const PetscReal dx = x[(size_t)i * stride] - mx, dy = y[(size_t)i * stride] - my;
     sxx += dx * dx, syy += dy * dy, sxy += dx * dy;
   }
-#undef Y
   *a = sxx > 0 ? sxy / sxx : 0;
   *b = my - *a * mx;
   *r = sxx > 0 && syy > 0 ? sxy / PetscSqrtReal(sxx * syy) : 0;
@@ -414,7 +412,7 @@ PetscErrorCode BasisLandmarksFit(BasisLandmarks lm, PetscInt n, const float x[],
   PetscCall(PetscMalloc1(PetscMax(n, 1), &deg));
   PetscCall(BasisLandmarksDegree(lm, n, x, deg));
   for (PetscInt i = 0; i < n; i++) deg[i] = PetscSqrtReal(deg[i]);
-  LineFit(n, deg, 1, NULL, y, 1, &fit->alpha, &fit->beta, &fit->r);
+  LineFit(n, deg, y, 1, &fit->alpha, &fit->beta, &fit->r);
   PetscCall(PetscFree(deg));
   PetscFunctionReturn(0);
 }
@@ -456,7 +454,7 @@ PetscErrorCode BasisLandmarksSetNetwork(BasisLandmarks lm, PetscInt K, const flo
                                         PetscReal *rmin)
 {
   const PetscInt L = lm->L;
-  PetscReal     *e, worst = 1;
+  PetscReal     *e, *fd, worst = 1;
 
   PetscFunctionBeginUser;
   PetscCheck(K >= 1 && weight >= 0 && weight <= 1, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
@@ -468,14 +466,15 @@ PetscErrorCode BasisLandmarksSetNetwork(BasisLandmarks lm, PetscInt K, const flo
   for (PetscInt j = 0; j < L; j++)
     for (PetscInt c = 0; c < K; c++)
       lm->v[(size_t)j * K + c] = lm->dl[j] > 0 ? f[(size_t)j * K + c] / PetscSqrtReal(lm->dl[j]) : 0;
-  PetscCall(PetscMalloc1((size_t)L * K, &e));
+  PetscCall(PetscMalloc2((size_t)L * K, &e, (size_t)L * K, &fd));
   PetscCall(BasisLandmarksExtend(lm, L, lm->x, e));
+  for (size_t i = 0; i < (size_t)L * K; i++) fd[i] = f[i];
   for (PetscInt c = 0; c < K; c++) { /* least squares f_c ~ a ext_c + b over the landmarks */
     PetscReal r;
-    LineFit(L, e + c, K, f + c, NULL, K, &lm->ea[c], &lm->eb[c], &r);
+    LineFit(L, e + c, fd + c, K, &lm->ea[c], &lm->eb[c], &r);
     if (c > 0) worst = PetscMin(worst, r);
   }
-  PetscCall(PetscFree(e));
+  PetscCall(PetscFree2(e, fd));
   if (rmin) *rmin = worst;
   PetscFunctionReturn(0);
 }

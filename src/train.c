@@ -369,7 +369,8 @@ static PetscErrorCode ViewLandmarks(BasisTrainer t)
   }
   PetscCall(BasisLandmarksGetSize(lm, &L, &k));
   PetscCall(PetscPrintf(t->comm,
-                        "train: %d landmarks (k = %d) for embed's first column; sqrt(degree) against the "
+                        "train: %d landmarks (k = %d) for embed's columns (-trivial, -landmark_weight); "
+                        "sqrt(degree) against the "
                         "reference's at the anchors: r = %.4f\n",
                         (int)L, (int)k, (double)fit.r));
   PetscCall(BasisLandmarksDestroy(&lm));
