@@ -46,7 +46,9 @@
 /* Seconds between progress lines (rank 0). */
 #define BASIS_EMBED_PROGRESS_SECONDS 5.0
 
-const char *const BasisOrthoTypes[]   = {"none", "compute", "stored", "BasisOrthoType", "BASIS_ORTHO_", NULL};
+const char *const BasisOrthoTypes[] = {"none", "compute", "stored", "BasisOrthoType", "BASIS_ORTHO_", NULL};
+const char *const BasisLandmarkValuesTypes[] = {"reference", "network", "BasisLandmarkValues",
+                                                "BASIS_LANDMARK_VALUES_", NULL};
 const char *const BasisTrivialTypes[] = {"landmarks", "network", "BasisTrivialType", "BASIS_TRIVIAL_", NULL};
 
 struct _p_BasisEmbedder {
@@ -66,6 +68,8 @@ struct _p_BasisEmbedder {
   BasisLandmarks          lm;            /* the landmarks' graph; NULL: the network's columns */
   PetscBool               col0;          /* column 0 from landmark degrees (-trivial landmarks) */
   PetscReal               used_weight;   /* columns 1.. extended from the landmarks with this weight */
+  BasisLandmarkValues     values;        /* -landmark_values, as asked */
+  BasisLandmarkValues     used_values;   /*   as used (network where the model keeps no reference values) */
   PetscReal               ext_r;         /*   and the extension's worst fit at the landmarks */
   BasisLandmarksFitResult fit;
   const char             *why;      /* why not, when the landmarks were asked for and lm is NULL */
@@ -187,6 +191,11 @@ PetscErrorCode BasisEmbedderSetFromOptions(BasisEmbedder e)
                        "Columns 1..K-1 = (1 - w) network + w (their extension from the network's outputs "
                        "at the model's landmarks through each point's graph weights); 0: the network's",
                        NULL, e->weight, &e->weight, &e->weight_given));
+  PetscCall(BasisOptionsEnum(
+      "-landmark_values",
+      "What the landmarks carry into columns 1..K-1: reference (the reference's eigenvectors "
+      "there, where the model keeps them) or network (the network's outputs there)",
+      NULL, BasisLandmarkValuesTypes, (PetscEnum)e->values, (PetscEnum *)&e->values, NULL));
   PetscOptionsEnd();
   PetscCheck(e->weight >= 0 && e->weight <= 1, e->comm, PETSC_ERR_ARG_OUTOFRANGE,
              "-landmark_weight %g is not in [0, 1]: 0 keeps the network's columns, 1 takes their extension "
@@ -198,9 +207,11 @@ PetscErrorCode BasisEmbedderSetFromOptions(BasisEmbedder e)
 
 static PetscErrorCode EnsureCapacity(BasisEmbedder e, PetscInt rows);
 
-/* The network's outputs at the model's landmarks, in the embedding's units, for the
-   extension of columns 1..K-1 (BasisLandmarksSetNetwork). Every rank computes all of them,
-   the same on each, so the embedding does not depend on the rank count. */
+/* The values at the model's landmarks that columns 1..K-1 extend (BasisLandmarksSetNetwork),
+   in the embedding's units: the reference's eigenvectors there (-landmark_values reference,
+   where the model keeps them: exact for the reference graph, the same for every seed's
+   network) or the network's outputs there. Every rank computes all of them, the same on
+   each, so the embedding does not depend on the rank count. */
 static PetscErrorCode SetNetworkAtLandmarks(BasisEmbedder e)
 {
   const BasisModel *mo = e->model;
@@ -208,13 +219,21 @@ static PetscErrorCode SetNetworkAtLandmarks(BasisEmbedder e)
   float            *f;
 
   PetscFunctionBeginUser;
-  PetscCall(EnsureCapacity(e, PetscMin(L, e->chunk)));
   PetscCall(PetscMalloc1((size_t)L * K, &f));
-  for (PetscInt lo = 0; lo < L; lo += e->capacity) {
-    const PetscInt cnt = PetscMin(e->capacity, L - lo);
-    BasisModelNormaliseInput(mo, cnt, mo->landmark_x + (size_t)lo * e->D, e->xn);
-    PetscCall(BasisMLPForward(e->mlp, cnt, e->xn, f + (size_t)lo * K));
-    BasisModelOutput(mo, cnt, f + (size_t)lo * K);
+  e->used_values = e->values == BASIS_LANDMARK_VALUES_REFERENCE && mo->has_landmark_phi
+                       ? BASIS_LANDMARK_VALUES_REFERENCE
+                       : BASIS_LANDMARK_VALUES_NETWORK;
+  if (e->used_values == BASIS_LANDMARK_VALUES_REFERENCE) {
+    /* the frame and units the network is trained to: the reference's, times target_scale */
+    for (PetscInt i = 0; i < L * K; i++) f[i] = (float)(mo->target_scale * mo->landmark_phi[i]);
+  } else {
+    PetscCall(EnsureCapacity(e, PetscMin(L, e->chunk)));
+    for (PetscInt lo = 0; lo < L; lo += e->capacity) {
+      const PetscInt cnt = PetscMin(e->capacity, L - lo);
+      BasisModelNormaliseInput(mo, cnt, mo->landmark_x + (size_t)lo * e->D, e->xn);
+      PetscCall(BasisMLPForward(e->mlp, cnt, e->xn, f + (size_t)lo * K));
+      BasisModelOutput(mo, cnt, f + (size_t)lo * K);
+    }
   }
   PetscCall(BasisLandmarksSetNetwork(e->lm, K, f, e->weight, &e->ext_r));
   PetscCall(PetscFree(f));
@@ -276,6 +295,14 @@ PetscErrorCode BasisEmbedderSetUp(BasisEmbedder e)
       e->name, mo->ortho_landmarks ? "landmarks" : "network", e->col0 ? "landmarks" : "network",
       mo->ortho_landmarks ? "landmarks" : "network");
   PetscCheck(
+      e->ortho != BASIS_ORTHO_STORED || e->used_weight == 0 ||
+          (PetscInt)e->used_values == mo->ortho_landmark_values,
+      e->comm, PETSC_ERR_ARG_INCOMP,
+      "model %s's stored orthonormalisation was computed with -landmark_values %s, this embed uses %s; "
+      "embed with -landmark_values %s, or run -orthonormalize compute again",
+      e->name, BasisLandmarkValuesTypes[mo->ortho_landmark_values ? 1 : 0],
+      BasisLandmarkValuesTypes[e->used_values], BasisLandmarkValuesTypes[mo->ortho_landmark_values ? 1 : 0]);
+  PetscCheck(
       e->ortho != BASIS_ORTHO_STORED || e->used_weight == mo->ortho_landmark_weight, e->comm,
       PETSC_ERR_ARG_INCOMP,
       "model %s's stored orthonormalisation was computed with -landmark_weight %g, this embed uses %g; "
@@ -304,19 +331,25 @@ PetscErrorCode BasisEmbedderView(BasisEmbedder e)
                     "(k = %d; -trivial network for the network's)\n",
                     (int)L, (int)k));
   if (e->used_weight > 0)
-    PetscCall(PetscPrintf(
-        e->comm,
-        "embed: columns 1..%d = %.2f x the network's + %.2f x their extension from its outputs "
-        "at the %d landmarks (fit r >= %.3f there; -landmark_weight 0 for the network's)\n",
-        (int)e->K - 1, (double)(1 - e->used_weight), (double)e->used_weight, (int)L, (double)e->ext_r));
+    PetscCall(
+        PetscPrintf(e->comm,
+                    "embed: columns 1..%d = %.2f x the network's + %.2f x the extension of %s at the %d "
+                    "landmarks (fit r >= %.3f there; -landmark_weight 0 for the network's)\n",
+                    (int)e->K - 1, (double)(1 - e->used_weight), (double)e->used_weight,
+                    e->used_values == BASIS_LANDMARK_VALUES_REFERENCE ? "the reference's vectors"
+                                                                      : "the network's outputs",
+                    (int)L, (double)e->ext_r));
   PetscFunctionReturn(0);
 }
 
 /* BasisEmbedderUsesLandmarks - whether column 0 comes from the landmarks, and the weight of
    the landmarks' extension in columns 1..K-1 (0: none). Not collective. */
-PetscErrorCode BasisEmbedderUsesLandmarks(BasisEmbedder e, PetscBool *col0, PetscReal *weight)
+PetscErrorCode BasisEmbedderUsesLandmarks(BasisEmbedder e, PetscBool *col0, PetscReal *weight,
+                                          PetscInt *values)
 {
   PetscFunctionBeginUser;
+  if (values)
+    *values = e->used_weight > 0 ? (PetscInt)e->used_values : (PetscInt)BASIS_LANDMARK_VALUES_NETWORK;
   if (col0) *col0 = e->col0;
   if (weight) *weight = e->used_weight;
   PetscFunctionReturn(0);
@@ -448,6 +481,9 @@ static PetscErrorCode WriteEmbeddingAttrs(hid_t dset, BasisEmbedder e, const cha
   PetscCall(BasisH5AttrWriteString(
       dset, "trivial", BasisTrivialTypes[e->col0 ? BASIS_TRIVIAL_LANDMARKS : BASIS_TRIVIAL_NETWORK]));
   PetscCall(BasisH5AttrWriteDouble(dset, "landmark_weight", 1, &e->used_weight));
+  PetscCall(BasisH5AttrWriteString(
+      dset, "landmark_values",
+      BasisLandmarkValuesTypes[e->used_weight > 0 ? e->used_values : BASIS_LANDMARK_VALUES_NETWORK]));
   PetscCall(BasisH5AttrWriteString(dset, "basis_version", BASIS_VERSION));
   PetscCall(
       BasisModelWriteAttributes(dset, e->model)); /* the model's parameters, by the model file's names */
@@ -613,7 +649,8 @@ PetscErrorCode BasisEmbedMain(MPI_Comm comm)
     PetscCall(PetscFree(mo.ortho_R));
     PetscCall(PetscMalloc1(K * K, &mo.ortho_R));
     PetscCall(PetscArraycpy(mo.ortho_R, R, K * K));
-    PetscCall(BasisEmbedderUsesLandmarks(e, &mo.ortho_landmarks, &mo.ortho_landmark_weight));
+    PetscCall(BasisEmbedderUsesLandmarks(e, &mo.ortho_landmarks, &mo.ortho_landmark_weight,
+                                         &mo.ortho_landmark_values));
     PetscCall(BasisModelWrite(comm, model_path, PETSC_TRUE, minputs, &mo));
     PetscCall(PetscPrintf(
         comm, "embed: stored the orthonormalisation in %s (-orthonormalize stored reuses it)\n", model_path));

@@ -446,7 +446,9 @@ PetscErrorCode BasisLandmarksExtend(BasisLandmarks lm, PetscInt n, const float x
   squares over the landmarks, each extended from the others, to their own f_c (the map
   takes the extension's 1 / (1 - lambda) and the output's shift).
 
-  Not collective. Input: K, f [L][K] (the embedding's units), weight in [0, 1]. Output:
+  Not collective. Input: K, f [L][K] (the embedding's units: the network's outputs at the
+  landmarks, or the reference's eigenvectors there, embed -landmark_values), weight in
+  [0, 1]. Output:
   rmin (may be NULL): the smallest correlation of ext_c and f_c at the landmarks, c >= 1
   (1 for K = 1).
 */

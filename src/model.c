@@ -52,6 +52,7 @@ PetscErrorCode BasisModelAllocate(BasisModel *mo)
                          (size_t)PetscMax(mo->steps, 1) * BASIS_HISTORY_FIELDS, &mo->history));
   PetscCall(PetscCalloc2(K, &mo->out_shift, K, &mo->out_scale));
   PetscCall(PetscCalloc1((size_t)mo->spec.L * D, &mo->landmark_x));
+  PetscCall(PetscCalloc1((size_t)mo->spec.L * K, &mo->landmark_phi));
   for (PetscInt j = 0; j < K; j++) mo->out_scale[j] = 1.0;
   PetscFunctionReturn(0);
 }
@@ -64,6 +65,7 @@ PetscErrorCode BasisModelFree(BasisModel *mo)
   PetscCall(PetscFree3(mo->lambda_ref, mo->rng, mo->history));
   PetscCall(PetscFree2(mo->out_shift, mo->out_scale));
   PetscCall(PetscFree(mo->landmark_x));
+  PetscCall(PetscFree(mo->landmark_phi));
   PetscCall(PetscFree(mo->ortho_R));
   PetscFunctionReturn(0);
 }
@@ -235,6 +237,9 @@ static PetscErrorCode ModelWriteFile(hid_t f, const BasisModel *mo)
   if (mo->spec.L > 0) {
     dims[0] = (hsize_t)mo->spec.L, dims[1] = (hsize_t)D;
     PetscCall(BasisH5WriteArray(f, "reference/landmark_features", F32, MF, 2, dims, mo->landmark_x));
+    dims[1] = (hsize_t)K;
+    if (mo->has_landmark_phi)
+      PetscCall(BasisH5WriteArray(f, "reference/landmark_phi", F64, MD, 2, dims, mo->landmark_phi));
   }
   dims[0] = (hsize_t)mo->nranks, dims[1] = 4;
   PetscCall(BasisH5WriteArray(f, "train/rng", H5T_STD_U64LE, H5T_NATIVE_UINT64, 2, dims, mo->rng));
@@ -246,6 +251,7 @@ static PetscErrorCode ModelWriteFile(hid_t f, const BasisModel *mo)
     PetscCall(
         BasisH5AttrWriteString(f, "orthonormalize_trivial", mo->ortho_landmarks ? "landmarks" : "network"));
     PetscCall(BasisH5AttrWriteDouble(f, "orthonormalize_landmark_weight", 1, &mo->ortho_landmark_weight));
+    PetscCall(BasisH5AttrWriteInt(f, "orthonormalize_landmark_values", 1, &mo->ortho_landmark_values));
   }
   PetscFunctionReturn(0);
 }
@@ -453,6 +459,10 @@ static PetscErrorCode ModelReadArrays(hid_t f, BasisModel *mo)
   if (mo->spec.L > 0) {
     dims[0] = (hsize_t)mo->spec.L, dims[1] = (hsize_t)mo->spec.D;
     PetscCall(BasisH5ReadArray(f, "reference/landmark_features", MF, 2, dims, mo->landmark_x));
+    PetscCall(BasisH5Has(f, "reference/landmark_phi", &mo->has_landmark_phi));
+    dims[1] = (hsize_t)K;
+    if (mo->has_landmark_phi)
+      PetscCall(BasisH5ReadArray(f, "reference/landmark_phi", MD, 2, dims, mo->landmark_phi));
   }
   dims[0] = (hsize_t)mo->nranks, dims[1] = 4;
   PetscCall(BasisH5ReadArray(f, "train/rng", H5T_NATIVE_UINT64, 2, dims, mo->rng));
@@ -473,6 +483,9 @@ static PetscErrorCode ModelReadArrays(hid_t f, BasisModel *mo)
       PetscInt n                = 1;
       mo->ortho_landmark_weight = 0;
       PetscCall(BasisH5AttrReadDouble(f, "orthonormalize_landmark_weight", &n, &mo->ortho_landmark_weight));
+      n                         = 1;
+      mo->ortho_landmark_values = 1; /* BASIS_LANDMARK_VALUES_NETWORK, the only kind before */
+      PetscCall(BasisH5AttrReadInt(f, "orthonormalize_landmark_values", &n, &mo->ortho_landmark_values));
     }
   }
   PetscFunctionReturn(0);
@@ -512,6 +525,7 @@ static PetscErrorCode ModelCheckValues(const char *path, const BasisModel *mo)
   PetscCall(CheckFinite(path, "/reference/phi", (PetscCount)mo->spec.l * K, NULL, mo->phi_ref));
   PetscCall(CheckFinite(path, "/reference/landmark_features", (PetscCount)mo->spec.L * mo->spec.D,
                         mo->landmark_x, NULL));
+  PetscCall(CheckFinite(path, "/reference/landmark_phi", (PetscCount)mo->spec.L * K, NULL, mo->landmark_phi));
   PetscCall(CheckFinite(path, "/reference/lambda", K, NULL, mo->lambda_ref));
   PetscCall(CheckFinite(path, "/network/output_shift", K, NULL, mo->out_shift));
   PetscCall(CheckFinite(path, "/network/output_scale", K, NULL, mo->out_scale));
@@ -590,8 +604,11 @@ static PetscErrorCode ModelBcast(MPI_Comm comm, BasisModel *mo)
   PetscCallMPI(MPI_Bcast(mo->anchor_x, (int)(mo->spec.l * mo->spec.D), MPI_FLOAT, 0, comm));
   PetscCallMPI(MPI_Bcast(mo->phi_ref, (int)(mo->spec.l * K), MPIU_REAL, 0, comm));
   PetscCallMPI(MPI_Bcast(mo->lambda_ref, (int)K, MPIU_REAL, 0, comm));
-  if (mo->spec.L > 0)
+  if (mo->spec.L > 0) {
     PetscCallMPI(MPI_Bcast(mo->landmark_x, (int)(mo->spec.L * mo->spec.D), MPI_FLOAT, 0, comm));
+    PetscCallMPI(MPI_Bcast(&mo->has_landmark_phi, 1, MPIU_BOOL, 0, comm));
+    PetscCallMPI(MPI_Bcast(mo->landmark_phi, (int)(mo->spec.L * K), MPIU_REAL, 0, comm));
+  }
   PetscCallMPI(MPI_Bcast(mo->out_shift, (int)K, MPIU_REAL, 0, comm));
   PetscCallMPI(MPI_Bcast(mo->out_scale, (int)K, MPIU_REAL, 0, comm));
   PetscCallMPI(MPI_Bcast(mo->rng, (int)(4 * mo->nranks), MPI_UINT64_T, 0, comm));

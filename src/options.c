@@ -114,6 +114,7 @@ static const struct {
     {"-kmeans_seed", 'i'},
     {"-knn", 'i'},
     {"-knn_gemm", 'e'},
+    {"-landmark_values", 'e'},
     {"-landmark_weight", 'r'},
     {"-laplacian", 'e'},
     {"-landmarks", 'i'},

@@ -398,23 +398,30 @@ static PetscErrorCode StartFresh(BasisTrainer t)
   }
   PetscCall(PetscPrintf(t->comm, "train: reference eigenspace of %d points (%d anchors), K = %d, by SLEPc\n",
                         (int)mo->spec.R, (int)mo->spec.l, (int)K));
-  {
-    double t0 = MPI_Wtime();
-    PetscCall(BasisReferenceSolve(t->comm, &mo->spec.graph, mo->spec.m, mo->spec.R, mo->spec.D, ref_x,
-                                  mo->spec.l, anchor_pos, mo->phi_ref, mo->lambda_ref));
+  { /* the landmarks: a uniform subset of the reference rows, as the anchors; the solve
+       returns the reference's vectors at the anchors' and the landmarks' rows together */
+    const PetscInt l = mo->spec.l, L = mo->spec.L;
+    PetscInt      *pos;
+    PetscReal     *phi;
+    double         t0 = MPI_Wtime();
+    PetscCall(PetscMalloc2(l + L, &pos, (size_t)(l + L) * K, &phi));
+    PetscCall(PetscArraycpy(pos, anchor_pos, l));
+    if (L > 0) {
+      BasisRng pick;
+      BasisRngSeed(&pick, (uint64_t)mo->spec.seed, BASIS_STREAM_LANDMARKS);
+      PetscCall(BasisRngSample(&pick, mo->spec.R, L, pos + l));
+      for (PetscInt j = 0; j < L; j++)
+        PetscCall(PetscArraycpy(mo->landmark_x + (size_t)j * mo->spec.D,
+                                ref_x + (size_t)pos[l + j] * mo->spec.D, mo->spec.D));
+    }
+    PetscCall(BasisReferenceSolve(t->comm, &mo->spec.graph, mo->spec.m, mo->spec.R, mo->spec.D, ref_x, l + L,
+                                  pos, phi, mo->lambda_ref));
+    PetscCall(PetscArraycpy(mo->phi_ref, phi, (size_t)l * K));
+    PetscCall(PetscArraycpy(mo->landmark_phi, phi + (size_t)l * K, (size_t)L * K));
+    mo->has_landmark_phi = L > 0 ? PETSC_TRUE : PETSC_FALSE;
+    PetscCall(PetscFree2(pos, phi));
     PetscCall(PetscPrintf(t->comm, "train: reference solved in %.1f s; eigenvalues %.4g ... %.4g\n",
                           MPI_Wtime() - t0, (double)mo->lambda_ref[0], (double)mo->lambda_ref[K - 1]));
-  }
-  if (mo->spec.L > 0) { /* a uniform subset of the reference rows, as the anchors */
-    PetscInt *pos;
-    BasisRng  pick;
-    PetscCall(PetscMalloc1(mo->spec.L, &pos));
-    BasisRngSeed(&pick, (uint64_t)mo->spec.seed, BASIS_STREAM_LANDMARKS);
-    PetscCall(BasisRngSample(&pick, mo->spec.R, mo->spec.L, pos));
-    for (PetscInt j = 0; j < mo->spec.L; j++)
-      PetscCall(PetscArraycpy(mo->landmark_x + (size_t)j * mo->spec.D, ref_x + (size_t)pos[j] * mo->spec.D,
-                              mo->spec.D));
-    PetscCall(PetscFree(pos));
   }
   PetscCall(PetscFree3(ref_idx, anchor_pos, ref_x));
   PetscCall(BasisModelSetNormalisation(t->comm, &t->shard, t->input, &t->model));
@@ -493,6 +500,8 @@ static PetscErrorCode AdoptCheckpointState(BasisTrainer t, const BasisModel *ck)
   PetscCall(PetscArraycpy(mo->phi_ref, ck->phi_ref, (size_t)ck->spec.l * ck->spec.graph.K));
   PetscCall(PetscArraycpy(mo->lambda_ref, ck->lambda_ref, ck->spec.graph.K));
   PetscCall(PetscArraycpy(mo->landmark_x, ck->landmark_x, (size_t)ck->spec.L * ck->spec.D));
+  PetscCall(PetscArraycpy(mo->landmark_phi, ck->landmark_phi, (size_t)ck->spec.L * ck->spec.graph.K));
+  mo->has_landmark_phi = ck->has_landmark_phi;
   PetscCall(PetscArraycpy(mo->out_shift, ck->out_shift, ck->spec.graph.K));
   PetscCall(PetscArraycpy(mo->out_scale, ck->out_scale, ck->spec.graph.K));
   PetscCall(PetscArraycpy(mo->history, ck->history, (size_t)ck->steps * BASIS_HISTORY_FIELDS));

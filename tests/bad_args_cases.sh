@@ -157,6 +157,7 @@ bad_args_cases() {
   add "embed -orthonormalize stored, other -trivial" - "ms.h5's stored orthonormalisation was computed with -trivial landmarks, this embed uses -trivial network" \
     "$E -model $w/ms.h5 -output $w/out.h5 -orthonormalize stored -trivial network"
   add "embed -landmark_weight 2" - "-landmark_weight 2.* is not in \\[0, 1\\]" "$E -model $w/m.h5 -output $w/out.h5 -landmark_weight 2"
+  add "embed -landmark_values foo" - "Unknown option foo for -landmark_values" "$E -model $w/m.h5 -output $w/out.h5 -landmark_values foo"
   add "embed -landmark_weight nan" - "-landmark_weight nan.* is not in \\[0, 1\\]" "$E -model $w/m.h5 -output $w/out.h5 -landmark_weight nan"
   add "embed -landmark_weight, model without" - "-landmark_weight 0.5: model .*m0.h5 has no usable landmarks: the model has no landmarks.*use -landmark_weight 0" \
     "$E -model $w/m0.h5 -output $w/out.h5 -landmark_weight 0.5"

@@ -98,6 +98,7 @@ for g in float bf16; do
 done
 run 2 embed -model "$work/a.h5" -input "$work/data.h5" -output "$work/ew0.h5" -landmark_weight 0 >/dev/null 2>&1 || die "embed -landmark_weight 0"
 run 2 embed -model "$work/a.h5" -input "$work/data.h5" -output "$work/ew1.h5" -landmark_weight 1 >/dev/null 2>&1 || die "embed -landmark_weight 1"
+run 2 embed -model "$work/a.h5" -input "$work/data.h5" -output "$work/evn.h5" -landmark_values network >/dev/null 2>&1 || die "embed -landmark_values network"
 run 2 exact -input "$work/data.h5" -output "$work/x0.h5" -dim 4 -match_batch 160 >/dev/null 2>&1 || die "exact"
 for e in e1 ew0; do
   run 2 eval -input "$work/$e.h5" -exact "$work/x0.h5" -json "$work/$e.json" >/dev/null 2>&1 || die "eval $e"
@@ -109,6 +110,11 @@ el, en, e0, e1 = (f[()].astype(np.float64) for f in (fl, fn, f0, f1))
 x0 = h5py.File(sys.argv[3], "r")["exact/vectors"][:, 0]
 assert fl.attrs["trivial"] == b"landmarks" and fn.attrs["trivial"] == b"network", (fl.attrs["trivial"], fn.attrs["trivial"])
 assert fl.attrs["landmark_weight"][0] == 0.75 and fn.attrs["landmark_weight"][0] == 0, "landmark_weight attributes"
+# the extended values: the reference's vectors at the landmarks (train keeps them), or the network's outputs there
+fv = h5py.File(sys.argv[1].replace("e1.h5", "evn.h5"), "r")["embedding"]
+assert fl.attrs["landmark_values"] == b"reference" and fv.attrs["landmark_values"] == b"network", "landmark_values attributes"
+assert "reference/landmark_phi" in h5py.File(sys.argv[1].replace("e1.h5", "a.h5"), "r"), "the model keeps no reference values at its landmarks"
+assert not np.allclose(fv[()][:, 1:], el[:, 1:], atol=1e-4) and np.array_equal(fv[()][:, 0], el[:, 0]), "-landmark_values network: columns"
 assert np.array_equal(e0[:, 1:], en[:, 1:]), "-landmark_weight 0: columns 1.. are not the network's"
 assert np.array_equal(e0[:, 0], el[:, 0]) and np.array_equal(e1[:, 0], el[:, 0]), "column 0 moved with -landmark_weight"
 err = np.abs(el[:, 1:] - (0.25 * en[:, 1:] + 0.75 * e1[:, 1:])).max() / np.abs(el[:, 1:]).max()

@@ -25,6 +25,12 @@ extern const char *const BasisOrthoTypes[];
 typedef enum { BASIS_TRIVIAL_LANDMARKS, BASIS_TRIVIAL_NETWORK } BasisTrivialType;
 extern const char *const BasisTrivialTypes[];
 
+/* -landmark_values: what the landmarks carry into columns 1..K-1 (-landmark_weight): the
+   reference's eigenvectors there (the default where the model keeps them) or the network's
+   outputs there. */
+typedef enum { BASIS_LANDMARK_VALUES_REFERENCE, BASIS_LANDMARK_VALUES_NETWORK } BasisLandmarkValues;
+extern const char *const BasisLandmarkValuesTypes[];
+
 typedef struct _p_BasisEmbedder *BasisEmbedder;
 
 PetscErrorCode BasisEmbedderCreate(MPI_Comm comm, BasisEmbedder *e);
@@ -32,7 +38,8 @@ PetscErrorCode BasisEmbedderSetModel(BasisEmbedder e, const BasisModel *model, c
 PetscErrorCode BasisEmbedderSetFromOptions(BasisEmbedder e);
 PetscErrorCode BasisEmbedderSetUp(BasisEmbedder e);
 PetscErrorCode BasisEmbedderView(BasisEmbedder e);
-PetscErrorCode BasisEmbedderUsesLandmarks(BasisEmbedder e, PetscBool *col0, PetscReal *weight);
+PetscErrorCode BasisEmbedderUsesLandmarks(BasisEmbedder e, PetscBool *col0, PetscReal *weight,
+                                          PetscInt *values);
 PetscErrorCode BasisEmbedderGetSizes(BasisEmbedder e, PetscInt *D, PetscInt *K, PetscInt *chunk);
 PetscErrorCode BasisEmbedderGetOrthoType(BasisEmbedder e, BasisOrthoType *ortho);
 PetscErrorCode BasisEmbedderApply(BasisEmbedder e, PetscInt n, const float x[], float y[]);

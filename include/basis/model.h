@@ -46,11 +46,13 @@ typedef struct {
      out_shift (column by column; 0 and 1 in files written before this existed) */
   PetscReal *out_shift, *out_scale; /* [K] each */
   /* the reference */
-  PetscInt  *anchors;    /* [l] global row indices */
-  float     *anchor_x;   /* [l][D] raw anchor features */
-  PetscReal *phi_ref;    /* [l][K] */
-  PetscReal *lambda_ref; /* [K] */
-  float     *landmark_x; /* [spec.L][D] raw features of the landmarks (landmark.h); NULL when L = 0 */
+  PetscInt  *anchors;          /* [l] global row indices */
+  float     *anchor_x;         /* [l][D] raw anchor features */
+  PetscReal *phi_ref;          /* [l][K] */
+  PetscReal *lambda_ref;       /* [K] */
+  float     *landmark_x;       /* [spec.L][D] raw features of the landmarks (landmark.h); NULL when L = 0 */
+  PetscReal *landmark_phi;     /* [spec.L][K] the reference's eigenvectors at the landmarks, */
+  PetscBool  has_landmark_phi; /*   absent from files written before they were kept */
   /* training state */
   PetscInt   step, steps; /* steps done, steps planned (-steps may extend a resumed run) */
   PetscInt   nranks;
@@ -63,6 +65,7 @@ typedef struct {
   PetscReal *ortho_R;               /* [K][K] upper triangular, row-major; NULL when not computed */
   PetscBool  ortho_landmarks;       /* R was computed with column 0 from the landmarks (embed -trivial) */
   PetscReal  ortho_landmark_weight; /*   and with this embed -landmark_weight (0: the network's columns) */
+  PetscInt   ortho_landmark_values; /*   and -landmark_values (BasisLandmarkValues; 1 in older files) */
 } BasisModel;
 
 /* Per-step diagnostics kept in history: loss, alignment residual, condition number,
