@@ -46,9 +46,7 @@
 /* Seconds between progress lines (rank 0). */
 #define BASIS_EMBED_PROGRESS_SECONDS 5.0
 
-const char *const BasisOrthoTypes[] = {"none", "compute", "stored", "BasisOrthoType", "BASIS_ORTHO_", NULL};
-const char *const BasisLandmarkValuesTypes[] = {"reference", "network", "BasisLandmarkValues",
-                                                "BASIS_LANDMARK_VALUES_", NULL};
+const char *const BasisOrthoTypes[]   = {"none", "compute", "stored", "BasisOrthoType", "BASIS_ORTHO_", NULL};
 const char *const BasisTrivialTypes[] = {"landmarks", "network", "BasisTrivialType", "BASIS_TRIVIAL_", NULL};
 
 struct _p_BasisEmbedder {
@@ -68,9 +66,11 @@ struct _p_BasisEmbedder {
   BasisLandmarks          lm;            /* the landmarks' graph; NULL: the network's columns */
   PetscBool               col0;          /* column 0 from landmark degrees (-trivial landmarks) */
   PetscReal               used_weight;   /* columns 1.. extended from the landmarks with this weight */
-  BasisLandmarkValues     values;        /* -landmark_values, as asked */
-  BasisLandmarkValues     used_values;   /*   as used (network where the model keeps no reference values) */
-  PetscReal               ext_r;         /*   and the extension's worst fit at the landmarks */
+  BasisLandmarkValuesType values;        /* -landmark_values, as asked */
+  PetscBool               values_given;
+  BasisLandmarkValuesType used_values; /*   as used: network where the model keeps no reference values,
+                                              or when nothing is extended */
+  PetscReal               ext_r;       /*   and the extension's worst fit at the landmarks */
   BasisLandmarksFitResult fit;
   const char             *why;      /* why not, when the landmarks were asked for and lm is NULL */
   BasisKnnGemmType        knn_gemm; /* -knn_gemm: precision of the landmark products (same degrees) */
@@ -118,7 +118,8 @@ static PetscErrorCode ComputeR(MPI_Comm comm, PetscInt n, PetscInt K, const floa
 
 /*
   BasisEmbedderCreate - an embedder with no model yet (defaults: -chunk 8192,
-  -orthonormalize none).
+  -orthonormalize none, -mlp_precision float, -trivial landmarks, -landmark_weight 0.75,
+  -landmark_values reference, -knn_gemm auto).
 
   Collective on comm (keeps comm for the collective BasisEmbedderOrthonormalize).
 */
@@ -132,6 +133,7 @@ PetscErrorCode BasisEmbedderCreate(MPI_Comm comm, BasisEmbedder *e)
   (*e)->precision = BASIS_MLP_FLOAT;
   (*e)->trivial   = BASIS_TRIVIAL_LANDMARKS;
   (*e)->weight    = BASIS_EMBED_LANDMARK_WEIGHT;
+  (*e)->values    = BASIS_LANDMARK_VALUES_REFERENCE;
   (*e)->knn_gemm  = BASIS_KNN_GEMM_AUTO;
   PetscFunctionReturn(0);
 }
@@ -158,8 +160,9 @@ PetscErrorCode BasisEmbedderSetModel(BasisEmbedder e, const BasisModel *model, c
   Collective on the embedder's comm (same options, same verdict on every rank).
   Options: -chunk n (rows per forward pass, >= 1), -orthonormalize none|compute|stored,
   -mlp_precision float|bf16|auto (the network's products; default float whatever train
-  used: inference precision is the user's choice), -trivial landmarks|network, -knn_gemm
-  float|bf16|auto (the landmark products; the same column either way)
+  used: inference precision is the user's choice), -trivial landmarks|network,
+  -landmark_weight w, -landmark_values reference|network, -knn_gemm float|bf16|auto (the
+  landmark products; the same columns either way)
 */
 PetscErrorCode BasisEmbedderSetFromOptions(BasisEmbedder e)
 {
@@ -188,14 +191,14 @@ PetscErrorCode BasisEmbedderSetFromOptions(BasisEmbedder e)
                              &e->trivial_given));
   PetscCall(
       PetscOptionsReal("-landmark_weight",
-                       "Columns 1..K-1 = (1 - w) network + w (their extension from the network's outputs "
-                       "at the model's landmarks through each point's graph weights); 0: the network's",
+                       "Columns 1..K-1 = (1 - w) network + w (the extension of the values at the model's "
+                       "landmarks, -landmark_values, through each point's graph weights); 0: the network's",
                        NULL, e->weight, &e->weight, &e->weight_given));
   PetscCall(BasisOptionsEnum(
       "-landmark_values",
       "What the landmarks carry into columns 1..K-1: reference (the reference's eigenvectors "
       "there, where the model keeps them) or network (the network's outputs there)",
-      NULL, BasisLandmarkValuesTypes, (PetscEnum)e->values, (PetscEnum *)&e->values, NULL));
+      NULL, BasisLandmarkValuesTypes, (PetscEnum)e->values, (PetscEnum *)&e->values, &e->values_given));
   PetscOptionsEnd();
   PetscCheck(e->weight >= 0 && e->weight <= 1, e->comm, PETSC_ERR_ARG_OUTOFRANGE,
              "-landmark_weight %g is not in [0, 1]: 0 keeps the network's columns, 1 takes their extension "
@@ -207,16 +210,16 @@ PetscErrorCode BasisEmbedderSetFromOptions(BasisEmbedder e)
 
 static PetscErrorCode EnsureCapacity(BasisEmbedder e, PetscInt rows);
 
-/* The values at the model's landmarks that columns 1..K-1 extend (BasisLandmarksSetNetwork),
+/* The values at the model's landmarks that columns 1..K-1 extend (BasisLandmarksSetValues),
    in the embedding's units: the reference's eigenvectors there (-landmark_values reference,
    where the model keeps them: exact for the reference graph, the same for every seed's
    network) or the network's outputs there. Every rank computes all of them, the same on
    each, so the embedding does not depend on the rank count. */
-static PetscErrorCode SetNetworkAtLandmarks(BasisEmbedder e)
+static PetscErrorCode SetLandmarkValues(BasisEmbedder e)
 {
   const BasisModel *mo = e->model;
   const PetscInt    L = mo->spec.L, K = e->K;
-  float            *f;
+  PetscReal        *f;
 
   PetscFunctionBeginUser;
   PetscCall(PetscMalloc1((size_t)L * K, &f));
@@ -225,17 +228,21 @@ static PetscErrorCode SetNetworkAtLandmarks(BasisEmbedder e)
                        : BASIS_LANDMARK_VALUES_NETWORK;
   if (e->used_values == BASIS_LANDMARK_VALUES_REFERENCE) {
     /* the frame and units the network is trained to: the reference's, times target_scale */
-    for (PetscInt i = 0; i < L * K; i++) f[i] = (float)(mo->target_scale * mo->landmark_phi[i]);
+    for (size_t i = 0; i < (size_t)L * K; i++) f[i] = mo->target_scale * mo->landmark_phi[i];
   } else {
+    float *y;
     PetscCall(EnsureCapacity(e, PetscMin(L, e->chunk)));
+    PetscCall(PetscMalloc1((size_t)e->capacity * K, &y));
     for (PetscInt lo = 0; lo < L; lo += e->capacity) {
       const PetscInt cnt = PetscMin(e->capacity, L - lo);
       BasisModelNormaliseInput(mo, cnt, mo->landmark_x + (size_t)lo * e->D, e->xn);
-      PetscCall(BasisMLPForward(e->mlp, cnt, e->xn, f + (size_t)lo * K));
-      BasisModelOutput(mo, cnt, f + (size_t)lo * K);
+      PetscCall(BasisMLPForward(e->mlp, cnt, e->xn, y));
+      BasisModelOutput(mo, cnt, y);
+      for (size_t i = 0; i < (size_t)cnt * K; i++) f[(size_t)lo * K + i] = y[i];
     }
+    PetscCall(PetscFree(y));
   }
-  PetscCall(BasisLandmarksSetNetwork(e->lm, K, f, e->weight, &e->ext_r));
+  PetscCall(BasisLandmarksSetValues(e->lm, K, f, e->weight, &e->ext_r));
   PetscCall(PetscFree(f));
   e->used_weight = e->weight;
   PetscFunctionReturn(0);
@@ -245,8 +252,11 @@ static PetscErrorCode SetNetworkAtLandmarks(BasisEmbedder e)
   BasisEmbedderSetUp - check the model and take its stored orthonormalisation if asked.
 
   Collective on the embedder's comm (the model is the same on every rank). Errors: an
-  untrained model, -orthonormalize stored without a stored R, -trivial landmarks given for
-  a model without usable landmarks (by default such a model's column 0 is the network's).
+  untrained model, -orthonormalize stored without a stored R or with another source of
+  columns than R's, -trivial landmarks or -landmark_weight w > 0 given for a model without
+  usable landmarks, -landmark_values reference given for a model that keeps no reference
+  values there (by default such a model gets the network's columns, or the extension of
+  the network's outputs).
 */
 PetscErrorCode BasisEmbedderSetUp(BasisEmbedder e)
 {
@@ -264,7 +274,7 @@ PetscErrorCode BasisEmbedderSetUp(BasisEmbedder e)
     PetscCall(PetscArraycpy(e->R, mo->ortho_R, e->K * e->K));
   }
   PetscCall(BasisLandmarksDestroy(&e->lm));
-  e->why = NULL, e->col0 = PETSC_FALSE, e->used_weight = 0;
+  e->why = NULL, e->col0 = PETSC_FALSE, e->used_weight = 0, e->used_values = BASIS_LANDMARK_VALUES_NETWORK;
   if (e->trivial == BASIS_TRIVIAL_LANDMARKS || (e->weight > 0 && e->K > 1)) {
     PetscMPIInt usable;
     PetscCall(BasisLandmarksCreateFromModel(mo, &e->lm, &e->fit, &e->why));
@@ -282,10 +292,16 @@ PetscErrorCode BasisEmbedderSetUp(BasisEmbedder e)
     PetscCheck(e->lm || !(e->weight_given && e->weight > 0), e->comm, PETSC_ERR_ARG_INCOMP,
                "-landmark_weight %g: model %s has no usable landmarks: %s; use -landmark_weight 0",
                (double)e->weight, e->name, e->why);
+    PetscCheck(!e->lm || e->weight == 0 || e->K == 1 || mo->has_landmark_phi ||
+                   !(e->values_given && e->values == BASIS_LANDMARK_VALUES_REFERENCE),
+               e->comm, PETSC_ERR_ARG_INCOMP,
+               "-landmark_values reference: model %s keeps no /reference/landmark_phi (trained, or resumed "
+               "from a checkpoint, before basis kept it); train it again, or use -landmark_values network",
+               e->name);
     if (e->lm) {
       PetscCall(BasisLandmarksSetGemm(e->lm, e->knn_gemm, NULL));
       e->col0 = e->trivial == BASIS_TRIVIAL_LANDMARKS ? PETSC_TRUE : PETSC_FALSE;
-      if (e->weight > 0 && e->K > 1) PetscCall(SetNetworkAtLandmarks(e));
+      if (e->weight > 0 && e->K > 1) PetscCall(SetLandmarkValues(e));
     }
   }
   PetscCheck(
@@ -295,19 +311,19 @@ PetscErrorCode BasisEmbedderSetUp(BasisEmbedder e)
       e->name, mo->ortho_landmarks ? "landmarks" : "network", e->col0 ? "landmarks" : "network",
       mo->ortho_landmarks ? "landmarks" : "network");
   PetscCheck(
-      e->ortho != BASIS_ORTHO_STORED || e->used_weight == 0 ||
-          (PetscInt)e->used_values == mo->ortho_landmark_values,
-      e->comm, PETSC_ERR_ARG_INCOMP,
-      "model %s's stored orthonormalisation was computed with -landmark_values %s, this embed uses %s; "
-      "embed with -landmark_values %s, or run -orthonormalize compute again",
-      e->name, BasisLandmarkValuesTypes[mo->ortho_landmark_values ? 1 : 0],
-      BasisLandmarkValuesTypes[e->used_values], BasisLandmarkValuesTypes[mo->ortho_landmark_values ? 1 : 0]);
-  PetscCheck(
       e->ortho != BASIS_ORTHO_STORED || e->used_weight == mo->ortho_landmark_weight, e->comm,
       PETSC_ERR_ARG_INCOMP,
       "model %s's stored orthonormalisation was computed with -landmark_weight %g, this embed uses %g; "
       "embed with -landmark_weight %g, or run -orthonormalize compute again",
       e->name, (double)mo->ortho_landmark_weight, (double)e->used_weight, (double)mo->ortho_landmark_weight);
+  /* after the weight's check: with the weights equal, the values are all that can differ */
+  PetscCheck(
+      e->ortho != BASIS_ORTHO_STORED || e->used_values == mo->ortho_landmark_values, e->comm,
+      PETSC_ERR_ARG_INCOMP,
+      "model %s's stored orthonormalisation was computed with -landmark_values %s, this embed uses %s; "
+      "embed with -landmark_values %s, or run -orthonormalize compute again",
+      e->name, BasisLandmarkValuesTypes[mo->ortho_landmark_values], BasisLandmarkValuesTypes[e->used_values],
+      BasisLandmarkValuesTypes[mo->ortho_landmark_values]);
   e->setup = PETSC_TRUE;
   PetscFunctionReturn(0);
 }
@@ -339,17 +355,23 @@ PetscErrorCode BasisEmbedderView(BasisEmbedder e)
                     e->used_values == BASIS_LANDMARK_VALUES_REFERENCE ? "the reference's vectors"
                                                                       : "the network's outputs",
                     (int)L, (double)e->ext_r));
+  if (e->used_weight > 0 && e->used_values != e->values)
+    PetscCall(
+        PetscPrintf(e->comm,
+                    "embed: (model %s keeps no reference values at its landmarks, trained before basis kept "
+                    "them: the network's outputs there are extended instead; train again for them)\n",
+                    e->name));
   PetscFunctionReturn(0);
 }
 
-/* BasisEmbedderUsesLandmarks - whether column 0 comes from the landmarks, and the weight of
-   the landmarks' extension in columns 1..K-1 (0: none). Not collective. */
+/* BasisEmbedderUsesLandmarks - whether column 0 comes from the landmarks, the weight of the
+   landmarks' extension in columns 1..K-1 (0: none) and what it extends (network when
+   nothing is). Not collective. */
 PetscErrorCode BasisEmbedderUsesLandmarks(BasisEmbedder e, PetscBool *col0, PetscReal *weight,
-                                          PetscInt *values)
+                                          BasisLandmarkValuesType *values)
 {
   PetscFunctionBeginUser;
-  if (values)
-    *values = e->used_weight > 0 ? (PetscInt)e->used_values : (PetscInt)BASIS_LANDMARK_VALUES_NETWORK;
+  if (values) *values = e->used_values;
   if (col0) *col0 = e->col0;
   if (weight) *weight = e->used_weight;
   PetscFunctionReturn(0);
@@ -481,9 +503,7 @@ static PetscErrorCode WriteEmbeddingAttrs(hid_t dset, BasisEmbedder e, const cha
   PetscCall(BasisH5AttrWriteString(
       dset, "trivial", BasisTrivialTypes[e->col0 ? BASIS_TRIVIAL_LANDMARKS : BASIS_TRIVIAL_NETWORK]));
   PetscCall(BasisH5AttrWriteDouble(dset, "landmark_weight", 1, &e->used_weight));
-  PetscCall(BasisH5AttrWriteString(
-      dset, "landmark_values",
-      BasisLandmarkValuesTypes[e->used_weight > 0 ? e->used_values : BASIS_LANDMARK_VALUES_NETWORK]));
+  PetscCall(BasisH5AttrWriteString(dset, "landmark_values", BasisLandmarkValuesTypes[e->used_values]));
   PetscCall(BasisH5AttrWriteString(dset, "basis_version", BASIS_VERSION));
   PetscCall(
       BasisModelWriteAttributes(dset, e->model)); /* the model's parameters, by the model file's names */

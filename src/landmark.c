@@ -1,6 +1,7 @@
 /*
   landmark.c - the trivial eigenvector of -laplacian sym from degrees among landmarks, and
-  the network's other columns extended from its outputs at the landmarks.
+  the other columns extended from values at the landmarks (the reference's eigenvectors
+  there, or the network's outputs).
 
   For L_sym = I - D^-1/2 W D^-1/2 the eigenvector of eigenvalue 0 is D^1/2 1: its entry at
   a point is the square root of the point's degree. Of the K directions it is the one the
@@ -29,16 +30,18 @@
   exact search, the same bit for bit in either precision. Cost per point: 2 D L flops of
   GEMM (D = 784, L = 4096: 6.4 MFLOP, about three forward passes of the default network)
   and a few passes over L values.
-  The same weights extend the network's other columns (BasisLandmarksSetNetwork, embed
-  -landmark_weight): the Nystrom extension of D^-1/2 W D^-1/2 u = (1 - lambda) u,
+  The same weights extend the other columns (BasisLandmarksSetValues, embed -landmark_weight,
+  -landmark_values): the Nystrom extension of D^-1/2 W D^-1/2 u = (1 - lambda) u,
       ext_c(x) = sum_j W(x, j) f_c(l_j) / sqrt(d(x) d_j),
-  with the network's outputs f at the landmarks as u there and d_j a landmark's degree in
-  the landmarks' graph, mapped to f's units by a least-squares a_c ext_c + b_c fitted on the
-  landmarks (each extended from the others). The network is accurate at points it trained
-  on and less so at others; the extension carries its values at training points (the
-  landmarks) to any point through the graph rule itself. Column c >= 1 of the embedding is
-  (1 - w) f_c(x) + w (a_c ext_c(x) + b_c); docs/quality.md "The other columns from
-  landmarks" has the measurements (w = 0.75 best in and out of sample).
+  with values f at the landmarks as u there and d_j a landmark's degree in the landmarks'
+  graph, mapped to f's units by a least-squares a_c ext_c + b_c fitted on the landmarks
+  (each extended from the others). f is the reference's eigenvectors at the landmarks (they
+  are reference rows; exact for the reference graph) or the network's outputs there (which
+  is accurate at the points it trained on and less so at others); either way the extension
+  carries values known at training points to any point through the graph rule itself.
+  Column c >= 1 of the embedding is (1 - w) y_c(x) + w (a_c ext_c(x) + b_c), y the network's
+  output; docs/quality.md "The other columns from landmarks" and "The reference's values at
+  the landmarks" have the measurements (w = 0.75 best in and out of sample).
 
   Not collective: every rank builds the same object from the same model.
 */
@@ -77,11 +80,11 @@ struct _p_BasisLandmarks {
   BasisBf16Gram  bf16;       /* the products in bfloat16 (BasisLandmarksSetGemm), or NULL: float */
   PetscReal      rho_l;      /*   and the landmarks' rounding bound (bf16gram.h) */
   PetscReal     *dl;         /* [L] each landmark's degree in the landmark graph */
-  /* the extension of the network's columns (BasisLandmarksSetNetwork); K = 0: none */
+  /* the extension of columns 1.. (BasisLandmarksSetValues); K = 0: none */
   PetscInt   K;
-  PetscReal *v;       /* [L][K] the network's output at landmark j / sqrt(dl[j]) */
+  PetscReal *v;       /* [L][K] the values at landmark j / sqrt(dl[j]) */
   PetscReal *ext;     /* [BASIS_LANDMARK_BLOCK][K] the extension of a block of queries */
-  PetscReal  weight;  /* columns 1.. = (1 - weight) network + weight (a ext + b) */
+  PetscReal  weight;  /* columns 1.. = (1 - weight) network's + weight (a ext + b) */
   PetscReal *ea, *eb; /* [K] the extension's map a ext + b per column, fitted on the landmarks */
 };
 
@@ -214,7 +217,7 @@ static void SortCandidates(PetscInt n, PetscReal d[], PetscInt j[])
   }
 }
 
-/* ext += w v_j (the extension's sum; BasisLandmarksSetNetwork). */
+/* ext += w v_j (the extension's sum; BasisLandmarksSetValues). */
 static inline void Accumulate(BasisLandmarks lm, PetscInt j, PetscReal w, PetscReal ext[])
 {
   const PetscReal *vj = lm->v + (size_t)j * lm->K;
@@ -418,19 +421,19 @@ PetscErrorCode BasisLandmarksFit(BasisLandmarks lm, PetscInt n, const float x[],
 }
 
 /*
-  BasisLandmarksExtend - the extension of the network's columns to the rows x: for each
-  row and column c, ext_c(x) = sum_j W(x, j) f_c(l_j) / sqrt(d(x) d_j), the Nystrom
+  BasisLandmarksExtend - the extension of the values at the landmarks to the rows x: for
+  each row and column c, ext_c(x) = sum_j W(x, j) f_c(l_j) / sqrt(d(x) d_j), the Nystrom
   extension of the sym Laplacian's eigenvectors (D^-1/2 W D^-1/2 u = (1 - lambda) u), with
-  the network's outputs f at the landmarks as u there, W the landmarks' graph with x added
+  the values f of BasisLandmarksSetValues as u there, W the landmarks' graph with x added
   and d_j a landmark's degree in the landmarks' graph. A landmark itself is left out of its
   own sum. Rows with no weight on any landmark get 0.
 
-  Not collective. Input: x [n][D] normalised. Output: ext [n][K] (K of BasisLandmarksSetNetwork).
+  Not collective. Input: x [n][D] normalised. Output: ext [n][K] (K of BasisLandmarksSetValues).
 */
 PetscErrorCode BasisLandmarksExtend(BasisLandmarks lm, PetscInt n, const float x[], PetscReal ext[])
 {
   PetscFunctionBeginUser;
-  PetscCheck(lm->K > 0, PETSC_COMM_SELF, PETSC_ERR_ORDER, "BasisLandmarksSetNetwork must come first");
+  PetscCheck(lm->K > 0, PETSC_COMM_SELF, PETSC_ERR_ORDER, "BasisLandmarksSetValues must come first");
   PetscCall(PetscLogEventBegin(BASIS_Landmarks, 0, 0, 0, 0));
   for (PetscInt lo = 0; lo < n; lo += BASIS_LANDMARK_BLOCK)
     PetscCall(BlockDegree(lm, PetscMin(BASIS_LANDMARK_BLOCK, n - lo), x + (size_t)lo * lm->D, lm->deg,
@@ -440,27 +443,26 @@ PetscErrorCode BasisLandmarksExtend(BasisLandmarks lm, PetscInt n, const float x
 }
 
 /*
-  BasisLandmarksSetNetwork - the network's outputs at the landmarks, for the extension of
-  columns 1..K-1 (BasisLandmarksExtend), and the weight it gets in BasisLandmarksColumn:
-  column c = (1 - weight) f_c(x) + weight (a_c ext_c(x) + b_c), a_c and b_c fitted by least
+  BasisLandmarksSetValues - the values at the landmarks that columns 1..K-1 extend
+  (BasisLandmarksExtend), and the weight the extension gets in BasisLandmarksColumn:
+  column c = (1 - weight) y_c(x) + weight (a_c ext_c(x) + b_c), a_c and b_c fitted by least
   squares over the landmarks, each extended from the others, to their own f_c (the map
   takes the extension's 1 / (1 - lambda) and the output's shift).
 
-  Not collective. Input: K, f [L][K] (the embedding's units: the network's outputs at the
-  landmarks, or the reference's eigenvectors there, embed -landmark_values), weight in
-  [0, 1]. Output:
-  rmin (may be NULL): the smallest correlation of ext_c and f_c at the landmarks, c >= 1
-  (1 for K = 1).
+  Not collective. Input: K, f [L][K] (the embedding's units: the reference's eigenvectors at
+  the landmarks or the network's outputs there, embed -landmark_values), weight in [0, 1].
+  Output: rmin (may be NULL): the smallest correlation of ext_c and f_c at the landmarks,
+  c >= 1 (1 for K = 1).
 */
-PetscErrorCode BasisLandmarksSetNetwork(BasisLandmarks lm, PetscInt K, const float f[], PetscReal weight,
-                                        PetscReal *rmin)
+PetscErrorCode BasisLandmarksSetValues(BasisLandmarks lm, PetscInt K, const PetscReal f[], PetscReal weight,
+                                       PetscReal *rmin)
 {
   const PetscInt L = lm->L;
-  PetscReal     *e, *fd, worst = 1;
+  PetscReal     *e, worst = 1;
 
   PetscFunctionBeginUser;
   PetscCheck(K >= 1 && weight >= 0 && weight <= 1, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
-             "BasisLandmarksSetNetwork: K %d >= 1 and weight %g in [0, 1]", (int)K, (double)weight);
+             "BasisLandmarksSetValues: K %d >= 1 and weight %g in [0, 1]", (int)K, (double)weight);
   PetscCall(PetscFree4(lm->v, lm->ext, lm->ea, lm->eb));
   lm->K = K, lm->weight = weight;
   PetscCall(PetscMalloc4((size_t)L * K, &lm->v, (size_t)BASIS_LANDMARK_BLOCK * K, &lm->ext, K, &lm->ea, K,
@@ -468,15 +470,14 @@ PetscErrorCode BasisLandmarksSetNetwork(BasisLandmarks lm, PetscInt K, const flo
   for (PetscInt j = 0; j < L; j++)
     for (PetscInt c = 0; c < K; c++)
       lm->v[(size_t)j * K + c] = lm->dl[j] > 0 ? f[(size_t)j * K + c] / PetscSqrtReal(lm->dl[j]) : 0;
-  PetscCall(PetscMalloc2((size_t)L * K, &e, (size_t)L * K, &fd));
+  PetscCall(PetscMalloc1((size_t)L * K, &e));
   PetscCall(BasisLandmarksExtend(lm, L, lm->x, e));
-  for (size_t i = 0; i < (size_t)L * K; i++) fd[i] = f[i];
   for (PetscInt c = 0; c < K; c++) { /* least squares f_c ~ a ext_c + b over the landmarks */
     PetscReal r;
-    LineFit(L, e + c, fd + c, K, &lm->ea[c], &lm->eb[c], &r);
+    LineFit(L, e + c, f + c, K, &lm->ea[c], &lm->eb[c], &r);
     if (c > 0) worst = PetscMin(worst, r);
   }
-  PetscCall(PetscFree2(e, fd));
+  PetscCall(PetscFree(e));
   if (rmin) *rmin = worst;
   PetscFunctionReturn(0);
 }
@@ -484,7 +485,7 @@ PetscErrorCode BasisLandmarksSetNetwork(BasisLandmarks lm, PetscInt K, const flo
 /*
   BasisLandmarksColumn - y [n][K] column 0 <- alpha sqrt(degree) + beta of the rows x (fit
   NULL: column 0 as it is) and,
-  after BasisLandmarksSetNetwork with a weight w > 0, columns 1..K-1 <- (1 - w) y + w (a
+  after BasisLandmarksSetValues with a weight w > 0, columns 1..K-1 <- (1 - w) y + w (a
   ext + b) (rows with no weight on any landmark keep y).
 
   Not collective. Input: x [n][D] normalised; y [n][K] the network's output (embedding units).

@@ -12,12 +12,14 @@
     /input/mean [D] float32                 (the network sees (x - mean) / input_scale)
     /reference/anchors [l] int64, /reference/anchor_features [l][D] float32,
     /reference/phi [l][K] float64, /reference/lambda [K] float64,
-    /reference/landmark_features [L][D] float32 (when L = landmarks > 0; src/landmark.c)
+    /reference/landmark_features [L][D] float32 (when L = landmarks > 0; src/landmark.c),
+    /reference/landmark_phi [L][K] float64  (the reference's vectors there; absent in older files)
     /train/rng [nranks][4] uint64           (each rank's batch stream)
     /train/history [steps][4] float64       (loss, align residual, cond, inliers)
     /orthonormalize/R [K][K] float64        (optional; `basis embed -orthonormalize`), with the
                  root attribute orthonormalize_trivial (landmarks | network: the -trivial of R)
-                 and orthonormalize_landmark_weight (the -landmark_weight of R)
+                 orthonormalize_landmark_weight (the -landmark_weight of R) and
+                 orthonormalize_landmark_values (reference | network: the -landmark_values of R)
   Writing goes through BasisOutput (temporary name, completeness attribute, rename), so
   an interrupted checkpoint never replaces the previous good one. Reading checks the
   format version, completeness, the shape of every dataset and that every value the model
@@ -39,6 +41,9 @@
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
+
+const char *const BasisLandmarkValuesTypes[] = {"reference", "network", "BasisLandmarkValuesType",
+                                                "BASIS_LANDMARK_VALUES_", NULL};
 
 PetscErrorCode BasisModelAllocate(BasisModel *mo)
 {
@@ -251,7 +256,8 @@ static PetscErrorCode ModelWriteFile(hid_t f, const BasisModel *mo)
     PetscCall(
         BasisH5AttrWriteString(f, "orthonormalize_trivial", mo->ortho_landmarks ? "landmarks" : "network"));
     PetscCall(BasisH5AttrWriteDouble(f, "orthonormalize_landmark_weight", 1, &mo->ortho_landmark_weight));
-    PetscCall(BasisH5AttrWriteInt(f, "orthonormalize_landmark_values", 1, &mo->ortho_landmark_values));
+    PetscCall(BasisH5AttrWriteString(f, "orthonormalize_landmark_values",
+                                     BasisLandmarkValuesTypes[mo->ortho_landmark_values]));
   }
   PetscFunctionReturn(0);
 }
@@ -483,9 +489,13 @@ static PetscErrorCode ModelReadArrays(hid_t f, BasisModel *mo)
       PetscInt n                = 1;
       mo->ortho_landmark_weight = 0;
       PetscCall(BasisH5AttrReadDouble(f, "orthonormalize_landmark_weight", &n, &mo->ortho_landmark_weight));
-      n                         = 1;
-      mo->ortho_landmark_values = 1; /* BASIS_LANDMARK_VALUES_NETWORK, the only kind before */
-      PetscCall(BasisH5AttrReadInt(f, "orthonormalize_landmark_values", &n, &mo->ortho_landmark_values));
+    }
+    { /* absent from files written before the reference's values were kept: the network's */
+      PetscEnum values;
+      PetscBool found;
+      PetscCall(BasisH5AttrReadEnum(f, "orthonormalize_landmark_values", BasisLandmarkValuesTypes, &values,
+                                    &found));
+      mo->ortho_landmark_values = found ? (BasisLandmarkValuesType)values : BASIS_LANDMARK_VALUES_NETWORK;
     }
   }
   PetscFunctionReturn(0);
@@ -606,8 +616,8 @@ static PetscErrorCode ModelBcast(MPI_Comm comm, BasisModel *mo)
   PetscCallMPI(MPI_Bcast(mo->lambda_ref, (int)K, MPIU_REAL, 0, comm));
   if (mo->spec.L > 0) {
     PetscCallMPI(MPI_Bcast(mo->landmark_x, (int)(mo->spec.L * mo->spec.D), MPI_FLOAT, 0, comm));
-    PetscCallMPI(MPI_Bcast(&mo->has_landmark_phi, 1, MPIU_BOOL, 0, comm));
-    PetscCallMPI(MPI_Bcast(mo->landmark_phi, (int)(mo->spec.L * K), MPIU_REAL, 0, comm));
+    if (mo->has_landmark_phi) /* head carried the flag */
+      PetscCallMPI(MPI_Bcast(mo->landmark_phi, (int)(mo->spec.L * K), MPIU_REAL, 0, comm));
   }
   PetscCallMPI(MPI_Bcast(mo->out_shift, (int)K, MPIU_REAL, 0, comm));
   PetscCallMPI(MPI_Bcast(mo->out_scale, (int)K, MPIU_REAL, 0, comm));

@@ -22,13 +22,16 @@
 #include <basis/rng.h>
 
 /*
-  BasisReferenceSample - the reference rows and which of them are anchors.
+  BasisReferenceSample - the reference rows, which of them are anchors and which landmarks
+  (src/landmark.c; each a uniform subset of the reference rows, from its own stream, so
+  the anchors do not depend on L).
 
   Not collective (identical on every rank for the same arguments).
-  Output: ref_idx [R] sorted global rows; anchor_pos [l] sorted positions in ref_idx.
+  Output: ref_idx [R] sorted global rows; pos [l + L]: the anchors' sorted positions in
+  ref_idx, then the landmarks'.
 */
-PetscErrorCode BasisReferenceSample(PetscInt N, PetscInt R, PetscInt l, PetscInt seed, PetscInt ref_idx[],
-                                    PetscInt anchor_pos[])
+PetscErrorCode BasisReferenceSample(PetscInt N, PetscInt R, PetscInt l, PetscInt L, PetscInt seed,
+                                    PetscInt ref_idx[], PetscInt pos[])
 {
   BasisRng rng;
 
@@ -36,7 +39,11 @@ PetscErrorCode BasisReferenceSample(PetscInt N, PetscInt R, PetscInt l, PetscInt
   BasisRngSeed(&rng, (uint64_t)seed, BASIS_STREAM_REFERENCE);
   PetscCall(BasisRngSample(&rng, N, R, ref_idx));
   BasisRngSeed(&rng, (uint64_t)seed, BASIS_STREAM_ANCHORS);
-  PetscCall(BasisRngSample(&rng, R, l, anchor_pos));
+  PetscCall(BasisRngSample(&rng, R, l, pos));
+  if (L > 0) {
+    BasisRngSeed(&rng, (uint64_t)seed, BASIS_STREAM_LANDMARKS);
+    PetscCall(BasisRngSample(&rng, R, L, pos + l));
+  }
   PetscFunctionReturn(0);
 }
 
@@ -74,12 +81,13 @@ PetscErrorCode BasisShardGatherRows(MPI_Comm comm, const BasisShard *shard, Pets
 }
 
 /*
-  BasisReferenceSolve - the reference eigenspace, restricted to the anchors.
+  BasisReferenceSolve - the reference eigenspace, restricted to some of its rows.
 
   Collective on comm.
   Input:  graph - the batch graph rule (k and scale neighbour for batches of m points)
-          ref_x [R][D] - all reference rows (same on every rank); anchor_pos [l]
-  Output: phi_ref [l][K] - reference eigenvectors at the anchors, on every rank
+          ref_x [R][D] - all reference rows (same on every rank)
+          l, anchor_pos [l] - the rows wanted (train: the anchors, then the landmarks)
+  Output: phi_ref [l][K] - reference eigenvectors at those rows, on every rank
           lambda [K]     - reference eigenvalues, ascending
   Options: -ref_eps_* (prefix ref_), e.g. -ref_eps_type scalapack, -ref_eps_view
 */

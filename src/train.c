@@ -370,9 +370,12 @@ static PetscErrorCode ViewLandmarks(BasisTrainer t)
   PetscCall(BasisLandmarksGetSize(lm, &L, &k));
   PetscCall(PetscPrintf(t->comm,
                         "train: %d landmarks (k = %d) for embed's columns (-trivial, -landmark_weight); "
-                        "sqrt(degree) against the "
-                        "reference's at the anchors: r = %.4f\n",
+                        "sqrt(degree) against the reference's at the anchors: r = %.4f\n",
                         (int)L, (int)k, (double)fit.r));
+  if (!t->model.has_landmark_phi)
+    PetscCall(PetscPrintf(t->comm,
+                          "train: the checkpoint keeps no reference values at the landmarks (written "
+                          "before they were kept): embed will extend the network's outputs there\n"));
   PetscCall(BasisLandmarksDestroy(&lm));
   PetscFunctionReturn(0);
 }
@@ -380,50 +383,37 @@ static PetscErrorCode ViewLandmarks(BasisTrainer t)
 /* Fresh start: reference eigenspace, network initialisation, random streams. */
 static PetscErrorCode StartFresh(BasisTrainer t)
 {
-  BasisModel *mo = &t->model;
-  PetscInt   *ref_idx, *anchor_pos, K = mo->spec.graph.K;
-  float      *ref_x;
-  float      *params, *grad, *am, *av;
-  BasisRng    init;
+  BasisModel    *mo = &t->model;
+  const PetscInt l = mo->spec.l, L = mo->spec.L, D = mo->spec.D, K = mo->spec.graph.K;
+  PetscInt      *ref_idx, *pos; /* [l + L]: the anchors' rows of the reference set, then the landmarks' */
+  float         *ref_x;
+  PetscReal     *phi;
+  float         *params, *grad, *am, *av;
+  BasisRng       init;
+  double         t0;
 
   PetscFunctionBeginUser;
-  PetscCall(
-      PetscMalloc3(mo->spec.R, &ref_idx, mo->spec.l, &anchor_pos, (size_t)mo->spec.R * mo->spec.D, &ref_x));
-  PetscCall(BasisReferenceSample(mo->spec.N, mo->spec.R, mo->spec.l, mo->spec.seed, ref_idx, anchor_pos));
+  PetscCall(PetscMalloc4(mo->spec.R, &ref_idx, l + L, &pos, (size_t)mo->spec.R * D, &ref_x,
+                         (size_t)(l + L) * K, &phi));
+  PetscCall(BasisReferenceSample(mo->spec.N, mo->spec.R, l, L, mo->spec.seed, ref_idx, pos));
   PetscCall(BasisShardGatherRows(t->comm, &t->shard, mo->spec.R, ref_idx, ref_x));
-  for (PetscInt a = 0; a < mo->spec.l; a++) {
-    mo->anchors[a] = ref_idx[anchor_pos[a]];
-    PetscCall(PetscArraycpy(mo->anchor_x + (size_t)a * mo->spec.D, ref_x + (size_t)anchor_pos[a] * mo->spec.D,
-                            mo->spec.D));
+  for (PetscInt a = 0; a < l; a++) {
+    mo->anchors[a] = ref_idx[pos[a]];
+    PetscCall(PetscArraycpy(mo->anchor_x + (size_t)a * D, ref_x + (size_t)pos[a] * D, D));
   }
+  for (PetscInt j = 0; j < L; j++)
+    PetscCall(PetscArraycpy(mo->landmark_x + (size_t)j * D, ref_x + (size_t)pos[l + j] * D, D));
   PetscCall(PetscPrintf(t->comm, "train: reference eigenspace of %d points (%d anchors), K = %d, by SLEPc\n",
-                        (int)mo->spec.R, (int)mo->spec.l, (int)K));
-  { /* the landmarks: a uniform subset of the reference rows, as the anchors; the solve
-       returns the reference's vectors at the anchors' and the landmarks' rows together */
-    const PetscInt l = mo->spec.l, L = mo->spec.L;
-    PetscInt      *pos;
-    PetscReal     *phi;
-    double         t0 = MPI_Wtime();
-    PetscCall(PetscMalloc2(l + L, &pos, (size_t)(l + L) * K, &phi));
-    PetscCall(PetscArraycpy(pos, anchor_pos, l));
-    if (L > 0) {
-      BasisRng pick;
-      BasisRngSeed(&pick, (uint64_t)mo->spec.seed, BASIS_STREAM_LANDMARKS);
-      PetscCall(BasisRngSample(&pick, mo->spec.R, L, pos + l));
-      for (PetscInt j = 0; j < L; j++)
-        PetscCall(PetscArraycpy(mo->landmark_x + (size_t)j * mo->spec.D,
-                                ref_x + (size_t)pos[l + j] * mo->spec.D, mo->spec.D));
-    }
-    PetscCall(BasisReferenceSolve(t->comm, &mo->spec.graph, mo->spec.m, mo->spec.R, mo->spec.D, ref_x, l + L,
-                                  pos, phi, mo->lambda_ref));
-    PetscCall(PetscArraycpy(mo->phi_ref, phi, (size_t)l * K));
-    PetscCall(PetscArraycpy(mo->landmark_phi, phi + (size_t)l * K, (size_t)L * K));
-    mo->has_landmark_phi = L > 0 ? PETSC_TRUE : PETSC_FALSE;
-    PetscCall(PetscFree2(pos, phi));
-    PetscCall(PetscPrintf(t->comm, "train: reference solved in %.1f s; eigenvalues %.4g ... %.4g\n",
-                          MPI_Wtime() - t0, (double)mo->lambda_ref[0], (double)mo->lambda_ref[K - 1]));
-  }
-  PetscCall(PetscFree3(ref_idx, anchor_pos, ref_x));
+                        (int)mo->spec.R, (int)l, (int)K));
+  t0 = MPI_Wtime(); /* one solve gives the reference's vectors at the anchors and the landmarks */
+  PetscCall(BasisReferenceSolve(t->comm, &mo->spec.graph, mo->spec.m, mo->spec.R, D, ref_x, l + L, pos, phi,
+                                mo->lambda_ref));
+  PetscCall(PetscArraycpy(mo->phi_ref, phi, (size_t)l * K));
+  PetscCall(PetscArraycpy(mo->landmark_phi, phi + (size_t)l * K, (size_t)L * K));
+  mo->has_landmark_phi = L > 0 ? PETSC_TRUE : PETSC_FALSE;
+  PetscCall(PetscPrintf(t->comm, "train: reference solved in %.1f s; eigenvalues %.4g ... %.4g\n",
+                        MPI_Wtime() - t0, (double)mo->lambda_ref[0], (double)mo->lambda_ref[K - 1]));
+  PetscCall(PetscFree4(ref_idx, pos, ref_x, phi));
   PetscCall(BasisModelSetNormalisation(t->comm, &t->shard, t->input, &t->model));
   PetscCall(ComputeOutputMap(t));
   PetscCall(ViewLandmarks(t));

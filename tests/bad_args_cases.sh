@@ -7,6 +7,8 @@
 #                               points), dupbatch.h5 (2000 x 6, 101 copies of one point),
 #                               models m.h5/m7.h5 (2 steps; m0.h5 without landmarks),
 #                               embedding e.h5, exact x.h5, ms.h5 (m.h5 with a stored R),
+#                               mnp.h5 (m.h5 without the reference's values at the
+#                               landmarks, as written before they were kept),
 #                               and damaged copies (corrupt, truncated, other format
 #                               version, labels out of range) made with h5py.
 #   bad_args_cases WORK         fill the arrays case_name, case_keep, case_pattern, case_args.
@@ -36,6 +38,9 @@ w = sys.argv[1] + "/"
 open(w + "corrupt.h5", "w").write("not an HDF5 file\n" * 40)
 model = open(w + "m.h5", "rb").read()
 open(w + "trunc.h5", "wb").write(model[: len(model) // 2])  # superblock intact, data cut
+shutil.copy(w + "m.h5", w + "mnp.h5")                        # as trained before landmark_phi was kept
+with h5py.File(w + "mnp.h5", "r+") as f:
+    del f["reference/landmark_phi"]
 shutil.copy(w + "m.h5", w + "ver.h5")                        # another model format version
 with h5py.File(w + "ver.h5", "r+") as f:
     f.attrs["format_version"] = np.array([99], np.int64)
@@ -163,6 +168,12 @@ bad_args_cases() {
     "$E -model $w/m0.h5 -output $w/out.h5 -landmark_weight 0.5"
   add "embed -orthonormalize stored, other -landmark_weight" - "ms.h5's stored orthonormalisation was computed with -landmark_weight 0.75, this embed uses 0.5" \
     "$E -model $w/ms.h5 -output $w/out.h5 -orthonormalize stored -landmark_weight 0.5"
+  add "embed -orthonormalize stored, -landmark_weight 0" - "ms.h5's stored orthonormalisation was computed with -landmark_weight 0.75, this embed uses 0[.]?; embed with -landmark_weight 0.75" \
+    "$E -model $w/ms.h5 -output $w/out.h5 -orthonormalize stored -landmark_weight 0"
+  add "embed -orthonormalize stored, other -landmark_values" - "ms.h5's stored orthonormalisation was computed with -landmark_values reference, this embed uses network" \
+    "$E -model $w/ms.h5 -output $w/out.h5 -orthonormalize stored -landmark_values network"
+  add "embed -landmark_values reference, model without" - "-landmark_values reference: model .*mnp.h5 keeps no /reference/landmark_phi .*use -landmark_values network" \
+    "$E -model $w/mnp.h5 -output $w/out.h5 -landmark_values reference"
   add "embed -mlp_precision fp8" - "Unknown option fp8 for -mlp_precision" "$E -model $w/m.h5 -output $w/out.h5 -mlp_precision fp8"
   # exact
   add "exact -dim >= N" - "200 points, fewer than -dim 200 \+ 1" "$X -output $w/out.h5 -dim 200"

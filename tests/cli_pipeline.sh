@@ -83,13 +83,16 @@ err = np.abs(raw * scale + shift - e).max() / np.abs(e).max()
 assert err < 1e-5, "relative difference %g" % err
 PY
 # The landmarks (the defaults): column 0 from each point's degree among them; columns 1..
-# are 0.25 x the network's + 0.75 x z, z their extension from the network's outputs at the
-# landmarks through the point's graph weights. -landmark_weight 0 keeps the network's
+# are 0.25 x the network's + 0.75 x z, z the extension of the reference's eigenvectors at
+# the landmarks (train keeps them) through the point's graph weights; -landmark_values
+# network extends the network's outputs there instead, and so does a model without them
+# (written before they were kept), bit for bit. -landmark_weight 0 keeps the network's
 # columns 1.. bit for bit, -landmark_weight 1 gives z (an affine map of it) alone. Column 0
 # follows the exact trivial eigenvector D^1/2 1 of the density-matched graph (measured r =
 # 0.94 here, where the network's column 0 after 60 steps has 0.18); the extension brings
-# columns 1.. nearer the exact ones (d_G over the non-trivial directions measured 0.237
-# against the network's 0.325); each embedding says where its columns came from.
+# columns 1.. nearer the exact ones (d_G over the non-trivial directions measured 0.0045
+# against the network's 0.325, and 0.237 extending the network's outputs); each embedding
+# says where its columns came from.
 # The landmark products in float and in bfloat16 (-knn_gemm; auto is bf16 on CPUs with
 # bfloat16 dot products): the same embedding bit for bit.
 for g in float bf16; do
@@ -99,22 +102,35 @@ done
 run 2 embed -model "$work/a.h5" -input "$work/data.h5" -output "$work/ew0.h5" -landmark_weight 0 >/dev/null 2>&1 || die "embed -landmark_weight 0"
 run 2 embed -model "$work/a.h5" -input "$work/data.h5" -output "$work/ew1.h5" -landmark_weight 1 >/dev/null 2>&1 || die "embed -landmark_weight 1"
 run 2 embed -model "$work/a.h5" -input "$work/data.h5" -output "$work/evn.h5" -landmark_values network >/dev/null 2>&1 || die "embed -landmark_values network"
+/usr/bin/python3 - "$work/a.h5" "$work/nophi.h5" <<'PY' || die "cannot write a model without the reference's values at the landmarks"
+import h5py, shutil, sys
+shutil.copy(sys.argv[1], sys.argv[2])
+with h5py.File(sys.argv[2], "r+") as f:
+    del f["reference/landmark_phi"]
+PY
+run 2 embed -model "$work/nophi.h5" -input "$work/data.h5" -output "$work/enp.h5" >"$work/enp.log" 2>&1 || die "embed with a model without the reference's values at the landmarks"
+grep -q "keeps no reference values at its landmarks" "$work/enp.log" || die "embed does not say that the model keeps no reference values at its landmarks"
 run 2 exact -input "$work/data.h5" -output "$work/x0.h5" -dim 4 -match_batch 160 >/dev/null 2>&1 || die "exact"
-for e in e1 ew0; do
+for e in e1 ew0 evn; do
   run 2 eval -input "$work/$e.h5" -exact "$work/x0.h5" -json "$work/$e.json" >/dev/null 2>&1 || die "eval $e"
 done
-/usr/bin/python3 - "$work/e1.h5" "$work/en.h5" "$work/x0.h5" "$work/ew0.h5" "$work/ew1.h5" "$work/e1.json" "$work/ew0.json" <<'PY' || die "embed's landmark columns are not what -trivial and -landmark_weight say"
+/usr/bin/python3 - "$work/e1.h5" "$work/en.h5" "$work/x0.h5" "$work/ew0.h5" "$work/ew1.h5" "$work/e1.json" "$work/ew0.json" \
+  "$work/evn.h5" "$work/enp.h5" "$work/a.h5" "$work/evn.json" <<'PY' || die "embed's landmark columns are not what -trivial, -landmark_weight and -landmark_values say"
 import h5py, json, numpy as np, sys
-fl, fn, _, f0, f1 = (h5py.File(p, "r")["embedding"] if i != 2 else None for i, p in enumerate(sys.argv[1:6]))
-el, en, e0, e1 = (f[()].astype(np.float64) for f in (fl, fn, f0, f1))
-x0 = h5py.File(sys.argv[3], "r")["exact/vectors"][:, 0]
+a = sys.argv[1:]
+fl, fn, f0, f1, fv, fp = (h5py.File(a[i], "r")["embedding"] for i in (0, 1, 3, 4, 7, 8))
+el, en, e0, e1, ev = (f[()].astype(np.float64) for f in (fl, fn, f0, f1, fv))
+x0 = h5py.File(a[2], "r")["exact/vectors"][:, 0]
 assert fl.attrs["trivial"] == b"landmarks" and fn.attrs["trivial"] == b"network", (fl.attrs["trivial"], fn.attrs["trivial"])
 assert fl.attrs["landmark_weight"][0] == 0.75 and fn.attrs["landmark_weight"][0] == 0, "landmark_weight attributes"
-# the extended values: the reference's vectors at the landmarks (train keeps them), or the network's outputs there
-fv = h5py.File(sys.argv[1].replace("e1.h5", "evn.h5"), "r")["embedding"]
-assert fl.attrs["landmark_values"] == b"reference" and fv.attrs["landmark_values"] == b"network", "landmark_values attributes"
-assert "reference/landmark_phi" in h5py.File(sys.argv[1].replace("e1.h5", "a.h5"), "r"), "the model keeps no reference values at its landmarks"
-assert not np.allclose(fv[()][:, 1:], el[:, 1:], atol=1e-4) and np.array_equal(fv[()][:, 0], el[:, 0]), "-landmark_values network: columns"
+# what is extended: the reference's vectors at the landmarks, or the network's outputs there,
+# which a model without the former gets bit for bit
+assert "reference/landmark_phi" in h5py.File(a[9], "r"), "the model keeps no reference values at its landmarks"
+assert [f.attrs["landmark_values"] for f in (fl, fv, fp, fn)] == [b"reference", b"network", b"network", b"network"], "landmark_values attributes"
+assert np.array_equal(fp[()], fv[()]), "a model without landmark_phi does not embed as -landmark_values network"
+assert np.array_equal(ev[:, 0], el[:, 0]), "-landmark_values network moved column 0"
+# the two sources differ by far more than float rounding (~1e-6 of the largest entry)
+assert np.abs(ev[:, 1:] - el[:, 1:]).max() > 1e-3 * np.abs(el[:, 1:]).max(), "-landmark_values network gives the reference's columns"
 assert np.array_equal(e0[:, 1:], en[:, 1:]), "-landmark_weight 0: columns 1.. are not the network's"
 assert np.array_equal(e0[:, 0], el[:, 0]) and np.array_equal(e1[:, 0], el[:, 0]), "column 0 moved with -landmark_weight"
 err = np.abs(el[:, 1:] - (0.25 * en[:, 1:] + 0.75 * e1[:, 1:])).max() / np.abs(el[:, 1:]).max()
@@ -122,8 +138,9 @@ assert err < 1e-5, "the default is not 0.25 network + 0.75 extension (relative %
 assert not np.allclose(e1[:, 1:], en[:, 1:], atol=1e-3), "the extension equals the network's columns"
 r = np.corrcoef(el[:, 0], x0)[0, 1]
 assert r > 0.9, "column 0 from the landmarks does not follow the exact trivial eigenvector (r = %g)" % r
-ntr = [json.load(open(p))["rows"][0]["d_G_nontrivial"][0] for p in sys.argv[6:8]]
-assert ntr[0] < 0.9 * ntr[1], "the extension does not bring columns 1.. nearer the exact ones: d_G %g against the network's %g" % tuple(ntr)
+ntr = [json.load(open(p))["rows"][0]["d_G_nontrivial"][0] for p in (a[5], a[6], a[10])]
+assert ntr[0] < 0.9 * ntr[1], "the extension does not bring columns 1.. nearer the exact ones: d_G %g against the network's %g" % tuple(ntr[:2])
+assert ntr[0] < 0.9 * ntr[2], "the reference's values extend no better than the network's: d_G %g against %g" % (ntr[0], ntr[2])
 PY
 # Orthonormalised output: stored R reproduces the computed map.
 run 2 embed -model "$work/a.h5" -input "$work/data.h5" -output "$work/o1.h5" -orthonormalize compute >/dev/null 2>&1 || die "embed -orthonormalize compute"

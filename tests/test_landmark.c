@@ -206,8 +206,8 @@ static PetscErrorCode CheckExtension(void)
   BasisGraphParams p, lp;
   BasisLandmarks   lm;
   BasisRng         rng;
-  float           *x, *q, *f, *y, *y0;
-  PetscReal       *dl, *w, *ext, rmin, worst = 0, worst_self = 0, worst_triv = 0, worst_blend = 0;
+  float           *x, *q, *y, *y0;
+  PetscReal       *f, *dl, *w, *ext, rmin, worst = 0, worst_self = 0, worst_triv = 0, worst_blend = 0;
   PetscBool        col0 = PETSC_TRUE;
 
   PetscFunctionBeginUser;
@@ -223,11 +223,11 @@ static PetscErrorCode CheckExtension(void)
   PetscCall(GraphDegrees(&lp, L, D, x, dl));
   /* column 0: D^1/2 1 of the landmark graph; columns 1, 2: arbitrary values */
   for (PetscInt j = 0; j < L; j++) {
-    f[j * K]     = (float)PetscSqrtReal(dl[j]);
-    f[j * K + 1] = (float)BasisRngNormal(&rng);
-    f[j * K + 2] = (float)(x[j * D] * x[j * D] - x[j * D + 1]);
+    f[j * K]     = PetscSqrtReal(dl[j]);
+    f[j * K + 1] = BasisRngNormal(&rng);
+    f[j * K + 2] = x[j * D] * x[j * D] - x[j * D + 1];
   }
-  PetscCall(BasisLandmarksSetNetwork(lm, K, f, 0.3, &rmin));
+  PetscCall(BasisLandmarksSetValues(lm, K, f, 0.3, &rmin));
 
   /* new points: W's row of x in the graph of the landmarks with x added */
   PetscCall(BasisLandmarksExtend(lm, nnew, q, ext));
@@ -273,7 +273,7 @@ static PetscErrorCode CheckExtension(void)
      extension (z), weight 0.3 gives 0.7 y + 0.3 z */
   PetscCall(BasisLandmarksExtend(lm, nnew, q, ext));
   for (PetscInt i = 0; i < nnew * K; i++) y[i] = y0[i] = (float)BasisRngNormal(&rng);
-  PetscCall(BasisLandmarksSetNetwork(lm, K, f, 1.0, NULL));
+  PetscCall(BasisLandmarksSetValues(lm, K, f, 1.0, NULL));
   PetscCall(BasisLandmarksColumn(lm, NULL, nnew, q, K, y));
   for (PetscInt t = 0; t < nnew; t++) col0 = col0 && y[t * K] == y0[t * K];
   for (PetscInt c = 1; c < K; c++) { /* z_c = a ext_c + b: the slope between any two points is a */
@@ -291,7 +291,7 @@ static PetscErrorCode CheckExtension(void)
     PetscCall(PetscMalloc1((size_t)nnew * K, &z));
     PetscCall(PetscArraycpy(z, y, (size_t)nnew * K));
     PetscCall(PetscArraycpy(y, y0, (size_t)nnew * K));
-    PetscCall(BasisLandmarksSetNetwork(lm, K, f, 0.3, NULL));
+    PetscCall(BasisLandmarksSetValues(lm, K, f, 0.3, NULL));
     PetscCall(BasisLandmarksColumn(lm, NULL, nnew, q, K, y));
     worst_blend = 0;
     for (PetscInt t = 0; t < nnew; t++) {

@@ -6,7 +6,7 @@
     BasisEmbedderCreate(comm, &e);
     BasisEmbedderSetModel(e, &model, "model.h5");   (borrowed; BasisModelRead)
     BasisEmbedderSetFromOptions(e);          -chunk, -orthonormalize, -mlp_precision, -trivial,
-                                             -landmark_weight, -knn_gemm
+                                             -landmark_weight, -landmark_values, -knn_gemm
     BasisEmbedderSetUp(e);
     BasisEmbedderApply(e, n, x, y);          any n, in chunks of -chunk rows
     BasisEmbedderDestroy(&e);
@@ -25,12 +25,6 @@ extern const char *const BasisOrthoTypes[];
 typedef enum { BASIS_TRIVIAL_LANDMARKS, BASIS_TRIVIAL_NETWORK } BasisTrivialType;
 extern const char *const BasisTrivialTypes[];
 
-/* -landmark_values: what the landmarks carry into columns 1..K-1 (-landmark_weight): the
-   reference's eigenvectors there (the default where the model keeps them) or the network's
-   outputs there. */
-typedef enum { BASIS_LANDMARK_VALUES_REFERENCE, BASIS_LANDMARK_VALUES_NETWORK } BasisLandmarkValues;
-extern const char *const BasisLandmarkValuesTypes[];
-
 typedef struct _p_BasisEmbedder *BasisEmbedder;
 
 PetscErrorCode BasisEmbedderCreate(MPI_Comm comm, BasisEmbedder *e);
@@ -39,7 +33,7 @@ PetscErrorCode BasisEmbedderSetFromOptions(BasisEmbedder e);
 PetscErrorCode BasisEmbedderSetUp(BasisEmbedder e);
 PetscErrorCode BasisEmbedderView(BasisEmbedder e);
 PetscErrorCode BasisEmbedderUsesLandmarks(BasisEmbedder e, PetscBool *col0, PetscReal *weight,
-                                          PetscInt *values);
+                                          BasisLandmarkValuesType *values);
 PetscErrorCode BasisEmbedderGetSizes(BasisEmbedder e, PetscInt *D, PetscInt *K, PetscInt *chunk);
 PetscErrorCode BasisEmbedderGetOrthoType(BasisEmbedder e, BasisOrthoType *ortho);
 PetscErrorCode BasisEmbedderApply(BasisEmbedder e, PetscInt n, const float x[], float y[]);

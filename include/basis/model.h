@@ -2,8 +2,9 @@
   model.h - the model/checkpoint file (DESIGN.md "Files"): network shapes and weights,
   Adam state, step, every rank's RNG state, anchors and their features, Phi_ref and its
   eigenvalues, graph/alignment parameters, input normalisation and per-step alignment
-  diagnostics -- enough to resume training exactly and to embed new data without the
-  training set.
+  diagnostics, the landmarks (reference rows, their features and the reference's vectors
+  there) -- enough to resume training exactly and to embed new data without the training
+  set.
 */
 #pragma once
 #include <basis/graph.h>
@@ -18,6 +19,12 @@
 #define BASIS_MODEL_FORMAT 2
 #define BASIS_MAX_LAYERS   16
 
+/* What embed's columns 1..K-1 extend from the landmarks (embed -landmark_values): the
+   reference's eigenvectors there (/reference/landmark_phi, the default where the model keeps
+   them) or the network's outputs there. A stored orthonormalisation records which. */
+typedef enum { BASIS_LANDMARK_VALUES_REFERENCE, BASIS_LANDMARK_VALUES_NETWORK } BasisLandmarkValuesType;
+extern const char *const BasisLandmarkValuesTypes[];
+
 /* What a model is: chosen when training starts (options and the data's shape) and adopted
    whole by -resume, which continues the same run. */
 typedef struct {
@@ -28,7 +35,7 @@ typedef struct {
   BasisAlignParams align;                        /* -align and its RANSAC parameters */
   BasisSampleType  sample;                       /* -sample */
   PetscInt         l, m, R, seed;                /* -anchors, -batch, -reference_size, -seed */
-  PetscInt         L;        /* -landmarks: reference rows kept for embed's trivial column (0: none) */
+  PetscInt         L;        /* -landmarks: reference rows kept for embed's columns (0: none) */
   PetscReal        lr;       /* Adam learning rate at step 1 */
   PetscReal        lr_final; /* ... decayed along a half cosine to this at the last step (= lr: constant) */
 } BasisModelSpec;
@@ -65,7 +72,7 @@ typedef struct {
   PetscReal *ortho_R;               /* [K][K] upper triangular, row-major; NULL when not computed */
   PetscBool  ortho_landmarks;       /* R was computed with column 0 from the landmarks (embed -trivial) */
   PetscReal  ortho_landmark_weight; /*   and with this embed -landmark_weight (0: the network's columns) */
-  PetscInt   ortho_landmark_values; /*   and -landmark_values (BasisLandmarkValues; 1 in older files) */
+  BasisLandmarkValuesType ortho_landmark_values; /*   and -landmark_values (network in older files) */
 } BasisModel;
 
 /* Per-step diagnostics kept in history: loss, alignment residual, condition number,
