@@ -37,7 +37,9 @@ with h5py.File(w + "d.h5", "r") as f, h5py.File(w + "biglabel.h5", "w") as g:
     g["features"] = f["features"][()]
     lab = f["labels"][()].astype(np.int64); lab[7] = 3000000000; g["labels"] = lab  # above INT_MAX
 PY
-  head -c 600 /dev/urandom >"$w/garbage.opts"
+  # random bytes after a first word that no option starts with, so that line 1 is the bad
+  # one (random bytes alone may open with a blank or '#' line, which the reader skips)
+  { printf 'garbage'; head -c 600 /dev/urandom; } >"$w/garbage.opts"
   printf -- '-steps 3\n' >"$w/good.opts"
   if [[ $(id -u) == 0 ]]; then
     mkdir -p "$w/full" "$w/near"
