@@ -214,7 +214,8 @@ static PetscErrorCode EnsureCapacity(BasisEmbedder e, PetscInt rows);
    in the embedding's units: the reference's eigenvectors there (-landmark_values reference,
    where the model keeps them: exact for the reference graph, the same for every seed's
    network) or the network's outputs there. Every rank computes all of them, the same on
-   each, so the embedding does not depend on the rank count. */
+   each, so the embedding does not depend on the rank count. Collective only in its error:
+   an explicit -landmark_values reference that the model cannot give. */
 static PetscErrorCode SetLandmarkValues(BasisEmbedder e)
 {
   const BasisModel *mo = e->model;
@@ -222,6 +223,11 @@ static PetscErrorCode SetLandmarkValues(BasisEmbedder e)
   PetscReal        *f;
 
   PetscFunctionBeginUser;
+  PetscCheck(mo->has_landmark_phi || !(e->values_given && e->values == BASIS_LANDMARK_VALUES_REFERENCE),
+             e->comm, PETSC_ERR_ARG_INCOMP,
+             "-landmark_values reference: model %s keeps no /reference/landmark_phi (trained, or resumed "
+             "from a checkpoint, before basis kept it); train it again, or use -landmark_values network",
+             e->name);
   PetscCall(PetscMalloc1((size_t)L * K, &f));
   e->used_values = e->values == BASIS_LANDMARK_VALUES_REFERENCE && mo->has_landmark_phi
                        ? BASIS_LANDMARK_VALUES_REFERENCE
@@ -292,12 +298,6 @@ PetscErrorCode BasisEmbedderSetUp(BasisEmbedder e)
     PetscCheck(e->lm || !(e->weight_given && e->weight > 0), e->comm, PETSC_ERR_ARG_INCOMP,
                "-landmark_weight %g: model %s has no usable landmarks: %s; use -landmark_weight 0",
                (double)e->weight, e->name, e->why);
-    PetscCheck(!e->lm || e->weight == 0 || e->K == 1 || mo->has_landmark_phi ||
-                   !(e->values_given && e->values == BASIS_LANDMARK_VALUES_REFERENCE),
-               e->comm, PETSC_ERR_ARG_INCOMP,
-               "-landmark_values reference: model %s keeps no /reference/landmark_phi (trained, or resumed "
-               "from a checkpoint, before basis kept it); train it again, or use -landmark_values network",
-               e->name);
     if (e->lm) {
       PetscCall(BasisLandmarksSetGemm(e->lm, e->knn_gemm, NULL));
       e->col0 = e->trivial == BASIS_TRIVIAL_LANDMARKS ? PETSC_TRUE : PETSC_FALSE;

@@ -6,7 +6,7 @@
 #include <basis/h5io.h>
 
 PetscErrorCode BasisReferenceSample(PetscInt N, PetscInt R, PetscInt l, PetscInt L, PetscInt seed,
-                                    PetscInt ref_idx[], PetscInt anchor_pos[]);
+                                    PetscInt ref_idx[], PetscInt pos[]);
 PetscErrorCode BasisShardGatherRows(MPI_Comm comm, const BasisShard *shard, PetscInt nidx,
                                     const PetscInt idx[], float rows[]);
 PetscErrorCode BasisReferenceSolve(MPI_Comm comm, const BasisGraphParams *graph, PetscInt m, PetscInt R,
