@@ -144,12 +144,8 @@ PetscErrorCode BasisTrainerCreate(MPI_Comm comm, BasisTrainer *tr)
   t->model.spec.sample = BASIS_SAMPLE_GLOBAL;
   t->model.spec.l      = 250;
   t->model.spec.m      = 1024; /* authors: 512; 1024 measured better per second (docs/quality.md) */
-  /* 0: min(N, 32 m), decided when N is known. 24 m (from 16 m) helped the 70k row in sample;
-     32 m took the out-of-sample ntr from 0.0508 to 0.0441 (seeds 42 7 3, with the network
-     and steps here) for a reference solve of ~40 s instead of ~21 s at 2 ranks, spent once
-     (docs/quality.md "A cheaper network, a larger reference") */
-  t->model.spec.R = 0;
-  t->model.spec.L = -1; /* -1: min(R, 4 m) for -laplacian sym, decided with R */
+  t->model.spec.R      = 0;    /* 0: min(N, 32 m), decided when N is known (BasisTrainerSetUp) */
+  t->model.spec.L      = -1;   /* -1: min(R, 4 m) for -laplacian sym, decided with R */
   /* authors: 1000. Before embed extended the reference's values, Fashion-MNIST-70k was still
      learning at 1000 (seed 42: d_G 0.142 -> 0.111 at 1500) and the default was 1600; with
      the extension carrying most of the columns, 1000 steps cost out of sample ntr ~0.001
@@ -529,12 +525,13 @@ PetscErrorCode BasisTrainerSetUp(BasisTrainer t)
   PetscCheck(mo->spec.l <= mo->spec.N, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
              "-anchors %d exceeds the %d points of input %s; use a smaller -anchors (and -batch)",
              (int)mo->spec.l, (int)mo->spec.N, t->input);
-  /* Default reference: 24 batches' worth of points, density-matched (k_R = k R / m). On
+  /* Default reference: 32 batches' worth of points, density-matched (k_R = k R / m). On
      MNIST-10k 16 batches cut d_G from 0.87 (R = m) to 0.69 (docs/quality.md); on
      Fashion-MNIST-70k 24 instead of 16 took d_G over the non-trivial directions from 0.054
-     to 0.047 (six seeds, better on five), out of sample no change (0.213 / 0.214), for ~9 s
-     more set-up ("The reference set's size"). Its kNN costs O(R^2 D), so it is capped
-     rather than the whole data set. */
+     to 0.047 ("The reference set's size"); since embed extends the reference's values at
+     the landmarks, 32 instead of 24 took it out of sample from 0.0508 to 0.0441 (seeds 42 7
+     3) for a solve of ~40 s instead of ~21 s at 2 ranks ("A cheaper network, a larger
+     reference"). Its kNN costs O(R^2 D), so it is capped rather than the whole data set. */
   if (mo->spec.R == 0) mo->spec.R = PetscMax(PetscMin(mo->spec.N, 32 * mo->spec.m), mo->spec.l);
   /* Default landmarks (src/landmark.c): 4 batches' worth of the reference rows. Out of
      sample on Fashion-MNIST the trivial direction's sin^2 was 0.113 from the network and
