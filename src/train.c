@@ -49,6 +49,16 @@
 
 int BasisExitStatus = 0;
 
+/* The default reference and landmark counts in batches of m: R = min(N, 32 m) and L =
+   min(R, 4 m) (BasisTrainerSetUp has the measurements). -help states them from here. */
+#define REFERENCE_BATCHES 32
+#define LANDMARK_BATCHES  4
+static const char reference_size_help[] =
+    "Reference set size R (0: min(N, " PetscStringize(REFERENCE_BATCHES) " x -batch))";
+static const char landmarks_help[] =
+    "Reference rows kept for embed's trivial eigenvector of -laplacian sym "
+    "(-1: min(R, " PetscStringize(LANDMARK_BATCHES) " x -batch); 0: none, embed uses the network's)";
+
 static volatile sig_atomic_t stop_requested = 0;
 static void                  OnStopSignal(int sig)
 {
@@ -201,13 +211,8 @@ PetscErrorCode BasisTrainerSetFromOptions(BasisTrainer t)
                              "shard (its own rows, no communication)",
                              NULL, BasisSampleTypes, (PetscEnum)mo->spec.sample,
                              (PetscEnum *)&mo->spec.sample, NULL));
-  PetscCall(PetscOptionsInt("-reference_size", "Reference set size R (0: min(N, 32 x -batch))", NULL,
-                            mo->spec.R, &mo->spec.R, NULL));
-  PetscCall(
-      PetscOptionsInt("-landmarks",
-                      "Reference rows kept for embed's trivial eigenvector of -laplacian sym (-1: min(R, "
-                      "4 x -batch); 0: none, embed uses the network's)",
-                      NULL, mo->spec.L, &mo->spec.L, NULL));
+  PetscCall(PetscOptionsInt("-reference_size", reference_size_help, NULL, mo->spec.R, &mo->spec.R, NULL));
+  PetscCall(PetscOptionsInt("-landmarks", landmarks_help, NULL, mo->spec.L, &mo->spec.L, NULL));
   PetscCall(PetscOptionsInt("-steps", "Training steps", NULL, mo->steps, &mo->steps, &t->steps_given));
   PetscCall(PetscOptionsReal("-lr", "Adam learning rate (at the first step)", NULL, mo->spec.lr, &mo->spec.lr,
                              NULL));
@@ -532,13 +537,16 @@ PetscErrorCode BasisTrainerSetUp(BasisTrainer t)
      the landmarks, 32 instead of 24 took it out of sample from 0.0508 to 0.0441 (seeds 42 7
      3) for a solve of ~40 s instead of ~21 s at 2 ranks ("A cheaper network, a larger
      reference"). Its kNN costs O(R^2 D), so it is capped rather than the whole data set. */
-  if (mo->spec.R == 0) mo->spec.R = PetscMax(PetscMin(mo->spec.N, 32 * mo->spec.m), mo->spec.l);
+  if (mo->spec.R == 0)
+    mo->spec.R = PetscMax(PetscMin(mo->spec.N, REFERENCE_BATCHES * mo->spec.m), mo->spec.l);
   /* Default landmarks (src/landmark.c): 4 batches' worth of the reference rows. Out of
      sample on Fashion-MNIST the trivial direction's sin^2 was 0.113 from the network and
      0.065, 0.034, 0.024 from 2, 4, 8 m landmarks (docs/quality.md "The trivial direction
      from landmarks"); embed pays 2 D L flops per point for them. */
   if (mo->spec.L < 0)
-    mo->spec.L = mo->spec.graph.laplacian == BASIS_LAPLACIAN_SYM ? PetscMin(mo->spec.R, 4 * mo->spec.m) : 0;
+    mo->spec.L = mo->spec.graph.laplacian == BASIS_LAPLACIAN_SYM
+                     ? PetscMin(mo->spec.R, LANDMARK_BATCHES * mo->spec.m)
+                     : 0;
   PetscCheck(
       mo->spec.L <= mo->spec.R, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
       "-landmarks %d exceeds the reference set's %d rows they are drawn from; use -landmarks %d or less "
