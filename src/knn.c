@@ -719,7 +719,9 @@ static PetscReal SelectKth(PetscReal a[], PetscInt n, PetscInt k)
   MergeTileLargeK - MergeTile for long lists: the same candidate bound (see MergeTile),
   with the k-th smallest upper bound found by quickselect and the surviving candidates
   sorted once and merged with the list, O(cols + c log c + k) per row instead of O(cols k).
-  Same result as MergeTile, ties included.
+  Same result as MergeTile, ties included. Only bounds below the list's k-th distance enter
+  the quickselect (once the list is full, few of a tile's do): the tile's k-th smallest
+  bound can tighten tau only if k of them are below it, and is then the k-th among those.
 */
 static void MergeTileLargeK(BasisKnn *knn, PetscInt D, const float q[], PetscInt qstart, const PetscReal qn[],
                             PetscInt i0, PetscInt rows, const float p[], PetscInt pstart,
@@ -736,12 +738,11 @@ static void MergeTileLargeK(BasisKnn *knn, PetscInt D, const float q[], PetscInt
     PetscInt       *idx = knn->idx + (size_t)i * k, nu = 0, nc = 0;
     PetscReal      *d2 = knn->d2 + (size_t)i * k, tau = d2[k - 1];
 
-    for (PetscInt j = 0; j < cols; j++) {
-      PetscReal s = qni + pn[j0 + j];
-      if (pstart + j0 + j == gi) continue;
-      w->u[nu++] = s + (PetscReal)g[j] + mg.c * s + mg.a; /* an upper bound on d2_j */
+    for (PetscInt j = 0; j < cols; j++) { /* the upper bounds on d2_j below tau */
+      PetscReal s = qni + pn[j0 + j], u = s + (PetscReal)g[j] + mg.c * s + mg.a;
+      if (pstart + j0 + j != gi && u < tau) w->u[nu++] = u;
     }
-    if (nu >= k) tau = PetscMin(tau, SelectKth(w->u, nu, k));
+    if (nu >= k) tau = SelectKth(w->u, nu, k); /* the tile's k-th smallest bound, < tau */
     for (PetscInt j = 0; j < cols; j++) {
       PetscReal s  = qni + pn[j0 + j], d;
       PetscInt  gj = pstart + j0 + j;
