@@ -320,6 +320,7 @@ PetscErrorCode BasisEvaluatorSetFromOptions(BasisEvaluator ev)
   PetscFunctionBeginUser;
   if (ev->Kmax > 0) ev->graph.K = ev->Kmax;
   ev->nmatch = BASIS_EVAL_MAX_REFS;
+  PetscCall(BasisOptionsCheckListLength(ev->comm, "-match_batch", BASIS_EVAL_MAX_REFS));
   PetscOptionsBegin(ev->comm, NULL, "basis eval: scores and the reference graphs computed with -data", NULL);
   PetscCall(
       PetscOptionsIntArray("-match_batch",
@@ -730,6 +731,7 @@ PetscErrorCode BasisEvalMain(MPI_Comm comm)
   double         t0 = MPI_Wtime();
 
   PetscFunctionBeginUser;
+  PetscCall(BasisOptionsCheckListLength(comm, "-input", BASIS_EVAL_MAX_INPUTS));
   PetscOptionsBegin(comm, NULL, "basis eval: score embeddings against exact eigenvectors", NULL);
   PetscCall(PetscOptionsStringArray("-input",
                                     "Embeddings to score (/embedding or /exact/vectors), comma-separated",

@@ -67,6 +67,19 @@ PetscErrorCode BasisH5OpenRead(MPI_Comm comm, const char *path, const char *what
   BasisCallH5(H5Pclose(fapl));
   BasisCheckAll(comm, *file >= 0, PETSC_ERR_FILE_OPEN,
                 "cannot open %s file %s: it is truncated or corrupt; restore or recreate it", what, path);
+  { /* a basis output (it records the temporary name it was written under) that was never
+       committed: still under that name, or without its completeness mark */
+    PetscBool temporary, recorded = H5Aexists(*file, "basis_temporary_name") > 0 ? PETSC_TRUE : PETSC_FALSE;
+    PetscCall(BasisOutputIsTemporary(*file, path, &temporary));
+    PetscCheck(
+        !temporary, comm, PETSC_ERR_FILE_UNEXPECTED,
+        "%s file %s is the temporary file of a run that was stopped before it committed it; use the file "
+        "under its final name, or run the command that writes it again",
+        what, path);
+    PetscCheck(!recorded || H5Aexists(*file, "basis_complete") > 0, comm, PETSC_ERR_FILE_UNEXPECTED,
+               "%s file %s is incomplete (its writer was interrupted); run the command that writes it again",
+               what, path);
+  }
   PetscFunctionReturn(0);
 }
 
@@ -79,13 +92,17 @@ PetscErrorCode BasisH5OpenRead(MPI_Comm comm, const char *path, const char *what
 */
 /* Refuse a dataset whose storage this HDF5 cannot read, naming why, instead of a failed
    read later: a filter without its plugin (LZF, Blosc, ... written by h5py or PyTables),
-   or a virtual dataset (its layout is not readable through MPI-IO here). Collective. */
+   a virtual dataset (its layout is not readable through MPI-IO here), or a chunked one
+   whose writer stopped part-way (chunks never written: parallel HDF5 fails on them, and
+   hangs when only some ranks' rows lie there; what they would hold is no data anyway).
+   Collective. */
 static PetscErrorCode CheckStorage(MPI_Comm comm, hid_t dset, const char *path, const char *name)
 {
-  hid_t        dcpl = H5Dget_create_plist(dset);
-  H5D_layout_t layout;
-  int          nfilters, missing = -1;
-  char         fname[64] = "";
+  hid_t              dcpl = H5Dget_create_plist(dset);
+  H5D_layout_t       layout;
+  H5D_space_status_t status;
+  int                nfilters, missing = -1;
+  char               fname[64] = "";
 
   PetscFunctionBeginUser;
   BasisCallH5(dcpl);
@@ -107,6 +124,17 @@ static PetscErrorCode CheckStorage(MPI_Comm comm, hid_t dset, const char *path, 
       "%s: /%s is compressed with HDF5 filter %d (%s), which this HDF5 cannot decode; point "
       "HDF5_PLUGIN_PATH at the filter's plugin, or rewrite the file without it (h5repack -f NONE %s OUT.h5)",
       path, name, missing, fname[0] ? fname : "unknown", path);
+  /* the space status is exact without filters; with them a stored chunk's size differs from
+     its nominal one and HDF5 says "part" of a complete dataset, and H5Dget_num_chunks is not
+     available through MPI-IO: only a filtered dataset never written at all is recognised */
+  BasisCallH5(H5Dget_space_status(dset, &status));
+  PetscCheck(layout != H5D_CHUNKED || status == H5D_SPACE_STATUS_ALLOCATED ||
+                 (nfilters > 0 && status != H5D_SPACE_STATUS_NOT_ALLOCATED),
+             comm, PETSC_ERR_FILE_UNEXPECTED,
+             "%s: /%s was %s written (%s of its chunks were never stored: the program that wrote it stopped "
+             "or skipped rows); write the whole dataset again",
+             path, name, status == H5D_SPACE_STATUS_NOT_ALLOCATED ? "never" : "only partly",
+             status == H5D_SPACE_STATUS_NOT_ALLOCATED ? "none" : "some");
   PetscFunctionReturn(0);
 }
 
@@ -187,6 +215,17 @@ static H5T_conv_ret_t CountClipped(H5T_conv_except_t except, hid_t src, hid_t ds
   return H5T_CONV_UNHANDLED;
 }
 
+/* "/name in file", for messages. */
+static const char *DatasetName(hid_t dset, char *buf, size_t len)
+{
+  char name[256] = "?", file[PETSC_MAX_PATH_LEN] = "?";
+
+  if (H5Iget_name(dset, name, sizeof(name)) < 0) snprintf(name, sizeof(name), "?");
+  if (H5Fget_name(dset, file, sizeof(file)) < 0) snprintf(file, sizeof(file), "?");
+  snprintf(buf, len, "%s in %s", name, file);
+  return buf;
+}
+
 /* Collective transfer of rows [start, start+n) x cols between dset and buf, in slabs.
    clipped (reads only, may be NULL): counts values outside the range of memtype. */
 static PetscErrorCode TransferRows(MPI_Comm comm, hid_t dset, PetscInt start, PetscInt n, PetscInt cols,
@@ -196,6 +235,7 @@ static PetscErrorCode TransferRows(MPI_Comm comm, hid_t dset, PetscInt start, Pe
   size_t   elem = H5Tget_size(memtype);
   PetscInt slab = SlabRows(cols, elem), nslabs = (n + slab - 1) / slab, max_slabs;
   int      rank_ndims;
+  char     name[PETSC_MAX_PATH_LEN + 300];
 
   PetscFunctionBeginUser;
   PetscCallMPI(MPI_Allreduce(&nslabs, &max_slabs, 1, MPIU_INT, MPI_MAX, comm));
@@ -221,8 +261,14 @@ static PetscErrorCode TransferRows(MPI_Comm comm, hid_t dset, PetscInt start, Pe
     else
       err = H5Dread(dset, memtype, mspace, fspace, dxpl, (char *)buf + (size_t)lo * cols * elem);
     BasisCallH5(H5Sclose(mspace));
-    BasisCheckAll(comm, err >= 0, PETSC_ERR_FILE_READ,
-                  "HDF5 %s of rows failed (file truncated or disk full?)", write ? "write" : "read");
+    if (write)
+      BasisCheckAll(comm, err >= 0, PETSC_ERR_FILE_WRITE, "HDF5 write of rows %s failed (disk full?)",
+                    DatasetName(dset, name, sizeof(name)));
+    else
+      BasisCheckAll(comm, err >= 0, PETSC_ERR_FILE_READ,
+                    "HDF5 read of rows %s failed: the file is damaged (a truncated or corrupt chunk); "
+                    "restore or recreate it",
+                    DatasetName(dset, name, sizeof(name)));
   }
   BasisCallH5(H5Pclose(dxpl));
   BasisCallH5(H5Sclose(fspace));
@@ -243,13 +289,11 @@ PetscErrorCode BasisH5ReadRows(MPI_Comm comm, hid_t dset, PetscInt start, PetscI
   PetscCall(TransferRows(comm, dset, start, n, cols, memtype, buf, PETSC_FALSE, integer ? &clipped : NULL));
   PetscCallMPI(MPI_Allreduce(&clipped, &all, 1, MPI_LONG_LONG, MPI_SUM, comm));
   if (all) {
-    char name[256] = "?", file[PETSC_MAX_PATH_LEN] = "?";
-    H5Iget_name(dset, name, sizeof(name));
-    H5Fget_name(dset, file, sizeof(file));
+    char name[PETSC_MAX_PATH_LEN + 300];
     SETERRQ(comm, PETSC_ERR_FILE_UNEXPECTED,
-            "%s in %s holds %lld values outside the range of a 32-bit integer, which basis would clip; "
+            "%s holds %lld values outside the range of a 32-bit integer, which basis would clip; "
             "renumber them (class ids from 0 to %d)",
-            name, file, all, INT_MAX);
+            DatasetName(dset, name, sizeof(name)), all, INT_MAX);
   }
   PetscFunctionReturn(0);
 }
@@ -469,7 +513,7 @@ PetscErrorCode BasisH5LabelsOpen(MPI_Comm comm, hid_t file, const char *what, Pe
 {
   hid_t       space, type;
   int         ndims;
-  hsize_t     dims[2] = {0, 1};
+  hsize_t     dims[H5S_MAX_RANK] = {0, 1};
   H5T_class_t cls;
 
   PetscFunctionBeginUser;
@@ -477,10 +521,12 @@ PetscErrorCode BasisH5LabelsOpen(MPI_Comm comm, hid_t file, const char *what, Pe
   if (H5Lexists(file, "labels", H5P_DEFAULT) <= 0) PetscFunctionReturn(0);
   *dset = H5Dopen2(file, "labels", H5P_DEFAULT);
   BasisCheckAll(comm, *dset >= 0, PETSC_ERR_FILE_UNEXPECTED, "%s: /labels is not a dataset", what);
+  PetscCall(CheckStorage(comm, *dset, what, "labels"));
   space = H5Dget_space(*dset);
   BasisCallH5(space);
   ndims = H5Sget_simple_extent_ndims(space);
-  if (ndims >= 1 && ndims <= 2) BasisCallH5(H5Sget_simple_extent_dims(space, dims, NULL));
+  BasisCallH5(ndims);
+  BasisCallH5(H5Sget_simple_extent_dims(space, dims, NULL));
   BasisCallH5(H5Sclose(space));
   type = H5Dget_type(*dset);
   BasisCallH5(type);
@@ -488,9 +534,15 @@ PetscErrorCode BasisH5LabelsOpen(MPI_Comm comm, hid_t file, const char *what, Pe
   BasisCallH5(H5Tclose(type));
   PetscCheck(cls == H5T_INTEGER, comm, PETSC_ERR_FILE_UNEXPECTED,
              "%s: /labels must hold integers (class ids); found another type", what);
-  PetscCheck((ndims == 1 || (ndims == 2 && dims[1] == 1)) && dims[0] == (hsize_t)N, comm,
-             PETSC_ERR_FILE_UNEXPECTED, "%s: /labels has %llu entries but %s has %d rows; they must match",
-             what, (unsigned long long)(ndims >= 1 ? dims[0] : 0), rows, (int)N);
+  if (!((ndims == 1 || (ndims == 2 && dims[1] == 1)) && dims[0] == (hsize_t)N)) {
+    char shape[H5S_MAX_RANK * 24 + 32] = "is a scalar";
+    if (ndims == 1) snprintf(shape, sizeof(shape), "has %llu entries", (unsigned long long)dims[0]);
+    for (int d = 0, c = 0; ndims > 1 && d < ndims; d++)
+      c += snprintf(shape + c, sizeof(shape) - c, "%s%llu", d ? " x " : "is a ", (unsigned long long)dims[d]);
+    SETERRQ(comm, PETSC_ERR_FILE_UNEXPECTED,
+            "%s: /labels %s%s but %s has %d rows; labels must be %d integers (1-D, or %d x 1)", what, shape,
+            ndims > 1 ? " array" : "", rows, (int)N, (int)N, (int)N);
+  }
   PetscFunctionReturn(0);
 }
 

@@ -25,6 +25,7 @@
 #include <basis/options.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,28 +85,59 @@ static int FirstRank(void)
 }
 
 /* The first line of an options file that PETSc would refuse (a line is "-name [value]",
-   "alias -name -other", blank, or a '#' comment), as a message; NULL when all are fine. */
-static const char *BadOptionsLine(const char *path)
+   "alias -name -other", blank, or a '#' comment), as a message; NULL when all are fine.
+   A nested "-options_file G" is checked the same way, and one that includes a file being
+   read (itself, or a -> b -> a) is refused: PETSc would recurse until it crashed. chain
+   holds the real paths of the files being read, depth of them. */
+#define MAX_OPTIONS_FILE_DEPTH 16
+static const char *BadOptionsLine(const char *path, char chain[][PATH_MAX], int depth)
 {
-  static char why[128];
+  static char why[PATH_MAX + 256];
+  const char *bad = NULL;
   char        line[4096];
-  FILE       *f = fopen(path, "r");
-  int         n = 0;
+  FILE       *f                    = fopen(path, "r");
+  char        where[PATH_MAX + 16] = ""; /* which file, when nested */
+  int         n                    = 0;
 
-  if (!f) return "cannot be read";
-  while (fgets(line, sizeof(line), f)) {
-    const char *p = line + strspn(line, " \t\r\n");
-    n++;
-    if (memchr(line, 0, strlen(line) + 1) != line + strlen(line) ||
-        (*p && *p != '#' && *p != '-' && strncmp(p, "alias", 5))) {
-      snprintf(why, sizeof(why),
-               "line %d is not an option: each line holds '-name value' ('#' starts a comment)", n);
-      fclose(f);
-      return why;
+  if (depth) snprintf(where, sizeof(where), "in %s, ", path);
+  if (!f || !realpath(path, chain[depth])) {
+    if (f) fclose(f);
+    snprintf(why, sizeof(why), "cannot be read (%s)", path);
+    return why;
+  }
+  for (int d = 0; d < depth && !bad; d++)
+    if (!strcmp(chain[d], chain[depth])) {
+      snprintf(why, sizeof(why), "includes %s again through -options_file; remove the loop", path);
+      bad = why;
     }
+  while (!bad && fgets(line, sizeof(line), f)) {
+    char *tok[4], *save = NULL, *hash;
+    int   ntok = 0, binary = memchr(line, 0, strlen(line) + 1) != line + strlen(line);
+
+    n++;
+    if ((hash = strchr(line, '#'))) *hash = 0;
+    for (char *t = strtok_r(line, " \t\r\n", &save); t && ntok < 4; t = strtok_r(NULL, " \t\r\n", &save))
+      tok[ntok++] = t;
+    if (!binary && ntok == 0) continue;
+    if (binary || (tok[0][0] != '-' && strcmp(tok[0], "alias")))
+      snprintf(why, sizeof(why),
+               "%sline %d is not an option: each line holds '-name value' ('#' starts a comment)", where, n);
+    else if (ntok > (strcmp(tok[0], "alias") ? 2 : 3))
+      snprintf(why, sizeof(why), "%sline %d holds more than one option; put one '-name value' per line",
+               where, n);
+    else if (strcmp(tok[0], "-options_file"))
+      continue;
+    else if (ntok < 2)
+      snprintf(why, sizeof(why), "%sline %d: -options_file needs a file name", where, n);
+    else if (depth + 1 >= MAX_OPTIONS_FILE_DEPTH)
+      snprintf(why, sizeof(why), "nests -options_file more than %d deep (at %s)", MAX_OPTIONS_FILE_DEPTH,
+               tok[1]);
+    else if (!BadOptionsLine(tok[1], chain, depth + 1))
+      continue;
+    bad = why; /* the nested call's message is in why too */
   }
   fclose(f);
-  return NULL;
+  return bad;
 }
 
 /* -options_file F is read inside SlepcInitialize, before basis's error handler: check F
@@ -124,8 +156,10 @@ static int CheckOptionsFiles(int argc, char **argv)
       why = "is not a regular file; give a text file of options";
     else if (access(f, R_OK))
       why = "is not readable; check its permissions";
-    else if (!strcmp(argv[i], "-options_file"))
-      why = BadOptionsLine(f);
+    else if (!strcmp(argv[i], "-options_file")) {
+      static char chain[MAX_OPTIONS_FILE_DEPTH][PATH_MAX];
+      why = BadOptionsLine(f, chain, 0);
+    }
     if (why) {
       /* MPI up just to report it once: rank 0 prints before any rank exits (mpiexec kills
          the others when one exits with an error) */

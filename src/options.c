@@ -292,14 +292,51 @@ PetscErrorCode BasisOptionsInt_Private(PetscOptionItems *PetscOptionsObject, con
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode BasisOptionsCheckListLength(MPI_Comm comm, const char *option, PetscInt max)
+{
+  char      text[4096];
+  PetscBool set;
+  PetscInt  n = 1;
+
+  PetscFunctionBeginUser;
+  PetscCall(PetscOptionsGetString(NULL, NULL, option, text, sizeof(text), &set));
+  if (!set) PetscFunctionReturn(0);
+  for (const char *p = text; *p; p++) n += *p == ',';
+  PetscCheck(n <= max, comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "%s lists %d entries; at most %d are taken in one run: split them over several runs", option,
+             (int)n, (int)max);
+  PetscFunctionReturn(0);
+}
+
+/* What a value of an option of this kind looks like, for the message of a missing one. */
+static const char *KindValue(int kind)
+{
+  switch (kind) {
+  case 'i':
+    return "an integer";
+  case 'l':
+    return "integers separated by commas";
+  case 'r':
+    return "a number";
+  case 'e':
+    return "one of its choices ('basis COMMAND -help' lists them)";
+  default:
+    return "a value (a file name or text)";
+  }
+}
+
 /*
-  BasisOptionsCheckCommandLine - refuse unknown options and integers that do not fit.
+  BasisOptionsCheckCommandLine - refuse unknown options, missing values and integers that
+  do not fit.
 
   Collective on comm (every rank holds the same database). Call once the options that
   PETSc reads at initialisation have been read (after SlepcInitialize), before the
   command: an option that is not basis's (known_options), not yet used by PETSc and not of
-  a solver prefix is an error naming the closest known option; an integer option whose
-  value does not fit a 32-bit integer is an error naming it.
+  a solver prefix is an error naming the closest known option; one of basis's options other
+  than a boolean given without a value ("-steps $STEPS" with STEPS empty, or a repeated
+  "-batch" at the end) is an error, where PETSc would keep the default or the earlier value
+  without a word; an integer option whose value does not fit a 32-bit integer is an error
+  naming it.
 */
 PetscErrorCode BasisOptionsCheckCommandLine(MPI_Comm comm)
 {
@@ -321,6 +358,13 @@ PetscErrorCode BasisOptionsCheckCommandLine(MPI_Comm comm)
       PetscCall(PetscOptionsLeftRestore(NULL, &N, &names, &values));
       SETERRQ(comm, PETSC_ERR_ARG_WRONG, "unknown option %s%s%s%s; 'basis COMMAND -help' lists the options",
               name, close ? "; did you mean " : "", close ? close : "", close ? "?" : "");
+    }
+    if (kind != 'b' && !values[i]) { /* "" is a value, which each command refuses as it reads it */
+      char opt[256];
+      PetscCall(PetscStrncpy(opt, name, sizeof(opt)));
+      PetscCall(PetscOptionsLeftRestore(NULL, &N, &names, &values));
+      SETERRQ(comm, PETSC_ERR_ARG_WRONG, "option %s is given without a value; it needs %s", opt,
+              KindValue(kind));
     }
     if ((kind == 'i' || kind == 'l') && values[i]) {
       char        text[256];

@@ -521,21 +521,42 @@ PetscErrorCode BasisOutputCreate(MPI_Comm comm, const char *path, PetscBool forc
 }
 
 /* Rank 0: reserve the blocks of tmp up to size (KEEP_SIZE: the file's length is HDF5's
-   business); msg set when the file system has no room. Other errors (EOPNOTSUPP on some
-   network file systems) leave the check to the writes themselves. */
+   business); msg set when the file system has no room. A request larger than the free
+   space is refused before it is made, and a refused fallocate's blocks are given back
+   (ext4 keeps what it managed to allocate): a failed reservation never leaves the disk
+   full for other writers, and the message states the free space as it is. Other errors
+   (EOPNOTSUPP on some network file systems) leave the check to the writes themselves. */
 static void ReserveBytes(const char *path, const char *tmp, hsize_t size, char *msg, size_t len)
 {
-  int fd, err = 0;
+  int            fd, err = 0;
+  struct stat    st;
+  struct statvfs vfs;
+  double         have = -1, need;
 
   if (size == 0 || (fd = open(tmp, O_WRONLY)) < 0) return;
-  if (fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)size)) err = errno;
-  close(fd);
-  if (err == ENOSPC || err == EDQUOT) {
-    char hint[128];
-    SpaceHint(tmp, hint, sizeof(hint));
-    snprintf(msg, len, "cannot write output %s (%.2f MiB): %s; free space or write it elsewhere", path,
-             size / 1048576.0, hint);
+  need = fstat(fd, &st) ? (double)size : (double)size - 512.0 * st.st_blocks; /* beyond what it holds */
+  if (!fstatvfs(fd, &vfs)) have = (double)vfs.f_bavail * vfs.f_frsize;
+  if (have >= 0 && need > have)
+    err = ENOSPC;
+  else if (fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)size)) {
+    err = errno;
+    if (!fstat(fd, &st) && (off_t)512 * st.st_blocks > st.st_size) /* give back the blocks past its end */
+      if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, st.st_size,
+                    (off_t)512 * st.st_blocks - st.st_size + (off_t)size)) { /* best effort */
+      }
+    if (!fstatvfs(fd, &vfs)) have = (double)vfs.f_bavail * vfs.f_frsize;
   }
+  close(fd);
+  if (err == EDQUOT)
+    snprintf(msg, len,
+             "cannot write output %s (%.2f MiB): the disk quota is exceeded; free space or write it "
+             "elsewhere",
+             path, size / 1048576.0);
+  else if (err == ENOSPC)
+    snprintf(msg, len,
+             "cannot write output %s (%.2f MiB): its file system has %.2f MiB free; free space or "
+             "write it elsewhere",
+             path, size / 1048576.0, have / 1048576.0);
 }
 
 /* Rank 0: reserve tmp up to its HDF5 end of allocation, so that the metadata HDF5 still

@@ -49,6 +49,9 @@
 
 int BasisExitStatus = 0;
 
+/* A run's planned steps: 10^7 is 12 days at 0.1 s a step, and a 320 MB history in every
+   checkpoint; "-steps 2000000000" would ask for 64 GB of it. */
+#define MAX_STEPS 10000000
 /* The default reference and landmark counts in batches of m: R = min(N, 32 m) and L =
    min(R, 4 m) (BasisTrainerSetUp has the measurements). -help states them from here. */
 #define REFERENCE_BATCHES 32
@@ -92,6 +95,7 @@ struct _p_BasisTrainer {
   BasisOutput model_hold;      /* -model's lock, held from set-up to destroy (BasisOutputHold) */
   PetscInt    monitor_every, checkpoint_every;
   PetscInt    checkpoint_step; /* step of the last checkpoint in model_path, -1: none yet */
+  PetscInt    staged_step;     /* step of the checkpoint copied into model, not yet written, -1: none */
   PetscInt    hidden[BASIS_MAX_LAYERS], nhidden;
   /* state */
   BasisModel      model; /* parameters, reference, and (at checkpoints) the training state */
@@ -138,6 +142,7 @@ PetscErrorCode BasisTrainerCreate(MPI_Comm comm, BasisTrainer *tr)
   t->monitor_every    = 50;
   t->checkpoint_every = 200;
   t->checkpoint_step  = -1;
+  t->staged_step      = -1;
   /* authors: 256,512,512,256. 1024,256,256 (at 1600 steps) was our default while the network
      carried every column of the embedding: out of sample its wide first layer took d_G 0.238
      -> 0.203 (docs/quality.md "Width"). Since embed takes 0.75 of columns 1.. from the
@@ -271,8 +276,9 @@ PetscErrorCode BasisTrainerSetFromOptions(BasisTrainer t)
              "-landmarks applies to -laplacian sym only (the trivial eigenvector of -laplacian %s is "
              "constant); use -landmarks 0",
              BasisLaplacianTypes[mo->spec.graph.laplacian]);
-  PetscCheck(mo->steps >= 1, t->comm, PETSC_ERR_ARG_OUTOFRANGE, "-steps %d must be at least 1",
-             (int)mo->steps);
+  PetscCheck(mo->steps >= 1 && mo->steps <= MAX_STEPS, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "-steps %d must be from 1 to %d (every checkpoint holds a history of %d bytes per planned step)",
+             (int)mo->steps, MAX_STEPS, (int)(BASIS_HISTORY_FIELDS * sizeof(PetscReal)));
   PetscCheck(mo->spec.lr > 0 && PetscIsNormalReal(mo->spec.lr), t->comm, PETSC_ERR_ARG_OUTOFRANGE,
              "-lr %g must be positive", (double)mo->spec.lr);
   PetscCheck(mo->spec.lr_final >= 0 && mo->spec.lr_final <= mo->spec.lr, t->comm, PETSC_ERR_ARG_OUTOFRANGE,
@@ -630,12 +636,20 @@ PetscErrorCode BasisTrainerSetUp(BasisTrainer t)
   PetscFunctionReturn(0);
 }
 
-/* Copy the training state into the model and write it (rank 0), atomically. */
-static PetscErrorCode WriteCheckpoint(BasisTrainer t)
+/*
+  Checkpoints. The weights of step s are only known to be sound once step s + 1 has
+  computed a finite loss and gradient with them: an update that blows the weights up (too
+  large an -lr) is finite itself and diverges one step later. So a periodic checkpoint is
+  staged at the end of its step (StageCheckpoint: the training state copied into the
+  model) and written by the next step once its verdict is in (CommitCheckpoint); a step
+  that diverges discards it, and -model keeps what it held: the last sound checkpoint, or
+  the file that was there before a -force run. The last step's model and a checkpoint on
+  a stop signal are written at once (WriteCheckpoint): no step follows to judge them.
+*/
+static PetscErrorCode StageCheckpoint(BasisTrainer t)
 {
   BasisModel *mo = &t->model;
   float      *params, *grad, *am, *av;
-  const char *inputs[] = {t->input, NULL};
 
   PetscFunctionBeginUser;
   PetscCall(BasisMLPGetArrays(t->mlp, &params, &grad, &am, &av));
@@ -644,12 +658,35 @@ static PetscErrorCode WriteCheckpoint(BasisTrainer t)
   PetscCall(PetscArraycpy(mo->adam_v, av, mo->nparams));
   PetscCallMPI(MPI_Gather(t->prepared ? t->rng_before.s : t->rng.s, 4, MPI_UINT64_T, mo->rng, 4, MPI_UINT64_T,
                           0, t->comm));
+  t->staged_step = mo->step;
+  PetscFunctionReturn(0);
+}
+
+/* Write the staged checkpoint (rank 0), atomically. The model still describes its step:
+   the steps after it have not yet changed mo->step or its history. */
+static PetscErrorCode CommitCheckpoint(BasisTrainer t)
+{
+  BasisModel *mo       = &t->model;
+  const char *inputs[] = {t->input, NULL};
+
+  PetscFunctionBeginUser;
+  PetscCheck(t->staged_step == mo->step, PETSC_COMM_SELF, PETSC_ERR_PLIB,
+             "checkpoint of step %d staged, committed at step %d", (int)t->staged_step, (int)mo->step);
   /* -model is this run's to replace once it holds a checkpoint of it (written or resumed);
      before that, a file that appeared there since set-up (not from basis: the lock is held)
      is replaced only with -force */
   PetscCall(
       BasisModelWrite(t->comm, t->model_path, (PetscBool)(t->force || t->checkpoint_step >= 0), inputs, mo));
   t->checkpoint_step = mo->step;
+  t->staged_step     = -1;
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode WriteCheckpoint(BasisTrainer t)
+{
+  PetscFunctionBeginUser;
+  PetscCall(StageCheckpoint(t));
+  PetscCall(CommitCheckpoint(t));
   PetscFunctionReturn(0);
 }
 
@@ -792,7 +829,7 @@ static PetscErrorCode Step(BasisTrainer t)
        checkpoint's -lr), so the advice is to retrain. */
     if (t->reduce[mo->nparams + TAIL_FAILED] != 0 || !isfinite(sumsq) ||
         !isfinite(t->reduce[mo->nparams + TAIL_LOSS])) {
-      const char *force                         = t->checkpoint_step >= 0 ? " with -force" : "";
+      const char *force                         = t->checkpoint_step >= 0 || t->force ? " with -force" : "";
       char        kept[PETSC_MAX_PATH_LEN + 64] = "no checkpoint was written";
       if (t->checkpoint_step >= 0)
         PetscCall(PetscSNPrintf(kept, sizeof(kept), "the last good checkpoint (step %d) is kept in %s",
@@ -807,6 +844,8 @@ static PetscErrorCode Step(BasisTrainer t)
               (int)mo->step + 1, (double)mo->spec.lr, kept, force);
     }
   }
+  /* the staged checkpoint's weights have just given a finite loss and gradient */
+  if (t->staged_step >= 0) PetscCall(CommitCheckpoint(t));
   /* 6. identical Adam update on every rank */
   PetscCall(BasisMLPAdamStep(t->mlp, LearningRate(mo, mo->step), mo->step + 1));
   {
@@ -871,7 +910,7 @@ PetscErrorCode BasisTrainerRun(BasisTrainer t)
       break;
     }
     if (t->checkpoint_every > 0 && mo->step % t->checkpoint_every == 0 && mo->step < mo->steps)
-      PetscCall(WriteCheckpoint(t));
+      PetscCall(StageCheckpoint(t));
   }
   if (mo->step == mo->steps) PetscCall(WriteCheckpoint(t));
   PetscCall(PetscLogStagePop());

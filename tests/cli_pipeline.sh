@@ -166,7 +166,7 @@ for np in 2 4; do
   expect $np "-hidden 0 is malformed" train -input "$work/data.h5" -model "$work/x.h5" -hidden 0
   expect $np "-hidden , is malformed" train -input "$work/data.h5" -model "$work/x.h5" -hidden ,
   expect $np "-lr 0.* must be positive" train -input "$work/data.h5" -model "$work/x.h5" -lr 0
-  expect $np "-steps 0 must be at least 1" train -input "$work/data.h5" -model "$work/x.h5" -steps 0
+  expect $np "-steps 0 must be from 1 to 10000000" train -input "$work/data.h5" -model "$work/x.h5" -steps 0
   expect $np "Unknown option foo for -laplacian" train -input "$work/data.h5" -model "$work/x.h5" -laplacian foo
   expect $np "-knn 200 must be smaller than -batch 160" train -input "$work/data.h5" -model "$work/x.h5" "${small[@]}" -knn 200
 done

@@ -36,11 +36,31 @@ w = sys.argv[1] + "/"
 with h5py.File(w + "d.h5", "r") as f, h5py.File(w + "biglabel.h5", "w") as g:
     g["features"] = f["features"][()]
     lab = f["labels"][()].astype(np.int64); lab[7] = 3000000000; g["labels"] = lab  # above INT_MAX
+    X, L = f["features"][()], f["labels"][()]
+with h5py.File(w + "part.h5", "w") as g:                 # its writer stopped half-way
+    g.create_dataset("features", shape=X.shape, dtype="f4", chunks=(20, 5))[:100] = X[:100]
+with h5py.File(w + "unwritten.h5", "w") as g:            # created, never written
+    g.create_dataset("features", shape=X.shape, dtype="f4", chunks=(20, 5))
+with h5py.File(w + "damaged.h5", "w") as g:              # one chunk's checksum fails
+    g.create_dataset("features", data=X, chunks=(20, 5), fletcher32=True)
+with h5py.File(w + "damaged.h5", "r") as g:
+    off = g["features"].id.get_chunk_info_by_coord((150, 0)).byte_offset
+with open(w + "damaged.h5", "r+b") as fh:
+    fh.seek(off + 10); fh.write(b"\x01\x02\x03")
+with h5py.File(w + "lab2.h5", "w") as g:
+    g["features"] = X; g["labels"] = np.stack([L, L], 1)
+with h5py.File(w + "tmpdata.h5", "w") as g:              # as a run killed before its rename leaves it
+    g["features"] = X
+    g.attrs["basis_complete"] = np.array([1], np.int64); g.attrs["basis_temporary_name"] = "tmpdata.h5"
 PY
   # random bytes after a first word that no option starts with, so that line 1 is the bad
   # one (random bytes alone may open with a blank or '#' line, which the reader skips)
   { printf 'garbage'; head -c 600 /dev/urandom; } >"$w/garbage.opts"
   printf -- '-steps 3\n' >"$w/good.opts"
+  printf -- '-steps 3\n-options_file %s\n' "$w/self.opts" >"$w/self.opts"
+  printf -- '-options_file %s\n' "$w/loop_b.opts" >"$w/loop_a.opts"
+  printf -- '# b\n-options_file %s\n' "$w/loop_a.opts" >"$w/loop_b.opts"
+  printf -- '-steps 3 -input %s\n' "$w/d.h5" >"$w/two.opts"
   if [[ $(id -u) == 0 ]]; then
     mkdir -p "$w/full" "$w/near"
     mount -t tmpfs -o size=128k tmpfs "$w/full" && mount -t tmpfs -o size=352k tmpfs "$w/near" || return 1
@@ -88,6 +108,33 @@ faults_cases() {
   add "-options_file missing" "-options_file .*nothere.opts does not exist" "$T -model $w/out.h5 -options_file $w/nothere.opts"
   add "-options_file garbage" "-options_file .*garbage.opts line 1 is not an option" "$T -model $w/out.h5 -options_file $w/garbage.opts"
   add "-options_file a directory" "-options_file .* is not a regular file" "$T -model $w/out.h5 -options_file $w"
+  # PETSc recursed until it crashed; printed its configure line for two options on a line
+  add "-options_file includes itself" "-options_file .*self.opts includes .*self.opts again through -options_file; remove the loop" \
+    "$T -model $w/out.h5 -options_file $w/self.opts"
+  add "-options_file a -> b -> a" "includes .*loop_a.opts again through -options_file" \
+    "$T -model $w/out.h5 -options_file $w/loop_a.opts"
+  add "-options_file two options on a line" "-options_file .*two.opts line 1 holds more than one option" \
+    "$T -model $w/out.h5 -options_file $w/two.opts"
+  # an option without its value kept the default (or the value given before) silently
+  add "-steps without a value" "option -steps is given without a value; it needs an integer" "$T -model $w/out.h5 -steps"
+  add "-output without a value" "option -output is given without a value" "$E -output -force"
+  add "-lr without a value" "option -lr is given without a value; it needs a number" "$T -model $w/out.h5 -lr -force"
+  # eval cut a longer list to its maximum without a word
+  add "eval of 17 embeddings" "-input lists 17 entries; at most 16" \
+    "eval -input $(printf "$w/e.h5,%.0s" {1..16})$w/e.h5 -data $w/d.h5 -json $w/out.json"
+  add "eval -match_batch of 5" "-match_batch lists 5 entries; at most 4" \
+    "eval -input $w/e.h5 -data $w/d.h5 -match_batch 0,56,60,70,80 -json $w/out.json"
+  add "-steps 2000000000" "-steps 2000000000 must be from 1 to 10000000" "$T -model $w/out.h5 -steps 2000000000"
+  # data files: chunks never written (hung at 2 ranks), a damaged chunk, odd labels, a file
+  # still under the temporary name its writer recorded
+  add "/features partly written" "input .*part.h5: /features was only partly written" "info -input $w/part.h5"
+  add "/features never written" "input .*unwritten.h5: /features was never written" "info -input $w/unwritten.h5"
+  add "/features damaged chunk" "HDF5 read of rows /features in .*damaged.h5 failed: the file is damaged" \
+    "info -input $w/damaged.h5"
+  add "/labels N x 2" "/labels is a 200 x 2 array but /features has 200 rows; labels must be 200 integers" \
+    "info -input $w/lab2.h5"
+  add "data under its temporary name" "input file .*tmpdata.h5 is the temporary file of a run that was stopped" \
+    "info -input $w/tmpdata.h5"
   add "-align ransac -ransac_points 2" "-ransac_points 2 must be at least -dim \+ -align_extra \+ 1 = 7" \
     "$T -model $w/out.h5 -align ransac -ransac_points 2 -align_extra 2"
   add "-align_extra -2" "-align_extra -2 is out of range; give an integer from -1" "$T -model $w/out.h5 -align_extra -2"
@@ -98,13 +145,13 @@ faults_cases() {
     "$T -model $w/out.h5 -hidden 999999,999999" 0
   if mountpoint -q "$w/full" 2>/dev/null; then
     # a full disk: refused before any collective write, every rank, no file left
-    add "embed to a full disk" "cannot write output .*full/out.h5 .*file system is full.*free space or write it elsewhere" \
+    add "embed to a full disk" "cannot write output .*full/out.h5 .*file system (is full|has [0-9.]+ MiB free); free space or write it elsewhere" \
       "embed -input $w/big.h5 -model $w/m.h5 -output $w/full/out.h5"
-    add "embed to a nearly full disk" "cannot write output .*near/out.h5 .*file system is full" \
+    add "embed to a nearly full disk" "cannot write output .*near/out.h5 .*file system (is full|has [0-9.]+ MiB free)" \
       "embed -input $w/big.h5 -model $w/m.h5 -output $w/near/out.h5"
-    add "generate to a full disk" "cannot write output .*near/out.h5 .*file system is full" \
+    add "generate to a full disk" "cannot write output .*near/out.h5 .*file system (is full|has [0-9.]+ MiB free)" \
       "generate -n 20000 -d 5 -output $w/near/out.h5"
-    add "exact to a full disk" "cannot write output .*near/out.h5 .*file system is full" \
+    add "exact to a full disk" "cannot write output .*near/out.h5 .*file system (is full|has [0-9.]+ MiB free)" \
       "exact -input $w/mid.h5 -dim 20 -output $w/near/out.h5"
     add "train checkpoint to a full disk" "writing model file .*near/out.h5 failed" \
       "${T/16,16/256,256} -model $w/near/out.h5 -checkpoint_every 1"

@@ -36,6 +36,11 @@ PetscErrorCode BasisOptionsInt_Private(PetscOptionItems *, const char opt[], con
 #define BasisOptionsInt(opt, text, man, value, result, set, min, max)                                        \
   BasisOptionsInt_Private(PetscOptionsObject, opt, text, man, value, result, set, min, max)
 
-/* Refuse unknown options (naming the closest known one) and integer options whose value
-   does not fit 32 bits. Collective; main calls it once after SlepcInitialize. */
+/* Refuse a comma-separated option of more than max entries, which PetscOptions*Array would
+   cut to max without a word. Collective on comm; call before the array is read. */
+PetscErrorCode BasisOptionsCheckListLength(MPI_Comm comm, const char *option, PetscInt max);
+
+/* Refuse unknown options (naming the closest known one), options other than booleans given
+   without a value, and integer options whose value does not fit 32 bits. Collective; main
+   calls it once after SlepcInitialize. */
 PetscErrorCode BasisOptionsCheckCommandLine(MPI_Comm comm);
