@@ -732,6 +732,7 @@ PetscErrorCode BasisEvalMain(MPI_Comm comm)
 
   PetscFunctionBeginUser;
   PetscCall(BasisOptionsCheckListLength(comm, "-input", BASIS_EVAL_MAX_INPUTS));
+  PetscCall(BasisOptionsCheckListLength(comm, "-match_batch", BASIS_EVAL_MAX_REFS)); /* before any work */
   PetscOptionsBegin(comm, NULL, "basis eval: score embeddings against exact eigenvectors", NULL);
   PetscCall(PetscOptionsStringArray("-input",
                                     "Embeddings to score (/embedding or /exact/vectors), comma-separated",

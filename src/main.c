@@ -11,6 +11,9 @@
   MPI-IO: Open MPI 4.1's OMPIO drops the error of a failed collective write (a full disk
   gave exit 0 and a file of zeros marked complete) and aborts on paths of more than ~240
   characters; ROMIO reports both. basis selects ROMIO unless OMPI_MCA_io is set.
+
+  Options files are checked before PETSc reads them (CheckOptionsFiles), so that a bad one
+  is one line of error instead of a crash or PETSc's trace on every rank.
 */
 #include <slepcsys.h>
 #include <basis/error.h>
@@ -29,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -84,102 +88,50 @@ static int FirstRank(void)
   return 1;
 }
 
-/* The first line of an options file that PETSc would refuse (a line is "-name [value]",
-   "alias -name -other", blank, or a '#' comment), as a message; NULL when all are fine.
-   A nested "-options_file G" is checked the same way, and one that includes a file being
-   read (itself, or a -> b -> a) is refused: PETSc would recurse until it crashed. chain
-   holds the real paths of the files being read, depth of them. */
-#define MAX_OPTIONS_FILE_DEPTH 16
-static const char *BadOptionsLine(const char *path, char chain[][PATH_MAX], int depth)
+/* Check every -options_file of the command line (BasisOptionsFileProblem) as PETSc reads them: on
+   rank 0, which broadcasts what it read. With such an option MPI is started here, so that
+   the verdict is rank 0's on every rank (a file one node cannot see would otherwise send
+   its ranks alone down the error path); *mpi_started tells main to end MPI after PETSc.
+   Returns 1 (the error printed once) for a bad file. */
+static int CheckOptionsFiles(int argc, char **argv, int *mpi_started)
 {
-  static char why[PATH_MAX + 256];
-  const char *bad = NULL;
-  char        line[4096];
-  FILE       *f                    = fopen(path, "r");
-  char        where[PATH_MAX + 16] = ""; /* which file, when nested */
-  int         n                    = 0;
+  char why[PATH_MAX + 512] = "";
+  int  rank = 0, any = 0;
 
-  if (depth) snprintf(where, sizeof(where), "in %s, ", path);
-  if (!f || !realpath(path, chain[depth])) {
-    if (f) fclose(f);
-    snprintf(why, sizeof(why), "cannot be read (%s)", path);
-    return why;
-  }
-  for (int d = 0; d < depth && !bad; d++)
-    if (!strcmp(chain[d], chain[depth])) {
-      snprintf(why, sizeof(why), "includes %s again through -options_file; remove the loop", path);
-      bad = why;
-    }
-  while (!bad && fgets(line, sizeof(line), f)) {
-    char *tok[4], *save = NULL, *hash;
-    int   ntok = 0, binary = memchr(line, 0, strlen(line) + 1) != line + strlen(line);
-
-    n++;
-    if ((hash = strchr(line, '#'))) *hash = 0;
-    for (char *t = strtok_r(line, " \t\r\n", &save); t && ntok < 4; t = strtok_r(NULL, " \t\r\n", &save))
-      tok[ntok++] = t;
-    if (!binary && ntok == 0) continue;
-    if (binary || (tok[0][0] != '-' && strcmp(tok[0], "alias")))
-      snprintf(why, sizeof(why),
-               "%sline %d is not an option: each line holds '-name value' ('#' starts a comment)", where, n);
-    else if (ntok > (strcmp(tok[0], "alias") ? 2 : 3))
-      snprintf(why, sizeof(why), "%sline %d holds more than one option; put one '-name value' per line",
-               where, n);
-    else if (strcmp(tok[0], "-options_file"))
-      continue;
-    else if (ntok < 2)
-      snprintf(why, sizeof(why), "%sline %d: -options_file needs a file name", where, n);
-    else if (depth + 1 >= MAX_OPTIONS_FILE_DEPTH)
-      snprintf(why, sizeof(why), "nests -options_file more than %d deep (at %s)", MAX_OPTIONS_FILE_DEPTH,
-               tok[1]);
-    else if (!BadOptionsLine(tok[1], chain, depth + 1))
-      continue;
-    bad = why; /* the nested call's message is in why too */
-  }
-  fclose(f);
-  return bad;
-}
-
-/* -options_file F is read inside SlepcInitialize, before basis's error handler: check F
-   here so that a missing or unreadable file is one line, not PETSc's trace. */
-static int CheckOptionsFiles(int argc, char **argv)
-{
-  for (int i = 2; i < argc; i++) {
+  for (int i = 2; i < argc; i++)
+    any |= !strcasecmp(argv[i], "-options_file") || !strcasecmp(argv[i], "-options_file_yaml");
+  *mpi_started = 0;
+  if (!any) return 0;
+  MPI_Init(&argc, &argv);
+  *mpi_started = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  for (int i = 2; rank == 0 && i < argc && !why[0]; i++) {
+    const char *f = i + 1 < argc ? argv[i + 1] : NULL, *bad = NULL;
     struct stat st;
-    const char *f = i + 1 < argc ? argv[i + 1] : NULL, *why = NULL;
-    if (strcmp(argv[i], "-options_file") && strcmp(argv[i], "-options_file_yaml")) continue;
+    if (strcasecmp(argv[i], "-options_file") && strcasecmp(argv[i], "-options_file_yaml")) continue;
     if (!f || f[0] == '-')
-      why = "needs a file name";
+      bad = "needs a file name";
+    else if (strcasecmp(argv[i], "-options_file_yaml"))
+      bad = BasisOptionsFileProblem(f);
     else if (stat(f, &st))
-      why = errno == ENOENT ? "does not exist; check the path" : "cannot be read";
-    else if (!S_ISREG(st.st_mode))
-      why = "is not a regular file; give a text file of options";
-    else if (access(f, R_OK))
-      why = "is not readable; check its permissions";
-    else if (!strcmp(argv[i], "-options_file")) {
-      static char chain[MAX_OPTIONS_FILE_DEPTH][PATH_MAX];
-      why = BadOptionsLine(f, chain, 0);
-    }
-    if (why) {
-      /* MPI up just to report it once: rank 0 prints before any rank exits (mpiexec kills
-         the others when one exits with an error) */
-      int rank = 0;
-      MPI_Init(&argc, &argv);
-      MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-      if (rank == 0) fprintf(stderr, "basis: error: %s %s %s\n", argv[i], f ? f : "", why);
-      fflush(stderr);
-      MPI_Barrier(MPI_COMM_WORLD);
-      MPI_Finalize();
-      return 1;
-    }
+      bad = errno == ENOENT ? "does not exist; check the path" : "cannot be read";
+    else if (!S_ISREG(st.st_mode) || access(f, R_OK))
+      bad = "is not a readable regular file";
+    if (bad) snprintf(why, sizeof(why), "%s %s %s", argv[i], f ? f : "", bad);
   }
-  return 0;
+  MPI_Bcast(why, sizeof(why), MPI_CHAR, 0, MPI_COMM_WORLD);
+  if (!why[0]) return 0;
+  if (rank == 0) fprintf(stderr, "basis: error: %s\n", why);
+  fflush(stderr);
+  MPI_Finalize();
+  return 1;
 }
 
 int main(int argc, char **argv)
 {
   BasisCommand   run = NULL;
   PetscErrorCode ierr;
+  int            mpi_started;
 
   if (argc < 2 || argv[1][0] == '-') {
     int asked =
@@ -194,14 +146,15 @@ int main(int argc, char **argv)
     Usage(stderr);
     return 1;
   }
-  if (CheckOptionsFiles(argc, argv)) return 1;
   setenv("OMPI_MCA_io", "^ompio", 0); /* ROMIO: see the top of this file */
-  argv[1] = argv[0];                  /* PETSc sees "basis -opt ..." */
+  if (CheckOptionsFiles(argc, argv, &mpi_started)) return 1;
+  argv[1] = argv[0]; /* PETSc sees "basis -opt ..." */
   ierr    = SlepcInitialize(&argc, &argv, NULL, NULL);
   if (ierr) {
     if (FirstRank())
       fprintf(stderr,
               "basis: error: initialisation failed (see above); check -options_file and the options\n");
+    if (mpi_started) MPI_Finalize();
     return 1;
   }
   argv++, argc--;
@@ -215,9 +168,11 @@ int main(int argc, char **argv)
     BasisOutputCloseAll();
     BasisFinalize();
     SlepcFinalize();
+    if (mpi_started) MPI_Finalize();
     return 1;
   }
   ierr = BasisFinalize();
   if (!ierr) ierr = SlepcFinalize();
+  if (mpi_started) MPI_Finalize(); /* PETSc leaves MPI it did not start */
   return ierr ? 1 : BasisExitStatus;
 }

@@ -564,9 +564,8 @@ static PetscErrorCode ModelCheckValues(const char *path, const BasisModel *mo)
 
 static PetscErrorCode ModelReadSerial(const char *path, BasisModel *mo)
 {
-  hid_t     f;
-  PetscInt  complete = 0, n = 1;
-  PetscBool temporary;
+  hid_t    f;
+  PetscInt complete = 0, n = 1;
 
   PetscFunctionBeginUser;
   PetscCall(PetscMemzero(mo, sizeof(*mo)));
@@ -574,11 +573,7 @@ static PetscErrorCode ModelReadSerial(const char *path, BasisModel *mo)
   PetscCall(BasisH5AttrReadInt(f, "basis_complete", &n, &complete));
   PetscCheck(n == 1 && complete == 1, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
              "model file %s is incomplete (its writer was interrupted) or is not a basis model", path);
-  PetscCall(BasisOutputIsTemporary(f, path, &temporary));
-  PetscCheck(!temporary, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED,
-             "model file %s is the temporary file of a run that was stopped before it committed it; use the "
-             "model under its final name (or -resume that run)",
-             path);
+  /* a file still under its temporary name is refused by BasisH5OpenRead */
   PetscCall(ModelReadParameters(f, path, mo));
   PetscCall(ModelReadShape(f, path, mo));
   PetscCall(BasisModelAllocate(mo));

@@ -8,13 +8,20 @@
   any option that is neither one of basis's (the table below; tests/cli_faults.sh checks
   it against every command's -help), nor handled by PETSc/SLEPc (queried already, or of
   a solver prefix), naming the closest known name; it also range-checks every integer
-  option of the table before any command reads it.
+  option of the table before any command reads it, and refuses a value missing from any of
+  basis's options but the booleans (BasisOptionsCheckCommandLine). Array options cut to their
+  length without a word: BasisOptionsCheckListLength counts first.
 */
 #include <basis/options.h>
+#include <ctype.h>
 #include <errno.h>
+#include <stdio.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /*
   BasisParseIntList - parse a comma-separated list of positive integers ("256,512").
@@ -292,16 +299,26 @@ PetscErrorCode BasisOptionsInt_Private(PetscOptionItems *PetscOptionsObject, con
   PetscFunctionReturn(0);
 }
 
+/*
+  BasisOptionsCheckListLength - refuse a comma-separated option of more than max entries
+  (PetscOptions*Array would keep the first max and drop the rest without a word). Entries
+  are counted as PETSc reads them: empty ones (a doubled or trailing comma) are skipped.
+  Collective on comm (every rank holds the same database); call before any work.
+*/
 PetscErrorCode BasisOptionsCheckListLength(MPI_Comm comm, const char *option, PetscInt max)
 {
-  char      text[4096];
-  PetscBool set;
-  PetscInt  n = 1;
+  const char *text;
+  PetscBool   set;
+  PetscInt    n = 0;
 
   PetscFunctionBeginUser;
-  PetscCall(PetscOptionsGetString(NULL, NULL, option, text, sizeof(text), &set));
-  if (!set) PetscFunctionReturn(0);
-  for (const char *p = text; *p; p++) n += *p == ',';
+  PetscCall(PetscOptionsFindPair(NULL, NULL, option, &text, &set));
+  if (!set || !text) PetscFunctionReturn(0);
+  for (const char *p = text; *p;) {
+    size_t len = strcspn(p, ",");
+    n += len > 0;
+    p += len + (p[len] == ',');
+  }
   PetscCheck(n <= max, comm, PETSC_ERR_ARG_OUTOFRANGE,
              "%s lists %d entries; at most %d are taken in one run: split them over several runs", option,
              (int)n, (int)max);
@@ -359,7 +376,7 @@ PetscErrorCode BasisOptionsCheckCommandLine(MPI_Comm comm)
       SETERRQ(comm, PETSC_ERR_ARG_WRONG, "unknown option %s%s%s%s; 'basis COMMAND -help' lists the options",
               name, close ? "; did you mean " : "", close ? close : "", close ? "?" : "");
     }
-    if (kind != 'b' && !values[i]) { /* "" is a value, which each command refuses as it reads it */
+    if (kind != 'b' && !values[i]) { /* PETSc keeps "-name" and "-name ''" alike as no value */
       char opt[256];
       PetscCall(PetscStrncpy(opt, name, sizeof(opt)));
       PetscCall(PetscOptionsLeftRestore(NULL, &N, &names, &values));
@@ -386,4 +403,120 @@ PetscErrorCode BasisOptionsCheckCommandLine(MPI_Comm comm)
   }
   PetscCall(PetscOptionsLeftRestore(NULL, &N, &names, &values));
   PetscFunctionReturn(0);
+}
+
+/* Options files are read by PETSc inside SlepcInitialize, before basis's error handler, and
+   PETSc recurses until it crashes on a file that includes itself and prints its whole trace,
+   once per rank, for a line it refuses. So every file named by -options_file, and every one
+   it includes, is checked here first with PETSc's rules and a bad one is one line: a line
+   is blank, a '#' comment, "-name [value]" or "alias -name -other" (blanks separate tokens,
+   a double-quoted string is one, '#' ends the line; the value may not itself be an option
+   name). YAML files (-options_file_yaml, or a .yaml, .yml or .json name) are PETSc's. */
+#define MAX_OPTIONS_FILE_DEPTH 16 /* PETSc sets none; a nest this deep is a loop in practice */
+
+static int IsYamlName(const char *f)
+{
+  const char *dot = strrchr(f, '.');
+  return dot && (!strcasecmp(dot, ".yaml") || !strcasecmp(dot, ".yml") || !strcasecmp(dot, ".json"));
+}
+
+/* An option name as PETSc takes one: '-' then a letter ("-1" and "-.5" are values). */
+static int IsKey(const char *t)
+{
+  return t[0] == '-' && isalpha((unsigned char)t[1]);
+}
+
+/* Up to 4 tokens of line (modified in place), as PETSc splits it; the count, or 5 for more. */
+static int Tokens(char *line, char *tok[4])
+{
+  int   n = 0;
+  char *p = line, *hash = strchr(line, '#');
+
+  if (hash) *hash = 0;
+  for (;;) {
+    p += strspn(p, " \t\r\n");
+    if (!*p) return n;
+    if (n == 4) return 5;
+    if (*p == '"') {
+      char *q  = strchr(p + 1, '"');
+      tok[n++] = p + 1;
+      p        = q ? q : p + strlen(p);
+    } else {
+      tok[n++] = p;
+      p += strcspn(p, " \t\r\n");
+    }
+    if (*p) *p++ = 0;
+  }
+}
+
+/* Why the options file path (named at depth 0 by the command line, deeper by an include)
+   would fail in PETSc, or NULL. chain holds the real paths of the files being read. */
+static const char *BadOptionsFile(const char *path, char chain[][PATH_MAX], int depth)
+{
+  static char why[PATH_MAX + 256];
+  char        it[PATH_MAX + 32] = "", its[PATH_MAX + 32] = ""; /* "includes G, which ": a nested file */
+  const char *bad = NULL;
+  struct stat st;
+  FILE       *f;
+  char       *line = NULL;
+  size_t      cap  = 0;
+  ssize_t     len;
+  int         n = 0;
+
+  if (depth) {
+    snprintf(it, sizeof(it), "includes %s, which ", path);
+    snprintf(its, sizeof(its), "includes %s, whose ", path);
+  }
+  if (stat(path, &st))
+    snprintf(why, sizeof(why), "%s%s", it,
+             errno == ENOENT ? "does not exist; check the path" : "cannot be read");
+  else if (!S_ISREG(st.st_mode))
+    snprintf(why, sizeof(why), "%sis not a regular file; give a text file of options", it);
+  else if (access(path, R_OK) || !(f = fopen(path, "r")))
+    snprintf(why, sizeof(why), "%sis not readable; check its permissions", it);
+  else {
+    why[0] = 0;
+    if (!realpath(path, chain[depth])) snprintf(chain[depth], PATH_MAX, "%s", path);
+    for (int d = 0; d < depth && !bad; d++)
+      if (!strcmp(chain[d], chain[depth])) {
+        snprintf(why, sizeof(why), "includes %s again through -options_file; remove the loop", path);
+        bad = why;
+      }
+    while (!bad && !IsYamlName(path) && (len = getline(&line, &cap, f)) >= 0) {
+      char *tok[4];
+      int   ntok, alias;
+      n++;
+      ntok = memchr(line, 0, (size_t)len) ? -1 : Tokens(line, tok); /* a NUL byte: not text */
+      if (!ntok) continue;
+      alias = ntok > 0 && !strcasecmp(tok[0], "alias");
+      if (ntok < 0 || (!alias && !IsKey(tok[0])))
+        snprintf(why, sizeof(why),
+                 "%sline %d is not an option: each line holds '-name value' ('#' starts a comment)", its, n);
+      else if (alias ? ntok != 3 || !IsKey(tok[1]) || !IsKey(tok[2])
+                     : ntok > 2 || (ntok == 2 && IsKey(tok[1])))
+        snprintf(why, sizeof(why), "%sline %d %s", its, n,
+                 alias ? "is not 'alias -name -other'"
+                       : "holds more than one option; put one '-name value' per line");
+      else if (strcasecmp(tok[0], "-options_file"))
+        continue;
+      else if (ntok < 2)
+        snprintf(why, sizeof(why), "%sline %d: -options_file needs a file name", its, n);
+      else if (depth + 1 >= MAX_OPTIONS_FILE_DEPTH)
+        snprintf(why, sizeof(why), "nests -options_file more than %d deep (at %s)", MAX_OPTIONS_FILE_DEPTH,
+                 tok[1]);
+      else if (!BadOptionsFile(tok[1], chain, depth + 1))
+        continue;
+      bad = why; /* a nested file's message is in why too */
+    }
+    free(line);
+    fclose(f);
+    return bad;
+  }
+  return why;
+}
+
+const char *BasisOptionsFileProblem(const char *path)
+{
+  static char chain[MAX_OPTIONS_FILE_DEPTH][PATH_MAX];
+  return BadOptionsFile(path, chain, 0);
 }

@@ -535,16 +535,20 @@ static void ReserveBytes(const char *path, const char *tmp, hsize_t size, char *
 
   if (size == 0 || (fd = open(tmp, O_WRONLY)) < 0) return;
   need = fstat(fd, &st) ? (double)size : (double)size - 512.0 * st.st_blocks; /* beyond what it holds */
-  if (!fstatvfs(fd, &vfs)) have = (double)vfs.f_bavail * vfs.f_frsize;
+  if (!fstatvfs(fd, &vfs) && vfs.f_blocks > 0) /* a file system that reports its size */
+    have = (double)(geteuid() ? vfs.f_bavail : vfs.f_bfree) * vfs.f_frsize;
   if (have >= 0 && need > have)
     err = ENOSPC;
   else if (fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)size)) {
     err = errno;
-    if (!fstat(fd, &st) && (off_t)512 * st.st_blocks > st.st_size) /* give back the blocks past its end */
-      if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, st.st_size,
-                    (off_t)512 * st.st_blocks - st.st_size + (off_t)size)) { /* best effort */
-      }
-    if (!fstatvfs(fd, &vfs)) have = (double)vfs.f_bavail * vfs.f_frsize;
+    if ((err == ENOSPC || err == EDQUOT) && !fstat(fd, &st) && (off_t)size > st.st_size) {
+      /* give back what it allocated past the file's end (best effort: the output is abandoned) */
+      int punched =
+          fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, st.st_size, (off_t)size - st.st_size);
+      (void)punched;
+    }
+    if (!fstatvfs(fd, &vfs) && vfs.f_blocks > 0)
+      have = (double)(geteuid() ? vfs.f_bavail : vfs.f_bfree) * vfs.f_frsize;
   }
   close(fd);
   if (err == EDQUOT)
@@ -552,11 +556,15 @@ static void ReserveBytes(const char *path, const char *tmp, hsize_t size, char *
              "cannot write output %s (%.2f MiB): the disk quota is exceeded; free space or write it "
              "elsewhere",
              path, size / 1048576.0);
-  else if (err == ENOSPC)
+  else if (err == ENOSPC && have >= 0)
     snprintf(msg, len,
              "cannot write output %s (%.2f MiB): its file system has %.2f MiB free; free space or "
              "write it elsewhere",
              path, size / 1048576.0, have / 1048576.0);
+  else if (err == ENOSPC)
+    snprintf(msg, len,
+             "cannot write output %s (%.2f MiB): its file system is full; free space or write it elsewhere",
+             path, size / 1048576.0);
 }
 
 /* Rank 0: reserve tmp up to its HDF5 end of allocation, so that the metadata HDF5 still

@@ -11,10 +11,13 @@
 #                               landmarks, as written before they were kept),
 #                               and damaged copies (corrupt, truncated, other format
 #                               version, labels out of range) made with h5py.
-#   bad_args_cases WORK         fill the arrays case_name, case_pattern, case_args.
+#   bad_args_cases WORK         fill the arrays case_name, case_pattern, case_args, case_keep.
 #
 # Every case writes (if anything) to WORK/out.h5 or WORK/out.json, which must not exist
-# afterwards. case_pattern is a grep -E pattern of the expected error message.
+# afterwards, except case_keep (empty for most): the last sound checkpoint of a run that
+# failed, which must be a complete model of the step its message names, two before the step
+# that failed (a checkpoint is written once the next step has judged its weights).
+# case_pattern is a grep -E pattern of the expected error message.
 # case_args is one string split on spaces (WORK is a mktemp path without spaces).
 
 bad_args_setup() {
@@ -79,8 +82,8 @@ bad_args_cases() {
   local w=$1
   local T="train -input $w/d.h5 -batch 56 -anchors 20 -hidden 16,16 -dim 4 -steps 2 -train_monitor 0"
   local E="embed -input $w/d.h5" X="exact -input $w/d.h5 -dim 4" V="eval -input $w/e.h5"
-  case_name=() case_pattern=() case_args=()
-  add() { case_name+=("$1"); case_pattern+=("$2"); case_args+=("$3"); }
+  case_name=() case_pattern=() case_args=() case_keep=()
+  add() { case_name+=("$1"); case_pattern+=("$2"); case_args+=("$3"); case_keep+=("${4:-}"); }
   # train: options
   add "train -dim >= -anchors" "-anchors 20 must be at least -dim \+ 1 = 21" "$T -model $w/out.h5 -dim 20"
   add "train -anchors > N" "-anchors 300 exceeds the 200 points" "$T -model $w/out.h5 -anchors 300 -batch 400"
@@ -131,6 +134,11 @@ bad_args_cases() {
   add "train batch fails on one rank" \
     "training step [0-9]+ failed on 1 rank\(s\) .*no checkpoint was written; fix what the reason names and retrain$" \
     "train -input $w/dupbatch.h5 -batch 128 -anchors 40 -hidden 16,16 -dim 4 -steps 200 -train_monitor 0 -checkpoint_every 0 -model $w/out.h5"
+  # ... with a checkpoint every step: the last one the failed step had judged is kept
+  add "train batch fails after checkpoints" \
+    "training step [0-9]+ failed on 1 rank\(s\) .*the last good checkpoint \(step [0-9]+\) is kept in .*keep.h5; fix what the reason names and retrain with -force$" \
+    "train -input $w/dupbatch.h5 -batch 128 -anchors 40 -hidden 16,16 -dim 4 -steps 200 -train_monitor 0 -checkpoint_every 1 -model $w/keep.h5" \
+    "$w/keep.h5"
   # ... and the failing rank names its reason once, with the step whose batch failed
   add "train batch fails: the reason" "basis: error( \\[rank [0-9]+\\])?: the batch of step [0-9]+: .*zero" \
     "train -input $w/dupbatch.h5 -batch 128 -anchors 40 -hidden 16,16 -dim 4 -steps 200 -train_monitor 0 -checkpoint_every 0 -model $w/out.h5"

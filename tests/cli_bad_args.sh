@@ -3,7 +3,8 @@
 # embed, exact and eval, at 1, 2 and 4 ranks. Each case must, within 60 s:
 #  * exit with status 1 (not 0, not a hang, not a signal or an MPI abort);
 #  * print its expected message, once (not once per rank);
-#  * leave no output: neither WORK/out.* nor any *.partial;
+#  * leave no output: neither WORK/out.* nor any *.partial (except a case's case_keep, the
+#    last sound checkpoint of a failed run, which must be the one its message names);
 #  * leave every file that existed before byte-for-byte unchanged.
 # Silent on success; prints each failing case.
 set -u
@@ -34,6 +35,17 @@ for np in 1 2 4; do
       echo "FAIL $what: message does not match '${case_pattern[$i]}':"; sed 's/^/    /' <<<"$out" | head -6; fail=1
     elif [[ $(grep -Ec -- "${case_pattern[$i]}" <<<"$out") != 1 ]]; then
       echo "FAIL $what: the message is printed more than once:"; grep -E -- "${case_pattern[$i]}" <<<"$out"; fail=1
+    fi
+    keep=${case_keep[$i]}
+    if [[ -n $keep ]]; then # the last sound checkpoint: complete, of the step named, two before the failed one
+      failed=$(grep -Eo 'training step [0-9]+' <<<"$out" | head -1 | grep -Eo '[0-9]+')
+      named=$(grep -Eo 'checkpoint \(step [0-9]+\)' <<<"$out" | head -1 | grep -Eo '[0-9]+')
+      got=$(/usr/bin/python3 -c 'import h5py, sys
+f = h5py.File(sys.argv[1], "r")
+print(f.attrs["basis_complete"][0], f.attrs["step"][0])' "$keep" 2>&1)
+      [[ $got == "1 $named" && $named == $((failed - 2)) ]] ||
+        { echo "FAIL $what: $keep ($got) is not the complete checkpoint of step $named = $failed - 2"; fail=1; }
+      rm -f "$keep"
     fi
     left=$(find "$work" -name 'out.*' -o -name '*.partial')
     [[ -z $left ]] || { echo "FAIL $what: left $left"; rm -f $left; fail=1; }

@@ -81,6 +81,15 @@ for np in 1 2 4; do
     -steps 2 -train_monitor 0 -ref_eps_tol 1e-9 -malloc_dump -options_left no -log_view :/dev/null \
     -options_file "$work/good.opts"
   rm -f "$work/p.h5"
+  # complete chunked files whose shape is not a multiple of the chunk (edge chunks), with and
+  # without a filter, are read; an options file with a comment, a quoted value and an include
+  ok $np "ragged chunks" info -input "$work/ragged.h5"
+  ok $np "ragged chunks, gzip" info -input "$work/ragged_gz.h5"
+  ok $np "options file with comments, quotes and an include" train -input "$work/d.h5" -model "$work/p.h5" \
+    -batch 56 -anchors 20 -hidden 16,16 -dim 4 -train_monitor 0 -options_file "$work/rich.opts"
+  [[ $(/usr/bin/python3 -c 'import h5py, sys; print(h5py.File(sys.argv[1])["train/history"].shape[0])' "$work/p.h5") == 3 ]] ||
+    die "np=$np: the options file's -steps 3 (through its include) was not applied"
+  rm -f "$work/p.h5"
 done
 
 # Two runs writing one output: each is refused by the other's lock or runs after it; the

@@ -47,6 +47,10 @@ with h5py.File(w + "damaged.h5", "r") as g:
     off = g["features"].id.get_chunk_info_by_coord((150, 0)).byte_offset
 with open(w + "damaged.h5", "r+b") as fh:
     fh.seek(off + 10); fh.write(b"\x01\x02\x03")
+with h5py.File(w + "ragged.h5", "w") as g:               # complete, with edge chunks (must be read)
+    g.create_dataset("features", data=X, chunks=(64, 3))
+with h5py.File(w + "ragged_gz.h5", "w") as g:
+    g.create_dataset("features", data=X, chunks=(64, 3), compression="gzip")
 with h5py.File(w + "lab2.h5", "w") as g:
     g["features"] = X; g["labels"] = np.stack([L, L], 1)
 with h5py.File(w + "tmpdata.h5", "w") as g:              # as a run killed before its rename leaves it
@@ -61,6 +65,9 @@ PY
   printf -- '-options_file %s\n' "$w/loop_b.opts" >"$w/loop_a.opts"
   printf -- '# b\n-options_file %s\n' "$w/loop_a.opts" >"$w/loop_b.opts"
   printf -- '-steps 3 -input %s\n' "$w/d.h5" >"$w/two.opts"
+  printf -- '-resume -force\n' >"$w/twokeys.opts"
+  printf -- '-options_file %s\n' "$w/nothere.opts" >"$w/inc_missing.opts"
+  printf -- '# a comment\n-monitor_every "7" # inline\n\n-options_file %s\n' "$w/good.opts" >"$w/rich.opts"
   if [[ $(id -u) == 0 ]]; then
     mkdir -p "$w/full" "$w/near"
     mount -t tmpfs -o size=128k tmpfs "$w/full" && mount -t tmpfs -o size=352k tmpfs "$w/near" || return 1
@@ -115,6 +122,12 @@ faults_cases() {
     "$T -model $w/out.h5 -options_file $w/loop_a.opts"
   add "-options_file two options on a line" "-options_file .*two.opts line 1 holds more than one option" \
     "$T -model $w/out.h5 -options_file $w/two.opts"
+  add "-options_file '-resume -force' on a line" "-options_file .*twokeys.opts line 1 holds more than one option" \
+    "$T -model $w/out.h5 -options_file $w/twokeys.opts"
+  add "-options_file including a missing file" "includes .*nothere.opts, which does not exist" \
+    "$T -model $w/out.h5 -options_file $w/inc_missing.opts"
+  add "-OPTIONS_FILE includes itself" "includes .*self.opts again through -options_file" \
+    "$T -model $w/out.h5 -OPTIONS_FILE $w/self.opts"
   # an option without its value kept the default (or the value given before) silently
   add "-steps without a value" "option -steps is given without a value; it needs an integer" "$T -model $w/out.h5 -steps"
   add "-output without a value" "option -output is given without a value" "$E -output -force"

@@ -44,3 +44,9 @@ PetscErrorCode BasisOptionsCheckListLength(MPI_Comm comm, const char *option, Pe
    without a value, and integer options whose value does not fit 32 bits. Collective; main
    calls it once after SlepcInitialize. */
 PetscErrorCode BasisOptionsCheckCommandLine(MPI_Comm comm);
+
+/* Why PETSc would fail on the options file path (-options_file), or NULL: PETSc reads it
+   inside SlepcInitialize, before basis's error handler, crashing on a file that includes
+   itself and printing its trace for a line it refuses. Checks the lines with PETSc's rules
+   and every file included. Not collective, no MPI: main calls it on rank 0 before PETSc. */
+const char *BasisOptionsFileProblem(const char *path);
