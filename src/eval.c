@@ -319,8 +319,7 @@ PetscErrorCode BasisEvaluatorSetFromOptions(BasisEvaluator ev)
 
   PetscFunctionBeginUser;
   if (ev->Kmax > 0) ev->graph.K = ev->Kmax;
-  ev->nmatch = BASIS_EVAL_MAX_REFS;
-  PetscCall(BasisOptionsCheckListLength(ev->comm, "-match_batch", BASIS_EVAL_MAX_REFS));
+  ev->nmatch = BASIS_EVAL_MAX_REFS; /* a longer -match_batch is refused by BasisEvalMain, before any work */
   PetscOptionsBegin(ev->comm, NULL, "basis eval: scores and the reference graphs computed with -data", NULL);
   PetscCall(
       PetscOptionsIntArray("-match_batch",
@@ -732,7 +731,8 @@ PetscErrorCode BasisEvalMain(MPI_Comm comm)
 
   PetscFunctionBeginUser;
   PetscCall(BasisOptionsCheckListLength(comm, "-input", BASIS_EVAL_MAX_INPUTS));
-  PetscCall(BasisOptionsCheckListLength(comm, "-match_batch", BASIS_EVAL_MAX_REFS)); /* before any work */
+  /* -match_batch is the evaluator's (BasisEvaluatorSetFromOptions), read after the inputs: count it now */
+  PetscCall(BasisOptionsCheckListLength(comm, "-match_batch", BASIS_EVAL_MAX_REFS));
   PetscOptionsBegin(comm, NULL, "basis eval: score embeddings against exact eigenvectors", NULL);
   PetscCall(PetscOptionsStringArray("-input",
                                     "Embeddings to score (/embedding or /exact/vectors), comma-separated",

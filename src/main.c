@@ -27,13 +27,11 @@
 #include <basis/info.h>
 #include <basis/options.h>
 
-#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 typedef PetscErrorCode (*BasisCommand)(MPI_Comm);
@@ -107,16 +105,10 @@ static int CheckOptionsFiles(int argc, char **argv, int *mpi_started)
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   for (int i = 2; rank == 0 && i < argc && !why[0]; i++) {
     const char *f = i + 1 < argc ? argv[i + 1] : NULL, *bad = NULL;
-    struct stat st;
-    if (strcasecmp(argv[i], "-options_file") && strcasecmp(argv[i], "-options_file_yaml")) continue;
-    if (!f || f[0] == '-')
-      bad = "needs a file name";
-    else if (strcasecmp(argv[i], "-options_file_yaml"))
-      bad = BasisOptionsFileProblem(f);
-    else if (stat(f, &st))
-      bad = errno == ENOENT ? "does not exist; check the path" : "cannot be read";
-    else if (!S_ISREG(st.st_mode) || access(f, R_OK))
-      bad = "is not a readable regular file";
+    int         yaml = !strcasecmp(argv[i], "-options_file_yaml");
+    if (!yaml && strcasecmp(argv[i], "-options_file")) continue;
+    bad =
+        !f || f[0] == '-' ? "needs a file name" : BasisOptionsFileProblem(f, yaml ? PETSC_TRUE : PETSC_FALSE);
     if (bad) snprintf(why, sizeof(why), "%s %s %s", argv[i], f ? f : "", bad);
   }
   MPI_Bcast(why, sizeof(why), MPI_CHAR, 0, MPI_COMM_WORLD);

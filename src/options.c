@@ -450,8 +450,9 @@ static int Tokens(char *line, char *tok[4])
 }
 
 /* Why the options file path (named at depth 0 by the command line, deeper by an include)
-   would fail in PETSc, or NULL. chain holds the real paths of the files being read. */
-static const char *BadOptionsFile(const char *path, char chain[][PATH_MAX], int depth)
+   would fail in PETSc, or NULL. yaml: its lines are PETSc's YAML reader's to judge. chain
+   holds the real paths of the files being read. */
+static const char *BadOptionsFile(const char *path, int yaml, char chain[][PATH_MAX], int depth)
 {
   static char why[PATH_MAX + 256];
   char        it[PATH_MAX + 32] = "", its[PATH_MAX + 32] = ""; /* "includes G, which ": a nested file */
@@ -482,7 +483,7 @@ static const char *BadOptionsFile(const char *path, char chain[][PATH_MAX], int 
         snprintf(why, sizeof(why), "includes %s again through -options_file; remove the loop", path);
         bad = why;
       }
-    while (!bad && !IsYamlName(path) && (len = getline(&line, &cap, f)) >= 0) {
+    while (!bad && !yaml && !IsYamlName(path) && (len = getline(&line, &cap, f)) >= 0) {
       char *tok[4];
       int   ntok, alias;
       n++;
@@ -504,7 +505,7 @@ static const char *BadOptionsFile(const char *path, char chain[][PATH_MAX], int 
       else if (depth + 1 >= MAX_OPTIONS_FILE_DEPTH)
         snprintf(why, sizeof(why), "nests -options_file more than %d deep (at %s)", MAX_OPTIONS_FILE_DEPTH,
                  tok[1]);
-      else if (!BadOptionsFile(tok[1], chain, depth + 1))
+      else if (!BadOptionsFile(tok[1], 0, chain, depth + 1))
         continue;
       bad = why; /* a nested file's message is in why too */
     }
@@ -515,8 +516,8 @@ static const char *BadOptionsFile(const char *path, char chain[][PATH_MAX], int 
   return why;
 }
 
-const char *BasisOptionsFileProblem(const char *path)
+const char *BasisOptionsFileProblem(const char *path, PetscBool yaml)
 {
   static char chain[MAX_OPTIONS_FILE_DEPTH][PATH_MAX];
-  return BadOptionsFile(path, chain, 0);
+  return BadOptionsFile(path, yaml, chain, 0);
 }

@@ -90,16 +90,26 @@ static const char *FileKind(mode_t m)
                                     : "not a regular file";
 }
 
+/* The bytes this process may still write on the file system holding path (root may use
+   the blocks reserved for it), or -1 when it does not say (some report no size at all). */
+static double FreeBytes(const char *path)
+{
+  struct statvfs vfs;
+
+  if (statvfs(path, &vfs) || vfs.f_blocks == 0) return -1;
+  return (double)(geteuid() ? vfs.f_bavail : vfs.f_bfree) * vfs.f_frsize;
+}
+
 /* A hint on why a write to path failed, from its file system's free space. */
 static void SpaceHint(const char *path, char *hint, size_t len)
 {
-  char           dir[PETSC_MAX_PATH_LEN];
-  struct statvfs vfs;
+  char   dir[PETSC_MAX_PATH_LEN];
+  double have;
 
   snprintf(dir, sizeof(dir), "%s", path);
-  if (!statvfs(dirname(dir), &vfs) && (double)vfs.f_bavail * vfs.f_frsize < 16.0 * (1 << 20))
-    snprintf(hint, len, "its file system is full (%.0f KiB free)",
-             (double)vfs.f_bavail * vfs.f_frsize / 1024);
+  have = FreeBytes(dirname(dir));
+  if (have >= 0 && have < 16.0 * (1 << 20))
+    snprintf(hint, len, "its file system is full (%.0f KiB free)", have / 1024);
   else
     snprintf(hint, len, "an I/O error, the disk full or the quota exceeded");
 }
@@ -528,15 +538,13 @@ PetscErrorCode BasisOutputCreate(MPI_Comm comm, const char *path, PetscBool forc
    (EOPNOTSUPP on some network file systems) leave the check to the writes themselves. */
 static void ReserveBytes(const char *path, const char *tmp, hsize_t size, char *msg, size_t len)
 {
-  int            fd, err = 0;
-  struct stat    st;
-  struct statvfs vfs;
-  double         have = -1, need;
+  int         fd, err = 0;
+  struct stat st;
+  double      have, need;
 
   if (size == 0 || (fd = open(tmp, O_WRONLY)) < 0) return;
   need = fstat(fd, &st) ? (double)size : (double)size - 512.0 * st.st_blocks; /* beyond what it holds */
-  if (!fstatvfs(fd, &vfs) && vfs.f_blocks > 0) /* a file system that reports its size */
-    have = (double)(geteuid() ? vfs.f_bavail : vfs.f_bfree) * vfs.f_frsize;
+  have = FreeBytes(tmp);
   if (have >= 0 && need > have)
     err = ENOSPC;
   else if (fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)size)) {
@@ -547,8 +555,7 @@ static void ReserveBytes(const char *path, const char *tmp, hsize_t size, char *
           fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, st.st_size, (off_t)size - st.st_size);
       (void)punched;
     }
-    if (!fstatvfs(fd, &vfs) && vfs.f_blocks > 0)
-      have = (double)(geteuid() ? vfs.f_bavail : vfs.f_bfree) * vfs.f_frsize;
+    have = FreeBytes(tmp);
   }
   close(fd);
   if (err == EDQUOT)

@@ -48,5 +48,6 @@ PetscErrorCode BasisOptionsCheckCommandLine(MPI_Comm comm);
 /* Why PETSc would fail on the options file path (-options_file), or NULL: PETSc reads it
    inside SlepcInitialize, before basis's error handler, crashing on a file that includes
    itself and printing its trace for a line it refuses. Checks the lines with PETSc's rules
-   and every file included. Not collective, no MPI: main calls it on rank 0 before PETSc. */
-const char *BasisOptionsFileProblem(const char *path);
+   and every file included; of a YAML file (-options_file_yaml: yaml true) only that it can
+   be read. Not collective, no MPI: main calls it on rank 0 before PETSc. */
+const char *BasisOptionsFileProblem(const char *path, PetscBool yaml);
